@@ -150,13 +150,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         section = first["loc"][0] if len(first["loc"]) > 1 else None
         model = Config.model_fields[section].annotation if section in Config.model_fields else Config
         known = ", ".join(model.model_fields) if hasattr(model, "model_fields") else ""
         msg = f"unknown parameter; known here: {known}"
-    extra = f" (got {first['input']!r})" if "input" in first and first["type"] != "extra_forbidden" else ""
+    shown = first.get("input")
+    extra = f" (got {shown!r})" if "input" in first and not isinstance(shown, dict) and first["type"] != "extra_forbidden" else ""
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{origin}: {where}: {msg}{extra}{more}"
 
