@@ -1,0 +1,334 @@
+"""The zarr store every stage reads and writes: creation, identity checks, blocks, readers.
+
+No other module knows the array names or chunking (see :mod:`store.schema` for the layout and why
+rows are addressed by a fixed formula). Collect calls :meth:`AtlasStore.create_or_open` and
+:meth:`AtlasStore.write_block`; later stages call :meth:`AtlasStore.open` and the dask readers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from filelock import FileLock
+
+from pipeline.errors import AtlasError
+from store import schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a store holds; two runs may share a store only if their specs are equal."""
+
+    model: dict[str, Any]      # name, weights, weights_sha256, layer, image_size, layer_shape, ...
+    dataset: dict[str, Any]    # source, kind, fingerprint, n_images
+    sampling: dict[str, Any]   # views_per_image, positions_per_image, border, seed, dtype, top_k, ...
+    channels: int
+    n_images: int
+    views_per_image: int
+    positions_per_image: int
+    rows_per_chunk: int
+    dtype: str
+    top_k: int
+    top_predictions: int
+
+    @property
+    def block_inputs(self) -> int:
+        """Inputs per block: as many as fit in ``rows_per_chunk`` rows (at least one)."""
+        return max(1, self.rows_per_chunk // self.positions_per_image)
+
+    def identity(self) -> dict[str, Any]:
+        return {"schema_version": schema.SCHEMA_VERSION, "model": self.model,
+                "dataset": self.dataset, "sampling": self.sampling}
+
+
+@dataclass
+class BlockData:
+    """Everything collect produces for one block, row-aligned with the block's rows."""
+
+    status: np.ndarray          # [inputs_in_block] uint8
+    activations: np.ndarray     # [rows, C]
+    rows: dict[str, np.ndarray]  # name in schema.ROW_ARRAYS -> [rows, ...]
+
+
+def _json_ready(value: Any) -> Any:
+    """Round-trip through zarr's JSON attrs (tuples become lists) so comparisons are exact."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    if old != new:
+        return f"{prefix.rstrip('.')}: store has {old!r}, this run has {new!r}"
+    return None
+
+
+def shard_blocks(n_blocks: int, shard: int, n_shards: int) -> range:
+    """Contiguous, disjoint block ranges: shard i of n gets blocks [i*B//n, (i+1)*B//n)."""
+    if n_shards < 1 or not 0 <= shard < n_shards:
+        raise AtlasError(f"--shard {shard}/{n_shards}: need 0 <= i < n, e.g. --shard 0/4")
+    return range(shard * n_blocks // n_shards, (shard + 1) * n_blocks // n_shards)
+
+
+class AtlasStore:
+    """A handle on one store folder."""
+
+    def __init__(self, path: Path, group: zarr.Group) -> None:
+        self.path = path
+        self.group = group
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r+") -> "AtlasStore":
+        """Open an existing store; refuse anything that is not one of ours at this schema."""
+        p = Path(path)
+        if not (p / "zarr.json").exists():
+            raise AtlasError(f"store {p} does not exist; run `atlas collect` first (or pass --store)")
+        try:
+            group = zarr.open_group(str(p), mode=mode)
+        except Exception as exc:  # noqa: BLE001 - any zarr failure is an unreadable store
+            raise AtlasError(f"store {p} cannot be opened as zarr ({type(exc).__name__}); delete it and collect again") from None
+        attrs = dict(group.attrs)
+        if attrs.get("format") != schema.FORMAT_NAME:
+            raise AtlasError(f"store {p} is not an activation-atlas store; choose another --store path")
+        if attrs.get("schema_version") != schema.SCHEMA_VERSION:
+            raise AtlasError(
+                f"store {p} has schema version {attrs.get('schema_version')}, this version reads "
+                f"{schema.SCHEMA_VERSION}; collect into a new store"
+            )
+        return cls(p, group)
+
+    @classmethod
+    def create_or_open(cls, path: str | Path, spec: StoreSpec, extra_attrs: dict[str, Any]) -> "AtlasStore":
+        """Create the pre-sized store, or reopen it if it was made by the same spec.
+
+        A file lock beside the store makes this safe when n shards start at once.
+        """
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(p) + ".lock"):
+            if (p / "zarr.json").exists():
+                store = cls.open(p)
+                store.require_identity(spec)
+                return store
+            return cls._create(p, spec, extra_attrs)
+
+    def require_identity(self, spec: StoreSpec) -> None:
+        """Refuse a run whose model, layer, data or sampling differ from what the store holds."""
+        stored = {k: self.group.attrs.get(k) for k in schema.IDENTITY_KEYS}
+        diff = _first_difference(stored, _json_ready(spec.identity()))
+        if diff:
+            raise AtlasError(
+                f"store {self.path} was made by another configuration ({diff}); "
+                "use a new --store path or delete the old store"
+            )
+
+    @classmethod
+    def _create(cls, p: Path, spec: StoreSpec, extra_attrs: dict[str, Any]) -> "AtlasStore":
+        n_inputs = spec.n_images * spec.views_per_image
+        n_rows = n_inputs * spec.positions_per_image
+        bi = spec.block_inputs
+        chunk_rows = bi * spec.positions_per_image
+        n_blocks = -(-n_inputs // bi)
+        group = zarr.open_group(str(p), mode="w")
+        images = group.create_group(schema.IMAGES)
+        img_chunk = max(1, min(spec.n_images, 65536))
+        images.create_array("path", shape=(spec.n_images,), chunks=(img_chunk,), dtype=str)
+        images.create_array("label", shape=(spec.n_images,), chunks=(img_chunk,), dtype="int32", fill_value=-1)
+        images.create_array("label_class", shape=(spec.n_images,), chunks=(img_chunk,), dtype="int32", fill_value=-1)
+        inputs = group.create_group(schema.INPUTS)
+        inputs.create_array("status", shape=(n_inputs,), chunks=(bi,), dtype="uint8", fill_value=schema.STATUS_PENDING)
+        samples = group.create_group(schema.SAMPLES)
+        samples.create_array("activations", shape=(n_rows, spec.channels), chunks=(chunk_rows, spec.channels),
+                             dtype=spec.dtype, fill_value=0)
+        trailing = {"2": 2, "top_predictions": spec.top_predictions, "top_k": spec.top_k}
+        for name, (dtype, key, fill) in schema.ROW_ARRAYS.items():
+            shape = (n_rows,) if key is None else (n_rows, trailing[key])
+            chunks = (chunk_rows,) if key is None else (chunk_rows, trailing[key])
+            samples.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
+        blocks = group.create_group(schema.BLOCKS)
+        blocks.create_array("done", shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
+        attrs = {"format": schema.FORMAT_NAME, **_json_ready(spec.identity()), **_json_ready(extra_attrs),
+                 "channels": spec.channels, "n_images": spec.n_images, "n_inputs": n_inputs, "n_rows": n_rows,
+                 "views_per_image": spec.views_per_image, "positions_per_image": spec.positions_per_image,
+                 "block_inputs": bi, "n_blocks": n_blocks}
+        group.attrs.update(attrs)
+        log.info("created store %s: %d images x %d views x %d positions = %d rows, %d blocks",
+                 p, spec.n_images, spec.views_per_image, spec.positions_per_image, n_rows, n_blocks)
+        return cls(p, group)
+
+    # ----------------------------------------------------------------------------- geometry
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.group.attrs["n_rows"])
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.group.attrs["n_inputs"])
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.group.attrs["n_blocks"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.group.attrs["channels"])
+
+    @property
+    def positions_per_image(self) -> int:
+        return int(self.group.attrs["positions_per_image"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.group.attrs.get("class_names", []))
+
+    def block_input_range(self, block: int) -> range:
+        bi = int(self.group.attrs["block_inputs"])
+        return range(block * bi, min((block + 1) * bi, self.n_inputs))
+
+    def block_row_range(self, block: int) -> range:
+        inputs = self.block_input_range(block)
+        p = self.positions_per_image
+        return range(inputs.start * p, inputs.stop * p)
+
+    # ----------------------------------------------------------------------------- writing
+    def write_images(self, paths: list[str], labels: np.ndarray, label_classes: np.ndarray) -> None:
+        """The image table; identical for every shard, so writing it twice is harmless."""
+        images = self.group[schema.IMAGES]
+        if not paths:
+            return
+        images["path"][:] = np.asarray(paths, dtype=str)
+        images["label"][:] = labels.astype("int32")
+        images["label_class"][:] = label_classes.astype("int32")
+
+    def done_blocks(self) -> np.ndarray:
+        return np.asarray(self.group[schema.BLOCKS]["done"][:], dtype=bool)
+
+    def pending_blocks(self, blocks: range | None = None) -> list[int]:
+        done = self.done_blocks()
+        candidates = range(self.n_blocks) if blocks is None else blocks
+        return [b for b in candidates if not done[b]]
+
+    def write_block(self, block: int, data: BlockData) -> None:
+        """Write every array of one block, then mark it done (the mark is the commit point)."""
+        rows = self.block_row_range(block)
+        inputs = self.block_input_range(block)
+        if data.activations.shape[0] != len(rows) or data.status.shape[0] != len(inputs):
+            raise ValueError(f"block {block}: got {data.activations.shape[0]} rows / {data.status.shape[0]} "
+                             f"inputs, expected {len(rows)} / {len(inputs)}")
+        samples = self.group[schema.SAMPLES]
+        sl = slice(rows.start, rows.stop)
+        samples["activations"][sl] = data.activations.astype(samples["activations"].dtype, copy=False)
+        for name, values in data.rows.items():
+            samples[name][sl] = values.astype(samples[name].dtype, copy=False)
+        self.group[schema.INPUTS]["status"][inputs.start:inputs.stop] = data.status
+        self.group[schema.BLOCKS]["done"][block] = 1
+
+    def record_run_summary(self, summary: dict[str, Any]) -> None:
+        """Counts of stored / skipped inputs, recomputed from the status array under the lock."""
+        with FileLock(str(self.path) + ".lock"):
+            self.group.attrs.update({"counts": _json_ready(self.counts()), "last_run": _json_ready(summary)})
+
+    # ----------------------------------------------------------------------------- reading
+    def input_status(self) -> np.ndarray:
+        return np.asarray(self.group[schema.INPUTS]["status"][:])
+
+    def counts(self) -> dict[str, int]:
+        status = self.input_status()
+        reasons = list(self.group.attrs.get("skip_reasons", []))
+        out = {"inputs": int(status.size), "stored": int((status == schema.STATUS_STORED).sum()),
+               "pending": int((status == schema.STATUS_PENDING).sum())}
+        for i, reason in enumerate(reasons):
+            out[f"skipped_{reason}"] = int((status == schema.STATUS_FIRST_SKIP + i).sum())
+        out["skipped"] = int((status >= schema.STATUS_FIRST_SKIP).sum())
+        return out
+
+    def valid_mask(self) -> np.ndarray:
+        """[n_rows] bool: rows whose input was decoded and stored (skipped/pending rows are not)."""
+        status = self.input_status()
+        return np.repeat(status == schema.STATUS_STORED, self.positions_per_image)
+
+    def activations(self) -> da.Array:
+        """[n_rows, C] in the stored dtype; cast blocks to float32 before reducing (float16 overflows)."""
+        return da.from_zarr(self.group[schema.SAMPLES]["activations"])
+
+    def row_array(self, name: str) -> da.Array:
+        if name not in schema.ROW_ARRAYS:
+            raise KeyError(f"unknown per-row array {name!r}; known: {', '.join(schema.ROW_ARRAYS)}")
+        return da.from_zarr(self.group[schema.SAMPLES][name])
+
+    def attribution_topk(self) -> tuple[da.Array, da.Array]:
+        """(class indices int32 [N, K] with -1 for none, values float16 [N, K])."""
+        return self.row_array("attr_idx").astype("int32"), self.row_array("attr_val")
+
+    def row_images(self) -> np.ndarray:
+        """[n_rows] int32 image index of every row (from the fixed addressing)."""
+        views = int(self.group.attrs["views_per_image"])
+        return (np.arange(self.n_rows, dtype=np.int64) // (self.positions_per_image * views)).astype(np.int32)
+
+    def row_views(self) -> np.ndarray:
+        views = int(self.group.attrs["views_per_image"])
+        return ((np.arange(self.n_rows, dtype=np.int64) // self.positions_per_image) % views).astype(np.int16)
+
+    def row_labels(self) -> np.ndarray:
+        """[n_rows] int32 dataset label of every row, -1 unknown."""
+        labels = np.asarray(self.group[schema.IMAGES]["label"][:], dtype=np.int32)
+        return labels[self.row_images()] if labels.size else np.full(self.n_rows, -1, np.int32)
+
+    def image_paths(self) -> np.ndarray:
+        return np.asarray(self.group[schema.IMAGES]["path"][:])
+
+    # ----------------------------------------------------------------------------- tests
+    @classmethod
+    def create_synthetic_for_tests(
+        cls,
+        path: str | Path,
+        activations: np.ndarray,
+        attr_idx: np.ndarray | None = None,
+        attr_val: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        class_names: list[str] | None = None,
+        rows_per_chunk: int = 1024,
+    ) -> "AtlasStore":
+        """A complete store from arrays (one image per row, one view, one position), no model."""
+        n, c = activations.shape
+        k = attr_idx.shape[1] if attr_idx is not None else 1
+        spec = StoreSpec(model={"name": "synthetic", "layer": "none"}, dataset={"fingerprint": "synthetic"},
+                         sampling={}, channels=c, n_images=n, views_per_image=1, positions_per_image=1,
+                         rows_per_chunk=rows_per_chunk, dtype=str(activations.dtype) if activations.dtype in
+                         (np.float16, np.float32) else "float32", top_k=k, top_predictions=1)
+        names = class_names or [f"class_{i}" for i in range(int(attr_idx.max()) + 1 if attr_idx is not None else 1)]
+        store = cls._create(Path(path), spec, {"class_names": names, "label_names": [], "skip_reasons": []})
+        labels = np.full(n, -1, np.int32) if labels is None else labels
+        store.write_images([f"synthetic/{i}" for i in range(n)], labels, np.full(n, -1, np.int32))
+        for block in range(store.n_blocks):
+            rows = store.block_row_range(block)
+            sl = slice(rows.start, rows.stop)
+            extra = {"yx": np.zeros((len(rows), 2), np.int16)}
+            if attr_idx is not None and attr_val is not None:
+                extra["attr_idx"], extra["attr_val"] = attr_idx[sl], attr_val[sl]
+            store.write_block(block, BlockData(status=np.full(len(rows), schema.STATUS_STORED, np.uint8),
+                                               activations=activations[sl], rows=extra))
+        return store
