@@ -88,6 +88,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Every stage in order on one machine; each stage resumes or skips work already in the store."""
+    status = cmd_collect(args)
+    if status:
+        return status
+    config = _config(args)
+    print(f"done: store {config.data.store} (inspect with `atlas info`)")
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from pipeline.models import list_layers
 
@@ -144,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, ["data", "model", "collect"])
     p.add_argument("--shard", default="0/1", help="process shard i of n (array jobs), e.g. 3/64")
     commands["collect"] = cmd_collect
+
+    p = sub.add_parser("run", help="run the whole pipeline (collect -> ...) with params.yaml")
+    _common(p, ["data", "model", "collect"])
+    p.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
+    commands["run"] = cmd_run
 
     p = sub.add_parser("layers", help="list a model's layer names and output shapes")
     p.add_argument("model", help="torchvision model name, e.g. mobilenet_v2, googlenet")
