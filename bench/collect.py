@@ -36,7 +36,7 @@ from pipeline.image_sources import open_image_source  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
 from pipeline.views import render_view, view_box  # noqa: E402
 from stages import collect  # noqa: E402
-from stages.collect_blocks import block_positions  # noqa: E402
+from stages.collect_blocks import interior_positions  # noqa: E402
 from stages.collect_inputs import to_model_input  # noqa: E402
 
 
@@ -118,7 +118,7 @@ def main() -> None:
         cfg_trunk = _config(source, str(tmp / "b.zarr"), args.images, args.views, args, head=False)
         model = load_model(cfg_head.model, torch.device("cpu"))
         _, h, w = model.layer_shape
-        positions = block_positions(0, n_inputs, 1, h, w, cfg_head.collect.border, 0)[:, 0]
+        positions = interior_positions(range(n_inputs), 1, h, w, cfg_head.collect.border, 0)[:, 0]
         paths = [line for line in Path(source).read_text().splitlines() if line]
         naive_images = max(1, args.naive_inputs // args.views)
         rows = {}

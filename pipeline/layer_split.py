@@ -13,6 +13,7 @@ reference's attribution h . grad_h logit_k asks for.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 
@@ -59,6 +60,16 @@ def _descendants(node: fx.Node) -> set[fx.Node]:
     return seen
 
 
+def suggest_layers(layer: str, valid_layers: list[str], limit: int = 30) -> str:
+    """The valid names, or for deep models the closest ones plus the top-level blocks."""
+    if len(valid_layers) <= limit:
+        return f"choose one of: {', '.join(valid_layers)}"
+    close = difflib.get_close_matches(layer, valid_layers, n=5, cutoff=0.6)
+    shallow = [name for name in valid_layers if name.count(".") <= 1][:limit]
+    near = f"closest: {', '.join(close)}; " if close else ""
+    return f"{near}blocks: {', '.join(shallow)}; `atlas layers` lists all {len(valid_layers)}"
+
+
 def split_at_layer(model: nn.Module, layer: str, valid_layers: list[str]) -> tuple[fx.GraphModule, fx.GraphModule, int]:
     """Return (trunk, head, number of cut tensors) for ``model`` (put in eval mode) at ``layer``.
 
@@ -72,7 +83,7 @@ def split_at_layer(model: nn.Module, layer: str, valid_layers: list[str]) -> tup
     qualnames = tracer.node_to_qualname
     candidates = [n for n in graph.nodes if n in qualnames and _matches(qualnames[n], layer)]
     if not candidates:
-        raise AtlasError(f"layer {layer!r} not found in {type(model).__name__}; choose one of: {', '.join(valid_layers)}")
+        raise AtlasError(f"layer {layer!r} not found in {type(model).__name__}; {suggest_layers(layer, valid_layers)}")
     cut_node = candidates[-1]
     output = next(n for n in graph.nodes if n.op == "output")
     needed = _ancestors([output])

@@ -26,7 +26,7 @@ from pipeline.image_sources import ImageSource, open_image_source
 from pipeline.labels import label_classes
 from pipeline.models import LoadedModel, load_model
 from stages.attribution import logits_and_attribution, top_k
-from stages.collect_blocks import BlockAssembler, block_positions
+from stages.collect_blocks import BlockAssembler, interior_positions
 from stages.collect_inputs import ViewDataset, ViewSettings, WorkItem, to_model_input, view_loader, work_items
 from store.atlas_store import AtlasStore, StoreSpec, shard_blocks
 
@@ -98,8 +98,8 @@ class _ModelStep:
     def _positions(self, block: int, input_index: int) -> np.ndarray:
         if block not in self.positions:
             inputs = self.store.block_input_range(block)
-            self.positions[block] = block_positions(block, len(inputs), self.c.positions_per_image, self.h,
-                                                    self.w, self.c.border, self.c.seed)
+            self.positions[block] = interior_positions(inputs, self.c.positions_per_image, self.h, self.w,
+                                                       self.c.border, self.c.seed)
         return self.positions[block][input_index - self.store.block_input_range(block).start]
 
     def __call__(self, batch: list[tuple[WorkItem, int, np.ndarray]]) -> None:
@@ -185,6 +185,12 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     for index, views, reason in loader:
         item = items[index]
         first = item.image * c.views_per_image
+        if pending and pending[0][0].block != item.block:
+            # Batches never span two blocks: every block then sees the same batches whether the
+            # run is whole, sharded or resumed, so results are bit-identical across all three.
+            for start in range(0, len(pending), c.batch_size):
+                step(pending[start:start + c.batch_size])
+            pending = []
         if views is None:
             assembler.skip(item.block, range(first + item.view_start, first + item.view_stop), reason or "decode_error")
             continue
@@ -193,8 +199,8 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
         while len(pending) >= c.batch_size:
             step(pending[:c.batch_size])
             pending = pending[c.batch_size:]
-    if pending:
-        step(pending)
+    for start in range(0, len(pending), c.batch_size):
+        step(pending[start:start + c.batch_size])
     if assembler.unfinished:
         raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
 

@@ -15,16 +15,30 @@ from store.atlas_store import AtlasStore, BlockData
 from store.schema import STATUS_FIRST_SKIP, STATUS_STORED
 
 
-def block_positions(block: int, n_inputs: int, positions: int, height: int, width: int,
-                    border: int, seed: int) -> np.ndarray:
-    """[n_inputs, positions, 2] interior (y, x), seeded by (seed, block) alone.
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A counter-based hash (splitmix64's finaliser): independent draws from consecutive ids."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
-    The article avoided edge positions; ``border`` cells are excluded on every side.
-    Depending only on the block makes a resumed or sharded run draw the same positions.
+
+def interior_positions(inputs: range, positions: int, height: int, width: int, border: int,
+                       seed: int) -> np.ndarray:
+    """[len(inputs), positions, 2] interior (y, x), uniform over the non-border cells.
+
+    The article avoided edge positions; ``border`` cells are excluded on every side. Each draw
+    is a pure function of (seed, input, position), so a resumed, sharded or re-chunked run
+    samples exactly the same positions.
     """
-    rng = np.random.default_rng([seed, 0x5A3, block])
-    ys = rng.integers(border, height - border, size=(n_inputs, positions))
-    xs = rng.integers(border, width - border, size=(n_inputs, positions))
+    ids = (np.arange(inputs.start, inputs.stop, dtype=np.uint64)[:, None] * np.uint64(positions)
+           + np.arange(positions, dtype=np.uint64)[None, :])
+    with np.errstate(over="ignore"):
+        h = _splitmix64(ids ^ _splitmix64(np.full(ids.shape, seed, np.uint64)))
+    span_y, span_x = height - 2 * border, width - 2 * border
+    ys = border + (h & np.uint64(0xFFFFFFFF)) % np.uint64(span_y)
+    xs = border + (h >> np.uint64(32)) % np.uint64(span_x)
     return np.stack([ys, xs], axis=-1).astype(np.int16)
 
 
