@@ -173,8 +173,8 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
         on_start(total)
     log.info("shard %d/%d: %d of %d blocks pending (%d inputs)", *shard, len(blocks), len(mine), total)
 
-    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions,
-                               on_block_written=(lambda _b, n: progress(n)) if progress else None)
+    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
+    report = progress or (lambda _n: None)
     label_class = np.asarray(store.group["images"]["label_class"][:], np.int32)
     step = _ModelStep(config, model, store, assembler, label_class)
     items = work_items(block_inputs, c.views_per_image)
@@ -182,25 +182,31 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     loader = view_loader(ViewDataset(items, [r.path for r in source.records], settings), c.num_workers,
                          pin_memory=model.device.type == "cuda")
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
+
+    def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
+        for begin in range(0, len(views), c.batch_size):
+            batch = views[begin:begin + c.batch_size]
+            step(batch)
+            report(len(batch))
+
     for index, views, reason in loader:
         item = items[index]
         first = item.image * c.views_per_image
         if pending and pending[0][0].block != item.block:
             # Batches never span two blocks: every block then sees the same batches whether the
             # run is whole, sharded or resumed, so results are bit-identical across all three.
-            for start in range(0, len(pending), c.batch_size):
-                step(pending[start:start + c.batch_size])
+            run_batches(pending)
             pending = []
         if views is None:
             assembler.skip(item.block, range(first + item.view_start, first + item.view_stop), reason or "decode_error")
+            report(item.view_stop - item.view_start)
             continue
         for k, view in enumerate(range(item.view_start, item.view_stop)):
             pending.append((item, first + view, views[k]))
-        while len(pending) >= c.batch_size:
-            step(pending[:c.batch_size])
-            pending = pending[c.batch_size:]
-    for start in range(0, len(pending), c.batch_size):
-        step(pending[start:start + c.batch_size])
+        full = len(pending) - len(pending) % c.batch_size
+        run_batches(pending[:full])
+        pending = pending[full:]
+    run_batches(pending)
     if assembler.unfinished:
         raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
 

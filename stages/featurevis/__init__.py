@@ -1,0 +1,48 @@
+"""Feature visualization engine: render images that maximise what a layer computes.
+
+Usable on its own (see ``docs/featurevis.md``)::
+
+    with layer_forward(model.eval(), "features.13.conv.0") as forward:
+        result = render(forward, Channel("features.13.conv.0", 7), FourierImage(1, (80, 80)),
+                        steps=256, device=torch.device("cpu"))
+
+Modules, one job each: :mod:`.param` (image parameterisations), :mod:`.transforms`
+(transformation robustness), :mod:`.objectives` (what to maximise), :mod:`.forward` (model ->
+forward contract, hook hygiene), :mod:`.relu_grad` (lucid's redirected ReLU gradient for the
+first steps), :mod:`.optimize` (the batched Adam loop).
+"""
+
+from stages.featurevis.forward import imagenet_normalize, layer_forward
+from stages.featurevis.objectives import (
+    AtlasDirection,
+    Channel,
+    ClassLogit,
+    ClassProbability,
+    DeepDream,
+    Direction,
+    Neuron,
+    Objective,
+)
+from stages.featurevis.optimize import RenderResult, render
+from stages.featurevis.param import FourierImage, PixelImage, fft_image, pixel_image
+from stages.featurevis.transforms import reference_transforms
+
+__all__ = [
+    "AtlasDirection",
+    "Channel",
+    "ClassLogit",
+    "ClassProbability",
+    "DeepDream",
+    "Direction",
+    "FourierImage",
+    "Neuron",
+    "Objective",
+    "PixelImage",
+    "RenderResult",
+    "fft_image",
+    "imagenet_normalize",
+    "layer_forward",
+    "pixel_image",
+    "reference_transforms",
+    "render",
+]

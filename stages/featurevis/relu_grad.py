@@ -1,0 +1,78 @@
+"""lucid's redirected ReLU gradient, for the first steps of an optimisation.
+
+A unit that is off (ReLU input below 0) for the random starting image passes no gradient, so
+its visualization never starts and the icon stays flat grey. lucid's renderer (``render.make_vis_T``,
+``relu_gradient_override=True`` by default, used by the activation-atlas notebooks'
+``render_icons``) overrides the gradient of every ReLU and ReLU6 for the first 16 steps
+(``lucid/misc/redirected_relu_grad.py``): per batch item, if the true ReLU gradient is zero
+everywhere, pass the gradient through wherever it pushes the input back into the active range
+(up from below 0, down from above 6). The forward value is unchanged.
+
+Here the override is a ``TorchFunctionMode`` that swaps ``relu``/``relu6`` (and ``hardtanh``
+with limits 0 and 6, which ``nn.ReLU6`` calls) for an autograd function with that backward. It
+intercepts functional calls too (torchvision's GoogLeNet calls ``F.relu`` directly), needs no
+hooks on the model, and is active only inside its ``with`` block.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+# lucid: ``return_relu_grad = global_step > 16``.
+REDIRECT_STEPS = 16
+
+
+class _RedirectedRelu(torch.autograd.Function):
+    """``clamp(x, 0, upper)`` whose gradient is redirected when it would be zero."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, upper: float | None) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.upper = upper
+        return torch.clamp(x, min=0.0, max=upper)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        below, above = x < 0, (x > ctx.upper if ctx.upper is not None else torch.zeros_like(x, dtype=torch.bool))
+        relu_grad = grad.masked_fill(below | above, 0)
+        # The optimiser descends: a positive gradient pushes the input down, a negative one up.
+        wrong_way = (below & (grad > 0)) | (above & (grad < 0))
+        redirected = grad.masked_fill(wrong_way, 0)
+        if x.ndim < 2:
+            return redirected, None
+        flows = relu_grad.flatten(1).abs().amax(dim=1) > 0
+        flows = flows.view(-1, *([1] * (x.ndim - 1)))
+        return torch.where(flows, relu_grad, redirected), None
+
+
+def _relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float | None]:
+    """Whether ``func(*args, **kwargs)`` is a ReLU (upper None) or a ReLU6 (upper 6)."""
+    if func in (F.relu, torch.relu, Tensor.relu, torch.relu_, Tensor.relu_):
+        return True, None
+    if func is F.relu6:
+        return True, 6.0
+    if func is F.hardtanh:
+        low = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
+        high = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
+        if low == 0.0 and high == 6.0:
+            return True, 6.0
+    return False, None
+
+
+class redirected_relu_grad(TorchFunctionMode):  # noqa: N801 - used like a function: ``with redirected_relu_grad():``
+    """Inside this block, ReLU and ReLU6 calls get lucid's redirected gradient."""
+
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        is_relu, upper = _relu_upper(func, args, kwargs)
+        if is_relu and isinstance(args[0], Tensor) and torch.is_grad_enabled():
+            # A new tensor even for inplace calls: callers use the return value
+            # (``x = F.relu(x, inplace=True)``), and autograd needs the input intact.
+            return _RedirectedRelu.apply(args[0], upper)
+        return func(*args, **kwargs)
