@@ -90,6 +90,11 @@ class ReduceConfig(_Section):
     seed: int = 0
     clip_percentiles: tuple[float, float] = (1.0, 99.0)
     margin: float = Field(0.1, ge=0.0, description="margin added around the clipped layout before rescaling to [0, 1]")
+    tsne_perplexity: float = Field(30.0, gt=0.0, description="t-SNE only (method: tsne); sklearn's default")
+    place_index: Literal["auto", "flat", "ivf"] = Field(
+        "auto", description="faiss index placing the unfitted rows: exact flat, or IVF (auto: IVF from 20k fitted rows)"
+    )
+    place_nprobe: int = Field(16, ge=1, description="IVF lists searched per placed row (16: recall@1 0.999 measured)")
 
 
 class GridConfig(_Section):

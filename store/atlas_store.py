@@ -175,6 +175,14 @@ class AtlasStore:
                  p, spec.n_images, spec.views_per_image, spec.positions_per_image, n_rows, n_blocks)
         return cls(p, group)
 
+    def derived_path(self, name: str) -> Path:
+        """Where a later stage keeps its output: a sibling zarr group, ``<store>.<name>.zarr``.
+
+        Each stage owning its own folder lets DVC track it as that stage's output (DVC refuses
+        outputs nested inside another stage's output) and lets a stage be rerun alone.
+        """
+        return self.path.with_name(f"{self.path.stem}.{name}.zarr")
+
     # ----------------------------------------------------------------------------- geometry
     @property
     def attrs(self) -> dict[str, Any]:
