@@ -33,9 +33,11 @@ def _add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
     for name, info in model.model_fields.items():
         key = f"{section}.{name}"
         flag = _ALIASES.get(key, f"--{name.replace('_', '-')}")
+        if flag in parser._option_string_actions:  # e.g. seed in collect and reduce: --reduce-seed
+            flag = f"--{section}-{name.replace('_', '-')}"
         default = info.default
         group.add_argument(flag, dest=f"param:{key}", metavar="VALUE", default=None,
-                           help=f"{info.description or ''} [params.yaml default here: {default!r}]".strip())
+                           help=f"{info.description or ''} [built-in default {default!r}; params.yaml overrides it]".strip())
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -89,11 +91,71 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Bar:
+    """A tqdm bar driven by a stage's ``progress(done, total)`` callback (the CLI owns bars)."""
+
+    def __init__(self, desc: str, unit: str, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=desc, unit=unit, disable=quiet, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._bar.close()
+
+
+def _open_store(config: Config):
+    from store.atlas_store import AtlasStore
+
+    return AtlasStore.open(config.data.store)
+
+
+def cmd_reduce(args: argparse.Namespace) -> int:
+    from stages import reduce
+
+    config = _config(args)
+    with _Bar("reduce", "row", args.quiet) as bar:
+        result = reduce.run(config, _open_store(config), progress=bar)
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    print(f"reduce: {result.method} layout of {result.n_rows} rows ({result.n_fit} fitted, {result.n_placed} "
+          f"placed), seed {result.seed}, deterministic {result.deterministic}; {timing}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from stages import grid
+
+    config = _config(args)
+    with _Bar("grid", "row", args.quiet) as bar:
+        result = grid.run(config, _open_store(config), progress=bar)
+    cells = ", ".join(f"{n}x{n}: {result.cells[n]} cells" for n in result.levels)
+    print(f"grid: {cells}; whitening from {result.whitening_rows} rows (ridge {result.whitening_ridge:.3g}); "
+          f"{sum(result.seconds.values()):.1f} s")
+    return 0
+
+
+def cmd_plot_layout(args: argparse.Namespace) -> int:
+    from pipeline.layout_plot import plot_layout
+
+    config = _config(args)
+    out = plot_layout(_open_store(config), args.level, args.out, color_by=args.color_by)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Every stage in order on one machine; each stage resumes or skips work already in the store."""
-    status = cmd_collect(args)
-    if status:
-        return status
+    for step in (cmd_collect, cmd_reduce, cmd_grid):
+        status = step(args)
+        if status:
+            return status
     config = _config(args)
     print(f"done: store {config.data.store} (inspect with `atlas info`)")
     return 0
@@ -156,8 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="process shard i of n (array jobs), e.g. 3/64")
     commands["collect"] = cmd_collect
 
-    p = sub.add_parser("run", help="run the whole pipeline (collect -> ...) with params.yaml")
-    _common(p, ["data", "model", "collect"])
+    p = sub.add_parser("reduce", help="lay the collected activations out in 2-D (UMAP / t-SNE / PCA)")
+    _common(p, ["data", "reduce"])
+    commands["reduce"] = cmd_reduce
+
+    p = sub.add_parser("grid", help="bin the layout into cells at every zoom level; whitening matrix")
+    _common(p, ["data", "grid"])
+    commands["grid"] = cmd_grid
+
+    p = sub.add_parser("plot-layout", help="PNG scatter/density of the layout with one level's grid")
+    _common(p, ["data"])
+    p.add_argument("--out", default="data/layout.png")
+    p.add_argument("--level", type=int, default=None, help="grid level to draw (cells per side)")
+    p.add_argument("--color-by", choices=["label", "top_class"], default="top_class")
+    commands["plot-layout"] = cmd_plot_layout
+
+    p = sub.add_parser("run", help="run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml")
+    _common(p, ["data", "model", "collect", "reduce", "grid"])
     p.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     commands["run"] = cmd_run
 
