@@ -225,3 +225,14 @@ def test_cli_empty_folder_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "empty" in err and len(err.splitlines()) == 1
+
+
+def test_head_off_stores_same_activations_and_no_attribution(photo_folder: Path, reference_store: Path,
+                                                             tmp_path: Path) -> None:
+    path = tmp_path / "trunk_only.zarr"
+    collect.run(_config(photo_folder, path, head=False), device=torch.device("cpu"))
+    ours, ref = _arrays(path), _arrays(reference_store)
+    np.testing.assert_array_equal(ours["activations"], ref["activations"])
+    np.testing.assert_array_equal(ours["yx"], ref["yx"])
+    assert (ours["attr_idx"] == -1).all() and (ours["top_pred_idx"] == -1).all()
+    assert np.isnan(ours["attr_label"]).all()
