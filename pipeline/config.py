@@ -118,6 +118,10 @@ class RenderConfig(_Section):
     whiten: bool = True
     seed: int = 0
     device: str = "auto"
+    levels: list[int] | None = Field(
+        None, description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones"
+    )
+    mixed_precision: bool = Field(False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it")
 
 
 class Config(_Section):

@@ -1,0 +1,238 @@
+"""Icon storage: the render stage's output group, the only code that knows its layout.
+
+The icons live in their own zarr group beside the store (``store.derived_path("icons")``, i.e.
+``<store>.icons.zarr``), so DVC tracks them as the render stage's output and a re-render never
+touches the store::
+
+    level_<N>/icons        [K, S, S, 3] uint8   one icon per kept cell of level N (cell order of
+                                                 ``store.derived.read_level``), chunk = one batch
+    level_<N>/objective    [K] float32          final atlas objective (untransformed icon)
+    level_<N>/cossim       [K] float32          cos(icon's centre activation, cell direction)
+    level_<N>/done         [batches] uint8      1 = batch written; chunk size 1, written LAST
+    level_<N>/fidelity/    written by ``stages.fidelity`` (see :meth:`IconStore.write_fidelity`)
+    attrs: format, version, identity {grid, model}, params {render params, seed},
+           levels {N: cells}, batch_size, size
+
+Resumption follows the collect store's ``blocks/done``: a batch's arrays are written first and
+its ``done`` flag last, so a killed render leaves at worst a batch whose flag is 0, which the
+next run renders again. Shards write disjoint batches (disjoint chunks) and never the attrs.
+
+Policy when the group already exists (see ``docs/render.md``):
+
+- made from another **grid** (layout id / grid fingerprint) or another **model** (name,
+  weights hash, layer): refused with a one-line :class:`AtlasError`. Those icons belong to a
+  different atlas; the user deletes the folder (or points the store elsewhere) on purpose.
+- made with other **render params** (steps, size, attempts, seed, ...): deleted and recreated.
+  Changing a render parameter is how one asks for a re-render, so nothing is worth keeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from filelock import FileLock
+from numpy.typing import NDArray
+
+from pipeline.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "activation-atlas-icons"
+VERSION = 1
+FIDELITY = "fidelity"
+
+
+@dataclass(frozen=True)
+class IconsSpec:
+    """What an icons group is made from: reuse it only if all of this matches."""
+
+    grid: dict[str, Any]    # layout_id, fingerprint (refuse on change)
+    model: dict[str, Any]   # name, weights_sha256, layer (refuse on change)
+    params: dict[str, Any]  # render params incl. seed (recreate on change)
+    levels: dict[int, int]  # N -> kept cells
+    size: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class IconLevel:
+    """The rendered icons of one level, row-aligned with the level's kept cells."""
+
+    n: int
+    icons: NDArray[np.uint8]       # [K, S, S, 3]
+    objective: NDArray[np.float32]  # [K]
+    cossim: NDArray[np.float32]     # [K]
+    done: NDArray[np.bool_]         # [batches]
+
+
+@dataclass(frozen=True)
+class FidelityArrays:
+    """Per-icon fidelity of one level (see ``stages.fidelity``)."""
+
+    cossim: NDArray[np.float32]         # [K] icon fed at its own size
+    overlap: NDArray[np.bool_]          # [K] top-5 predictions meet the cell's top-5 classes
+    top_pred: NDArray[np.int32]         # [K, 5] predicted classes, icon at its own size
+    cossim_resized: NDArray[np.float32]  # [K] icon resized to the model's input size
+    overlap_resized: NDArray[np.bool_]  # [K]
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    if old != new:
+        return f"{prefix.rstrip('.')}: icons have {old!r}, this run has {new!r}"
+    return None
+
+
+class IconStore:
+    """A handle on one icons group."""
+
+    def __init__(self, path: Path, group: zarr.Group) -> None:
+        self.path = path
+        self.group = group
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> "IconStore":
+        """Open an existing icons group for reading (fidelity, tiles)."""
+        p = Path(path)
+        if not (p / "zarr.json").exists():
+            raise AtlasError(f"icons {p} do not exist; run `atlas render` first")
+        group = zarr.open_group(str(p), mode=mode)
+        if group.attrs.get("format") != FORMAT or group.attrs.get("version") != VERSION:
+            raise AtlasError(f"{p} is not an icons group of version {VERSION}; delete it and run `atlas render`")
+        return cls(p, group)
+
+    @classmethod
+    def open_for_render(cls, path: str | Path, spec: IconsSpec) -> "IconStore":
+        """Reopen a matching group (to resume), recreate it on new params, refuse another atlas.
+
+        A file lock beside the group makes this safe when n shards start at once.
+        """
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(p) + ".lock"):
+            if (p / "zarr.json").exists():
+                store = cls.open(p, mode="r+")
+                attrs = store.group.attrs
+                diff = _first_difference({"grid": attrs.get("grid"), "model": attrs.get("model")},
+                                         _json({"grid": spec.grid, "model": spec.model}))
+                if diff:
+                    raise AtlasError(f"icons {p} were rendered for another atlas ({diff}); delete {p} to render again")
+                diff = _first_difference(
+                    {"params": attrs.get("params"), "levels": attrs.get("levels")},
+                    _json({"params": spec.params, "levels": spec.levels}))
+                if diff is None:
+                    return store
+                log.warning("render params changed (%s): deleting %s and rendering again", diff, p)
+                shutil.rmtree(p)
+            return cls._create(p, spec)
+
+    @classmethod
+    def _create(cls, p: Path, spec: IconsSpec) -> "IconStore":
+        group = zarr.open_group(str(p), mode="w")
+        s, bs = spec.size, spec.batch_size
+        for n, k in spec.levels.items():
+            sub = group.create_group(f"level_{n}")
+            rows = max(k, 1)
+            sub.create_array("icons", shape=(k, s, s, 3), chunks=(min(bs, rows), s, s, 3), dtype="uint8", fill_value=0)
+            sub.create_array("objective", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
+            sub.create_array("cossim", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
+            sub.create_array("done", shape=(-(-k // bs),), chunks=(1,), dtype="uint8", fill_value=0)
+            sub.attrs.update({"n": int(n), "cells": int(k)})
+        group.attrs.update(_json({"format": FORMAT, "version": VERSION, "grid": spec.grid, "model": spec.model,
+                                  "params": spec.params, "levels": spec.levels, "size": s, "batch_size": bs}))
+        log.info("created icons %s: %s cells per level, %d px, batches of %d", p, spec.levels, s, bs)
+        return cls(p, group)
+
+    # ----------------------------------------------------------------------------- geometry
+    @property
+    def levels(self) -> list[int]:
+        return sorted(int(n) for n in self.group.attrs["levels"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.group.attrs["batch_size"])
+
+    def cells(self, n: int) -> int:
+        return int(self.group.attrs["levels"][str(n)])
+
+    def n_batches(self, n: int) -> int:
+        return -(-self.cells(n) // self.batch_size)
+
+    def batch_range(self, n: int, batch: int) -> range:
+        bs = self.batch_size
+        return range(batch * bs, min((batch + 1) * bs, self.cells(n)))
+
+    def _level(self, n: int) -> zarr.Group:
+        if f"level_{n}" not in self.group:
+            raise AtlasError(f"icons {self.path} have no level {n}; rendered levels: {', '.join(map(str, self.levels))}")
+        return self.group[f"level_{n}"]
+
+    # ----------------------------------------------------------------------------- batches
+    def done(self, n: int) -> NDArray[np.bool_]:
+        return np.asarray(self._level(n)["done"][:], dtype=bool)
+
+    def write_batch(self, n: int, batch: int, icons: NDArray[np.uint8], objective: NDArray[np.floating],
+                    cossim: NDArray[np.floating]) -> None:
+        """Write one batch's arrays, then mark it done (the mark is the commit point)."""
+        rows = self.batch_range(n, batch)
+        if icons.shape[0] != len(rows):
+            raise ValueError(f"level {n} batch {batch}: got {icons.shape[0]} icons, expected {len(rows)}")
+        sub = self._level(n)
+        if FIDELITY in sub:  # a new batch makes any earlier fidelity of this level stale
+            del sub[FIDELITY]
+        sl = slice(rows.start, rows.stop)
+        sub["icons"][sl] = icons.astype(np.uint8, copy=False)
+        sub["objective"][sl] = np.asarray(objective, np.float32)
+        sub["cossim"][sl] = np.asarray(cossim, np.float32)
+        sub["done"][batch] = 1
+
+    def read_level(self, n: int) -> IconLevel:
+        sub = self._level(n)
+        return IconLevel(n=n, icons=np.asarray(sub["icons"][:]), objective=np.asarray(sub["objective"][:]),
+                         cossim=np.asarray(sub["cossim"][:]), done=np.asarray(sub["done"][:], dtype=bool))
+
+    def complete(self, n: int) -> bool:
+        return bool(self.done(n).all())
+
+    # ----------------------------------------------------------------------------- fidelity
+    def write_fidelity(self, n: int, result: FidelityArrays, attrs: dict[str, Any]) -> None:
+        """Replace level ``n``'s fidelity arrays (written whole, marked complete last)."""
+        sub = self._level(n)
+        if FIDELITY in sub:
+            del sub[FIDELITY]
+        group = sub.create_group(FIDELITY)
+        group.attrs.update({"complete": False})
+        for name in ("cossim", "overlap", "top_pred", "cossim_resized", "overlap_resized"):
+            data = np.ascontiguousarray(getattr(result, name))
+            chunks = (max(1, min(4096, data.shape[0])),) + tuple(max(1, d) for d in data.shape[1:])
+            group.create_array(name, data=data, chunks=chunks)
+        group.attrs.update(_json({**attrs, "complete": True}))
+
+    def read_fidelity(self, n: int) -> FidelityArrays:
+        sub = self._level(n)
+        if FIDELITY not in sub or not sub[FIDELITY].attrs.get("complete", False):
+            raise AtlasError(f"icons {self.path} level {n} have no fidelity results; run `atlas fidelity`")
+        g = sub[FIDELITY]
+        return FidelityArrays(**{name: np.asarray(g[name][:]) for name in FidelityArrays.__dataclass_fields__})
