@@ -150,9 +150,68 @@ def cmd_plot_layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipeline.device import select_device
+    from stages import render
+
+    config = _config(args)
+    shard = _parse_shard(args.shard)
+    bar: dict[str, Any] = {}
+
+    def on_start(total: int) -> None:
+        bar["bar"] = tqdm(total=total, unit="icon", desc=f"render {shard[0]}/{shard[1]}", disable=args.quiet,
+                          dynamic_ncols=True)
+
+    try:
+        summary = render.run(config, _open_store(config), select_device(config.render.device),
+                             progress=lambda n: bar["bar"].update(n), on_start=on_start, shard=shard)
+    finally:
+        if "bar" in bar:
+            bar["bar"].close()
+    levels = ", ".join(f"{n}x{n}: {k}" for n, k in summary.levels.items())
+    print(f"render: {summary.icons_run} icons in {summary.seconds:.1f} s ({summary.icons_per_second:.2f} icons/s); "
+          f"{summary.icons_done}/{summary.icons_total} done over levels {levels}; icons in {summary.icons_path}")
+    return 0
+
+
+def cmd_render_unit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.device import select_device
+    from pipeline.render_unit import render_unit
+
+    config = _config(args)
+    r = config.render
+    value = render_unit(config, args.target, Path(args.out), steps=r.steps, size=r.size, seed=r.seed,
+                        device=select_device(r.device))
+    print(f"wrote {args.out} ({args.target}, final objective {value:.4g})")
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from pipeline.device import select_device
+    from stages import fidelity
+
+    config = _config(args)
+    report = fidelity.run(config, _open_store(config), select_device(config.render.device))
+    q = report.cossim_quantiles
+    print(f"fidelity of {report.icons} icons (levels {report.levels}):")
+    print("  cos-sim of the icon's centre activation with its cell direction: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+    print(f"  icons with cos-sim >= 0.5: {report.frac_cossim_ge_half:.1%}")
+    print(f"  cells whose icon's top-5 predictions overlap their top-5 attributed classes: "
+          f"{report.frac_overlap:.1%} (of {report.cells_with_classes} cells with attributed classes)")
+    if report.cossim_resized_quantiles:
+        print(f"  (icon resized to the model input: cos-sim >= 0.5 {report.frac_cossim_resized_ge_half:.1%}, "
+              f"overlap {report.frac_overlap_resized:.1%})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Every stage in order on one machine; each stage resumes or skips work already in the store."""
-    for step in (cmd_collect, cmd_reduce, cmd_grid):
+    for step in (cmd_collect, cmd_reduce, cmd_grid, cmd_render):
         status = step(args)
         if status:
             return status
@@ -233,8 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-by", choices=["label", "top_class"], default="top_class")
     commands["plot-layout"] = cmd_plot_layout
 
+    p = sub.add_parser("render", help="render every kept cell's icon by feature visualization")
+    _common(p, ["data", "model", "render"])
+    p.add_argument("--shard", default="0/1", help="render shard i of n of the batches, e.g. 3/16")
+    commands["render"] = cmd_render
+
+    p = sub.add_parser("render-unit", help="feature visualization of one neuron/channel/class/direction")
+    p.add_argument("target", help="channel:N | neuron:N[:y:x] | class:NAME_OR_INDEX | direction:PATH.npy")
+    p.add_argument("--out", default="unit.png")
+    _common(p, ["model", "render"])
+    commands["render-unit"] = cmd_render_unit
+
+    p = sub.add_parser("fidelity", help="feed every icon back through the model; print how faithful it is")
+    _common(p, ["data", "model", "render"])
+    commands["fidelity"] = cmd_fidelity
+
     p = sub.add_parser("run", help="run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml")
-    _common(p, ["data", "model", "collect", "reduce", "grid"])
+    _common(p, ["data", "model", "collect", "reduce", "grid", "render"])
     p.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     commands["run"] = cmd_run
 

@@ -29,7 +29,7 @@ def test_derived_outputs_match_the_store_naming() -> None:
     cfg = load_config(REPO / "params.yaml")
     store = AtlasStore(Path(cfg.data.store), group=None)  # naming only, nothing opened
     outs = {next(iter(o)) if isinstance(o, dict) else o for s in _stages().values() for o in s.get("outs", [])}
-    for name in ("layout", "grid", "whitening"):
+    for name in ("layout", "grid", "whitening", "icons"):
         assert str(store.derived_path(name)) in outs, f"dvc.yaml must list {store.derived_path(name)}"
 
 
