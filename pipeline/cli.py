@@ -12,7 +12,6 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -63,34 +62,6 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------- commands
-def cmd_collect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from stages import collect
-
-    config = _config(args)
-    shard = _parse_shard(args.shard)
-    bar: dict[str, Any] = {}
-
-    def on_start(total: int) -> None:
-        bar["bar"] = tqdm(total=total, unit="img", desc=f"collect {shard[0]}/{shard[1]}", disable=args.quiet,
-                          dynamic_ncols=True)
-
-    try:
-        summary = collect.run(config, shard=shard, progress=lambda n: bar["bar"].update(n), on_start=on_start)
-    finally:
-        if "bar" in bar:
-            bar["bar"].close()
-    skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
-    counts = summary.store_counts
-    print(f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s, "
-          f"{summary.inputs_per_second:.1f} inputs/s")
-    print(f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
-          f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
-          + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else ""))
-    return 0
-
-
 class _Bar:
     """A tqdm bar driven by a stage's ``progress(done, total)`` callback (the CLI owns bars)."""
 
@@ -98,6 +69,12 @@ class _Bar:
         from tqdm import tqdm
 
         self._bar = tqdm(desc=desc, unit=unit, disable=quiet, dynamic_ncols=True)
+
+    def start(self, total: int) -> None:
+        self._bar.reset(total=total)
+
+    def advance(self, n: int) -> None:
+        self._bar.update(n)
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar.total != total:
@@ -109,6 +86,23 @@ class _Bar:
 
     def __exit__(self, *_exc: object) -> None:
         self._bar.close()
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from stages import collect
+
+    config = _config(args)
+    shard = _parse_shard(args.shard)
+    with _Bar(f"collect {shard[0]}/{shard[1]}", "img", args.quiet) as bar:
+        summary = collect.run(config, shard=shard, progress=bar.advance, on_start=bar.start)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
+    counts = summary.store_counts
+    print(f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s, "
+          f"{summary.inputs_per_second:.1f} inputs/s")
+    print(f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
+          f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
+          + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else ""))
+    return 0
 
 
 def _open_store(config: Config):
@@ -151,25 +145,14 @@ def cmd_plot_layout(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from pipeline.device import select_device
     from stages import render
 
     config = _config(args)
     shard = _parse_shard(args.shard)
-    bar: dict[str, Any] = {}
-
-    def on_start(total: int) -> None:
-        bar["bar"] = tqdm(total=total, unit="icon", desc=f"render {shard[0]}/{shard[1]}", disable=args.quiet,
-                          dynamic_ncols=True)
-
-    try:
+    with _Bar(f"render {shard[0]}/{shard[1]}", "icon", args.quiet) as bar:
         summary = render.run(config, _open_store(config), select_device(config.render.device),
-                             progress=lambda n: bar["bar"].update(n), on_start=on_start, shard=shard)
-    finally:
-        if "bar" in bar:
-            bar["bar"].close()
+                             progress=bar.advance, on_start=bar.start, shard=shard)
     levels = ", ".join(f"{n}x{n}: {k}" for n, k in summary.levels.items())
     print(f"render: {summary.icons_run} icons in {summary.seconds:.1f} s ({summary.icons_per_second:.2f} icons/s); "
           f"{summary.icons_done}/{summary.icons_total} done over levels {levels}; icons in {summary.icons_path}")

@@ -19,6 +19,7 @@ from filelock import FileLock
 
 from pipeline.errors import AtlasError
 from store import schema
+from store.metadata import first_difference, json_ready
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +57,6 @@ class BlockData:
     status: np.ndarray          # [inputs_in_block] uint8
     activations: np.ndarray     # [rows, C]
     rows: dict[str, np.ndarray]  # name in schema.ROW_ARRAYS -> [rows, ...]
-
-
-def _json_ready(value: Any) -> Any:
-    """Round-trip through zarr's JSON attrs (tuples become lists) so comparisons are exact."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    if old != new:
-        return f"{prefix.rstrip('.')}: store has {old!r}, this run has {new!r}"
-    return None
 
 
 def shard_blocks(n_blocks: int, shard: int, n_shards: int) -> range:
@@ -134,7 +112,7 @@ class AtlasStore:
     def require_identity(self, spec: StoreSpec) -> None:
         """Refuse a run whose model, layer, data or sampling differ from what the store holds."""
         stored = {k: self.group.attrs.get(k) for k in schema.IDENTITY_KEYS}
-        diff = _first_difference(stored, _json_ready(spec.identity()))
+        diff = first_difference(stored, json_ready(spec.identity()))
         if diff:
             raise AtlasError(
                 f"store {self.path} was made by another configuration ({diff}); "
@@ -166,7 +144,7 @@ class AtlasStore:
             samples.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
         blocks = group.create_group(schema.BLOCKS)
         blocks.create_array("done", shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
-        attrs = {"format": schema.FORMAT_NAME, **_json_ready(spec.identity()), **_json_ready(extra_attrs),
+        attrs = {"format": schema.FORMAT_NAME, **json_ready(spec.identity()), **json_ready(extra_attrs),
                  "channels": spec.channels, "n_images": spec.n_images, "n_inputs": n_inputs, "n_rows": n_rows,
                  "views_per_image": spec.views_per_image, "positions_per_image": spec.positions_per_image,
                  "block_inputs": bi, "n_blocks": n_blocks}
@@ -257,7 +235,7 @@ class AtlasStore:
     def record_run_summary(self, summary: dict[str, Any]) -> None:
         """Counts of stored / skipped inputs, recomputed from the status array under the lock."""
         with FileLock(str(self.path) + ".lock"):
-            self.group.attrs.update({"counts": _json_ready(self.counts()), "last_run": _json_ready(summary)})
+            self.group.attrs.update({"counts": json_ready(self.counts()), "last_run": json_ready(summary)})
 
     # ----------------------------------------------------------------------------- reading
     def input_status(self) -> np.ndarray:

@@ -40,6 +40,7 @@ from filelock import FileLock
 from numpy.typing import NDArray
 
 from pipeline.errors import AtlasError
+from store.metadata import first_difference, json_ready
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +83,6 @@ class FidelityArrays:
     overlap_resized: NDArray[np.bool_]  # [K]
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    if old != new:
-        return f"{prefix.rstrip('.')}: icons have {old!r}, this run has {new!r}"
-    return None
-
-
 class IconStore:
     """A handle on one icons group."""
 
@@ -135,13 +114,13 @@ class IconStore:
             if (p / "zarr.json").exists():
                 store = cls.open(p, mode="r+")
                 attrs = store.group.attrs
-                diff = _first_difference({"grid": attrs.get("grid"), "model": attrs.get("model")},
-                                         _json({"grid": spec.grid, "model": spec.model}))
+                diff = first_difference({"grid": attrs.get("grid"), "model": attrs.get("model")},
+                                         json_ready({"grid": spec.grid, "model": spec.model}), holder="icons")
                 if diff:
                     raise AtlasError(f"icons {p} were rendered for another atlas ({diff}); delete {p} to render again")
-                diff = _first_difference(
+                diff = first_difference(
                     {"params": attrs.get("params"), "levels": attrs.get("levels")},
-                    _json({"params": spec.params, "levels": spec.levels}))
+                    json_ready({"params": spec.params, "levels": spec.levels}), holder="icons")
                 if diff is None:
                     return store
                 log.warning("render params changed (%s): deleting %s and rendering again", diff, p)
@@ -160,7 +139,7 @@ class IconStore:
             sub.create_array("cossim", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
             sub.create_array("done", shape=(-(-k // bs),), chunks=(1,), dtype="uint8", fill_value=0)
             sub.attrs.update({"n": int(n), "cells": int(k)})
-        group.attrs.update(_json({"format": FORMAT, "version": VERSION, "grid": spec.grid, "model": spec.model,
+        group.attrs.update(json_ready({"format": FORMAT, "version": VERSION, "grid": spec.grid, "model": spec.model,
                                   "params": spec.params, "levels": spec.levels, "size": s, "batch_size": bs}))
         log.info("created icons %s: %s cells per level, %d px, batches of %d", p, spec.levels, s, bs)
         return cls(p, group)
@@ -228,7 +207,7 @@ class IconStore:
             data = np.ascontiguousarray(getattr(result, name))
             chunks = (max(1, min(4096, data.shape[0])),) + tuple(max(1, d) for d in data.shape[1:])
             group.create_array(name, data=data, chunks=chunks)
-        group.attrs.update(_json({**attrs, "complete": True}))
+        group.attrs.update(json_ready({**attrs, "complete": True}))
 
     def read_fidelity(self, n: int) -> FidelityArrays:
         sub = self._level(n)
