@@ -97,8 +97,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         summary = collect.run(config, shard=shard, progress=bar.advance, on_start=bar.start)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
     counts = summary.store_counts
-    print(f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s, "
-          f"{summary.inputs_per_second:.1f} inputs/s")
+    print(f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s "
+          f"({summary.setup_seconds:.1f} s setup), {summary.inputs_per_second:.1f} inputs/s")
     print(f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
           f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
           + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else ""))

@@ -41,13 +41,16 @@ class CollectSummary:
     inputs_run: int
     stored: int
     skipped: dict[str, int]
-    seconds: float
+    seconds: float                  # the whole run
+    setup_seconds: float = 0.0      # model load, store open/creation, before the first input
     store_counts: dict[str, int] = field(default_factory=dict)
     missing_blocks: int = 0
 
     @property
     def inputs_per_second(self) -> float:
-        return self.inputs_run / self.seconds if self.seconds > 0 else 0.0
+        """Steady-state throughput: inputs over the processing time (setup excluded)."""
+        busy = self.seconds - self.setup_seconds
+        return self.inputs_run / busy if busy > 0 else 0.0
 
 
 def library_versions() -> dict[str, str]:
@@ -182,6 +185,7 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     loader = view_loader(ViewDataset(items, [r.path for r in source.records], settings), c.num_workers,
                          pin_memory=model.device.type == "cuda")
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
+    setup_seconds = time.perf_counter() - t0
 
     def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
         for begin in range(0, len(views), c.batch_size):
@@ -212,7 +216,8 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
 
     seconds = time.perf_counter() - t0
     summary = CollectSummary(store=str(store.path), shard=shard, blocks_run=len(blocks), inputs_run=total,
-                             stored=assembler.stored, skipped=dict(assembler.skipped), seconds=seconds)
+                             stored=assembler.stored, skipped=dict(assembler.skipped), seconds=seconds,
+                             setup_seconds=setup_seconds)
     store.record_run_summary({"shard": list(shard), "inputs_run": total, "seconds": round(seconds, 2)})
     summary.store_counts = store.counts()
     summary.missing_blocks = len(store.pending_blocks())
