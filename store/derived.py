@@ -1,6 +1,7 @@
 """Read and write what the reduce and grid stages derive from a store: layout, levels, whitening.
 
-The arrays live inside the store's zarr group, beside the samples they were computed from::
+Each group is a sibling of the store, ``<store>.<name>.zarr`` (``AtlasStore.derived_path``), so
+every DVC stage owns one output folder::
 
     layout/rows           [n] int64    store row ids laid out (the valid rows), ascending
     layout/layout         [n, 2] f32   normalised layout in [0, 1]^2 (what the grid bins)
@@ -51,11 +52,17 @@ _CELL_CHUNK = 4096
 
 
 def _fresh_group(store: "AtlasStore", name: str) -> zarr.Group:
-    if name in store.group:
-        del store.group[name]
-    group = store.group.create_group(name)
+    """A new, empty sibling group ``<store>.<name>.zarr`` (any previous one is replaced)."""
+    group = zarr.open_group(str(store.derived_path(name)), mode="w")
     group.attrs.update({"complete": False})
     return group
+
+
+def _existing_group(store: "AtlasStore", name: str) -> zarr.Group | None:
+    path = store.derived_path(name)
+    if not (path / "zarr.json").exists():
+        return None
+    return zarr.open_group(str(path), mode="r")
 
 
 def _put(group: zarr.Group, name: str, data: NDArray[Any], chunk_rows: int) -> None:
@@ -65,9 +72,9 @@ def _put(group: zarr.Group, name: str, data: NDArray[Any], chunk_rows: int) -> N
 
 def _complete_group(store: "AtlasStore", name: str, what: str, stage: str) -> zarr.Group:
     where = getattr(store, "path", "the store")
-    if name not in store.group:
+    group = _existing_group(store, name)
+    if group is None:
         raise AtlasError(f"store {where} has no {what}; run `atlas {stage}` first")
-    group = store.group[name]
     if not group.attrs.get("complete", False):
         raise AtlasError(f"store {where} has an unfinished {what} (an interrupted run); run `atlas {stage}` again")
     return group
@@ -133,7 +140,8 @@ def read_layout(store: "AtlasStore") -> Layout:
 
 
 def has_layout(store: "AtlasStore") -> bool:
-    return LAYOUT in store.group and bool(store.group[LAYOUT].attrs.get("complete", False))
+    group = _existing_group(store, LAYOUT)
+    return group is not None and bool(group.attrs.get("complete", False))
 
 
 # --------------------------------------------------------------------------------- grid
@@ -205,7 +213,7 @@ def read_level(store: "AtlasStore", n: int, with_attribution: bool = True) -> Ce
             f"store {getattr(store, 'path', '')} has no grid level {n}; choose one of: {', '.join(map(str, levels))}"
         )
     layout_id = group.attrs.get("layout_id")
-    if has_layout(store) and layout_id != store.group[LAYOUT].attrs.get("layout_id"):
+    if has_layout(store) and layout_id != _existing_group(store, LAYOUT).attrs.get("layout_id"):
         raise AtlasError(f"store {getattr(store, 'path', '')}: the grid was binned from an older layout; run `atlas grid` again")
     sub = group[f"level_{n}"]
     data = {name: np.asarray(sub[name][:]) for name in _LEVEL_ARRAYS if name in sub and (with_attribution or name != "attribution")}
