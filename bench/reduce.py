@@ -122,6 +122,7 @@ class Replicated:
         self.val = np.asarray(val[valid].compute())
         self.labels = src.row_labels()[valid]
         self.class_names = src.class_names
+        self.label_names = list(src.attrs.get("label_names") or [])
         unit = self.acts.astype(np.float32)
         unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
         index = faiss.IndexFlatIP(unit.shape[1])
@@ -157,7 +158,8 @@ def make_store(path: Path, n: int, source: str | None, rows_per_chunk: int = 409
         import shutil
 
         shutil.rmtree(path)
-    store = AtlasStore.create_or_open(path, spec, {"class_names": names, "label_names": [], "skip_reasons": []})
+    store = AtlasStore.create_or_open(path, spec, {"class_names": names, "label_names": getattr(data, "label_names", []),
+                                                       "skip_reasons": []})
     labels = np.empty(n, np.int32)
     for block in range(store.n_blocks):
         rows = store.block_row_range(block)
@@ -277,9 +279,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--store", default=None, help="real store to replicate (default: data/store.zarr if present)")
+    parser.add_argument("--store", default=None, help="real store to extend (default: data/store.zarr if present)")
     parser.add_argument("--synthetic", action="store_true", help="ignore any real store; use the synthetic stand-in")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--compare-rows", type=int, default=200_000)
@@ -288,23 +290,11 @@ def main() -> None:
     parser.add_argument("--skip-compare", action="store_true", help="only the 1M run")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    if args.child:
-        print(json.dumps(CHILDREN[args.child](json.loads(args.child_args)), default=float))
-        return
+    return parser.parse_args()
 
-    source = None if args.synthetic else (args.store or (str(REPO / "data/store.zarr") if (REPO / "data/store.zarr/zarr.json").exists() else None))
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
-        "trustworthiness": {"rows": TRUST_ROWS, "n_neighbors": TRUST_NEIGHBORS, "metric": "cosine",
-                            "space": "raw activations vs the 2-D embedding before normalisation"},
-        "config": load_config(REPO / "params.yaml").reduce.model_dump(mode="json"),
-        "runs": [],
-    }
-    sizes = [args.rows] + ([] if args.skip_compare else [args.compare_rows])
+
+def _build_stores(sizes: list[int], source: str | None, work: Path, results: dict[str, Any]) -> dict[int, Path]:
+    """One store per size (in a child process) and a seeded trustworthiness subsample for each."""
     stores: dict[int, Path] = {}
     for n in sizes:
         stores[n] = work / f"store_{n}.zarr"
@@ -314,26 +304,46 @@ def main() -> None:
         results["data"] = {"source": made["source"], "channels": made["channels"]}
         log.info("built %d-row store in %.0f s (%s)", n, made["seconds"], made["source"])
         np.save(work / f"eval_{n}.npy", np.sort(np.random.default_rng(0).choice(n, TRUST_ROWS, replace=False)))
+    return stores
+
+
+def main() -> None:
+    args = _parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](json.loads(args.child_args)), default=float))
+        return
+    default_store = REPO / "data" / "store.zarr"
+    source = None if args.synthetic else (args.store or (str(default_store) if (default_store / "zarr.json").exists() else None))
+    work, out = Path(args.workdir), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
+        "trustworthiness": {"rows": TRUST_ROWS, "n_neighbors": TRUST_NEIGHBORS, "metric": "cosine",
+                            "space": "raw activations vs the 2-D embedding before normalisation"},
+        "config": load_config(REPO / "params.yaml").reduce.model_dump(mode="json"),
+        "runs": [],
+    }
+    stores = _build_stores([args.rows] + ([] if args.skip_compare else [args.compare_rows]), source, work, results)
 
     def measure(name: str, kind: str, n: int, **extra: Any) -> None:
         log.info("running %s", name)
         r = run_child(kind, {"store": str(stores[n]), "eval_rows": str(work / f"eval_{n}.npy"), **extra}, timeout=2400)
         results["runs"].append({"name": name, "rows": n, **r})
         log.info("%s: %s", name, {k: v for k, v in r.items() if not isinstance(v, dict)})
-        _write(results, Path(args.out))
+        _write(results, out)
 
     measure(f"reduce+grid, defaults ({args.rows:,})", "stage", args.rows, overrides=[], grid=True)
-    run_child("plot", {"store": str(stores[args.rows]), "level": 40,
-                       "out": str(Path(args.out).with_name(Path(args.out).stem + "_layout.png"))}, timeout=600)
+    run_child("plot", {"store": str(stores[args.rows]), "level": 40, "out": str(out.with_name(out.stem + "_layout.png"))},
+              timeout=600)
     if not args.skip_compare:
         m = args.compare_rows
         measure("umap-learn defaults, all rows", "baseline", m)
         measure("reduce, defaults", "stage", m, overrides=[])
-        measure(f"reduce, fit on {m // 5:,} + place (1M's ratio)", "stage", m,
-                overrides=[f"reduce.fit_samples={m // 5}"])
+        measure(f"reduce, fit on {m // 5:,} + place (1:4 as at 1M)", "stage", m, overrides=[f"reduce.fit_samples={m // 5}"])
         measure("reduce, deterministic: false", "stage", m, overrides=["reduce.deterministic=false"])
     results["machine"]["load_avg_end"] = os.getloadavg()
-    _write(results, Path(args.out))
+    _write(results, out)
     print(f"data: {results['data']['source']}")
     print(_table(results["runs"]))
 

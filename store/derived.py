@@ -38,6 +38,7 @@ import zarr
 from numpy.typing import NDArray
 
 from pipeline.errors import AtlasError
+from store.metadata import json_ready
 
 if TYPE_CHECKING:
     from store.atlas_store import AtlasStore
@@ -80,16 +81,6 @@ def _complete_group(store: "AtlasStore", name: str, what: str, stage: str) -> za
     return group
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 # --------------------------------------------------------------------------------- layout
 @dataclass
 class Layout:
@@ -122,7 +113,7 @@ def write_layout(store: "AtlasStore", layout: Layout) -> str:
     _put(group, "layout", layout.layout.astype(np.float32), _ROW_CHUNK)
     _put(group, "embedding", layout.embedding.astype(np.float32), _ROW_CHUNK)
     _put(group, "fitted", layout.fitted.astype(bool), _ROW_CHUNK)
-    group.attrs.update(_json({**layout.attrs, "layout_id": layout_id, "n": int(len(layout.rows)), "complete": True}))
+    group.attrs.update(json_ready({**layout.attrs, "layout_id": layout_id, "n": int(len(layout.rows)), "complete": True}))
     layout.attrs["layout_id"] = layout_id
     log.info("wrote layout of %d rows (id %s) to %s", len(layout.rows), layout_id, getattr(store, "path", "store"))
     return layout_id
@@ -189,9 +180,9 @@ def write_grid(store: "AtlasStore", levels: list[CellLevel], attrs: dict[str, An
                 continue
             chunk = _ROW_CHUNK if name in ("member_rows", "member_offsets") else _CELL_CHUNK
             _put(sub, name, np.asarray(data), chunk)
-        sub.attrs.update(_json({**level.attrs, "n": level.n, "n_cells_kept": len(level)}))
+        sub.attrs.update(json_ready({**level.attrs, "n": level.n, "n_cells_kept": len(level)}))
     class_names = levels[0].class_names if levels else []
-    group.attrs.update(_json({**attrs, "levels": [lv.n for lv in levels], "class_names": class_names}))
+    group.attrs.update(json_ready({**attrs, "levels": [lv.n for lv in levels], "class_names": class_names}))
     group.attrs.update({"complete": True})
 
 
@@ -236,7 +227,7 @@ def write_whitening(store: "AtlasStore", whitening: Whitening) -> None:
     c = whitening.matrix.shape[0]
     _put(group, "matrix", whitening.matrix.astype(np.float64), c)
     _put(group, "second_moment", whitening.second_moment.astype(np.float64), c)
-    group.attrs.update(_json({**whitening.attrs, "channels": c, "complete": True}))
+    group.attrs.update(json_ready({**whitening.attrs, "channels": c, "complete": True}))
 
 
 def read_whitening(store: "AtlasStore") -> Whitening:
