@@ -200,11 +200,11 @@ WHEELS = REPO / "data" / "debs" / "wheels"
 
 @pytest.mark.skipif(not any(WHEELS.glob("foolbox-3.3.4-*.whl")), reason="foolbox wheel not fetched")
 def test_foolbox_read_from_the_wheel_when_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.demo_data as demo_data
+    import pipeline.demo_sources as demo_sources
 
-    real = demo_data.installed_package_dir
-    monkeypatch.setattr(demo_data, "installed_package_dir", lambda name: None if name == "foolbox" else real(name))
-    photos = demo_data.foolbox_photos(WHEELS)
+    real = demo_sources.installed_package_dir
+    monkeypatch.setattr(demo_sources, "installed_package_dir", lambda name: None if name == "foolbox" else real(name))
+    photos = demo_sources.foolbox_photos(WHEELS)
     assert len(photos) == 20
     by_name = {p.original: p for p in photos}
     assert by_name["foolbox/data/imagenet_00_243.jpg"].label == "bull_mastiff"

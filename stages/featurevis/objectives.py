@@ -163,6 +163,13 @@ class DeepDream(Objective):
         return (t * t).flatten(1).mean(dim=1)
 
 
+def _pick_class(scores: Tensor, label: Target) -> Tensor:
+    """``scores[b, label_b]`` for every image b (one label for all, or one per image)."""
+    k = _per_image(label, scores.shape[0], scores.device, "class")
+    _check_index(k, scores.shape[1], "class")
+    return scores[torch.arange(scores.shape[0], device=scores.device), k]
+
+
 @dataclass(frozen=True, eq=False)
 class ClassLogit(Objective):
     """A class logit, before the softmax (lucid ``objectives.channel("softmax2_pre_activation", k)``)."""
@@ -171,10 +178,7 @@ class ClassLogit(Objective):
     key: str = LOGITS
 
     def __call__(self, acts: Activations) -> Tensor:
-        logits = _layer(acts, self.key)
-        k = _per_image(self.label, logits.shape[0], logits.device, "class")
-        _check_index(k, logits.shape[1], "class")
-        return logits[torch.arange(logits.shape[0], device=logits.device), k]
+        return _pick_class(_layer(acts, self.key), self.label)
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,9 +190,7 @@ class ClassProbability(Objective):
 
     def __call__(self, acts: Activations) -> Tensor:
         logits = _layer(acts, self.key)
-        k = _per_image(self.label, logits.shape[0], logits.device, "class")
-        _check_index(k, logits.shape[1], "class")
-        return torch.softmax(logits, dim=1)[torch.arange(logits.shape[0], device=logits.device), k]
+        return _pick_class(torch.softmax(logits, dim=1), self.label)
 
 
 def _directions(vectors: Tensor | Sequence[Sequence[float]], whitening: Tensor | None) -> Tensor:
