@@ -1,6 +1,6 @@
 """Benchmark the render engine against torch-lucent on the same directions, model and CPU.
 
-    python bench/render.py [--icons 8] [--steps 128] [--size 80] [--threads 1]
+    python bench/render.py [--icons 32] [--steps 128] [--size 80] [--threads 1]
 
 Rows of the table (same MobileNetV2 IMAGENET1K_V1, layer ``features.13.conv.0``, same real cell
 directions, same icon size and steps, one process, one intra-op thread each):
@@ -8,10 +8,13 @@ directions, same icon size and steps, one process, one intra-op thread each):
 - ``lucent``: ``lucent.optvis.render.render_vis`` with ``objectives.direction_neuron`` (cos-sim of
   the centre activation with the direction), one icon at a time, its standard transforms,
   ``fixed_image_size`` = the icon size (no upsampling to 224).
-- ``engine, atlas objective``: this project's batched engine as the render stage runs it: all
-  icons in one batch, the whitened atlas objective ``dot * cos^4`` (REFERENCE.md §5).
-- ``engine, cos-sim objective``: the same engine maximising lucent's objective (cos-sim at the
-  centre), to compare speed at an identical objective.
+- ``engine, cos-sim objective``: this project's batched engine (all icons in one batch, BatchNorm
+  folded, as the render stage runs it) maximising lucent's objective (cos-sim at the centre):
+  the like-for-like speed comparison at an identical objective.
+- ``engine, atlas objective (raw cosine)``: the render stage's default, whitened ``dot`` times the
+  true cosine with the raw direction to the 4th (``render.cosine: raw``).
+- ``engine, atlas objective (lucid cosine)``: the lucid notebook's ``dot * (dot/|h|)^4``
+  (``render.cosine: lucid``), REFERENCE.md §5 verbatim.
 
 "cos-sim" is measured the same way for every row: the centre activation of the final uint8 icon
 (untransformed, at icon size) against the raw direction. Prints a table and writes
@@ -44,6 +47,7 @@ from pipeline.config import ModelConfig  # noqa: E402
 from pipeline.models import LoadedModel, build_classifier, load_model  # noqa: E402
 from pipeline.weights import install_default_weights  # noqa: E402
 from stages.featurevis import AtlasDirection, FourierImage, Objective, layer_forward, render  # noqa: E402
+from stages.featurevis.fold_bn import fold_batchnorm  # noqa: E402
 from stages.render import centre_cossim  # noqa: E402
 
 log = logging.getLogger("bench.render")
@@ -75,8 +79,9 @@ class CentreCosine(Objective):
 
 
 def engine_row(name: str, model: LoadedModel, objective: Objective, v: Tensor, steps: int, size: int) -> Row:
-    with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
-        t = time.perf_counter()
+    t = time.perf_counter()
+    module = fold_batchnorm(model.module, model.layer, model.normalize)
+    with layer_forward(module, model.layer, normalize=model.normalize) as forward:
         result = render(forward, objective, FourierImage(len(v), (size, size)), steps=steps, device=model.device, seed=0)
         seconds = time.perf_counter() - t
         return Row(name, len(v), seconds, centre_cossim(forward, model.layer, result.images, v, model.device))
@@ -111,7 +116,7 @@ def lucent_row(model: LoadedModel, v: Tensor, steps: int, size: int) -> Row | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "data" / "store.zarr")
-    parser.add_argument("--icons", type=int, default=8)
+    parser.add_argument("--icons", type=int, default=32)
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--size", type=int, default=80)
     parser.add_argument("--threads", type=int, default=1)
@@ -125,10 +130,10 @@ def main() -> None:
     v = torch.as_tensor(directions, dtype=torch.float32)
     rows = [r for r in (
         lucent_row(model, v, args.steps, args.size),
-        engine_row("engine, atlas objective (whitened, batched)", model,
-                   AtlasDirection(model.layer, v, whitening=torch.as_tensor(s).float(), cos_power=4.0), v,
-                   args.steps, args.size),
         engine_row("engine, cos-sim objective (batched)", model, CentreCosine(model.layer, v), v, args.steps, args.size),
+        *(engine_row(f"engine, atlas objective ({cosine} cosine)", model,
+                     AtlasDirection(model.layer, v, whitening=torch.as_tensor(s).float(), cos_power=4.0, cosine=cosine),
+                     v, args.steps, args.size) for cosine in ("raw", "lucid")),
     ) if r is not None]
     base = rows[0] if rows[0].name.startswith("lucent") else None
     print(f"\n{args.icons} icons, {args.size} px, {args.steps} steps, {args.threads} thread(s), directions: {where}")

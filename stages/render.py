@@ -28,6 +28,7 @@ from pipeline.config import Config, RenderConfig
 from pipeline.errors import AtlasError
 from pipeline.models import LoadedModel, load_model
 from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render
+from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
 from store import derived
 from store.atlas_store import AtlasStore, shard_blocks
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 # Fraction of the free CUDA memory a render batch may take (the rest: allocator slack, cuDNN
 # workspaces, other processes that allocate after we measured).
 _CUDA_MEMORY_FRACTION = 0.6
-_RENDER_PARAMS = ("size", "steps", "attempts", "batch_size", "lr", "cos_power", "whiten", "seed", "levels")
+_RENDER_PARAMS = ("size", "steps", "attempts", "batch_size", "lr", "cos_power", "cosine", "whiten", "seed", "levels")
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def run(
              *shard, len(pending), total, r.steps, r.attempts, r.size)
     cap = _batch_cap(model, r, device)
     objectives, cossims = [], []
-    with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
+    module = fold_batchnorm(model.module, model.layer, model.normalize)  # same values, ~25% faster steps
+    with layer_forward(module, model.layer, normalize=model.normalize) as forward:
         for n, b in pending:
             rows = icons.batch_range(n, b)
             directions = torch.as_tensor(cells[n].direction[rows.start:rows.stop], dtype=torch.float32)
@@ -132,7 +134,7 @@ def render_batch(
     for k, start in enumerate(range(0, directions.shape[0], cap)):
         part = directions[start:start + cap]
         result = render(
-            forward, AtlasDirection(layer, part, whitening=whitening, cos_power=r.cos_power),
+            forward, AtlasDirection(layer, part, whitening=whitening, cos_power=r.cos_power, cosine=r.cosine),
             FourierImage(part.shape[0], (r.size, r.size)), steps=r.steps, attempts=r.attempts, lr=r.lr,
             device=device, seed=seeds[k], mixed_precision=r.mixed_precision,
         )

@@ -50,6 +50,23 @@ def test_atlas_objective_value_by_hand_whitened():
     assert value.item() == pytest.approx(dot * cos**2, rel=1e-6)
 
 
+def test_atlas_objective_raw_cosine_uses_the_unwhitened_direction():
+    acts = _acts_2x3x3()
+    s = torch.tensor([[1.0, 0.5], [0.0, 2.0]])
+    value = AtlasDirection(L, torch.tensor([2.0, 1.0]), whitening=s, cos_power=2, cosine="raw")({L: acts})
+    dot = (3 * 2 + 4 * 3) / 2  # whitened v' = (2, 3), as above
+    cos = (3 * 2 + 4 * 1) / (5.0 * math.sqrt(5.0))  # true cosine of h = (3, 4) with the raw v = (2, 1)
+    assert value.item() == pytest.approx(dot * cos**2, rel=1e-4)  # 1e-4 in the denominator
+
+
+def test_atlas_objective_raw_cosine_floor_and_bad_mode():
+    acts = _acts_2x3x3()
+    value = AtlasDirection(L, torch.tensor([-4.0, 3.0]), cos_power=3, cosine="raw")({L: acts})
+    assert value.item() == pytest.approx(((-12 + 12) / 2) * 0.1**3, abs=1e-9)  # cos 0 -> floor 0.1
+    with pytest.raises(AtlasError, match="render.cosine"):
+        AtlasDirection(L, torch.tensor([1.0, 0.0]), cosine="cosine")
+
+
 def test_atlas_objective_gradient_matches_closed_form():
     acts = _acts_2x3x3()
     v = torch.tensor([2.0, 1.0])
