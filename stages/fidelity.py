@@ -15,6 +15,12 @@ input size** (``model.image_size``, bilinear), how a user would show the icon to
 as a photo. The upsampled icon covers many layer positions, so its centre activation is a
 different, stricter test, and its logits pool over a full-size feature map.
 
+(c) as a **ceiling** for (b), the same overlap for the cell's own members: the 5 classes the
+    model most often predicts (top-1) for the members' photos against the cell's top-5
+    attributed classes. When the attribution labels rarely match what the members' own photos are
+    classified as (one position's ``h . grad logit`` at a mid layer is a local contribution, not the
+    photo's class), no icon can be expected to match them more often than its members do.
+
 Per-icon results are stored next to the icons (``level_<N>/fidelity/`` of the icons group, see
 :mod:`store.icons`); the report gives the distribution.
 """
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -60,6 +66,7 @@ class FidelityReport:
     cossim_resized_quantiles: dict[str, float] = field(default_factory=dict)
     frac_cossim_resized_ge_half: float = float("nan")
     frac_overlap_resized: float = float("nan")
+    frac_members_overlap: float = float("nan")    # the ceiling (c), over the same cells
     seconds: float = 0.0
 
 
@@ -89,6 +96,21 @@ def overlaps(top_pred: NDArray[np.integer], top_idx: NDArray[np.integer]) -> NDA
     """Row-wise: does any predicted class appear among the cell's attributed classes (-1 = none)?"""
     cell = np.where(top_idx >= 0, top_idx, -2)  # -2 never matches a class index
     return (top_pred[:, :, None] == cell[:, None, :]).any(axis=(1, 2))
+
+
+def members_overlap(cells: derived.CellLevel, row_top1: NDArray[np.integer]) -> NDArray[np.bool_]:
+    """Per cell: do the ``TOP`` classes most often predicted (top-1) for its members meet its top classes?
+
+    ``row_top1[r]`` is the top-1 predicted class of store row ``r`` (ties between equally common
+    classes go to the smaller class index).
+    """
+    common = np.full((len(cells), TOP), -1, np.int64)
+    for k in range(len(cells)):
+        values, counts = np.unique(row_top1[cells.members(k)], return_counts=True)
+        pick = values[np.argsort(-counts, kind="stable")[:TOP]]
+        common[k, :len(pick)] = pick
+    common = np.where(common >= 0, common, -3)  # -3 never matches a class or the -1 padding
+    return overlaps(common, cells.top_idx[:, :TOP])
 
 
 def _level_fidelity(forward: Forward, model: LoadedModel, icons: NDArray[np.uint8], cells: derived.CellLevel,
@@ -129,6 +151,11 @@ def run(config: Config, store: AtlasStore, device: torch.device, *, model: Loade
             per_level[n] = _level_fidelity(forward, model, icons.read_level(n).icons, cells[n], device)
             icons.write_fidelity(n, per_level[n], {"top": TOP, "resized_to": model.image_size})
     report = _report(per_level, cells, time.perf_counter() - t0)
+    if "top_pred_idx" in store.group["samples"]:
+        row_top1 = np.asarray(store.group["samples/top_pred_idx"][:, 0])
+        ceiling = np.concatenate([members_overlap(cells[n], row_top1) for n in per_level])
+        has = np.concatenate([(cells[n].top_idx[:, :TOP] >= 0).any(axis=1) for n in per_level])
+        report = replace(report, frac_members_overlap=float(ceiling[has].mean()) if has.any() else float("nan"))
     log.info("fidelity of %d icons: cos-sim median %.3f, %.0f%% >= 0.5, top-%d overlap %.0f%% (resized to %d px: "
              "median %.3f, overlap %.0f%%)", report.icons, report.cossim_quantiles.get("q50", float("nan")),
              100 * report.frac_cossim_ge_half, TOP, 100 * report.frac_overlap, model.image_size,
