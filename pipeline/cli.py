@@ -92,6 +92,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from stages import collect
 
     config = _config(args)
+    if _cluster_requested(config):
+        return _run_on_cluster("collect", args, config)
     shard = _parse_shard(args.shard)
     with _Bar(f"collect {shard[0]}/{shard[1]}", "img", args.quiet) as bar:
         summary = collect.run(config, shard=shard, progress=bar.advance, on_start=bar.start)
@@ -102,6 +104,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
     print(f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
           f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
           + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else ""))
+    return 0
+
+
+def _cluster_requested(config: Config) -> bool:
+    from pipeline.cluster import cluster_requested
+
+    return cluster_requested(config.cluster)
+
+
+def _run_on_cluster(stage: str, args: argparse.Namespace, config: Config) -> int:
+    """collect/render/tiles as one dask task per shard (--scheduler ADDRESS or --workers N); docs/cluster.md."""
+    from pipeline.cluster_commands import run_on_cluster
+
+    with _Bar(f"{stage} on dask", "shard", args.quiet) as bar:
+        line = run_on_cluster(stage, config, args.shard, on_start=bar.start, progress=bar.advance)
+    print(line)
     return 0
 
 
@@ -149,6 +167,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from stages import render
 
     config = _config(args)
+    if _cluster_requested(config):
+        return _run_on_cluster("render", args, config)
     shard = _parse_shard(args.shard)
     with _Bar(f"render {shard[0]}/{shard[1]}", "icon", args.quiet) as bar:
         summary = render.run(config, _open_store(config), select_device(config.render.device),
@@ -189,12 +209,39 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     if report.cossim_resized_quantiles:
         print(f"  (icon resized to the model input: cos-sim >= 0.5 {report.frac_cossim_resized_ge_half:.1%}, "
               f"overlap {report.frac_overlap_resized:.1%})")
+    if report.frac_members_overlap == report.frac_members_overlap:  # not nan
+        print(f"  ceiling: cells whose members' most-predicted classes overlap their attributed classes: "
+              f"{report.frac_members_overlap:.1%}")
+    return 0
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from stages import tiles
+
+    config = _config(args)
+    if config.tiles.levels is None:  # "every rendered level" must not silently drop a level a shard left unfinished
+        from pipeline.completeness import require_complete_render
+
+        require_complete_render(_open_store(config), needed_by="tiles")
+    if _cluster_requested(config):
+        return _run_on_cluster("tiles", args, config)
+    shard = _parse_shard(args.shard)
+    with _Bar(f"tiles {shard[0]}/{shard[1]}", "file", args.quiet) as bar:
+        summary = tiles.run(config, _open_store(config), progress=bar.advance, on_start=bar.start, shard=shard)
+    r = summary.result
+    levels = ", ".join(f"{n}x{n}: {k} cells" for n, k in r.cells.items()) or "none new"
+    print(f"tiles: levels {summary.levels} ({levels}; reused {r.levels_reused or 'none'}), {r.tiles} tiles, "
+          f"{r.examples} example thumbnails in {summary.seconds:.1f} s")
+    if r.assembled:
+        print(f"atlas: {summary.index_html.resolve()} (open it, or `atlas serve` and browse to it)")
+    else:
+        print(f"atlas {r.atlas_dir}: waiting for the other shards; the last one to finish assembles it")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Every stage in order on one machine; each stage resumes or skips work already in the store."""
-    for step in (cmd_collect, cmd_reduce, cmd_grid, cmd_render):
+    for step in (cmd_collect, cmd_reduce, cmd_grid, cmd_render, cmd_tiles):
         status = step(args)
         if status:
             return status
@@ -240,6 +287,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve an exported atlas folder over HTTP until Ctrl-C (the export also opens from file://)."""
+    from pipeline.serve import base_url, make_server
+
+    folder = args.folder or _config(args).data.atlas
+    server = make_server(folder, args.host, args.port)
+    print(f"serving {folder} at {base_url(server)} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Done/total units per shard of collect and render; exit 1 while any is incomplete."""
+    from pipeline.cluster_commands import status_lines
+
+    lines, complete = status_lines(_config(args), args.shards)
+    print("\n".join(lines))
+    return 0 if complete else 1
+
+
 # ------------------------------------------------------------------------------- parser
 def _common(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
@@ -256,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
 
     p = sub.add_parser("collect", help="sample activations, logits and attributions into the store")
-    _common(p, ["data", "model", "collect"])
+    _common(p, ["data", "model", "collect", "cluster"])
     p.add_argument("--shard", default="0/1", help="process shard i of n (array jobs), e.g. 3/64")
     commands["collect"] = cmd_collect
 
@@ -276,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["plot-layout"] = cmd_plot_layout
 
     p = sub.add_parser("render", help="render every kept cell's icon by feature visualization")
-    _common(p, ["data", "model", "render"])
+    _common(p, ["data", "model", "render", "cluster"])
     p.add_argument("--shard", default="0/1", help="render shard i of n of the batches, e.g. 3/16")
     commands["render"] = cmd_render
 
@@ -291,9 +361,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands["fidelity"] = cmd_fidelity
 
     p = sub.add_parser("run", help="run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml")
-    _common(p, ["data", "model", "collect", "reduce", "grid", "render"])
+    _common(p, ["data", "model", "collect", "reduce", "grid", "render", "cluster", "tiles"])
     p.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     commands["run"] = cmd_run
+
+    p = sub.add_parser("tiles", help="export the rendered levels as a deep-zoom web atlas (viewer + tiles)")
+    _common(p, ["data", "tiles", "cluster"])
+    p.add_argument("--shard", default="0/1", help="export shard i of n of the levels, e.g. 1/4 (docs/tiles.md)")
+    commands["tiles"] = cmd_tiles
+
+    p = sub.add_parser("classes", help="class-filtered atlases of classes.names (select -> reduce -> grid -> render -> export)")
+    _common(p, ["data", "classes", "model", "reduce", "render", "tiles"])
+    commands["classes"] = cmd_classes
+
+    p = sub.add_parser("compare", help="class-comparison atlases of compare.pairs (x: attribution a vs b, y: 1-D t-SNE)")
+    _common(p, ["data", "compare", "model", "reduce", "render", "tiles"])
+    commands["compare"] = cmd_compare
+
+    p = sub.add_parser("explain", help="one image through the atlas: nearest cell per position + NMF groups (PNG)")
+    p.add_argument("image", help="an image file")
+    _common(p, ["data", "explain", "model", "render"])
+    commands["explain"] = cmd_explain
 
     p = sub.add_parser("layers", help="list a model's layer names and output shapes")
     p.add_argument("model", help="torchvision model name, e.g. mobilenet_v2, googlenet")
@@ -308,9 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("install-weights", help="put the embedded MobileNetV2 weights into torchvision's cache")
     commands["install-weights"] = cmd_install_weights
 
+    p = sub.add_parser("status", help="done/total units per shard of collect and render; which shard to rerun")
+    _common(p, ["data"])
+    p.add_argument("--shards", type=int, default=None,
+                   help="shard count of the array job (default: collect's last recorded run; render: 1)")
+    commands["status"] = cmd_status
+
     p = sub.add_parser("info", help="summarise a store")
     _common(p, ["data"])
     commands["info"] = cmd_info
+
+    from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("serve", help="serve an exported atlas folder (viewer) over HTTP on 127.0.0.1")
+    p.add_argument("folder", nargs="?", default=None, help="the export folder (default: data.atlas from params.yaml)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}, this machine only)")
+    p.add_argument("--params", default="params.yaml", help="parameters file (for the default folder)")
+    p.set_defaults(set=None)
+    commands["serve"] = cmd_serve
 
     parser.set_defaults(_commands=commands)
     return parser

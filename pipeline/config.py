@@ -115,6 +115,9 @@ class RenderConfig(_Section):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0.0)
     cos_power: float = Field(4.0, ge=0.0, description="p in dot * cos^p (whitened notebooks: 4)")
+    cosine: Literal["raw", "lucid"] = Field(
+        "raw", description="cos term: true cosine with the raw cell direction, or the lucid notebook's dot/|h| (docs/render.md)"
+    )
     whiten: bool = True
     seed: int = 0
     device: str = "auto"
@@ -124,6 +127,133 @@ class RenderConfig(_Section):
     mixed_precision: bool = Field(False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it")
 
 
+class TilesConfig(_Section):
+    """The exported atlas: DZI tiles, per-cell overlay data, dataset examples (REFERENCE.md section 7)."""
+
+    levels: list[int] | None = Field(
+        None, description="levels to export (None: every level whose icons are completely rendered)"
+    )
+    tile_size: int = Field(256, ge=16, description="DZI tile side in pixels (OpenSeadragon's default 256)")
+    overlap: int = Field(1, ge=0, le=8, description="DZI tile overlap in pixels")
+    format: Literal["jpg", "webp"] = Field("jpg", description="tile image format")
+    quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality of tiles and example thumbnails")
+    density_scaling: bool = Field(
+        True, description="shrink sparse cells' icons: side x min(1, sqrt(density x n / mean n)) (production viewer)"
+    )
+    density: float = Field(1.0, gt=0.0, description="the 'density' factor of that formula (1: mean-count cells fill the cell)")
+    background: str = Field("#ffffff", description="canvas colour where no icon is drawn (any Pillow colour)")
+    examples: int = Field(4, ge=0, description="dataset examples per cell (0: none)")
+    example_px: int = Field(64, ge=8, description="side of an example thumbnail in pixels")
+    example_field: float = Field(
+        0.33, gt=0.0, le=1.0, description="side of an example's crop as a fraction of its view (~ the layer's receptive field)"
+    )
+    example_search: Literal["members", "all"] = Field(
+        "members", description="examples among the cell's members (fast) or all store rows (exact faiss search)"
+    )
+    example_distinct_photos: bool = Field(True, description="at most one example per photo in a cell (views overlap)")
+    layout_points: int = Field(5000, ge=0, description="layout points kept for the viewer's mini-map")
+    seed: int = Field(0, description="seed of the mini-map subsample")
+
+    @model_validator(mode="after")
+    def _check_background(self) -> "TilesConfig":
+        from PIL import ImageColor
+
+        try:
+            ImageColor.getrgb(self.background)
+        except ValueError:
+            raise ValueError(f"background {self.background!r} is not a colour Pillow knows (e.g. '#ffffff', 'white')") from None
+        return self
+
+
+class ClusterConfig(_Section):
+    """Where the sharded stages (collect, render) run: this process, or a dask.distributed cluster.
+
+    Not listed by any DVC stage: a sharded run writes the same bits as a single process, so
+    where it ran is not part of what it made (docs/cluster.md).
+    """
+
+    scheduler: str | None = Field(
+        None, description="address of a running dask scheduler (tcp://host:8786) or its scheduler file (.json)"
+    )
+    workers: int = Field(0, ge=0, description="start a local dask cluster of this many worker processes (0: none)")
+    threads_per_worker: int = Field(1, ge=1, description="threads of each local worker (torch uses as many)")
+    shards: int | None = Field(None, ge=1, description="shards (one task each) a stage is split into (None: workers x shards_per_worker)")
+    shards_per_worker: int = Field(
+        4, ge=1, description="more shards than workers balance uneven shards and let a lost worker's share move"
+    )
+
+
+class RenderOverrides(_Section):
+    """Render settings of the class / comparison atlases; ``None`` keeps the main ``render`` value.
+
+    The reference's class atlases used 80 px, 1056 steps, 3 attempts, batch 64 (REFERENCE.md
+    section 6, "production"); the defaults keep the main render's (CPU demo) settings.
+    """
+
+    size: int | None = Field(None, ge=8, description="icon side in pixels (production 80)")
+    steps: int | None = Field(None, ge=1, description="optimisation steps (production class atlases: 1056)")
+    attempts: int | None = Field(None, ge=1, description="attempts per icon (production class atlases: 3)")
+    batch_size: int | None = Field(None, ge=1, description="icons per batch (production class atlases: 64)")
+
+    def apply(self, render: "RenderConfig") -> "RenderConfig":
+        """``render`` with these overrides, every level of the subset's grid rendered."""
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return RenderConfig.model_validate({**render.model_dump(), **changes, "levels": None})
+
+
+class ClassesConfig(_Section):
+    """Class-filtered atlases (REFERENCE.md section 8; docs/class_atlas.md)."""
+
+    names: list[str | int] = Field([], description="classes to build an atlas for, by name or index (several per run)")
+    mode: Literal["winner", "topk", "both"] = Field(
+        "both", description="winner: the class is the row's largest attribution; topk: the top_k rows by positive "
+        "attribution; both: their union (the reference's and/or)")
+    top_k: int = Field(2000, ge=1, description="rows kept by the topk rule (reference: about 2,000-3,000)")
+    min_rows: int = Field(50, ge=2, description="fewer selected rows than this is an error (raise top_k or change mode)")
+    method: Literal["umap", "tsne"] = Field("umap", description="2-D layout; the article found t-SNE better for class atlases")
+    n_neighbors: int = Field(20, ge=2, description="UMAP neighbours (issue: 20; reference sec. 3/8: 20)")
+    min_dist: float = Field(0.02, ge=0.0, description="UMAP min_dist (issue and production: 0.02; the class notebook: 0.01)")
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    grid: int = Field(8, ge=1, description="cells per side of the one level (reference: 8 x 8)")
+    min_count: int = Field(4, ge=0, description="cells with at most this many members are dropped (reference: keep > 4)")
+    whitening: Literal["store", "subset"] = Field(
+        "store", description="whiten icons with the whole store's matrix (a few hundred rows cannot estimate a "
+        "C x C second moment) or with the subset's own")
+    render: RenderOverrides = RenderOverrides()
+
+
+class CompareConfig(_Section):
+    """Class-comparison atlases (REFERENCE.md section 8: x = attribution difference, y = 1-D t-SNE)."""
+
+    pairs: list[tuple[str | int, str | int]] = Field([], description="[a, b] class pairs (names or indices); a is drawn left")
+    mode: Literal["winner", "topk", "both"] = Field("both", description="row selection of each class (see classes.mode)")
+    top_k: int = Field(2000, ge=1, description="rows kept per class by the topk rule")
+    min_rows: int = Field(50, ge=2, description="fewer rows (union of both classes) than this is an error")
+    percentile: float = Field(99.0, gt=0.0, le=100.0, description="x = (attr_a - attr_b) / this percentile of |difference|")
+    tsne_perplexity: float = Field(30.0, gt=0.0, description="the 1-D t-SNE of the y axis (sklearn's default)")
+    tsne_metric: Literal["cosine", "euclidean"] = Field("cosine", description="reference: cosine")
+    seed: int = 0
+    grid: int = Field(10, ge=1, description="cells per side (reference: 10 x 10)")
+    min_count: int = Field(4, ge=0, description="cells with at most this many members are dropped")
+    whitening: Literal["store", "subset"] = "store"
+    render: RenderOverrides = RenderOverrides()
+
+
+class ExplainConfig(_Section):
+    """``atlas explain IMAGE``: an image through the atlas (the reference's semantic dictionary) + NMF groups."""
+
+    level: int = Field(20, ge=1, description="grid level whose cells and icons explain each position")
+    groups: int = Field(4, ge=1, description="NMF groups of the image's [H*W, C] activations")
+    nmf_max_iter: int = Field(500, ge=1, description="scikit-learn NMF iterations")
+    steps: int = Field(64, ge=1, description="render steps of each group's feature visualization (tiny on CPU)")
+    size: int = Field(64, ge=8, description="side of each group's feature visualization")
+    icon_px: int = Field(40, ge=4, description="side of one atlas icon in the semantic-dictionary panel")
+    image_px: int = Field(448, ge=32, description="side of the photo panels")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    out: str = Field("data/explain.png", description="the PNG written")
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -131,6 +261,11 @@ class Config(_Section):
     reduce: ReduceConfig = ReduceConfig()
     grid: GridConfig = GridConfig()
     render: RenderConfig = RenderConfig()
+    tiles: TilesConfig = TilesConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    classes: ClassesConfig = ClassesConfig()
+    compare: CompareConfig = CompareConfig()
+    explain: ExplainConfig = ExplainConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:

@@ -3,4 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The viewer's browser test (tests/test_viewer_browser.py) drives Debian's headless Chromium (~22 s to install).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "== test: apt-get install chromium chromium-driver (for the viewer's browser test)"
+  SUDO=""; if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver; } \
+    >/tmp/atlas-apt-chromium.log 2>&1 \
+    || echo "test: could not install chromium (see /tmp/atlas-apt-chromium.log); the browser tests will skip" >&2
+fi
 python3 -m pytest -q -p no:cacheprovider "$@"

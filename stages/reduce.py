@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.completeness import collect_progress, require_complete
 from pipeline.config import Config, ReduceConfig
 from pipeline.errors import AtlasError
 from stages.layout_math import normalize_layout
 from store import derived
+from store.atlas_store import AtlasStore
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +321,8 @@ def run(config: Config, store: Any, progress: Progress | None = None) -> LayoutR
     where = str(getattr(store, "path", "(in memory)"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
+    if isinstance(store, AtlasStore):  # a sharded collect must be finished (subset stores are whole by construction)
+        require_complete(collect_progress(store), needed_by="reduce")
     valid = np.asarray(store.valid_mask(), dtype=bool)
     valid_rows = np.flatnonzero(valid).astype(np.int64)
     check_enough_rows(len(valid_rows), cfg, where)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -20,6 +20,9 @@ from filelock import FileLock
 from pipeline.errors import AtlasError
 from store import schema
 from store.metadata import first_difference, json_ready
+
+if TYPE_CHECKING:
+    from store.subset import SubsetStore
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,17 @@ class AtlasStore:
         outputs nested inside another stage's output) and lets a stage be rerun alone.
         """
         return self.path.with_name(f"{self.path.stem}.{name}.zarr")
+
+    def subset(self, name: str, rows: np.ndarray, attrs: dict[str, Any] | None = None,
+               base: Path | None = None) -> "SubsetStore":
+        """A view of ``rows`` that reduce/grid/render treat as a store of its own (:mod:`store.subset`).
+
+        Its derived groups are ``<store>.<name>.<x>.zarr`` (or ``<base>/<name>.<x>.zarr``); the rows
+        and ``attrs`` (how they were chosen) are persisted in its ``rows`` group.
+        """
+        from store.subset import SubsetStore
+
+        return SubsetStore.create(self, name, rows, attrs or {}, base=base)
 
     # ----------------------------------------------------------------------------- geometry
     @property

@@ -38,3 +38,7 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / label).mkdir(exist_ok=True)
         Image.fromarray(pixels).save(root / label / f"{i:02d}_{name}.jpg", quality=92)
     return root
+
+
+# A real small atlas built end to end (collect -> reduce -> grid -> render -> tiles), session-wide.
+from tests.atlas_fixtures import SmallAtlas, small_atlas  # noqa: E402,F401 - fixture registration
