@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlas", description="Activation atlases of torchvision classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+    from pipeline.class_commands import cmd_classes, cmd_compare, cmd_explain
 
     p = sub.add_parser("collect", help="sample activations, logits and attributions into the store")
     _common(p, ["data", "model", "collect", "cluster"])

@@ -1,0 +1,65 @@
+"""`atlas classes`, `atlas compare`, `atlas explain`: the class-level commands of the CLI.
+
+Kept apart from :mod:`pipeline.cli` (which registers them) so each file stays small; the stages do
+the work (:mod:`stages.class_atlas`, :mod:`stages.class_compare`, :mod:`stages.explain`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli import _Bar, _config, _open_store
+
+
+class _PerAtlasBar(_Bar):
+    """One bar over all icons of several subset atlases; the stages report ``on_start(name, icons)``."""
+
+    def __init__(self, desc: str, quiet: bool) -> None:
+        super().__init__(desc, "icon", quiet)
+        self._total = 0
+
+    def start_atlas(self, name: str, icons: int) -> None:
+        self._total += icons
+        self._bar.set_description(name)
+        self._bar.total = self._total
+        self._bar.refresh()
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    from pipeline.device import select_device
+    from stages import class_atlas
+
+    config = _config(args)
+    with _PerAtlasBar("classes", args.quiet) as bar:
+        results = class_atlas.run(config, _open_store(config), select_device(config.render.device),
+                                  progress=bar.advance, on_start=bar.start_atlas)
+    for r in results:
+        print(f"class {r.index} {r.name!r}: {r.rows} rows, {r.cells} cells, {r.icons_rendered} icons rendered "
+              f"in {r.seconds:.1f} s" + (f"; exported to {r.export}" if r.export else ""))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline.device import select_device
+    from stages import class_compare
+
+    config = _config(args)
+    with _PerAtlasBar("compare", args.quiet) as bar:
+        results = class_compare.run(config, _open_store(config), select_device(config.render.device),
+                                    progress=bar.advance, on_start=bar.start_atlas)
+    for r in results:
+        print(f"compare {r.a[1]!r} vs {r.b[1]!r}: {r.rows} rows ({r.rows_a_only} / {r.rows_b_only} one-sided), "
+              f"axis scale {r.scale:.3g}, {r.cells} cells, {r.icons_rendered} icons in {r.seconds:.1f} s"
+              + (f"; exported to {r.export}" if r.export else ""))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from pipeline.device import select_device
+    from stages import explain
+
+    config = _config(args)
+    result = explain.run(config, args.image, _open_store(config), select_device(config.render.device))
+    print(f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
+          f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s")
+    return 0
