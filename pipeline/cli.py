@@ -239,17 +239,6 @@ def cmd_tiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Every stage in order on one machine; each stage resumes or skips work already in the store."""
-    for step in (cmd_collect, cmd_reduce, cmd_grid, cmd_render, cmd_tiles):
-        status = step(args)
-        if status:
-            return status
-    config = _config(args)
-    print(f"done: store {config.data.store} (inspect with `atlas info`)")
-    return 0
-
-
 def cmd_layers(args: argparse.Namespace) -> int:
     from pipeline.models import list_layers
 
@@ -362,8 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands["fidelity"] = cmd_fidelity
 
     p = sub.add_parser("run", help="run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml")
-    _common(p, ["data", "model", "collect", "reduce", "grid", "render", "cluster", "tiles"])
+    _common(p, ["data", "model", "collect", "reduce", "grid", "render", "cluster", "tiles", "classes", "compare"])
     p.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
+    from pipeline.run_all import cmd_run
+
     commands["run"] = cmd_run
 
     p = sub.add_parser("tiles", help="export the rendered levels as a deep-zoom web atlas (viewer + tiles)")
