@@ -102,7 +102,7 @@ def bench_collect(args: argparse.Namespace) -> None:
 
         shutil.rmtree(store)
     common = ["collect", "-q", "--source", str(args.source), "--store", str(store), "--views-per-image", str(views),
-              "--positions-per-image", "1", "--batch-size", "32"]
+              "--positions-per-image", "1", "--batch-size", "32", "--rows-per-chunk", str(args.rows_per_chunk)]
     t0 = time.perf_counter()
     running = [start(f"collect shard {i}/{args.shards}", [*common, "--shard", f"{i}/{args.shards}"], logs)
                for i in range(args.shards)]
@@ -169,7 +169,8 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=REPO / "data" / "demo_photos")
     parser.add_argument("--inputs", type=int, default=50_000)
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--kill-after", type=float, default=300.0)
+    parser.add_argument("--kill-after", type=float, default=600.0)
+    parser.add_argument("--rows-per-chunk", type=int, default=1024, help="collect block size (smaller: finer resume)")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--real", type=Path, default=REPO / "data" / "store.zarr")
     parser.add_argument("--rebuild", action="store_true")
