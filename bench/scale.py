@@ -130,6 +130,17 @@ def bench_collect(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------- stages
+def _point_at_real_photos(store: Any, real: Any) -> None:
+    """Row r of the 1M store derives from real valid row a = r mod n_real: give it a's photo, so the
+    tiles stage's dataset examples decode real photos (timing as in a real run; crops are of view 0)."""
+    import numpy as np
+
+    valid = np.flatnonzero(real.valid_mask())
+    per_image = int(real.attrs["views_per_image"]) * int(real.attrs["positions_per_image"])
+    paths = real.image_paths()[valid[np.arange(store.n_inputs) % len(valid)] // per_image]
+    store.group["images"]["path"][:] = paths
+
+
 def bench_stages(args: argparse.Namespace) -> None:
     from bench.reduce import make_store  # noqa: F401 - imported for the child below
     from store.atlas_store import AtlasStore
@@ -148,6 +159,7 @@ def bench_stages(args: argparse.Namespace) -> None:
         real = AtlasStore.open(args.real, mode="r")
         s = AtlasStore.open(store)
         s.group.attrs.update({"model": real.attrs["model"], "class_names": real.attrs.get("class_names", [])})
+        _point_at_real_photos(s, real)
     common = ["--store", str(store), "-q"]
     procs.append(run("reduce (UMAP, fit 200k + place)", ["reduce", *common], logs))
     procs.append(run("grid (levels 20, 40, 80, 160)", ["grid", *common], logs))

@@ -6,6 +6,7 @@ import fnmatch
 import re
 import socket
 import tomllib
+import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path

@@ -51,7 +51,7 @@ def _crop(photo: np.ndarray, u: float, v: float, side_frac: float, px: int) -> n
     return np.asarray(Image.fromarray(photo[y0:y0 + side, x0:x0 + side]).resize((px, px), Image.Resampling.LANCZOS))
 
 
-def _level_cells(n: int, kept: list[tuple[int, int]], photos: list, region, out: Path, atlas_id: str,
+def _level_cells(n: int, kept: list[tuple[int, int]], photos: list, region, out: Path,
                  examples: int) -> tuple[list[dict], np.ndarray]:
     """cells.json entries and the icons of the kept cells of one n x n level."""
     cells, icons = [], []
@@ -87,7 +87,7 @@ def _write_atlas(root: Path, entry: dict, levels: list[int], region, keep, axes:
     manifest_levels = []
     for n in levels:
         kept = [(i, j) for j in range(n) for i in range(n) if keep((i + 0.5) / n, (j + 0.5) / n)]
-        cells, icons = _level_cells(n, kept, photos, region, out, entry["id"], examples)
+        cells, icons = _level_cells(n, kept, photos, region, out, examples)
         i = np.array([c["i"] for c in cells])
         j = np.array([c["j"] for c in cells])
         canvas, _ = compose_canvas(icons, i, j, n, np.ones(len(cells)), "#ffffff")
