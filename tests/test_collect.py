@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 import zarr
@@ -139,8 +140,12 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
                 break
         time.sleep(0.02)
     assert proc.poll() is None, f"collect ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    workers = psutil.Process(proc.pid).children(recursive=True)  # its image-decoding processes
+    assert workers, "collect.num_workers 1 should have started a decoding worker"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"decoding workers outlived the killed collect: {[w.pid for w in alive]}"
     partial = _arrays(path)
     assert 0 < partial["done"].sum() < partial["done"].size, "killed mid-run: some blocks done, some not"
     resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
