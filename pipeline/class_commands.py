@@ -25,29 +25,28 @@ class _PerAtlasBar(_Bar):
         self._bar.refresh()
 
 
-def cmd_classes(args: argparse.Namespace) -> int:
+def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
+    """Run ``stages.class_atlas`` or ``stages.class_compare`` with one bar over all their icons."""
+    from importlib import import_module
+
     from pipeline.device import select_device
-    from stages import class_atlas
 
     config = _config(args)
-    with _PerAtlasBar("classes", args.quiet) as bar:
-        results = class_atlas.run(config, _open_store(config), select_device(config.render.device),
-                                  progress=bar.advance, on_start=bar.start_atlas)
-    for r in results:
+    module = import_module(f"stages.{'class_atlas' if stage == 'classes' else 'class_compare'}")
+    with _PerAtlasBar(stage, args.quiet) as bar:
+        return module.run(config, _open_store(config), select_device(config.render.device),
+                          progress=bar.advance, on_start=bar.start_atlas)
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    for r in _subset_atlases(args, "classes"):
         print(f"class {r.index} {r.name!r}: {r.rows} rows, {r.cells} cells, {r.icons_rendered} icons rendered "
               f"in {r.seconds:.1f} s" + (f"; exported to {r.export}" if r.export else ""))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline.device import select_device
-    from stages import class_compare
-
-    config = _config(args)
-    with _PerAtlasBar("compare", args.quiet) as bar:
-        results = class_compare.run(config, _open_store(config), select_device(config.render.device),
-                                    progress=bar.advance, on_start=bar.start_atlas)
-    for r in results:
+    for r in _subset_atlases(args, "compare"):
         print(f"compare {r.a[1]!r} vs {r.b[1]!r}: {r.rows} rows ({r.rows_a_only} / {r.rows_b_only} one-sided), "
               f"axis scale {r.scale:.3g}, {r.cells} cells, {r.icons_rendered} icons in {r.seconds:.1f} s"
               + (f"; exported to {r.export}" if r.export else ""))
