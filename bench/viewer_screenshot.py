@@ -73,9 +73,18 @@ def point(driver: Any, x: float, y: float, click: bool = False) -> None:
     actions.perform()
 
 
-def centre_cells(atlas: Path, n: int) -> list[dict[str, Any]]:
+def atlas_folder(atlas: Path, atlas_id: str) -> Path:
+    """The folder of atlas ``atlas_id`` of the export (atlases.json's ``path``)."""
+    index = json.loads((atlas / "atlases.json").read_text())
+    paths = {a["id"]: a["path"] for a in index["atlases"]}
+    if atlas_id not in paths:
+        raise SystemExit(f"--atlas-id {atlas_id!r} is not in {atlas / 'atlases.json'}; choose one of: {', '.join(paths)}")
+    return atlas / paths[atlas_id]
+
+
+def centre_cells(folder: Path, n: int) -> list[dict[str, Any]]:
     """The level's cells ordered by closeness to the centre, then count (a representative pick)."""
-    cells = json.loads((atlas / "main" / f"level_{n}" / "cells.json").read_text())
+    cells = json.loads((folder / f"level_{n}" / "cells.json").read_text())
 
     def key(c: dict[str, Any]) -> float:
         x0, y0, x1, y1 = c["bounds"]
@@ -83,10 +92,10 @@ def centre_cells(atlas: Path, n: int) -> list[dict[str, Any]]:
     return sorted(cells, key=key)
 
 
-def screenshot(driver: Any, atlas: Path, out: Path, zoom: int) -> None:
+def screenshot(driver: Any, folder: Path, out: Path, zoom: int) -> None:
     # zoom about the count-weighted centre of the cells, so the zoomed view stays on the atlas
     n0 = driver.execute_script("return atlasViewer.currentLevel()")
-    cells0 = json.loads((atlas / "main" / f"level_{n0}" / "cells.json").read_text())
+    cells0 = json.loads((folder / f"level_{n0}" / "cells.json").read_text())
     total = sum(c["count"] for c in cells0)
     cx = sum(c["count"] * (c["bounds"][0] + c["bounds"][2]) / 2 for c in cells0) / total
     cy = sum(c["count"] * (c["bounds"][1] + c["bounds"][3]) / 2 for c in cells0) / total
@@ -98,7 +107,7 @@ def screenshot(driver: Any, atlas: Path, out: Path, zoom: int) -> None:
     time.sleep(1.2)
     wait(driver, "atlasViewer.levelFullyLoaded()")
     n = driver.execute_script("return atlasViewer.currentLevel()")
-    cells = centre_cells(atlas, n)
+    cells = centre_cells(folder, n)
     where = [driver.execute_script("return atlasViewer.worldToClient(arguments[0], arguments[1])",
                                    (c["bounds"][0] + c["bounds"][2]) / 2, (c["bounds"][1] + c["bounds"][3]) / 2)
              for c in cells[:2]]
@@ -119,13 +128,16 @@ def main() -> int:
     parser.add_argument("--out", default="docs/viewer.png")
     parser.add_argument("--zoom", type=int, default=0, help="mouse-wheel steps before the screenshot (0: home view)")
     parser.add_argument("--json", default="bench/results/viewer.json")
+    parser.add_argument("--atlas-id", default="main", help="which atlas of the export to show (atlases.json id)")
     args = parser.parse_args()
     atlas = Path(args.atlas)
     server, url = serve_in_thread(atlas)
     driver = browser()
     try:
-        rows = {"file": open_timed(driver, (atlas / "index.html").resolve().as_uri()), "http": open_timed(driver, url)}
-        screenshot(driver, atlas, Path(args.out), args.zoom)
+        folder, hash_ = atlas_folder(atlas, args.atlas_id), f"#{args.atlas_id}"
+        rows = {"file": open_timed(driver, (atlas / "index.html").resolve().as_uri() + hash_),
+                "http": open_timed(driver, url + hash_)}
+        screenshot(driver, folder, Path(args.out), args.zoom)
     finally:
         driver.quit()
         server.shutdown()
