@@ -1,7 +1,7 @@
 """Scale evidence for docs/scaling.md: a sharded, killed-and-resumed collect, and every stage at 1M.
 
     python bench/scale.py collect [--inputs 50000] [--shards 2] [--kill-after 300]
-    python bench/scale.py stages  [--rows 1000000] [--render-shard 0/16]
+    python bench/scale.py stages  [--rows 1000000] [--render-shard 0/1] [--tiles]
 
 ``collect``: the real demo photos' deterministic random views are distinct inputs (one position
 each), collected by ``--shards`` CLI processes in parallel (one thread each) into one store; shard 0
@@ -10,8 +10,9 @@ It then checks the store is complete with no duplicated or lost rows.
 
 ``stages``: the 19,344 real demo rows extended to ``--rows`` (bench/reduce.py's real-derived data,
 marked as the demo model's activations since they are built from them), then ``atlas reduce``,
-``atlas grid``, ``atlas render`` (one shard of level 20: the rate; rendering is per cell, not per
-row), ``atlas tiles`` (every level with icons) as separate processes.
+``atlas grid``, ``atlas render`` (level 20: rendering is per cell, not per row), ``atlas tiles``
+(level 20 with dataset examples searched over all 1M rows) and ``bench/tiles.py`` (all four levels,
+unrendered ones filled with real icons for timing) as separate processes.
 
 Every process is measured on its own (``os.wait4``): wall seconds, CPU seconds (user + sys, which
 the other jobs sharing this 2-core machine do not inflate) and peak RSS. Prints a table and writes
@@ -53,9 +54,10 @@ def _env() -> dict[str, str]:
 
 
 def start(name: str, args: list[str], log_dir: Path) -> tuple[str, subprocess.Popen, float]:
+    """Start ``atlas ARGS`` (or a script, when ARGS[0] ends in .py) with its output in a log file."""
     log = open(log_dir / f"{name.replace('/', '_').replace(' ', '_')}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=_env(),
-                            stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, *args] if args[0].endswith(".py") else [sys.executable, "-m", "pipeline.cli", *args]
+    proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     return name, proc, time.perf_counter()
 
 
@@ -142,7 +144,6 @@ def _point_at_real_photos(store: Any, real: Any) -> None:
 
 
 def bench_stages(args: argparse.Namespace) -> None:
-    from bench.reduce import make_store  # noqa: F401 - imported for the child below
     from store.atlas_store import AtlasStore
 
     store, logs = args.work / "m1.zarr", args.work / "logs_stages"
@@ -166,7 +167,11 @@ def bench_stages(args: argparse.Namespace) -> None:
     procs.append(run(f"render level 20 shard {args.render_shard}",
                      ["render", *common, "--set", "render.levels=[20]", "--shard", args.render_shard], logs))
     if args.tiles:
-        procs.append(run("tiles (levels with icons)", ["tiles", *common, "--atlas", str(args.work / "atlas_m1")], logs))
+        procs.append(run("tiles (level 20, examples)", ["tiles", *common, "--atlas", str(args.work / "atlas_m1"),
+                                                        "--set", "tiles.levels=[20]"], logs))
+        procs.append(run("tiles bench, 4 levels (bench/tiles.py)",
+                         ["bench/tiles.py", "--store", str(store), "--fill-missing",
+                          "--out", str(REPO / "bench" / "results" / "scale_tiles.json")], logs))
     s = AtlasStore.open(store, mode="r")
     from store import derived
 
@@ -186,7 +191,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--real", type=Path, default=REPO / "data" / "store.zarr")
     parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--render-shard", default="0/16")
+    parser.add_argument("--render-shard", default="0/1", help="render all of level 20 (0/1) or one shard of it")
     parser.add_argument("--tiles", action="store_true")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

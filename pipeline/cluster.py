@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import re
 import time
 import uuid
@@ -82,9 +83,17 @@ def open_client(cfg: ClusterConfig) -> Iterator["Client"]:
             yield client
         return
     # Non-daemonic workers may start collect's image-decoding processes (collect.num_workers).
-    with dask.config.set({"distributed.worker.daemon": False}):
-        cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
-                               processes=True, dashboard_address=None)
+    # The nanny applies its pre-spawn environment (OMP/MKL/OPENBLAS_NUM_THREADS=1, ...) to *this*
+    # process's os.environ so the workers inherit it, and leaves it there: every process started
+    # afterwards (e.g. a later collect) would silently run single-threaded. Restore ours.
+    environ = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
+                                   processes=True, dashboard_address=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     with cluster, Client(cluster) as client:
         yield client
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import re
 import shlex
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -201,3 +203,10 @@ def test_slurm_examples_use_real_cli_flags_and_match_their_array_size() -> None:
                 assert _parse_shard(args.shard) == (3, int(env["N"]))
     chain = (REPO / "docs" / "cluster" / "submit_chain.sh").read_text()
     assert chain.count("--dependency=\"afterok:") == 3
+
+
+def test_local_cluster_leaves_this_process_environment_alone() -> None:
+    before = dict(os.environ)
+    with open_client(ClusterConfig(workers=1)):
+        assert dict(os.environ) == before  # dask's nanny sets OMP_NUM_THREADS=1 & co. for its workers only
+    assert dict(os.environ) == before

@@ -132,7 +132,10 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
             "--source", str(photo_folder), "--store", str(path), "--views-per-image", "12",
             "--positions-per-image", "2", "--rows-per-chunk", "4", "--batch-size", "5", "--num-workers", "1",
             "--top-k", "7"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the CLI processes must use this process's thread count: float sums (and so the float16 rows)
+    # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if (path / "blocks" / "done" / "zarr.json").exists():
@@ -148,7 +151,7 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     assert not alive, f"decoding workers outlived the killed collect: {[w.pid for w in alive]}"
     partial = _arrays(path)
     assert 0 < partial["done"].sum() < partial["done"].size, "killed mid-run: some blocks done, some not"
-    resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-800:]
     final = _arrays(path)
     assert final["done"].all() and (final["status"] == 1).all()
