@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import os
 import re
 import shlex
-
-import os
 
 import numpy as np
 import pytest
