@@ -29,6 +29,7 @@ from pipeline.config import ModelConfig  # noqa: E402
 from pipeline.models import LoadedModel, load_model  # noqa: E402
 from pipeline.weights import install_default_weights  # noqa: E402
 from stages.featurevis import AtlasDirection, Channel, FourierImage, layer_forward, render  # noqa: E402
+from stages.featurevis.fold_bn import fold_batchnorm  # noqa: E402
 from stages.render import centre_cossim  # noqa: E402
 from stages.whitening import whitening_matrix  # noqa: E402
 from store import derived  # noqa: E402
@@ -63,19 +64,21 @@ def _load(device: torch.device) -> LoadedModel:
 
 
 def render_cells(model: LoadedModel, directions: np.ndarray, s: np.ndarray | None, steps: int, size: int,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """Icons, raw-direction cos-sims and seconds for ``directions`` (one batch)."""
+                 seed: int = 0, cosine: str = "raw") -> tuple[np.ndarray, np.ndarray, float]:
+    """Icons, raw-direction cos-sims and seconds for ``directions`` (one batch; the render defaults)."""
     v = torch.as_tensor(directions, dtype=torch.float32)
-    with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
+    module = fold_batchnorm(model.module, model.layer, model.normalize)  # as the render stage does
+    with layer_forward(module, model.layer, normalize=model.normalize) as forward:
         result = render(forward, AtlasDirection(model.layer, v, whitening=None if s is None else torch.as_tensor(s).float(),
-                                                cos_power=4.0),
+                                                cos_power=4.0, cosine=cosine),
                         FourierImage(len(v), (size, size)), steps=steps, device=model.device, seed=seed)
         cos = centre_cossim(forward, model.layer, result.images, v, model.device)
     return result.images, cos, result.seconds
 
 
 def render_channels(model: LoadedModel, channels: list[int], steps: int, size: int) -> np.ndarray:
-    with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
+    module = fold_batchnorm(model.module, model.layer, model.normalize)
+    with layer_forward(module, model.layer, normalize=model.normalize) as forward:
         return render(forward, Channel(model.layer, channels), FourierImage(len(channels), (size, size)),
                       steps=steps, device=model.device, seed=0).images
 
