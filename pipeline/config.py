@@ -44,7 +44,8 @@ class ModelConfig(_Section):
     )
     layer: str = Field(
         "features.13.conv.0",
-        description="module name whose output is mapped; `atlas layers MODEL` lists them",
+        description="module name whose output is mapped (built-in: the mixed4c analogue; the demo's params.yaml "
+                    "uses features.17.conv.0, see README); `atlas layers MODEL` lists them",
     )
     image_size: int = Field(224, gt=15, description="input side in pixels (the reference resized to 224x224)")
 
