@@ -16,6 +16,7 @@ import torch
 import zarr
 from PIL import Image
 
+from pipeline.config import ModelConfig
 from pipeline.cli import main as cli_main
 from pipeline.config import Config, load_config
 from pipeline.errors import AtlasError
@@ -131,7 +132,7 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     args = [sys.executable, "-m", "pipeline.cli", "collect", "-q", "--params", str(REPO / "params.yaml"),
             "--source", str(photo_folder), "--store", str(path), "--views-per-image", "12",
             "--positions-per-image", "2", "--rows-per-chunk", "4", "--batch-size", "5", "--num-workers", "1",
-            "--top-k", "7"]
+            "--top-k", "7", "--layer", ModelConfig().layer]  # the in-process reference's layer, not params.yaml's
     # the CLI processes must use this process's thread count: float sums (and so the float16 rows)
     # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
