@@ -30,14 +30,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.decoding import decode_rgb  # noqa: E402
-from pipeline.image_sources import open_image_source  # noqa: E402
-from pipeline.models import load_model  # noqa: E402
-from pipeline.views import render_view, view_box  # noqa: E402
-from stages import collect  # noqa: E402
-from stages.collect_blocks import interior_positions  # noqa: E402
-from stages.collect_inputs import to_model_input  # noqa: E402
+from stages.config import load_config  # noqa: E402
+from stages.images.decoding import decode_rgb  # noqa: E402
+from stages.images.sources import open_image_source  # noqa: E402
+from stages.model.registry import load_model  # noqa: E402
+from stages.images.crops import render_view, view_box  # noqa: E402
+from stages.collect import stage as collect  # noqa: E402
+from stages.collect.blocks import interior_positions  # noqa: E402
+from stages.collect.inputs import to_model_input  # noqa: E402
 
 
 def _config(source: str, store: str, n_images: int, views: int, args: argparse.Namespace, head: bool):

@@ -25,13 +25,13 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import ModelConfig  # noqa: E402
-from pipeline.models import LoadedModel, load_model  # noqa: E402
-from pipeline.weights import install_default_weights  # noqa: E402
+from stages.config import ModelConfig  # noqa: E402
+from stages.model.registry import LoadedModel, load_model  # noqa: E402
+from stages.model.weights import install_default_weights  # noqa: E402
 from stages.featurevis import AtlasDirection, Channel, FourierImage, layer_forward, render  # noqa: E402
 from stages.featurevis.fold_bn import fold_batchnorm  # noqa: E402
-from stages.render import centre_cossim  # noqa: E402
-from stages.whitening import whitening_matrix  # noqa: E402
+from stages.render.stage import centre_cossim  # noqa: E402
+from stages.grid.whitening import whitening_matrix  # noqa: E402
 from store import derived  # noqa: E402
 from store.atlas_store import AtlasStore  # noqa: E402
 

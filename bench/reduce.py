@@ -42,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
+from stages.config import load_config  # noqa: E402
 
 log = logging.getLogger("bench.reduce")
 
@@ -182,7 +182,7 @@ def _peak_rss_gb() -> float:
 
 
 def _trust(store_path: Path, eval_rows: np.ndarray, rows: np.ndarray, embedding: np.ndarray) -> float:
-    from stages.layout_math import layout_trustworthiness
+    from stages.reduce.layout_math import layout_trustworthiness
     from store.atlas_store import AtlasStore
 
     store = AtlasStore.open(store_path, mode="r")
@@ -193,7 +193,8 @@ def _trust(store_path: Path, eval_rows: np.ndarray, rows: np.ndarray, embedding:
 
 def child_stage(args: dict[str, Any]) -> dict[str, Any]:
     """reduce (+ grid) as configured in params.yaml plus ``overrides``."""
-    from stages import grid, reduce
+    from stages.grid import stage as grid
+    from stages.reduce import stage as reduce
     from store import derived
     from store.atlas_store import AtlasStore
 
@@ -235,7 +236,7 @@ def child_baseline(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_plot(args: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.layout_plot import plot_layout
+    from pipeline.commands.layout_plot import plot_layout
     from store.atlas_store import AtlasStore
 
     plot_layout(AtlasStore.open(args["store"], mode="r"), args["level"], args["out"], "label")

@@ -43,12 +43,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from gallery import real_directions  # noqa: E402
-from pipeline.config import ModelConfig  # noqa: E402
-from pipeline.models import LoadedModel, build_classifier, load_model  # noqa: E402
-from pipeline.weights import install_default_weights  # noqa: E402
+from stages.config import ModelConfig  # noqa: E402
+from stages.model.registry import LoadedModel, build_classifier, load_model  # noqa: E402
+from stages.model.weights import install_default_weights  # noqa: E402
 from stages.featurevis import AtlasDirection, FourierImage, Objective, layer_forward, render  # noqa: E402
 from stages.featurevis.fold_bn import fold_batchnorm  # noqa: E402
-from stages.render import centre_cossim  # noqa: E402
+from stages.render.stage import centre_cossim  # noqa: E402
 
 log = logging.getLogger("bench.render")
 

@@ -92,7 +92,7 @@ def _write(part: str, procs: list[Proc], extra: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------- collect
 def bench_collect(args: argparse.Namespace) -> None:
-    from pipeline.image_sources import open_image_source
+    from stages.images.sources import open_image_source
     from store.atlas_store import AtlasStore
 
     photos = len(open_image_source(args.source).records)

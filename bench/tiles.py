@@ -34,10 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
-from stages.tiles_export import export_atlas  # noqa: E402
-from stages.tiles_geometry import DziGeometry  # noqa: E402
-from stages.tiles_source import AtlasSource, store_minimap  # noqa: E402
+from stages.config import load_config  # noqa: E402
+from stages.tiles.export import export_atlas  # noqa: E402
+from stages.tiles.geometry import DziGeometry  # noqa: E402
+from stages.tiles.source import AtlasSource, store_minimap  # noqa: E402
 from store import derived  # noqa: E402
 from store.atlas_store import AtlasStore  # noqa: E402
 from store.icons import IconLevel, IconStore  # noqa: E402

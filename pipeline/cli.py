@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 
-from pipeline.config import Config, load_config
-from pipeline.errors import AtlasError
+from stages.config import Config, load_config
+from store.errors import AtlasError
 
 log = logging.getLogger("atlas")
 
@@ -89,7 +89,7 @@ class _Bar:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from stages import collect
+    from stages.collect import stage as collect
 
     config = _config(args)
     if _cluster_requested(config):
@@ -115,7 +115,7 @@ def _cluster_requested(config: Config) -> bool:
 
 def _run_on_cluster(stage: str, args: argparse.Namespace, config: Config) -> int:
     """collect/render/tiles as one dask task per shard (--scheduler ADDRESS or --workers N); docs/cluster.md."""
-    from pipeline.cluster_commands import run_on_cluster
+    from pipeline.commands.cluster import run_on_cluster
 
     with _Bar(f"{stage} on dask", "shard", args.quiet) as bar:
         line = run_on_cluster(stage, config, args.shard, on_start=bar.start, progress=bar.advance)
@@ -130,7 +130,7 @@ def _open_store(config: Config):
 
 
 def cmd_reduce(args: argparse.Namespace) -> int:
-    from stages import reduce
+    from stages.reduce import stage as reduce
 
     config = _config(args)
     with _Bar("reduce", "row", args.quiet) as bar:
@@ -142,7 +142,7 @@ def cmd_reduce(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from stages import grid
+    from stages.grid import stage as grid
 
     config = _config(args)
     with _Bar("grid", "row", args.quiet) as bar:
@@ -154,7 +154,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_layout(args: argparse.Namespace) -> int:
-    from pipeline.layout_plot import plot_layout
+    from pipeline.commands.layout_plot import plot_layout
 
     config = _config(args)
     out = plot_layout(_open_store(config), args.level, args.out, color_by=args.color_by)
@@ -163,8 +163,8 @@ def cmd_plot_layout(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from pipeline.device import select_device
-    from stages import render
+    from stages.model.device import select_device
+    from stages.render import stage as render
 
     config = _config(args)
     if _cluster_requested(config):
@@ -180,11 +180,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_tiles(args: argparse.Namespace) -> int:
-    from stages import tiles
+    from stages.tiles import stage as tiles
 
     config = _config(args)
     if config.tiles.levels is None:  # "every rendered level" must not silently drop a level a shard left unfinished
-        from pipeline.completeness import require_complete_render
+        from store.progress import require_complete_render
 
         require_complete_render(_open_store(config), needed_by="tiles")
     if _cluster_requested(config):
@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlas", description="Activation atlases of torchvision classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {}
-    from pipeline.class_commands import cmd_classes, cmd_compare, cmd_explain
-    from pipeline.tool_commands import (cmd_demo_data, cmd_fidelity, cmd_info, cmd_install_weights, cmd_layers,
+    from pipeline.commands.classes import cmd_classes, cmd_compare, cmd_explain
+    from pipeline.commands.tools import (cmd_demo_data, cmd_fidelity, cmd_info, cmd_install_weights, cmd_layers,
                                         cmd_render_unit, cmd_serve, cmd_status)
 
     p = sub.add_parser("collect", help="sample activations, logits and attributions into the store")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml")
     _common(p, ["data", "model", "collect", "reduce", "grid", "render", "cluster", "tiles", "classes", "compare"])
     p.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
-    from pipeline.run_all import cmd_run
+    from pipeline.commands.run import cmd_run
 
     commands["run"] = cmd_run
 

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipeline.config import ClusterConfig, Config
-from pipeline.device import select_device
-from pipeline.errors import AtlasError
+from stages.config import ClusterConfig, Config
+from stages.model.device import select_device
+from store.errors import AtlasError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -149,7 +149,7 @@ def _worker_setup(config: Config) -> str:
 
 
 def _collect_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardResult:
-    from stages import collect
+    from stages.collect import stage as collect
 
     config = Config.model_validate(config_json)
     worker = _worker_setup(config)
@@ -159,7 +159,7 @@ def _collect_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> Shard
 
 
 def _render_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardResult:
-    from stages import render
+    from stages.render import stage as render
     from store.atlas_store import AtlasStore
 
     config = Config.model_validate(config_json)
@@ -171,7 +171,7 @@ def _render_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardR
 
 def _tiles_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardResult:
     """A slice of the levels; the shard that finds every level staged assembles the atlas."""
-    from stages import tiles
+    from stages.tiles import stage as tiles
     from store.atlas_store import AtlasStore
 
     config = Config.model_validate(config_json)

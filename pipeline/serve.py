@@ -14,7 +14,7 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
 

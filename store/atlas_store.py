@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 from filelock import FileLock
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from store import schema
 from store.metadata import first_difference, json_ready
 

@@ -9,10 +9,10 @@ every DVC stage owns one output folder::
     layout/fitted         [n] bool     True: fitted by the reducer; False: placed afterwards
         attrs: method, params, seed, deterministic, versions, layout_id, n_fit, ... complete
     grid/level_<N>/                    one group per level, N cells per side
-        i, j              [K] int32    cell column (x) and row (y); see stages/binning.py
+        i, j              [K] int32    cell column (x) and row (y); see stages/grid/binning.py
         count             [K] int64    members
         direction         [K, C] f32   mean raw activation of the members
-        attribution       [K, classes] f32  mean top-k attribution (see stages/grid.py)
+        attribution       [K, classes] f32  mean top-k attribution (see stages/grid/stage.py)
         top_idx, top_val  [K, T]       the T classes with the largest mean attribution
         member_offsets    [K + 1] int64, member_rows [M] int64   CSR member lists
         attrs: n, min_count, n_cells_kept, n_rows_kept, n_rows_dropped
@@ -37,7 +37,7 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from store.metadata import json_ready
 
 if TYPE_CHECKING:

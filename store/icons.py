@@ -9,7 +9,7 @@ touches the store::
     level_<N>/objective    [K] float32          final atlas objective (untransformed icon)
     level_<N>/cossim       [K] float32          cos(icon's centre activation, cell direction)
     level_<N>/done         [batches] uint8      1 = batch written; chunk size 1, written LAST
-    level_<N>/fidelity/    written by ``stages.fidelity`` (see :meth:`IconStore.write_fidelity`)
+    level_<N>/fidelity/    written by ``stages.render.fidelity`` (see :meth:`IconStore.write_fidelity`)
     attrs: format, version, identity {grid, model}, params {render params, seed},
            levels {N: cells}, batch_size, size
 
@@ -39,7 +39,7 @@ import zarr
 from filelock import FileLock
 from numpy.typing import NDArray
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class IconLevel:
 
 @dataclass(frozen=True)
 class FidelityArrays:
-    """Per-icon fidelity of one level (see ``stages.fidelity``)."""
+    """Per-icon fidelity of one level (see ``stages.render.fidelity``)."""
 
     cossim: NDArray[np.float32]         # [K] icon fed at its own size
     overlap: NDArray[np.bool_]          # [K] top-5 predictions meet the cell's top-5 classes

@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import Config
-from pipeline.models import LoadedModel
+from stages.config import Config
+from stages.model.registry import LoadedModel
 from store.atlas_store import AtlasStore
 
 LEVELS = [3, 6]
@@ -65,7 +65,11 @@ def small_atlas_config(root: Path, photos: Path) -> Config:
 
 def build_small_atlas(root: Path, photos: Path, model: LoadedModel) -> SmallAtlas:
     """Run collect -> reduce -> grid -> render -> tiles on one thread."""
-    from stages import collect, grid, reduce, render, tiles
+    from stages.collect import stage as collect
+    from stages.grid import stage as grid
+    from stages.reduce import stage as reduce
+    from stages.render import stage as render
+    from stages.tiles import stage as tiles
 
     t0 = time.perf_counter()
     cfg = small_atlas_config(root, photos)

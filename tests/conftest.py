@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import ModelConfig
-from pipeline.models import LoadedModel, load_model
-from pipeline.weights import install_default_weights
+from stages.config import ModelConfig
+from stages.model.registry import LoadedModel, load_model
+from stages.model.weights import install_default_weights
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 import torch
 
-from stages.attribution import logits_and_attribution, position_tangent
+from stages.collect.attribution import logits_and_attribution, position_tangent
 
 
 def test_tangent_is_activation_at_position_only() -> None:

@@ -1,11 +1,11 @@
-"""stages/binning.py: half-open cells, min_count, cell sums, top-k attribution, member lists."""
+"""stages/grid/binning.py: half-open cells, min_count, cell sums, top-k attribution, member lists."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages import binning
+from stages.grid import binning
 
 
 def test_boundaries_zero_one_and_internal_edges() -> None:

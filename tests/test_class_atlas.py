@@ -1,4 +1,4 @@
-"""store/subset.py, stages/class_atlas.py, stages/class_compare.py.
+"""store/subset.py, stages/classes/atlas.py, stages/classes/compare.py.
 
 The subset view is checked on a synthetic store (no model). The class and comparison atlases run
 end to end on a copy of the session's ``small_atlas`` store (real MobileNetV2 activations and
@@ -17,11 +17,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import Config, load_config
-from pipeline.errors import AtlasError
-from pipeline.models import LoadedModel
-from stages import class_atlas, class_compare, grid, reduce
-from stages.class_select import class_values
+from stages.config import Config, load_config
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel
+from stages.classes import atlas as class_atlas
+from stages.classes import compare as class_compare
+from stages.grid import stage as grid
+from stages.reduce import stage as reduce
+from stages.classes.select import class_values
 from store import derived
 from store.atlas_store import AtlasStore
 from store.subset import SubsetStore

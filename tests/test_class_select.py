@@ -1,12 +1,12 @@
-"""stages/class_select.py: the winner / topk / both rules on hand-made top-k arrays (no model)."""
+"""stages/classes/select.py: the winner / topk / both rules on hand-made top-k arrays (no model)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.errors import AtlasError
-from stages.class_select import class_slug, class_values, resolve_class, select_rows, topk_rows, winner_mask
+from store.errors import AtlasError
+from stages.classes.select import class_slug, class_values, resolve_class, select_rows, topk_rows, winner_mask
 
 # Six rows, top-3 attributions each (sorted descending, as collect stores them); class 7 is ours.
 IDX = np.array([

@@ -1,5 +1,5 @@
 """Sharded stages over dask.distributed (pipeline/cluster.py) and the completeness check
-(pipeline/completeness.py): a 2-worker LocalCluster gives bit-identical stores and icons to one
+(store/progress.py): a 2-worker LocalCluster gives bit-identical stores and icons to one
 process; a missing shard is named with the command that finishes it, and reduce refuses until then.
 Real MobileNetV2 and real photos; one LocalCluster for the module."""
 
@@ -20,11 +20,13 @@ import zarr
 from pipeline.cli import _parse_shard, build_parser
 from pipeline.cli import main as cli_main
 from pipeline.cluster import cuda_index, open_client, run_sharded, worker_rank
-from pipeline.completeness import collect_progress, render_progress, shard_progress
-from pipeline.config import ClusterConfig, Config, load_config
-from pipeline.errors import AtlasError
-from pipeline.models import LoadedModel
-from stages import collect, reduce, render
+from store.progress import collect_progress, render_progress, shard_progress
+from stages.config import ClusterConfig, Config, load_config
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel
+from stages.collect import stage as collect
+from stages.reduce import stage as reduce
+from stages.render import stage as render
 from store.atlas_store import AtlasStore
 from store.icons import IconStore
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture

@@ -16,12 +16,12 @@ import torch
 import zarr
 from PIL import Image
 
-from pipeline.config import ModelConfig
+from stages.config import ModelConfig
 from pipeline.cli import main as cli_main
-from pipeline.config import Config, load_config
-from pipeline.errors import AtlasError
-from pipeline.views import render_view, view_box
-from stages import collect
+from stages.config import Config, load_config
+from store.errors import AtlasError
+from stages.images.crops import render_view, view_box
+from stages.collect import stage as collect
 from store.atlas_store import AtlasStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from stages.collect_blocks import interior_positions
+from stages.collect.blocks import interior_positions
 
 
 def test_positions_are_interior_uniform_and_independent_of_chunking() -> None:

@@ -1,11 +1,11 @@
-"""stages/compare_axes.py: the comparison atlas's axes, checked by hand (no model)."""
+"""stages/classes/axes.py: the comparison atlas's axes, checked by hand (no model)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.compare_axes import comparison_layout, difference_scale, signed_axis, unit_x
+from stages.classes.axes import comparison_layout, difference_scale, signed_axis, unit_x
 
 
 def test_scale_is_the_percentile_of_the_absolute_difference() -> None:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import AtlasError
+from stages.config import load_config
+from store.errors import AtlasError
 
 
 def test_defaults_load_and_overrides_apply(tmp_path: Path) -> None:

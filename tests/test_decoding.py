@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.decoding import BACKGROUND, SKIP_REASONS, Decoded, decode_rgb, decode_rgb_bytes
+from stages.images.decoding import BACKGROUND, SKIP_REASONS, Decoded, decode_rgb, decode_rgb_bytes
 
 BIG = 10_000_000
 

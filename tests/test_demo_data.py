@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.demo_data import (
+from pipeline.demo.data import (
     MAX_SIDE,
     SOURCES_FILE,
     DemoSummary,
@@ -23,7 +23,7 @@ from pipeline.demo_data import (
     to_demo_jpeg,
     tuxpaint_photos,
 )
-from pipeline.image_sources import open_image_source
+from stages.images.sources import open_image_source
 
 REPO = Path(__file__).resolve().parents[1]
 DEB_ROOT = REPO / "data" / "debs" / "root"
@@ -108,7 +108,7 @@ def test_stale_listed_files_removed_but_nothing_else(tmp_path: Path) -> None:
 
 
 def test_out_dir_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
-    from pipeline.errors import AtlasError
+    from store.errors import AtlasError
 
     target = tmp_path / "file"
     target.write_text("x")
@@ -200,7 +200,7 @@ WHEELS = REPO / "data" / "debs" / "wheels"
 
 @pytest.mark.skipif(not any(WHEELS.glob("foolbox-3.3.4-*.whl")), reason="foolbox wheel not fetched")
 def test_foolbox_read_from_the_wheel_when_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.demo_sources as demo_sources
+    import pipeline.demo.sources as demo_sources
 
     real = demo_sources.installed_package_dir
     monkeypatch.setattr(demo_sources, "installed_package_dir", lambda name: None if name == "foolbox" else real(name))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import Config, load_config
+from stages.config import Config, load_config
 from store.atlas_store import AtlasStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config
-from pipeline.weights import install_default_weights
+from stages.config import Config
+from stages.model.weights import install_default_weights
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = ("pipeline", "stages", "store")

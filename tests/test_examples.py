@@ -1,4 +1,4 @@
-"""stages/examples.py: nearest rows by cosine (checked against brute-force numpy) and thumbnails."""
+"""stages/tiles/dataset_examples.py: nearest rows by cosine (checked against brute-force numpy) and thumbnails."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.decoding import decode_rgb
-from pipeline.views import view_box
-from stages import examples
+from stages.images.decoding import decode_rgb
+from stages.images.crops import view_box
+from stages.tiles import dataset_examples as examples
 from store import derived, schema
 from store.atlas_store import AtlasStore
 

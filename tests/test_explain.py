@@ -1,4 +1,4 @@
-"""stages/explain_math.py and stages/explain.py: nearest cells, NMF groups, the explain PNG.
+"""stages/explain/groups.py and stages/explain/stage.py: nearest cells, NMF groups, the explain PNG.
 
 Real activations (MobileNetV2 on a scikit-image photo) against the real cells and icons of the
 session's ``small_atlas`` (read only); group renders are tiny (4 steps, 32 px) on one thread.
@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import Config
-from pipeline.errors import AtlasError
-from pipeline.models import LoadedModel
-from stages import explain
-from stages.explain_math import group_assignment, group_strength, nearest_cells, nmf_groups
+from stages.config import Config
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel
+from stages.explain import stage as explain
+from stages.explain.groups import group_assignment, group_strength, nearest_cells, nmf_groups
 from store import derived
 from tests.atlas_fixtures import SmallAtlas
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from stages.featurevis.objectives import (
     AtlasDirection,
     Channel,

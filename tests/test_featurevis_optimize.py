@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from stages.featurevis.forward import layer_forward
 from stages.featurevis.objectives import AtlasDirection, Channel, ClassLogit, Direction, Neuron, Objective
 from stages.featurevis.optimize import render

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from stages.featurevis.param import (
     FourierImage,
     PixelImage,

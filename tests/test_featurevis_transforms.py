@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from stages.featurevis.transforms import (
     REFERENCE_ANGLES,
     REFERENCE_JITTERS,

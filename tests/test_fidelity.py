@@ -1,4 +1,4 @@
-"""stages/fidelity.py: per-icon cos-sim and top-5 overlap, checked against a direct computation.
+"""stages/render/fidelity.py: per-icon cos-sim and top-5 overlap, checked against a direct computation.
 
 The direct computation does not use ``layer_forward``: it runs MobileNetV2's modules by hand up
 to ``features.13.conv.0`` for the activation, and the whole model for the logits.
@@ -13,9 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import AtlasError
-from pipeline.models import LoadedModel
-from stages import fidelity, render
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel
+from stages.render import fidelity
+from stages.render import stage as render
 from store import derived
 from store.icons import IconStore
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture

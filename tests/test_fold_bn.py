@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models import LoadedModel
+from stages.model.registry import LoadedModel
 from stages.featurevis import layer_forward
 from stages.featurevis.fold_bn import fold_batchnorm
 

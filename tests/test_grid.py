@@ -1,4 +1,4 @@
-"""stages/grid.py + store/derived.py: levels from a hand-made layout, checked against numpy."""
+"""stages/grid/stage.py + store/derived.py: levels from a hand-made layout, checked against numpy."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import Config
-from pipeline.errors import AtlasError
-from stages import grid
+from stages.config import Config
+from store.errors import AtlasError
+from stages.grid import stage as grid
 from store import derived, schema
 from store.atlas_store import AtlasStore
 
@@ -119,7 +119,7 @@ def test_grid_without_layout_says_what_to_run(tmp_path: Path) -> None:
 
 
 def test_progress_and_layout_plot(tmp_path: Path) -> None:
-    from pipeline.layout_plot import plot_layout
+    from pipeline.commands.layout_plot import plot_layout
 
     store, _ = _store_with_layout(tmp_path)
     calls: list[tuple[int, int]] = []

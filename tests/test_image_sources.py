@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.errors import AtlasError
-from pipeline.image_sources import ImageSource, open_image_source
+from store.errors import AtlasError
+from stages.images.sources import ImageSource, open_image_source
 
 
 def _image(path: Path, color: tuple[int, int, int] = (10, 20, 30), size: int = 8) -> Path:

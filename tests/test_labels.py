@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.labels import label_classes
+from stages.images.class_names import label_classes
 
 CLASSES = ["tench", "goldfish", "great white shark", "tabby", "Egyptian cat"]
 

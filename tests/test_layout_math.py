@@ -1,11 +1,11 @@
-"""stages/layout_math.py: percentile clip, margin, rescale to [0, 1] (REFERENCE.md section 3)."""
+"""stages/reduce/layout_math.py: percentile clip, margin, rescale to [0, 1] (REFERENCE.md section 3)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.layout_math import clip_bounds, layout_trustworthiness, normalize_layout
+from stages.reduce.layout_math import clip_bounds, layout_trustworthiness, normalize_layout
 
 
 def test_bounds_are_percentiles_widened_by_the_margin_on_both_sides() -> None:

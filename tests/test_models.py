@@ -4,9 +4,9 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.config import ModelConfig
-from pipeline.errors import AtlasError
-from pipeline.models import build_classifier, list_layers, load_model
+from stages.config import ModelConfig
+from store.errors import AtlasError
+from stages.model.registry import build_classifier, list_layers, load_model
 
 
 def test_default_model_is_real_pretrained_mobilenet(mobilenet, photo_folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""stages/reduce.py: seeded UMAP reproducibility, t-SNE and PCA paths, refusals, stored metadata.
+"""stages/reduce/stage.py: seeded UMAP reproducibility, t-SNE and PCA paths, refusals, stored metadata.
 
 UMAP costs ~60 s of numba compilation per process, so there is one UMAP test (two seeded runs).
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import Config
-from pipeline.errors import AtlasError
-from stages import reduce
+from stages.config import Config
+from store.errors import AtlasError
+from stages.reduce import stage as reduce
 from store import derived, schema
 from store.atlas_store import AtlasStore
 

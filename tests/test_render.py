@@ -1,4 +1,4 @@
-"""stages/render.py + store/icons.py on a tiny store whose cells are real MobileNetV2 activations.
+"""stages/render/stage.py + store/icons.py on a tiny store whose cells are real MobileNetV2 activations.
 
 The store holds the real activations of four scikit-image photos; the grid is written directly
 (two levels, 3 + 4 cells, each direction the mean of a patch of one photo's activations), so no
@@ -20,12 +20,12 @@ import pytest
 import torch
 import zarr
 
-from pipeline.config import Config
-from pipeline.errors import AtlasError
-from pipeline.models import LoadedModel
-from stages import render
+from stages.config import Config
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel
+from stages.render import stage as render
 from stages.featurevis import layer_forward
-from stages.whitening import whitening_matrix
+from stages.grid.whitening import whitening_matrix
 from store import derived
 from store.atlas_store import AtlasStore
 from store.icons import IconStore
@@ -157,9 +157,9 @@ def test_shards_and_seeds(tmp_path: Path, mobilenet: LoadedModel, one_thread) ->
 _CHILD = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {repo!r})
-    from pipeline.config import ModelConfig
-    from pipeline.models import load_model
-    from stages import render
+    from stages.config import ModelConfig
+    from stages.model.registry import load_model
+    from stages.render import stage as render
     from store.atlas_store import AtlasStore
     from tests.test_render import tiny_config
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""pipeline/render_unit.py: every target kind writes a non-blank PNG and returns its objective."""
+"""pipeline/commands/render_unit.py: every target kind writes a non-blank PNG and returns its objective."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import Config
-from pipeline.errors import AtlasError
-from pipeline.models import LoadedModel
-from pipeline.render_unit import render_unit
+from stages.config import Config
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel
+from pipeline.commands.render_unit import render_unit
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.cli import build_parser
-from pipeline.run_all import stage_plan, summary_lines
+from pipeline.commands.run import stage_plan, summary_lines
 
 
 def _args(*extra: str):

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from store.atlas_store import AtlasStore, BlockData, StoreSpec, shard_blocks
 from store.schema import STATUS_FIRST_SKIP, STATUS_STORED
 

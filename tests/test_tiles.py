@@ -13,11 +13,12 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main as atlas_main
-from pipeline.config import Config
-from pipeline.errors import AtlasError
-from stages import tiles, tiles_export
-from stages.tiles_geometry import DziGeometry
-from stages.tiles_source import AtlasSource
+from stages.config import Config
+from store.errors import AtlasError
+from stages.tiles import stage as tiles
+from stages.tiles import export as tiles_export
+from stages.tiles.geometry import DziGeometry
+from stages.tiles.source import AtlasSource
 from store import derived
 from store.atlas_store import AtlasStore
 from store.icons import IconStore

@@ -1,11 +1,11 @@
-"""stages/tiles_geometry.py: density-scaled icons, cell/icon rectangles and the DZI pyramid, by hand."""
+"""stages/tiles/geometry.py: density-scaled icons, cell/icon rectangles and the DZI pyramid, by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.tiles_geometry import (DziGeometry, box_fractions, cell_pixel_boxes, icon_pixel_boxes, icon_pixel_sides,
+from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes, icon_pixel_boxes, icon_pixel_sides,
                                    icon_scale)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from pipeline.serve import make_server, serve_in_thread
-from pipeline.viewer_assets import VIEWER_SOURCE, install_viewer
+from stages.tiles.viewer_assets import VIEWER_SOURCE, install_viewer
 
 ROOT = Path(__file__).resolve().parents[1]
 DZI = ('<?xml version="1.0" encoding="UTF-8"?>\n<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
@@ -86,7 +86,7 @@ def test_viewer_is_offline_and_file_url_safe() -> None:
 
 
 def test_package_data_ships_every_viewer_file() -> None:
-    """pyproject's package-data globs cover every file under pipeline/viewer/ (so pip installs it)."""
+    """pyproject's package-data globs cover every file under stages/tiles/viewer/ (so pip installs it)."""
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipeline"]
     files = [p.relative_to(VIEWER_SOURCE.parent).as_posix() for p in VIEWER_SOURCE.rglob("*") if p.is_file()]
     missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns) and not f.endswith(".map")]

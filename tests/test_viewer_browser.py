@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from pipeline.serve import serve_in_thread
-from pipeline.viewer_assets import VIEWER_SOURCE
+from stages.tiles.viewer_assets import VIEWER_SOURCE
 from tests.atlas_fixtures import SmallAtlas
 from tests.viewer_export import make_viewer_export
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.views import render_view, view_box
+from stages.images.crops import render_view, view_box
 
 SCALE = (0.25, 1.0)
 

@@ -1,11 +1,11 @@
-"""stages/whitening.py: chunked second moment, ridge relative to the mean eigenvalue."""
+"""stages/grid/whitening.py: chunked second moment, ridge relative to the mean eigenvalue."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.whitening import SecondMoment, absolute_ridge, whiten, whitening_matrix
+from stages.grid.whitening import SecondMoment, absolute_ridge, whiten, whitening_matrix
 
 
 def _relu_data(n: int = 400, c: int = 12, seed: int = 0) -> np.ndarray:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.viewer_assets import install_viewer
-from stages.tiles_geometry import DziGeometry
-from stages.tiles_pyramid import compose_canvas, write_dzi
+from stages.tiles.viewer_assets import install_viewer
+from stages.tiles.geometry import DziGeometry
+from stages.tiles.pyramid import compose_canvas, write_dzi
 
 ICON_PX = 32
 TILE_SIZE = 256

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from stages.featurevis.objectives import LOGITS
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 
 Activations = Mapping[str, Tensor]
 Target = int | Sequence[int] | Tensor

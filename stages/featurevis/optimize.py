@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 from stages.featurevis.forward import Forward
 from stages.featurevis.objectives import Objective
 from stages.featurevis.param import ImageFn, ImageParam

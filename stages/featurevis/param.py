@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 
 ImageFn = Callable[[], Tensor]
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.errors import AtlasError
+from store.errors import AtlasError
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 

@@ -1,0 +1,108 @@
+"""The CLI's inspection and utility commands: render-unit, fidelity, layers, demo-data,
+install-weights, info, serve, status. Registered by :mod:`pipeline.cli`; kept apart so each file
+stays small."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cli import _config, _open_store
+
+
+def cmd_render_unit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stages.model.device import select_device
+    from pipeline.commands.render_unit import render_unit
+
+    config = _config(args)
+    r = config.render
+    value = render_unit(config, args.target, Path(args.out), steps=r.steps, size=r.size, seed=r.seed,
+                        device=select_device(r.device))
+    print(f"wrote {args.out} ({args.target}, final objective {value:.4g})")
+    return 0
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from stages.model.device import select_device
+    from stages.render import fidelity
+
+    config = _config(args)
+    report = fidelity.run(config, _open_store(config), select_device(config.render.device))
+    q = report.cossim_quantiles
+    print(f"fidelity of {report.icons} icons (levels {report.levels}):")
+    print("  cos-sim of the icon's centre activation with its cell direction: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+    print(f"  icons with cos-sim >= 0.5: {report.frac_cossim_ge_half:.1%}")
+    print(f"  cells whose icon's top-5 predictions overlap their top-5 attributed classes: "
+          f"{report.frac_overlap:.1%} (of {report.cells_with_classes} cells with attributed classes)")
+    if report.cossim_resized_quantiles:
+        print(f"  (icon resized to the model input: cos-sim >= 0.5 {report.frac_cossim_resized_ge_half:.1%}, "
+              f"overlap {report.frac_overlap_resized:.1%})")
+    if report.frac_members_overlap == report.frac_members_overlap:  # not nan
+        print(f"  ceiling: cells whose members' most-predicted classes overlap their attributed classes: "
+              f"{report.frac_members_overlap:.1%}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from stages.model.registry import list_layers
+
+    for name, kind, shape in list_layers(args.model, args.image_size):
+        print(f"{name:40s} {kind:24s} {'x'.join(str(s) for s in shape)}")
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from pipeline.demo.data import main_demo_data
+
+    return main_demo_data(args.out_dir, args.deb_root)
+
+
+def cmd_install_weights(_args: argparse.Namespace) -> int:
+    from stages.model.weights import install_default_weights
+
+    print(install_default_weights())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from store.atlas_store import AtlasStore
+
+    config = _config(args)
+    store = AtlasStore.open(config.data.store, mode="r")
+    attrs = store.attrs
+    model = attrs.get("model", {})
+    print(f"store {store.path}: model {model.get('name')} ({model.get('weights')}), layer {model.get('layer')} "
+          f"{model.get('layer_shape')}")
+    print(f"rows {store.n_rows}, channels {store.channels}, blocks {store.n_blocks} "
+          f"({int(store.done_blocks().sum())} done)")
+    for key, value in store.counts().items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve an exported atlas folder over HTTP until Ctrl-C (the export also opens from file://)."""
+    from pipeline.serve import base_url, make_server
+
+    folder = args.folder or _config(args).data.atlas
+    server = make_server(folder, args.host, args.port)
+    print(f"serving {folder} at {base_url(server)} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Done/total units per shard of collect and render; exit 1 while any is incomplete."""
+    from pipeline.commands.cluster import status_lines
+
+    lines, complete = status_lines(_config(args), args.shards)
+    print("\n".join(lines))
+    return 0 if complete else 1
+
+
+# ------------------------------------------------------------------------------- parser

@@ -1,0 +1,224 @@
+"""Collect stage: random interior activations of one layer, with logits and attributions.
+
+REFERENCE.md section 1-2. Per input (an image or one of its deterministic views) the trunk runs
+to the layer, ``positions_per_image`` interior positions are sampled (seeded per store block),
+and — unless the head is switched off — one forward-mode product per position through the head
+gives the logits and the attribution of that position to every class at once. Results go to the
+store block by block; a block is the unit of resumption and of sharding.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from stages.config import Config
+from stages.images.decoding import SKIP_REASONS
+from stages.model.device import select_device
+from store.errors import AtlasError
+from stages.images.sources import ImageSource, open_image_source
+from stages.images.class_names import label_classes
+from stages.model.registry import LoadedModel, load_model
+from stages.collect.attribution import logits_and_attribution, top_k
+from stages.collect.blocks import BlockAssembler, interior_positions
+from stages.collect.inputs import ViewDataset, ViewSettings, WorkItem, to_model_input, view_loader, work_items
+from store.atlas_store import AtlasStore, StoreSpec, shard_blocks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectSummary:
+    store: str
+    shard: tuple[int, int]
+    blocks_run: int
+    inputs_run: int
+    stored: int
+    skipped: dict[str, int]
+    seconds: float                  # the whole run
+    setup_seconds: float = 0.0      # model load, store open/creation, before the first input
+    store_counts: dict[str, int] = field(default_factory=dict)
+    missing_blocks: int = 0
+
+    @property
+    def inputs_per_second(self) -> float:
+        """Steady-state throughput: inputs over the processing time (setup excluded)."""
+        busy = self.seconds - self.setup_seconds
+        return self.inputs_run / busy if busy > 0 else 0.0
+
+
+def library_versions() -> dict[str, str]:
+    import dask
+    import PIL
+    import torchvision
+    import zarr
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "zarr": zarr.__version__, "dask": dask.__version__, "pillow": PIL.__version__}
+
+
+def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> StoreSpec:
+    c = config.collect
+    sampling = {"views_per_image": c.views_per_image, "view_scale": list(c.view_scale),
+                "positions_per_image": c.positions_per_image, "border": c.border, "seed": c.seed,
+                "dtype": c.dtype, "rows_per_chunk": c.rows_per_chunk, "head": c.head, "top_k": c.top_k,
+                "top_predictions": c.top_predictions, "max_pixels": c.max_pixels}
+    dataset = {"source": str(config.data.source), "kind": source.kind, "fingerprint": source.fingerprint(),
+               "n_images": len(source.records)}
+    return StoreSpec(model=model.identity(), dataset=dataset, sampling=sampling, channels=model.layer_shape[0],
+                     n_images=len(source.records), views_per_image=c.views_per_image,
+                     positions_per_image=c.positions_per_image, rows_per_chunk=c.rows_per_chunk, dtype=c.dtype,
+                     top_k=c.top_k, top_predictions=c.top_predictions)
+
+
+def _check_geometry(config: Config, model: LoadedModel) -> None:
+    _, h, w = model.layer_shape
+    b = config.collect.border
+    if h - 2 * b < 1 or w - 2 * b < 1:
+        raise AtlasError(f"collect.border={b} leaves no interior position in layer {model.layer} "
+                         f"({h}x{w}); lower collect.border or pick an earlier layer")
+
+
+class _ModelStep:
+    """Runs one model batch and hands every input's rows to the assembler."""
+
+    def __init__(self, config: Config, model: LoadedModel, store: AtlasStore, assembler: BlockAssembler,
+                 label_class: np.ndarray) -> None:
+        self.c = config.collect
+        self.model = model
+        self.store = store
+        self.assembler = assembler
+        self.label_class = label_class
+        _, self.h, self.w = model.layer_shape
+        self.positions: dict[int, np.ndarray] = {}
+
+    def _positions(self, block: int, input_index: int) -> np.ndarray:
+        if block not in self.positions:
+            inputs = self.store.block_input_range(block)
+            self.positions[block] = interior_positions(inputs, self.c.positions_per_image, self.h, self.w,
+                                                       self.c.border, self.c.seed)
+        return self.positions[block][input_index - self.store.block_input_range(block).start]
+
+    def __call__(self, batch: list[tuple[WorkItem, int, np.ndarray]]) -> None:
+        """``batch``: (work item, input index, uint8 view [S, S, 3]) triples."""
+        m, c, p = self.model, self.c, self.c.positions_per_image
+        views = np.stack([v for _, _, v in batch])
+        yx = np.stack([self._positions(item.block, idx) for item, idx, _ in batch])  # [B, P, 2]
+        x = m.normalize(to_model_input(views, m.device))
+        with torch.inference_mode():
+            act, *cuts = m.trunk(x)
+        yx_t = torch.from_numpy(yx.astype(np.int64)).to(m.device)
+        batch_idx = torch.arange(len(batch), device=m.device)
+        rows = act[batch_idx[:, None], :, yx_t[..., 0], yx_t[..., 1]]  # [B, P, C]
+        out: dict[str, np.ndarray] = {"yx": yx}
+        if c.head:
+            labels = self.label_class[[item.image for item, _, _ in batch]]
+            attr_idx, attr_val, attr_lab = [], [], []
+            with torch.no_grad():
+                for pos in range(p):
+                    logits, attr = logits_and_attribution(m.head, act, tuple(cuts), yx_t[:, pos])
+                    ai, av = top_k(attr, c.top_k)
+                    attr_idx.append(ai)
+                    attr_val.append(av)
+                    lab = torch.from_numpy(np.maximum(labels, 0)).to(m.device)
+                    lab_val = attr.gather(1, lab[:, None])[:, 0].float().cpu().numpy()
+                    attr_lab.append(np.where(labels >= 0, lab_val, np.nan))
+                pi, pv = top_k(logits, c.top_predictions)
+            out["attr_idx"] = torch.stack(attr_idx, 1).cpu().numpy()
+            out["attr_val"] = torch.stack(attr_val, 1).float().cpu().numpy()
+            out["attr_label"] = np.stack(attr_lab, 1)
+            out["top_pred_idx"] = np.repeat(pi.cpu().numpy()[:, None], p, axis=1)
+            out["top_pred_logit"] = np.repeat(pv.float().cpu().numpy()[:, None], p, axis=1)
+        rows_np = rows.float().cpu().numpy()
+        for b, (item, idx, _) in enumerate(batch):
+            self.assembler.store_input(item.block, idx, rows_np[b], {k: v[b] for k, v in out.items()})
+
+
+def open_collect_store(config: Config, model: LoadedModel, source: ImageSource) -> AtlasStore:
+    """Create or reopen the store for this configuration; write the image table once."""
+    extra = {"class_names": model.class_names, "label_names": list(source.label_names),
+             "skip_reasons": list(SKIP_REASONS), "versions": library_versions(),
+             "params": config.model_dump(mode="json")}
+    store = AtlasStore.create_or_open(config.data.store, store_spec(config, model, source), extra)
+    if not store.group.attrs.get("images_written"):
+        labels = np.array([r.label for r in source.records], np.int32)
+        classes = label_classes(list(source.label_names), model.class_names)
+        per_image = np.where(labels >= 0, classes[np.maximum(labels, 0)] if classes.size else -1, -1)
+        store.write_images([r.path for r in source.records], labels, per_image.astype(np.int32))
+        store.group.attrs["images_written"] = True
+    return store
+
+
+def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | None = None,
+        progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> CollectSummary:
+    """Collect the pending blocks of shard ``i/n`` into ``config.data.store``.
+
+    ``progress(n)`` is called with the number of inputs finished since the last call;
+    ``on_start(total)`` once with the number of inputs this run will process.
+    """
+    t0 = time.perf_counter()
+    c = config.collect
+    source = open_image_source(config.data.source)
+    model = load_model(config.model, device or select_device(c.device))
+    _check_geometry(config, model)
+    store = open_collect_store(config, model, source)
+    mine = shard_blocks(store.n_blocks, *shard)
+    blocks = store.pending_blocks(mine)
+    block_inputs = {b: store.block_input_range(b) for b in blocks}
+    total = sum(len(r) for r in block_inputs.values())
+    if on_start:
+        on_start(total)
+    log.info("shard %d/%d: %d of %d blocks pending (%d inputs)", *shard, len(blocks), len(mine), total)
+
+    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
+    report = progress or (lambda _n: None)
+    label_class = np.asarray(store.group["images"]["label_class"][:], np.int32)
+    step = _ModelStep(config, model, store, assembler, label_class)
+    items = work_items(block_inputs, c.views_per_image)
+    settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels)
+    loader = view_loader(ViewDataset(items, [r.path for r in source.records], settings), c.num_workers,
+                         pin_memory=model.device.type == "cuda")
+    pending: list[tuple[WorkItem, int, np.ndarray]] = []
+    setup_seconds = time.perf_counter() - t0
+
+    def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
+        for begin in range(0, len(views), c.batch_size):
+            batch = views[begin:begin + c.batch_size]
+            step(batch)
+            report(len(batch))
+
+    for index, views, reason in loader:
+        item = items[index]
+        first = item.image * c.views_per_image
+        if pending and pending[0][0].block != item.block:
+            # Batches never span two blocks: every block then sees the same batches whether the
+            # run is whole, sharded or resumed, so results are bit-identical across all three.
+            run_batches(pending)
+            pending = []
+        if views is None:
+            assembler.skip(item.block, range(first + item.view_start, first + item.view_stop), reason or "decode_error")
+            report(item.view_stop - item.view_start)
+            continue
+        for k, view in enumerate(range(item.view_start, item.view_stop)):
+            pending.append((item, first + view, views[k]))
+        full = len(pending) - len(pending) % c.batch_size
+        run_batches(pending[:full])
+        pending = pending[full:]
+    run_batches(pending)
+    if assembler.unfinished:
+        raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
+
+    seconds = time.perf_counter() - t0
+    summary = CollectSummary(store=str(store.path), shard=shard, blocks_run=len(blocks), inputs_run=total,
+                             stored=assembler.stored, skipped=dict(assembler.skipped), seconds=seconds,
+                             setup_seconds=setup_seconds)
+    store.record_run_summary({"shard": list(shard), "inputs_run": total, "seconds": round(seconds, 2)})
+    summary.store_counts = store.counts()
+    summary.missing_blocks = len(store.pending_blocks())
+    return summary

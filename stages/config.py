@@ -1,0 +1,332 @@
+"""The one typed configuration object, loaded from ``params.yaml``.
+
+Every tunable number of every stage lives here (and in ``params.yaml``, which DVC tracks per
+stage), never as a constant inside a stage. Defaults follow the "production" column of
+``shared/REFERENCE.md`` unless a field's description says otherwise.
+
+Loading validates types and ranges and turns any problem into a one-line :class:`AtlasError`
+that names the file and the parameter. ``section.key=value`` overrides (the CLI's ``--set`` and
+its per-field flags) are applied before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from store.errors import AtlasError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the images come from and where the store lives."""
+
+    source: str = Field("data/demo_photos", description="ImageFolder tree, flat folder, or a text file listing image paths")
+    store: str = Field("data/store.zarr", description="the zarr store every stage reads and writes")
+    atlas: str = Field("data/atlas", description="folder the exported atlas (viewer + tiles) is written to")
+
+
+class ModelConfig(_Section):
+    """Which classifier and which layer the atlas maps."""
+
+    name: str = Field("mobilenet_v2", description="a torchvision classifier name (mobilenet_v2, googlenet, resnet50, ...)")
+    weights: str = Field(
+        "IMAGENET1K_V1",
+        description="torchvision weights enum name (DEFAULT, IMAGENET1K_V1, ...) or a path to a state-dict file",
+    )
+    layer: str = Field(
+        "features.13.conv.0",
+        description="module name whose output is mapped (built-in: the mixed4c analogue; the demo's params.yaml "
+                    "uses features.17.conv.0, see README); `atlas layers MODEL` lists them",
+    )
+    image_size: int = Field(224, gt=15, description="input side in pixels (the reference resized to 224x224)")
+
+
+class CollectConfig(_Section):
+    """Sampling activations (REFERENCE.md section 1) and attributions (section 2)."""
+
+    views_per_image: int = Field(1, ge=1, description="deterministic random crops per image (1 = the whole image)")
+    view_scale: tuple[float, float] = Field((0.25, 1.0), description="min/max fraction of the image area a view covers")
+    positions_per_image: int = Field(1, ge=1, description="random spatial positions sampled per view (reference: 1)")
+    border: int = Field(1, ge=0, description="spatial border cells excluded from sampling (the article avoided edges)")
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(2, ge=0, description="DataLoader decoding processes")
+    rows_per_chunk: int = Field(4096, ge=1, description="store rows (samples) per zarr chunk; also the resumable unit")
+    dtype: Literal["float16", "float32"] = "float16"
+    head: bool = Field(True, description="run the layers above for logits and attributions (off: activations only)")
+    top_k: int = Field(20, ge=1, description="attributed classes stored per sample (indices + values)")
+    top_predictions: int = Field(5, ge=1)
+    max_pixels: int = Field(89_478_485, ge=1, description="images larger than this are skipped (decompression bombs)")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> "CollectConfig":
+        lo, hi = self.view_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"view_scale must satisfy 0 < min <= max <= 1 (got {list(self.view_scale)})")
+        return self
+
+
+class ReduceConfig(_Section):
+    """2-D layout (REFERENCE.md section 3): production UMAP 50 / 0.05 / cosine."""
+
+    method: Literal["umap", "tsne", "pca"] = "umap"
+    n_neighbors: int = Field(50, ge=2)
+    min_dist: float = Field(0.05, ge=0.0)
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    n_epochs: int | None = Field(None, ge=1, description="None: umap-learn's default for the fitted size")
+    init: Literal["pca", "spectral", "random"] = "pca"
+    fit_samples: int = Field(200_000, ge=100, description="UMAP is fitted on at most this many samples; the rest are placed")
+    pca_dims: int | None = Field(64, ge=2, description="PCA before the neighbour search (None: off)")
+    deterministic: bool = Field(True, description="seeded, single-threaded UMAP: identical layouts run to run")
+    seed: int = 0
+    clip_percentiles: tuple[float, float] = (1.0, 99.0)
+    margin: float = Field(0.1, ge=0.0, description="margin added around the clipped layout before rescaling to [0, 1]")
+    tsne_perplexity: float = Field(30.0, gt=0.0, description="t-SNE only (method: tsne); sklearn's default")
+    place_index: Literal["auto", "flat", "ivf"] = Field(
+        "auto", description="faiss index placing the unfitted rows: exact flat, or IVF (auto: IVF from 20k fitted rows)"
+    )
+    place_nprobe: int = Field(16, ge=1, description="IVF lists searched per placed row (16: recall@1 0.999 measured)")
+
+
+class GridConfig(_Section):
+    """Zoom levels as separate binnings (REFERENCE.md section 4)."""
+
+    levels: list[int] = Field([20, 40, 80, 160], min_length=1)
+    min_count: int = Field(5, ge=0, description="cells with at most this many samples are dropped (recipe: > 5)")
+    top_classes: int = Field(5, ge=1)
+    ridge: float = Field(1e-3, ge=0.0, description="whitening ridge, relative to the mean eigenvalue")
+
+
+class RenderConfig(_Section):
+    """Feature visualization of every cell (REFERENCE.md sections 5-6)."""
+
+    size: int = Field(80, ge=8, description="icon side in pixels (production: 80)")
+    steps: int = Field(256, ge=1, description="optimisation steps (production: 1024; smaller for the CPU demo)")
+    attempts: int = Field(1, ge=1, description="attempts per icon, the best final objective kept (production: 4)")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.05, gt=0.0)
+    cos_power: float = Field(4.0, ge=0.0, description="p in dot * cos^p (whitened notebooks: 4)")
+    cosine: Literal["raw", "lucid"] = Field(
+        "raw", description="cos term: true cosine with the raw cell direction, or the lucid notebook's dot/|h| (docs/render.md)"
+    )
+    whiten: bool = True
+    seed: int = 0
+    device: str = "auto"
+    levels: list[int] | None = Field(
+        None, description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones"
+    )
+    mixed_precision: bool = Field(False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it")
+
+
+class TilesConfig(_Section):
+    """The exported atlas: DZI tiles, per-cell overlay data, dataset examples (REFERENCE.md section 7)."""
+
+    levels: list[int] | None = Field(
+        None, description="levels to export (None: every level whose icons are completely rendered)"
+    )
+    tile_size: int = Field(256, ge=16, description="DZI tile side in pixels (OpenSeadragon's default 256)")
+    overlap: int = Field(1, ge=0, le=8, description="DZI tile overlap in pixels")
+    format: Literal["jpg", "webp"] = Field("jpg", description="tile image format")
+    quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality of tiles and example thumbnails")
+    density_scaling: bool = Field(
+        True, description="shrink sparse cells' icons: side x min(1, sqrt(density x n / mean n)) (production viewer)"
+    )
+    density: float = Field(1.0, gt=0.0, description="the 'density' factor of that formula (1: mean-count cells fill the cell)")
+    background: str = Field("#ffffff", description="canvas colour where no icon is drawn (any Pillow colour)")
+    examples: int = Field(4, ge=0, description="dataset examples per cell (0: none)")
+    example_px: int = Field(64, ge=8, description="side of an example thumbnail in pixels")
+    example_field: float = Field(
+        0.33, gt=0.0, le=1.0, description="side of an example's crop as a fraction of its view (~ the layer's receptive field)"
+    )
+    example_search: Literal["members", "all"] = Field(
+        "members", description="examples among the cell's members (fast) or all store rows (exact faiss search)"
+    )
+    example_distinct_photos: bool = Field(True, description="at most one example per photo in a cell (views overlap)")
+    layout_points: int = Field(5000, ge=0, description="layout points kept for the viewer's mini-map")
+    seed: int = Field(0, description="seed of the mini-map subsample")
+
+    @model_validator(mode="after")
+    def _check_background(self) -> "TilesConfig":
+        from PIL import ImageColor
+
+        try:
+            ImageColor.getrgb(self.background)
+        except ValueError:
+            raise ValueError(f"background {self.background!r} is not a colour Pillow knows (e.g. '#ffffff', 'white')") from None
+        return self
+
+
+class ClusterConfig(_Section):
+    """Where the sharded stages (collect, render) run: this process, or a dask.distributed cluster.
+
+    Not listed by any DVC stage: a sharded run writes the same bits as a single process, so
+    where it ran is not part of what it made (docs/cluster.md).
+    """
+
+    scheduler: str | None = Field(
+        None, description="address of a running dask scheduler (tcp://host:8786) or its scheduler file (.json)"
+    )
+    workers: int = Field(0, ge=0, description="start a local dask cluster of this many worker processes (0: none)")
+    threads_per_worker: int = Field(1, ge=1, description="threads of each local worker (torch uses as many)")
+    shards: int | None = Field(None, ge=1, description="shards (one task each) a stage is split into (None: workers x shards_per_worker)")
+    shards_per_worker: int = Field(
+        4, ge=1, description="more shards than workers balance uneven shards and let a lost worker's share move"
+    )
+
+
+class RenderOverrides(_Section):
+    """Render settings of the class / comparison atlases; ``None`` keeps the main ``render`` value.
+
+    The reference's class atlases used 80 px, 1056 steps, 3 attempts, batch 64 (REFERENCE.md
+    section 6, "production"); the defaults keep the main render's (CPU demo) settings.
+    """
+
+    size: int | None = Field(None, ge=8, description="icon side in pixels (production 80)")
+    steps: int | None = Field(None, ge=1, description="optimisation steps (production class atlases: 1056)")
+    attempts: int | None = Field(None, ge=1, description="attempts per icon (production class atlases: 3)")
+    batch_size: int | None = Field(None, ge=1, description="icons per batch (production class atlases: 64)")
+
+    def apply(self, render: "RenderConfig") -> "RenderConfig":
+        """``render`` with these overrides, every level of the subset's grid rendered."""
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return RenderConfig.model_validate({**render.model_dump(), **changes, "levels": None})
+
+
+class ClassesConfig(_Section):
+    """Class-filtered atlases (REFERENCE.md section 8; docs/class_atlas.md)."""
+
+    names: list[str | int] = Field([], description="classes to build an atlas for, by name or index (several per run)")
+    mode: Literal["winner", "topk", "both"] = Field(
+        "both", description="winner: the class is the row's largest attribution; topk: the top_k rows by positive "
+        "attribution; both: their union (the reference's and/or)")
+    top_k: int = Field(2000, ge=1, description="rows kept by the topk rule (reference: about 2,000-3,000)")
+    min_rows: int = Field(50, ge=2, description="fewer selected rows than this is an error (raise top_k or change mode)")
+    method: Literal["umap", "tsne"] = Field("umap", description="2-D layout; the article found t-SNE better for class atlases")
+    n_neighbors: int = Field(20, ge=2, description="UMAP neighbours (issue: 20; reference sec. 3/8: 20)")
+    min_dist: float = Field(0.02, ge=0.0, description="UMAP min_dist (issue and production: 0.02; the class notebook: 0.01)")
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    grid: int = Field(8, ge=1, description="cells per side of the one level (reference: 8 x 8)")
+    min_count: int = Field(4, ge=0, description="cells with at most this many members are dropped (reference: keep > 4)")
+    whitening: Literal["store", "subset"] = Field(
+        "store", description="whiten icons with the whole store's matrix (a few hundred rows cannot estimate a "
+        "C x C second moment) or with the subset's own")
+    render: RenderOverrides = RenderOverrides()
+
+
+class CompareConfig(_Section):
+    """Class-comparison atlases (REFERENCE.md section 8: x = attribution difference, y = 1-D t-SNE)."""
+
+    pairs: list[tuple[str | int, str | int]] = Field([], description="[a, b] class pairs (names or indices); a is drawn left")
+    mode: Literal["winner", "topk", "both"] = Field("both", description="row selection of each class (see classes.mode)")
+    top_k: int = Field(2000, ge=1, description="rows kept per class by the topk rule")
+    min_rows: int = Field(50, ge=2, description="fewer rows (union of both classes) than this is an error")
+    percentile: float = Field(99.0, gt=0.0, le=100.0, description="x = (attr_a - attr_b) / this percentile of |difference|")
+    tsne_perplexity: float = Field(30.0, gt=0.0, description="the 1-D t-SNE of the y axis (sklearn's default)")
+    tsne_metric: Literal["cosine", "euclidean"] = Field("cosine", description="reference: cosine")
+    seed: int = 0
+    grid: int = Field(10, ge=1, description="cells per side (reference: 10 x 10)")
+    min_count: int = Field(4, ge=0, description="cells with at most this many members are dropped")
+    whitening: Literal["store", "subset"] = "store"
+    render: RenderOverrides = RenderOverrides()
+
+
+class ExplainConfig(_Section):
+    """``atlas explain IMAGE``: an image through the atlas (the reference's semantic dictionary) + NMF groups."""
+
+    level: int = Field(20, ge=1, description="grid level whose cells and icons explain each position")
+    groups: int = Field(4, ge=1, description="NMF groups of the image's [H*W, C] activations")
+    nmf_max_iter: int = Field(500, ge=1, description="scikit-learn NMF iterations")
+    steps: int = Field(64, ge=1, description="render steps of each group's feature visualization (tiny on CPU)")
+    size: int = Field(64, ge=8, description="side of each group's feature visualization")
+    icon_px: int = Field(40, ge=4, description="side of one atlas icon in the semantic-dictionary panel")
+    image_px: int = Field(448, ge=32, description="side of the photo panels")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    out: str = Field("data/explain.png", description="the PNG written")
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    collect: CollectConfig = CollectConfig()
+    reduce: ReduceConfig = ReduceConfig()
+    grid: GridConfig = GridConfig()
+    render: RenderConfig = RenderConfig()
+    tiles: TilesConfig = TilesConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    classes: ClassesConfig = ClassesConfig()
+    compare: CompareConfig = CompareConfig()
+    explain: ExplainConfig = ExplainConfig()
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AtlasError(f"{origin}: cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``collect.batch_size=64`` -> ("collect.batch_size", 64); values are parsed as YAML."""
+    if "=" not in text:
+        raise AtlasError(f"--set {text!r}: expected section.key=value, e.g. collect.batch_size=64")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        section = first["loc"][0] if len(first["loc"]) > 1 else None
+        model = Config.model_fields[section].annotation if section in Config.model_fields else Config
+        known = ", ".join(model.model_fields) if hasattr(model, "model_fields") else ""
+        msg = f"unknown parameter; known here: {known}"
+    shown = first.get("input")
+    extra = f" (got {shown!r})" if "input" in first and not isinstance(shown, dict) and first["type"] != "extra_forbidden" else ""
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{origin}: {where}: {msg}{extra}{more}"
+
+
+def load_config(path: str | Path | None = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Config:
+    """Read ``params.yaml`` (missing file: all defaults), apply overrides, validate."""
+    tree: dict[str, Any] = {}
+    origin = str(path) if path is not None else "defaults"
+    if path is not None and Path(path).exists():
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise AtlasError(f"{path}:{where} is not valid YAML; fix the syntax") from None
+        if not isinstance(loaded, dict):
+            raise AtlasError(f"{path}: expected a mapping of sections (data, model, collect, ...)")
+        tree = loaded
+    elif path is not None and Path(path) != DEFAULT_PARAMS:
+        raise AtlasError(f"{path}: parameters file not found; pass an existing --params file")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value, origin=f"--set {item}")
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise AtlasError(_format_validation_error(err, origin)) from None

@@ -1,0 +1,1 @@
+"""Images in: where they come from, how they are decoded, the views (crops) the model sees, class names."""

@@ -1,0 +1,379 @@
+"""The reduce stage: a 2-D layout of every valid row of the store (REFERENCE.md section 3).
+
+Production parameters (Carter et al., 2019): UMAP, n_neighbors 50, min_dist 0.05, cosine, then
+the layout normalised to [0, 1]^2 (:func:`stages.reduce.layout_math.normalize_layout`).
+
+Why it is not one ``umap.UMAP().fit_transform(all_rows)``: at 1M rows that does not finish on a
+2-core machine (spectral init alone ran > 9.5 min; see docs/reduce_grid.md). The stage instead
+
+1. draws ``fit_samples`` rows uniformly at random (seeded) and reads them in one pass over the
+   store's float16 chunks, cast to float32 per block;
+2. fits a linear feature map on them (:class:`FeatureMap`): for the cosine metric, rows are
+   L2-normalised and projected on the top ``pca_dims`` eigenvectors of their uncentered second
+   moment (which preserves inner products, i.e. cosines), then renormalised; for euclidean, a
+   centred PCA. The neighbour search then runs on 64 dims instead of 512-576;
+3. fits the reducer (UMAP / t-SNE / PCA) on the fitted rows' features;
+4. in a second pass, places every other row at the 2-D position of its nearest fitted row in
+   feature space (faiss, inner product on unit vectors = cosine; an IVF index from 20k fitted
+   rows, exact search below). The article notes that 100k samples were often enough for the
+   layout; the placed rows add density and members to the cells.
+
+With ``deterministic: true`` UMAP is seeded, which makes it single-threaded (umap-learn's rule);
+``deterministic: false`` drops the seed from UMAP only (sampling, PCA and faiss stay seeded or
+exact) and runs its optimisation on all cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from store.progress import collect_progress, require_complete
+from stages.config import Config, ReduceConfig
+from store.errors import AtlasError
+from stages.reduce.layout_math import normalize_layout
+from store import derived
+from store.atlas_store import AtlasStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LayoutResult:
+    """Summary of one reduce run (the arrays are in the store, see :mod:`store.derived`)."""
+
+    n_rows: int
+    n_fit: int
+    n_placed: int
+    method: str
+    seed: int
+    deterministic: bool
+    feature_dims: int
+    layout_id: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------- features
+@dataclass
+class FeatureMap:
+    """Linear map from raw activations to the space the neighbour search runs in.
+
+    ``metric='cosine'``: unit rows, uncentered projection, unit rows again (so the inner
+    product of two features approximates the cosine of the raw rows). ``'euclidean'``: centred
+    PCA. ``dims=None`` (or >= channels) keeps every channel. Fitted state ends in ``_``.
+    """
+
+    metric: str = "cosine"
+    dims: int | None = 64
+    mean_: NDArray[np.float32] | None = None
+    basis_: NDArray[np.float32] | None = None
+    kept_energy_: float = 1.0
+
+    def fit(self, raw: NDArray[np.floating]) -> "FeatureMap":
+        x = self._prepare(np.asarray(raw, dtype=np.float32))
+        self.mean_ = x.mean(axis=0) if self.metric == "euclidean" else np.zeros(x.shape[1], np.float32)
+        channels = x.shape[1]
+        if self.dims is None or self.dims >= channels:
+            self.basis_ = None
+            return self
+        centred = x - self.mean_
+        gram = np.zeros((channels, channels), dtype=np.float64)
+        for start in range(0, len(centred), 65536):
+            part = centred[start:start + 65536].astype(np.float64)
+            gram += part.T @ part
+        eigvals, eigvecs = np.linalg.eigh(gram)
+        order = np.argsort(eigvals)[::-1][: self.dims]
+        # Fix each eigenvector's sign so the basis (and the layout) is the same run to run.
+        vecs = eigvecs[:, order]
+        vecs *= np.where(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
+        self.basis_ = vecs.astype(np.float32)
+        total = float(np.clip(eigvals, 0, None).sum())
+        self.kept_energy_ = float(np.clip(eigvals[order], 0, None).sum() / total) if total > 0 else 1.0
+        return self
+
+    @property
+    def out_dims(self) -> int:
+        if self.mean_ is None:
+            raise RuntimeError("FeatureMap is not fitted")
+        return int(self.basis_.shape[1]) if self.basis_ is not None else int(self.mean_.shape[0])
+
+    def transform(self, raw: NDArray[np.floating]) -> NDArray[np.float32]:
+        if self.mean_ is None:
+            raise RuntimeError("FeatureMap is not fitted")
+        x = self._prepare(np.asarray(raw, dtype=np.float32))
+        if self.basis_ is not None:
+            x = (x - self.mean_) @ self.basis_
+        return self._prepare(x) if self.metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
+
+    def _prepare(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self.metric != "cosine":
+            return x
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        # An all-zero row (a dead position) has no direction; it stays zero.
+        return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------- reducers
+def fit_embedding(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.float32]:
+    """2-D embedding of the fitted rows with the configured method (UMAP, t-SNE or PCA)."""
+    if cfg.method == "umap":
+        return _fit_umap(features, cfg)
+    if cfg.method == "tsne":
+        return _fit_tsne(features, cfg)
+    return _fit_pca(features, cfg)
+
+
+def _fit_umap(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.float32]:
+    import umap
+
+    reducer = umap.UMAP(
+        n_neighbors=min(cfg.n_neighbors, len(features) - 1),
+        min_dist=cfg.min_dist,
+        metric=cfg.metric,
+        n_epochs=cfg.n_epochs,
+        init=cfg.init,
+        random_state=cfg.seed if cfg.deterministic else None,
+        n_jobs=1 if cfg.deterministic else -1,
+        low_memory=True,
+    )
+    with warnings.catch_warnings():
+        # umap-learn warns about its own choices (e.g. spectral init falling back on tiny data).
+        warnings.simplefilter("ignore", category=UserWarning)
+        return np.asarray(reducer.fit_transform(features), dtype=np.float32)
+
+
+def _fit_tsne(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.float32]:
+    from sklearn.manifold import TSNE
+
+    tsne = TSNE(
+        n_components=2,
+        perplexity=cfg.tsne_perplexity,
+        metric=cfg.metric,
+        init="pca" if cfg.init == "spectral" else cfg.init,
+        random_state=cfg.seed,
+        n_jobs=1 if cfg.deterministic else None,
+    )
+    return np.asarray(tsne.fit_transform(features), dtype=np.float32)
+
+
+def _fit_pca(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.float32]:
+    return _linear_2d(features).transform(features)
+
+
+def _linear_2d(features: NDArray[np.float32]) -> FeatureMap:
+    """The first two principal components of the features (the ``method: pca`` layout)."""
+    return FeatureMap(metric="euclidean", dims=2).fit(features)
+
+
+# --------------------------------------------------------------------------------- placement
+IVF_FROM_ROWS = 20_000  # below this many fitted rows exact search is cheap enough
+
+
+def nearest_fitted(fitted: NDArray[np.float32], cfg: ReduceConfig) -> Any:
+    """A faiss index over the fitted rows' features (inner product on unit vectors for cosine,
+    squared L2 for euclidean).
+
+    Exact search of 800k rows against 200k fitted ones would take ~520 s on 2 cores; an IVF index with
+    ~2 sqrt(n) lists and ``place_nprobe`` 16 took ~39 s and found the exact nearest row for
+    99.9% of queries (docs/reduce_grid.md). Its k-means uses faiss's fixed seed on the same
+    (seeded) fitted rows, so placement stays deterministic on one machine.
+    """
+    import faiss
+
+    dims = fitted.shape[1]
+    metric = faiss.METRIC_INNER_PRODUCT if cfg.metric == "cosine" else faiss.METRIC_L2
+    data = np.ascontiguousarray(fitted, dtype=np.float32)
+    use_ivf = cfg.place_index == "ivf" or (cfg.place_index == "auto" and len(data) >= IVF_FROM_ROWS)
+    if not use_ivf:
+        index = faiss.IndexFlatIP(dims) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dims)
+        index.add(data)
+        return index
+    n_lists = int(np.clip(round(2 * np.sqrt(len(data))), 1, max(1, len(data) // 39)))
+    quantizer = faiss.IndexFlatIP(dims) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dims)
+    index = faiss.IndexIVFFlat(quantizer, dims, n_lists, metric)
+    index.cp.seed = 1234
+    index.train(data)
+    index.add(data)
+    index.nprobe = min(cfg.place_nprobe, n_lists)
+    return index
+
+
+def place(index: Any, features: NDArray[np.float32], fitted_embedding: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each row at the embedding of its single nearest fitted row.
+
+    Averaging several neighbours' positions pulls points between clusters (trustworthiness
+    0.900 vs 0.968 for one neighbour, shared/STACK.md), so one neighbour it is.
+    """
+    if len(features) == 0:
+        return np.zeros((0, 2), np.float32)
+    queries = np.ascontiguousarray(features, dtype=np.float32)
+    _, nearest = index.search(queries, 1)
+    missed = nearest[:, 0] < 0  # IVF: every probed list was empty (never seen, but cheap to cover)
+    if missed.any():
+        exhaustive_probe = index.nlist
+        index.nprobe, saved = exhaustive_probe, index.nprobe
+        nearest[missed] = index.search(queries[missed], 1)[1]
+        index.nprobe = saved
+    return fitted_embedding[nearest[:, 0]]
+
+
+# --------------------------------------------------------------------------------- the stage
+def check_enough_rows(n_valid: int, cfg: ReduceConfig, where: str) -> None:
+    """Refuse a store too small to lay out, with what to do about it."""
+    need = cfg.n_neighbors + 1
+    if n_valid < need:
+        raise AtlasError(
+            f"store {where} has {n_valid} valid rows; reduce needs at least reduce.n_neighbors + 1 = {need}: "
+            "collect more images (or views) or lower reduce.n_neighbors"
+        )
+    if min(cfg.fit_samples, n_valid) < need:
+        raise AtlasError(f"reduce.fit_samples ({cfg.fit_samples}) must exceed reduce.n_neighbors ({cfg.n_neighbors})")
+    if cfg.method == "tsne" and min(cfg.fit_samples, n_valid) <= cfg.tsne_perplexity:
+        raise AtlasError(
+            f"store {where}: t-SNE needs more fitted rows than reduce.tsne_perplexity ({cfg.tsne_perplexity}); "
+            "lower the perplexity or collect more images"
+        )
+
+
+def choose_fit_rows(valid_rows: NDArray[np.int64], fit_samples: int, seed: int) -> NDArray[np.int64]:
+    """A uniform random (seeded) subset of the valid rows, ascending; all of them if few."""
+    if len(valid_rows) <= fit_samples:
+        return valid_rows.copy()
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(valid_rows, size=fit_samples, replace=False))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that change a layout; recorded with it (REFERENCE.md: known pitfalls)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("umap-learn", "pynndescent", "numba", "numpy", "scikit-learn", "faiss-cpu"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _read_fit_rows(store: Any, fit_rows: NDArray[np.int64], progress: Progress | None) -> NDArray[np.float32]:
+    """Pass 1: the fitted rows' raw activations, cast to float32 one block at a time."""
+    out = np.empty((len(fit_rows), store.channels), dtype=np.float32)
+    for block in derived.iter_row_blocks([store.activations()], progress):
+        lo, hi = np.searchsorted(fit_rows, [block.start, block.stop])
+        if hi > lo:
+            out[lo:hi] = block.arrays[0][fit_rows[lo:hi] - block.start]
+    return out
+
+
+def _embed_rest(
+    store: Any,
+    valid: NDArray[np.bool_],
+    fit_rows: NDArray[np.int64],
+    fitted_embedding: NDArray[np.float32],
+    features: FeatureMap,
+    to_2d: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+    progress: Progress | None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+    """Pass 2: every valid row's 2-D position (fitted rows keep theirs, the rest go through ``to_2d``)."""
+    rows_out, emb_out, fitted_out = [], [], []
+    fit_pos = np.full(len(valid), -1, dtype=np.int64)
+    fit_pos[fit_rows] = np.arange(len(fit_rows))
+    for block in derived.iter_row_blocks([store.activations()], progress):
+        rows = np.flatnonzero(valid[block.start:block.stop]) + block.start
+        emb = np.empty((len(rows), 2), np.float32)
+        here_fit = fit_pos[rows] >= 0
+        emb[here_fit] = fitted_embedding[fit_pos[rows[here_fit]]]
+        rest = rows[~here_fit]
+        if len(rest):
+            emb[~here_fit] = to_2d(features.transform(block.arrays[0][rest - block.start]))
+        rows_out.append(rows)
+        emb_out.append(emb)
+        fitted_out.append(here_fit)
+    return np.concatenate(rows_out), np.concatenate(emb_out), np.concatenate(fitted_out)
+
+
+def _fit_reducer(
+    cfg: ReduceConfig, fit_features: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], Callable[[NDArray[np.float32]], NDArray[np.float32]], str]:
+    """The fitted rows' embedding, the map that takes any other row's features to 2-D, and its name."""
+    if cfg.method == "pca":
+        linear = _linear_2d(fit_features)
+        return linear.transform(fit_features), linear.transform, "linear (all rows)"
+    fitted_embedding = fit_embedding(fit_features, cfg)
+    index = nearest_fitted(fit_features, cfg)
+    return fitted_embedding, lambda x: place(index, x, fitted_embedding), f"nearest fitted row ({type(index).__name__})"
+
+
+def run(config: Config, store: Any, progress: Progress | None = None) -> LayoutResult:
+    """Lay out every valid row of ``store`` in 2-D and write it with :func:`store.derived.write_layout`."""
+    cfg = config.reduce
+    where = str(getattr(store, "path", "(in memory)"))
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if isinstance(store, AtlasStore):  # a sharded collect must be finished (subset stores are whole by construction)
+        require_complete(collect_progress(store), needed_by="reduce")
+    valid = np.asarray(store.valid_mask(), dtype=bool)
+    valid_rows = np.flatnonzero(valid).astype(np.int64)
+    check_enough_rows(len(valid_rows), cfg, where)
+    fit_rows = choose_fit_rows(valid_rows, cfg.fit_samples, cfg.seed)
+    log.info("reduce %s: %d valid rows, fitting %s on %d of them", where, len(valid_rows), cfg.method, len(fit_rows))
+    n_blocks = len(store.activations().chunks[0])
+    n_passes = 1 if len(fit_rows) == len(valid_rows) else 2
+    raw = _read_fit_rows(store, fit_rows, _offset_progress(progress, 0, n_passes * n_blocks))
+    seconds["read_fit_rows"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    features = FeatureMap(metric=cfg.metric, dims=cfg.pca_dims).fit(raw)
+    fit_features = features.transform(raw)
+    del raw
+    seconds["features"] = time.perf_counter() - t
+    log.info("features: %d dims keep %.1f%% of the fitted rows' energy", features.out_dims, 100 * features.kept_energy_)
+
+    t = time.perf_counter()
+    fitted_embedding, to_2d, placement = _fit_reducer(cfg, fit_features)
+    seconds["fit"] = time.perf_counter() - t
+    log.info("fitted %s on %d rows in %.1f s", cfg.method, len(fit_rows), seconds["fit"])
+
+    t = time.perf_counter()
+    if n_passes == 1:  # every valid row was fitted: no second pass needed
+        rows, embedding, fitted = fit_rows, fitted_embedding, np.ones(len(fit_rows), dtype=bool)
+    else:
+        step = _offset_progress(progress, n_blocks, 2 * n_blocks)
+        rows, embedding, fitted = _embed_rest(store, valid, fit_rows, fitted_embedding, features, to_2d, step)
+    seconds["place"] = time.perf_counter() - t
+
+    layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
+    seconds["total"] = time.perf_counter() - t0
+    attrs = {
+        "method": cfg.method, "params": cfg.model_dump(mode="json"), "seed": cfg.seed,
+        "deterministic": cfg.deterministic, "versions": library_versions(),
+        "n_fit": int(len(fit_rows)), "n_placed": int(len(rows) - len(fit_rows)),
+        "feature_dims": features.out_dims, "feature_energy": features.kept_energy_, "placement": placement,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    layout_id = derived.write_layout(store, derived.Layout(rows=rows, layout=layout, embedding=embedding,
+                                                           fitted=fitted, attrs=attrs))
+    log.info("reduce done in %.1f s: %s", seconds["total"], {k: round(v, 1) for k, v in seconds.items()})
+    return LayoutResult(
+        n_rows=int(len(rows)), n_fit=int(len(fit_rows)), n_placed=int(len(rows) - len(fit_rows)), method=cfg.method,
+        seed=cfg.seed, deterministic=cfg.deterministic, feature_dims=features.out_dims, layout_id=layout_id,
+        seconds=seconds,
+    )
+
+
+def _offset_progress(progress: Progress | None, offset: int, total: int) -> Progress | None:
+    """Report the two passes over the store as one progress bar of ``total`` blocks."""
+    if progress is None:
+        return None
+    return lambda done, _n: progress(offset + done, total)

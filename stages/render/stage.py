@@ -1,0 +1,243 @@
+"""The render stage: one feature-visualization icon per kept cell of every zoom level.
+
+REFERENCE.md sections 5-6: each cell's icon maximises the atlas objective ``dot * cos^p`` on the
+cell's direction (its mean activation), whitened ``v S`` when ``render.whiten``, at the layer's
+centre position; Fourier-parameterised 80 px images, Adam 0.05, transformation robustness,
+``render.steps`` steps (production 1024), best of ``render.attempts`` (production 4), the cells of a
+batch optimised together (production batch 100). The engine is :mod:`stages.featurevis`.
+
+Resumable and shardable like collect: the unit is a render batch of one level; its icons,
+final objective and cos-sim are written to the icons group (:mod:`store.icons`) and the batch is
+then marked done. Batch ``b`` of level ``n`` is seeded by ``(seed, n, b)`` alone, so a resumed,
+sharded or whole CPU run gives bit-identical icons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from stages.config import Config, RenderConfig
+from store.errors import AtlasError
+from stages.model.registry import LoadedModel, load_model
+from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render
+from stages.featurevis.fold_bn import fold_batchnorm
+from stages.featurevis.forward import Forward
+from store import derived
+from store.atlas_store import AtlasStore, shard_blocks
+from store.icons import IconsSpec, IconStore
+
+log = logging.getLogger(__name__)
+
+# Fraction of the free CUDA memory a render batch may take (the rest: allocator slack, cuDNN
+# workspaces, other processes that allocate after we measured).
+_CUDA_MEMORY_FRACTION = 0.6
+_RENDER_PARAMS = ("size", "steps", "attempts", "batch_size", "lr", "cos_power", "cosine", "whiten", "seed", "levels")
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    """What one (shard of a) render run did."""
+
+    icons_path: str
+    shard: tuple[int, int]
+    levels: dict[int, int]          # N -> kept cells
+    batches_run: int
+    icons_run: int
+    icons_done: int                 # over all levels, this run's and earlier runs'
+    icons_total: int
+    batch_size: int                 # the largest batch actually optimised at once
+    seconds: float
+    mean_objective: float           # over this run's icons (nan if none)
+    mean_cossim: float
+    cossim_quantiles: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def icons_per_second(self) -> float:
+        return self.icons_run / self.seconds if self.seconds > 0 else 0.0
+
+
+def run(
+    config: Config,
+    store: AtlasStore,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    *,
+    model: LoadedModel | None = None,
+) -> RenderSummary:
+    """Render the pending batches of shard ``i/n`` of every level in ``render.levels``.
+
+    ``on_start(total)`` is called once with the icons this run will render, ``progress(k)``
+    after each batch with the ``k`` icons it finished. ``model`` skips reloading the classifier
+    (it must be ``load_model(config.model, device)``'s equal).
+    """
+    t0 = time.perf_counter()
+    r = config.render
+    model = model if model is not None else load_model(config.model, device)
+    _check_model(store, model)
+    cells = {n: derived.read_level(store, n, with_attribution=False) for n in _levels(r, store)}
+    whitening = torch.as_tensor(derived.read_whitening(store).matrix, dtype=torch.float32) if r.whiten else None
+    icons = IconStore.open_for_render(store.derived_path("icons"), _spec(r, store, model, cells))
+    work = [(n, b) for n in cells for b in range(icons.n_batches(n))]
+    done = {n: icons.done(n) for n in cells}
+    pending = [(n, b) for n, b in (work[k] for k in shard_blocks(len(work), *shard)) if not done[n][b]]
+    total = sum(len(icons.batch_range(n, b)) for n, b in pending)
+    if on_start is not None:
+        on_start(total)
+    log.info("render shard %d/%d: %d batches pending (%d icons, %d steps x %d attempts, %d px)",
+             *shard, len(pending), total, r.steps, r.attempts, r.size)
+    cap = _batch_cap(model, r, device)
+    objectives, cossims = [], []
+    module = fold_batchnorm(model.module, model.layer, model.normalize)  # same values, ~25% faster steps
+    with layer_forward(module, model.layer, normalize=model.normalize) as forward:
+        for n, b in pending:
+            rows = icons.batch_range(n, b)
+            directions = torch.as_tensor(cells[n].direction[rows.start:rows.stop], dtype=torch.float32)
+            images, objective = render_batch(forward, model.layer, directions, whitening, r, device,
+                                             seeds=[batch_seed(r.seed, n, b, k) for k in range(-(-len(rows) // cap))],
+                                             cap=cap)
+            cossim = centre_cossim(forward, model.layer, images, directions, device)
+            icons.write_batch(n, b, images, objective, cossim)
+            objectives.append(objective)
+            cossims.append(cossim)
+            if progress is not None:
+                progress(len(rows))
+    return _summarise(icons, shard, cells, len(pending), total, min(cap, r.batch_size), time.perf_counter() - t0,
+                      objectives, cossims)
+
+
+def render_batch(
+    forward: Forward,
+    layer: str,
+    directions: torch.Tensor,
+    whitening: torch.Tensor | None,
+    r: RenderConfig,
+    device: torch.device,
+    seeds: list[int],
+    cap: int,
+) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """Icons ``uint8 [B, S, S, 3]`` and final objectives for ``directions [B, C]``.
+
+    Rendered in sub-batches of at most ``cap`` (the CUDA memory cap), sub-batch ``k`` seeded by
+    ``seeds[k]``; with no cap below the batch size there is one sub-batch.
+    """
+    images, objective = [], []
+    for k, start in enumerate(range(0, directions.shape[0], cap)):
+        part = directions[start:start + cap]
+        result = render(
+            forward, AtlasDirection(layer, part, whitening=whitening, cos_power=r.cos_power, cosine=r.cosine),
+            FourierImage(part.shape[0], (r.size, r.size)), steps=r.steps, attempts=r.attempts, lr=r.lr,
+            device=device, seed=seeds[k], mixed_precision=r.mixed_precision,
+        )
+        images.append(result.images)
+        objective.append(result.objective)
+    return np.concatenate(images), np.concatenate(objective)
+
+
+def centre_cossim(
+    forward: Forward, layer: str, images: NDArray[np.uint8], directions: torch.Tensor, device: torch.device
+) -> NDArray[np.float32]:
+    """cos(h, v) of each icon's centre activation ``h`` (position (H//2, W//2), REFERENCE.md §5)
+    with its raw, unwhitened cell direction ``v``, on the stored uint8 icon, no transforms."""
+    with torch.no_grad():
+        x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float() / 255.0
+        acts = forward(x)[layer].float()
+        h = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
+        cos = torch.nn.functional.cosine_similarity(h, directions.to(device).float(), dim=1, eps=1e-8)
+    return cos.cpu().numpy().astype(np.float32)
+
+
+def batch_seed(seed: int, level: int, batch: int, part: int = 0) -> int:
+    """The seed of batch ``batch`` of level ``level`` (sub-batch ``part`` when capped)."""
+    return int(np.random.SeedSequence([seed, level, batch, part]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _levels(r: RenderConfig, store: AtlasStore) -> list[int]:
+    available = derived.grid_levels(store)
+    if r.levels is None:
+        return available
+    missing = [n for n in r.levels if n not in available]
+    if missing:
+        raise AtlasError(f"render.levels {missing} are not grid levels; choose from: {', '.join(map(str, available))}")
+    return sorted(set(r.levels))
+
+
+def _check_model(store: AtlasStore, model: LoadedModel) -> None:
+    """The icons must come from the model and layer the store's activations came from."""
+    stored = store.attrs.get("model") or {}
+    for key, have in (("name", model.name), ("layer", model.layer), ("weights_sha256", model.weights_sha256)):
+        if key in stored and stored[key] != have:
+            raise AtlasError(f"store {store.path} was collected with model.{key}={stored[key]!r} but render "
+                             f"loads {have!r}; use the collect run's model settings")
+
+
+def grid_fingerprint(store: AtlasStore, cells: dict[int, derived.CellLevel]) -> str:
+    """Content hash of the directions being rendered: any change of the grid changes it."""
+    digest = hashlib.sha256()
+    for n, level in sorted(cells.items()):
+        digest.update(f"{n}:{len(level)}".encode())
+        digest.update(np.ascontiguousarray(level.direction, np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _spec(r: RenderConfig, store: AtlasStore, model: LoadedModel, cells: dict[int, derived.CellLevel]) -> IconsSpec:
+    params = {k: v for k, v in r.model_dump(mode="json").items() if k in _RENDER_PARAMS}
+    params["levels"] = sorted(cells)
+    return IconsSpec(
+        grid={"layout_id": derived.grid_attrs(store).get("layout_id"), "fingerprint": grid_fingerprint(store, cells)},
+        model={"name": model.name, "weights_sha256": model.weights_sha256, "layer": model.layer},
+        params=params, levels={n: len(level) for n, level in cells.items()}, size=r.size, batch_size=r.batch_size,
+    )
+
+
+def _batch_cap(model: LoadedModel, r: RenderConfig, device: torch.device) -> int:
+    """``render.batch_size``, or on CUDA fewer if a batch would not fit in the free memory.
+
+    Measures the peak memory of one forward/backward of two padded images (REFERENCE.md §6
+    pads by 16 px) and divides the free memory by it.
+    """
+    if device.type != "cuda":
+        return r.batch_size
+    side = r.size + 32
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    x = torch.rand(2, 3, side, side, device=device, requires_grad=True)
+    with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
+        forward(x)[model.layer].float().square().sum().backward(inputs=[x])
+    per_icon = max(1, (torch.cuda.max_memory_allocated(device) - base) // 2)
+    del x
+    free, _ = torch.cuda.mem_get_info(device)
+    cap = max(1, min(r.batch_size, int(free * _CUDA_MEMORY_FRACTION // per_icon)))
+    if cap < r.batch_size:
+        log.warning("render batch capped at %d (of %d) by free GPU memory (%.1f GiB free, ~%.0f MiB per icon)",
+                    cap, r.batch_size, free / 2**30, per_icon / 2**20)
+    return cap
+
+
+def _summarise(icons: IconStore, shard: tuple[int, int], cells: dict[int, derived.CellLevel], batches: int,
+               total: int, batch_size: int, seconds: float, objectives: list[NDArray[np.float32]],
+               cossims: list[NDArray[np.float32]]) -> RenderSummary:
+    obj = np.concatenate(objectives) if objectives else np.zeros(0, np.float32)
+    cos = np.concatenate(cossims) if cossims else np.zeros(0, np.float32)
+    done = sum(len(icons.batch_range(n, b)) for n in cells for b in np.flatnonzero(icons.done(n)))
+    quantiles = {f"q{int(q * 100)}": float(np.quantile(cos, q)) for q in (0.1, 0.5, 0.9)} if cos.size else {}
+    summary = RenderSummary(
+        icons_path=str(icons.path), shard=shard, levels={n: len(c) for n, c in cells.items()}, batches_run=batches,
+        icons_run=total, icons_done=int(done), icons_total=sum(len(c) for c in cells.values()),
+        batch_size=batch_size, seconds=seconds, mean_objective=float(obj.mean()) if obj.size else float("nan"),
+        mean_cossim=float(cos.mean()) if cos.size else float("nan"), cossim_quantiles=quantiles,
+    )
+    log.info("rendered %d icons in %d batches in %.1f s (%.2f icons/s); %d of %d done; mean objective %.4g, "
+             "mean cos-sim %.3f %s", total, batches, seconds, summary.icons_per_second, summary.icons_done,
+             summary.icons_total, summary.mean_objective, summary.mean_cossim, quantiles)
+    return summary

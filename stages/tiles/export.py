@@ -1,0 +1,283 @@
+"""Write one atlas into the export folder (docs/export_format.md), atomically and shardably.
+
+:func:`export_atlas` takes an :class:`~stages.tiles.source.AtlasSource` (the main atlas, a
+class-filtered one, a comparison) and writes ``<out>/<id>/``: per level a DZI pyramid, the
+``cells.json`` overlay and the dataset-example thumbnails; then ``manifest.json``,
+``layout.json`` (each with its ``.js`` twin for ``file://``) and its entry in ``atlases.json``.
+
+Atomic and resumable: each level is written into a hidden staging folder,
+``<out>/.<slug>.staging/level_<N>.tmp/``, which is renamed to ``level_<N>/`` once complete (a
+``done.json`` inside records the inputs' fingerprint). When every level is staged, the atlas
+folder is assembled as ``<out>/.<slug>.new/`` and swapped in by two renames, so ``<out>/<id>/`` is
+always either the previous complete export or the new one, never a half-written folder. A killed
+export leaves only hidden folders; rerunning it reuses the levels it had finished.
+
+Sharding: shard ``i`` of ``n`` stages a contiguous slice of the levels (``store.atlas_store.
+shard_blocks`` over the sorted levels), so array jobs write disjoint folders; whichever shard
+finds every level staged (checked under a file lock) assembles the atlas. Levels are the unit:
+the finest level dominates the time, so more shards than levels do not help.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from stages.config import TilesConfig
+from stages.tiles.viewer_assets import install_viewer
+from stages.tiles import dataset_examples as examples_mod
+from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes, icon_pixel_boxes, icon_pixel_sides,
+                                   icon_scale)
+from stages.tiles.pyramid import compose_canvas, write_dzi
+from stages.tiles.source import AtlasSource, fingerprint
+from store.atlas_store import shard_blocks
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "activation-atlas-export"
+EXPORT_VERSION = 1
+_DIGITS = 6
+
+
+@dataclass
+class ExportResult:
+    """What one (shard of an) export did."""
+
+    atlas_dir: Path
+    levels_written: list[int]
+    levels_reused: list[int]
+    tiles: int
+    examples: int
+    assembled: bool
+    cells: dict[int, int] = field(default_factory=dict)
+
+
+def _slug(atlas_id: str) -> str:
+    return atlas_id.replace("/", "__")
+
+
+def _state_path(out: Path, source: AtlasSource) -> Path:
+    """Fingerprint of the inputs of the atlas folder now in place (rerunning with equal inputs is a no-op)."""
+    return out / f".{_slug(source.id)}.done.json"
+
+
+def write_json_twin(path: Path, obj: Any, js_target: str) -> None:
+    """``path`` (JSON) and its ``.js`` twin assigning the same object to ``js_target``.
+
+    ``js_target`` is ``window.NAME`` or ``window.NAME["key"]``; for the keyed form the object is
+    created first, so several atlases' scripts add to one global.
+    """
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    if "[" in js_target:
+        base = js_target.split("[", 1)[0]
+        js = f"{base} = {base} || {{}};\n{js_target} = {text};\n"
+    else:
+        js = f"{js_target} = {text};\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, content in ((path, text), (path.with_suffix(".js"), js)):
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(content)
+        os.replace(tmp, target)  # readers never see a half-written file
+
+
+def _num(value: float) -> float | None:
+    """A canvas fraction for JSON: 6 decimals (1e-6 of the canvas is far below a pixel)."""
+    return None if not math.isfinite(float(value)) else round(float(value), _DIGITS)
+
+
+def _sig(value: float) -> float | None:
+    """A measured value (objective, cos-sim, attribution) for JSON: 6 significant digits, NaN -> null."""
+    return None if not math.isfinite(float(value)) else float(f"{float(value):.6g}")
+
+
+def cells_records(source: AtlasSource, n: int, level: Any, icons: Any, cfg: TilesConfig,
+                  example_paths: list[list[str]]) -> list[dict[str, Any]]:
+    """The ``cells.json`` list of one level (one entry per kept cell, the grid's cell order)."""
+    scale = icon_scale(level.count, cfg.density, cfg.density_scaling)
+    canvas_px = n * source.icon_px
+    bounds = box_fractions(cell_pixel_boxes(level.i, level.j, source.icon_px), canvas_px)
+    icon_bounds = box_fractions(icon_pixel_boxes(level.i, level.j, source.icon_px,
+                                                 icon_pixel_sides(scale, source.icon_px)), canvas_px)
+    names = source.class_names
+    records = []
+    for c in range(len(level)):
+        classes = [{"index": int(k), "name": names[k] if k < len(names) else str(k), "value": _sig(v)}
+                   for k, v in zip(level.top_idx[c].tolist(), level.top_val[c].tolist()) if k >= 0]
+        records.append({
+            "cell": c, "i": int(level.i[c]), "j": int(level.j[c]),
+            "bounds": [_num(v) for v in bounds[c]], "icon_bounds": [_num(v) for v in icon_bounds[c]],
+            "count": int(level.count[c]), "classes": classes[:5],
+            "objective": _sig(icons.objective[c]), "cossim": _sig(icons.cossim[c]),
+            "examples": example_paths[c] if c < len(example_paths) else [],
+        })
+    return records
+
+
+def _stage_level(source: AtlasSource, level: Any, staging: Path, cfg: TilesConfig, picks: Any,
+                 level_fp: str, progress: Callable[[int], None] | None) -> tuple[int, int, int]:
+    """Write ``level`` into ``staging/level_<n>/`` (via a ``.tmp`` folder); (tiles, examples, cells)."""
+    n = level.n
+    with_examples = picks is not None and source.store is not None
+    tmp = staging / f"level_{n}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    icons = source.icon_level(n)
+    if len(icons.icons) != len(level):
+        raise ValueError(f"level {n}: {len(icons.icons)} icons for {len(level)} cells")
+    scale = icon_scale(level.count, cfg.density, cfg.density_scaling)
+    canvas, _ = compose_canvas(icons.icons, level.i, level.j, n, scale, cfg.background)
+    geometry = DziGeometry(canvas.width, canvas.height, cfg.tile_size, cfg.overlap)
+    tiles = write_dzi(canvas, tmp / f"level_{n}.dzi", geometry, cfg.format, cfg.quality, progress)
+    del canvas
+    paths: list[list[str]] = [[] for _ in range(len(level))]
+    if with_examples:
+        paths = examples_mod.write_thumbnails(source.store, picks, tmp / "examples" / f"level_{n}",
+                                              f"examples/level_{n}", cfg.example_px, cfg.example_field, cfg.quality)
+    n_examples = sum(len(p) for p in paths)
+    if progress is not None and with_examples:
+        progress(len(level) * cfg.examples)  # as announced (fewer are written when photos are missing)
+    records = cells_records(source, n, level, icons, cfg, paths)
+    write_json_twin(tmp / f"level_{n}" / "cells.json", records, f'window.ATLAS_CELLS["{source.id}/{n}"]')
+    (tmp / "done.json").write_text(json.dumps({"fingerprint": level_fp, "tiles": tiles, "examples": n_examples,
+                                               "cells": len(level), "canvas_px": geometry.width}))
+    final = staging / f"level_{n}"
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return tiles, n_examples, len(level)
+
+
+def _staged(staging: Path, n: int, level_fp: str) -> dict[str, Any] | None:
+    done = staging / f"level_{n}" / "done.json"
+    if not done.exists():
+        return None
+    info = json.loads(done.read_text())
+    return info if info.get("fingerprint") == level_fp else None
+
+
+def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, shard: tuple[int, int] = (0, 1),
+                 progress: Callable[[int], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> ExportResult:
+    """Export ``source`` into ``out_dir`` (shard ``i/n`` of its levels; see the module docstring).
+
+    ``on_start(total)`` gets the tiles + thumbnails this shard will write, ``progress(k)`` is
+    called as they are written.
+    """
+    out = Path(out_dir)
+    staging = out / f".{_slug(source.id)}.staging"
+    params = cfg.model_dump(mode="json", exclude={"levels", "layout_points", "seed"})
+    level_fps = {n: fingerprint({"source": source.fingerprint, "params": params, "n": n}) for n in source.levels}
+    mine = [source.levels[k] for k in shard_blocks(len(source.levels), *shard)]
+    state = _state_path(out, source)
+    atlas_fp = fingerprint({"levels": level_fps, "minimap": [cfg.layout_points, cfg.seed], "title": source.title})
+    if (out / source.path / "manifest.json").exists() and state.exists() and json.loads(state.read_text()) == atlas_fp:
+        log.info("atlas %s in %s is up to date (same icons, grid and tiles parameters)", source.id, out)
+        update_index(out, source)
+        install_viewer(out)
+        return ExportResult(atlas_dir=out / source.path, levels_written=[], levels_reused=mine, tiles=0,
+                            examples=0, assembled=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    todo = [n for n in mine if _staged(staging, n, level_fps[n]) is None]
+    reused = [n for n in mine if n not in todo]
+    cells = {n: source.cell_level(n) for n in todo}
+    with_examples = bool(cfg.examples) and source.store is not None
+    if on_start is not None:
+        on_start(sum(DziGeometry(n * source.icon_px, n * source.icon_px, cfg.tile_size, cfg.overlap).n_tiles()
+                     + (len(cells[n]) * cfg.examples if with_examples else 0) for n in todo))
+    picks = {}
+    if todo and with_examples:
+        picks = examples_mod.nearest_rows(source.store, cells, cfg.examples, cfg.example_search,
+                                          cfg.example_distinct_photos)
+    tiles = n_examples = 0
+    counts = {}
+    for n in todo:
+        t, e, k = _stage_level(source, cells.pop(n), staging, cfg, picks.get(n), level_fps[n], progress)
+        tiles, n_examples, counts[n] = tiles + t, n_examples + e, k
+        log.info("atlas %s level %d staged: %d cells, %d tiles, %d example thumbnails", source.id, n, k, t, e)
+    with FileLock(str(out / f".{_slug(source.id)}.lock")):
+        missing = [n for n in source.levels if _staged(staging, n, level_fps[n]) is None]
+        if missing:
+            log.info("atlas %s: levels %s are not staged yet (other shards); the last shard assembles it",
+                     source.id, missing)
+        else:
+            state.unlink(missing_ok=True)
+            _assemble(source, out, staging, cfg)
+            state.write_text(json.dumps(atlas_fp))
+    return ExportResult(atlas_dir=out / source.path, levels_written=todo, levels_reused=reused, tiles=tiles,
+                        examples=n_examples, assembled=not missing, cells=counts)
+
+
+def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -> None:
+    """Move the staged levels into a new atlas folder, write manifest + layout, swap it in."""
+    slug = _slug(source.id)
+    new, old = out / f".{slug}.new", out / f".{slug}.old"
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    new.mkdir(parents=True)
+    levels = []
+    for n in source.levels:
+        part = staging / f"level_{n}"
+        info = json.loads((part / "done.json").read_text())
+        for name in (f"level_{n}.dzi", f"level_{n}_files", f"level_{n}"):
+            os.replace(part / name, new / name)
+        if (part / "examples" / f"level_{n}").exists():
+            (new / "examples").mkdir(exist_ok=True)
+            os.replace(part / "examples" / f"level_{n}", new / "examples" / f"level_{n}")
+        levels.append({"n": n, "canvas_px": info["canvas_px"], "cell_px": source.icon_px, "cells": info["cells"],
+                       "dzi": f"level_{n}.dzi", "tiles": f"level_{n}_files/", "tile_size": cfg.tile_size,
+                       "overlap": cfg.overlap, "format": cfg.format, "cells_json": f"level_{n}/cells.json",
+                       "cells_js": f"level_{n}/cells.js"})
+    _write_minimap(source, new, cfg)
+    manifest = {"id": source.id, "kind": source.kind, "title": source.title, "icon_px": source.icon_px,
+                "axes": source.axes, "density_scaling": cfg.density_scaling, "levels": levels, "layout": "layout.js"}
+    write_json_twin(new / "manifest.json", manifest, f'window.ATLAS_MANIFESTS["{source.id}"]')
+    final = out / source.path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    update_index(out, source)
+    install_viewer(out)
+    log.info("atlas %s assembled in %s (levels %s)", source.id, final, source.levels)
+
+
+def _write_minimap(source: AtlasSource, folder: Path, cfg: TilesConfig) -> None:
+    points = source.minimap(cfg.layout_points, cfg.seed)
+    layout = {"x": np.round(points.x.astype(np.float64), 4).tolist(),
+              "y": np.round(points.y.astype(np.float64), 4).tolist(), "label": points.label.astype(int).tolist()}
+    write_json_twin(folder / "layout.json", layout, f'window.ATLAS_LAYOUTS["{source.id}"]')
+
+
+def update_index(out: Path, source: AtlasSource) -> None:
+    """Add or replace this atlas's entry in ``atlases.json`` (+ ``.js``); keep the others.
+
+    Entries of another model (an export folder reused for a new model) are dropped with a warning.
+    """
+    with FileLock(str(out / ".atlases.lock")):
+        index_path = out / "atlases.json"
+        entries: list[dict[str, Any]] = []
+        if index_path.exists():
+            try:
+                old = json.loads(index_path.read_text())
+            except json.JSONDecodeError:
+                old = {}
+                log.warning("%s is not valid JSON; rewriting it with this atlas only", index_path)
+            if old.get("model") not in (None, source.model):
+                log.warning("%s indexed atlases of %s; replacing them with this model's", index_path, old.get("model"))
+            else:
+                entries = [e for e in old.get("atlases", []) if e.get("id") != source.id]
+        entry = {"id": source.id, "kind": source.kind, "title": source.title, "path": source.path, **source.index}
+        entries = sorted([entry, *entries], key=lambda e: (e.get("kind") != "main",))
+        index = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "model": source.model, "atlases": entries}
+        write_json_twin(index_path, index, "window.ATLAS_INDEX")
