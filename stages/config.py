@@ -1,25 +1,19 @@
-"""The one typed configuration object, loaded from ``params.yaml``.
+"""The one typed configuration object: every stage's parameters as typed, validated sections.
 
 Every tunable number of every stage lives here (and in ``params.yaml``, which DVC tracks per
-stage), never as a constant inside a stage. Defaults follow the "production" column of
-``shared/REFERENCE.md`` unless a field's description says otherwise.
+stage), never as a constant inside a stage. Defaults follow the article's "production"
+settings (``docs/method.md``) unless a field's description says otherwise.
 
-Loading validates types and ranges and turns any problem into a one-line :class:`AtlasError`
-that names the file and the parameter. ``section.key=value`` overrides (the CLI's ``--set`` and
+Loading (``pipeline/params.py``) validates types and ranges and turns any problem into a one-line
+error that names the file and the parameter. ``section.key=value`` overrides (the CLI's ``--set`` and
 its per-field flags) are applied before validation, so they are checked the same way.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from store.errors import AtlasError
-
-DEFAULT_PARAMS = Path("params.yaml")
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -51,7 +45,7 @@ class ModelConfig(_Section):
 
 
 class CollectConfig(_Section):
-    """Sampling activations (REFERENCE.md section 1) and attributions (section 2)."""
+    """Sampling activations (docs/method.md §1) and attributions (§2)."""
 
     views_per_image: int = Field(1, ge=1, description="deterministic random crops per image (1 = the whole image)")
     view_scale: tuple[float, float] = Field((0.25, 1.0), description="min/max fraction of the image area a view covers")
@@ -77,7 +71,7 @@ class CollectConfig(_Section):
 
 
 class ReduceConfig(_Section):
-    """2-D layout (REFERENCE.md section 3): production UMAP 50 / 0.05 / cosine."""
+    """2-D layout (docs/method.md §3): production UMAP 50 / 0.05 / cosine."""
 
     method: Literal["umap", "tsne", "pca"] = "umap"
     n_neighbors: int = Field(50, ge=2)
@@ -99,7 +93,7 @@ class ReduceConfig(_Section):
 
 
 class GridConfig(_Section):
-    """Zoom levels as separate binnings (REFERENCE.md section 4)."""
+    """Zoom levels as separate binnings (docs/method.md §4)."""
 
     levels: list[int] = Field([20, 40, 80, 160], min_length=1)
     min_count: int = Field(5, ge=0, description="cells with at most this many samples are dropped (recipe: > 5)")
@@ -108,7 +102,7 @@ class GridConfig(_Section):
 
 
 class RenderConfig(_Section):
-    """Feature visualization of every cell (REFERENCE.md sections 5-6)."""
+    """Feature visualization of every cell (docs/method.md §5-§6)."""
 
     size: int = Field(80, ge=8, description="icon side in pixels (production: 80)")
     steps: int = Field(256, ge=1, description="optimisation steps (production: 1024; smaller for the CPU demo)")
@@ -129,7 +123,7 @@ class RenderConfig(_Section):
 
 
 class TilesConfig(_Section):
-    """The exported atlas: DZI tiles, per-cell overlay data, dataset examples (REFERENCE.md section 7)."""
+    """The exported atlas: DZI tiles, per-cell overlay data, dataset examples (docs/method.md §7)."""
 
     levels: list[int] | None = Field(
         None, description="levels to export (None: every level whose icons are completely rendered)"
@@ -187,8 +181,8 @@ class ClusterConfig(_Section):
 class RenderOverrides(_Section):
     """Render settings of the class / comparison atlases; ``None`` keeps the main ``render`` value.
 
-    The reference's class atlases used 80 px, 1056 steps, 3 attempts, batch 64 (REFERENCE.md
-    section 6, "production"); the defaults keep the main render's (CPU demo) settings.
+    The reference's class atlases used 80 px, 1056 steps, 3 attempts, batch 64 (docs/method.md
+    §6, "production"); the defaults keep the main render's (CPU demo) settings.
     """
 
     size: int | None = Field(None, ge=8, description="icon side in pixels (production 80)")
@@ -203,7 +197,7 @@ class RenderOverrides(_Section):
 
 
 class ClassesConfig(_Section):
-    """Class-filtered atlases (REFERENCE.md section 8; docs/class_atlas.md)."""
+    """Class-filtered atlases (docs/method.md §8; docs/class_atlas.md)."""
 
     names: list[str | int] = Field([], description="classes to build an atlas for, by name or index (several per run)")
     mode: Literal["winner", "topk", "both"] = Field(
@@ -212,7 +206,7 @@ class ClassesConfig(_Section):
     top_k: int = Field(2000, ge=1, description="rows kept by the topk rule (reference: about 2,000-3,000)")
     min_rows: int = Field(50, ge=2, description="fewer selected rows than this is an error (raise top_k or change mode)")
     method: Literal["umap", "tsne"] = Field("umap", description="2-D layout; the article found t-SNE better for class atlases")
-    n_neighbors: int = Field(20, ge=2, description="UMAP neighbours (issue: 20; reference sec. 3/8: 20)")
+    n_neighbors: int = Field(20, ge=2, description="UMAP neighbours (issue: 20; docs/method.md §8: 20)")
     min_dist: float = Field(0.02, ge=0.0, description="UMAP min_dist (issue and production: 0.02; the class notebook: 0.01)")
     metric: Literal["cosine", "euclidean"] = "cosine"
     grid: int = Field(8, ge=1, description="cells per side of the one level (reference: 8 x 8)")
@@ -224,7 +218,7 @@ class ClassesConfig(_Section):
 
 
 class CompareConfig(_Section):
-    """Class-comparison atlases (REFERENCE.md section 8: x = attribution difference, y = 1-D t-SNE)."""
+    """Class-comparison atlases (docs/method.md §8: x = attribution difference, y = 1-D t-SNE)."""
 
     pairs: list[tuple[str | int, str | int]] = Field([], description="[a, b] class pairs (names or indices); a is drawn left")
     mode: Literal["winner", "topk", "both"] = Field("both", description="row selection of each class (see classes.mode)")
@@ -267,66 +261,3 @@ class Config(_Section):
     classes: ClassesConfig = ClassesConfig()
     compare: CompareConfig = CompareConfig()
     explain: ExplainConfig = ExplainConfig()
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise AtlasError(f"{origin}: cannot set '{dotted}': '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``collect.batch_size=64`` -> ("collect.batch_size", 64); values are parsed as YAML."""
-    if "=" not in text:
-        raise AtlasError(f"--set {text!r}: expected section.key=value, e.g. collect.batch_size=64")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        section = first["loc"][0] if len(first["loc"]) > 1 else None
-        model = Config.model_fields[section].annotation if section in Config.model_fields else Config
-        known = ", ".join(model.model_fields) if hasattr(model, "model_fields") else ""
-        msg = f"unknown parameter; known here: {known}"
-    shown = first.get("input")
-    extra = f" (got {shown!r})" if "input" in first and not isinstance(shown, dict) and first["type"] != "extra_forbidden" else ""
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{origin}: {where}: {msg}{extra}{more}"
-
-
-def load_config(path: str | Path | None = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Config:
-    """Read ``params.yaml`` (missing file: all defaults), apply overrides, validate."""
-    tree: dict[str, Any] = {}
-    origin = str(path) if path is not None else "defaults"
-    if path is not None and Path(path).exists():
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise AtlasError(f"{path}:{where} is not valid YAML; fix the syntax") from None
-        if not isinstance(loaded, dict):
-            raise AtlasError(f"{path}: expected a mapping of sections (data, model, collect, ...)")
-        tree = loaded
-    elif path is not None and Path(path) != DEFAULT_PARAMS:
-        raise AtlasError(f"{path}: parameters file not found; pass an existing --params file")
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(tree, key, value, origin=f"--set {item}")
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as err:
-        raise AtlasError(_format_validation_error(err, origin)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -20,9 +20,6 @@ from filelock import FileLock
 from store.errors import AtlasError
 from store import schema
 from store.metadata import first_difference, json_ready
-
-if TYPE_CHECKING:
-    from store.subset import SubsetStore
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +57,6 @@ class BlockData:
     status: np.ndarray          # [inputs_in_block] uint8
     activations: np.ndarray     # [rows, C]
     rows: dict[str, np.ndarray]  # name in schema.ROW_ARRAYS -> [rows, ...]
-
-
-def shard_blocks(n_blocks: int, shard: int, n_shards: int) -> range:
-    """Contiguous, disjoint block ranges: shard i of n gets blocks [i*B//n, (i+1)*B//n)."""
-    if n_shards < 1 or not 0 <= shard < n_shards:
-        raise AtlasError(f"--shard {shard}/{n_shards}: need 0 <= i < n, e.g. --shard 0/4")
-    return range(shard * n_blocks // n_shards, (shard + 1) * n_blocks // n_shards)
 
 
 class AtlasStore:
@@ -164,17 +154,6 @@ class AtlasStore:
         """
         return self.path.with_name(f"{self.path.stem}.{name}.zarr")
 
-    def subset(self, name: str, rows: np.ndarray, attrs: dict[str, Any] | None = None,
-               base: Path | None = None) -> "SubsetStore":
-        """A view of ``rows`` that reduce/grid/render treat as a store of its own (:mod:`store.subset`).
-
-        Its derived groups are ``<store>.<name>.<x>.zarr`` (or ``<base>/<name>.<x>.zarr``); the rows
-        and ``attrs`` (how they were chosen) are persisted in its ``rows`` group.
-        """
-        from store.subset import SubsetStore
-
-        return SubsetStore.create(self, name, rows, attrs or {}, base=base)
-
     # ----------------------------------------------------------------------------- geometry
     @property
     def attrs(self) -> dict[str, Any]:
@@ -214,6 +193,14 @@ class AtlasStore:
         return range(inputs.start * p, inputs.stop * p)
 
     # ----------------------------------------------------------------------------- writing
+    @property
+    def images_written(self) -> bool:
+        """Whether the image table was written (by the first collect run into this store)."""
+        return bool(self.group.attrs.get("images_written", False))
+
+    def mark_images_written(self) -> None:
+        self.group.attrs["images_written"] = True
+
     def write_images(self, paths: list[str], labels: np.ndarray, label_classes: np.ndarray) -> None:
         """The image table; identical for every shard, so writing it twice is harmless."""
         images = self.group[schema.IMAGES]
@@ -279,6 +266,24 @@ class AtlasStore:
             raise KeyError(f"unknown per-row array {name!r}; known: {', '.join(schema.ROW_ARRAYS)}")
         return da.from_zarr(self.group[schema.SAMPLES][name])
 
+    def row_values(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per-row array ``name`` (``activations`` or one of schema.ROW_ARRAYS) at ``rows`` (all when None), in memory."""
+        if name != "activations" and name not in schema.ROW_ARRAYS:
+            raise KeyError(f"unknown per-row array {name!r}; known: activations, {', '.join(schema.ROW_ARRAYS)}")
+        array = self.group[schema.SAMPLES][name]
+        if rows is None:
+            return np.asarray(array[...])
+        return np.asarray(array.oindex[np.asarray(rows, dtype=np.int64)])
+
+    def has_row_array(self, name: str) -> bool:
+        return name in self.group[schema.SAMPLES]
+
+    def require_collected(self, needed_by: str) -> None:
+        """Refuse a store that a sharded collect has not finished, with the shard to rerun."""
+        from store.progress import collect_progress, require_complete
+
+        require_complete(collect_progress(self), needed_by=needed_by)
+
     def attribution_topk(self) -> tuple[da.Array, da.Array]:
         """(class indices int32 [N, K] with -1 for none, values float16 [N, K])."""
         return self.row_array("attr_idx").astype("int32"), self.row_array("attr_val")
@@ -299,6 +304,10 @@ class AtlasStore:
 
     def image_paths(self) -> np.ndarray:
         return np.asarray(self.group[schema.IMAGES]["path"][:])
+
+    def image_label_classes(self) -> np.ndarray:
+        """[n_images] int32: each image's dataset label as a model class index, -1 when unknown."""
+        return np.asarray(self.group[schema.IMAGES]["label_class"][:], np.int32)
 
     # ----------------------------------------------------------------------------- tests
     @classmethod

@@ -145,6 +145,16 @@ class IconStore:
         return cls(p, group)
 
     # ----------------------------------------------------------------------------- geometry
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """Whether an icons group was ever created at ``path``."""
+        return (Path(path) / "zarr.json").exists()
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """What the icons were made from (identity, params, levels, size)."""
+        return dict(self.group.attrs)
+
     @property
     def levels(self) -> list[int]:
         return sorted(int(n) for n in self.group.attrs["levels"])

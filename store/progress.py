@@ -1,7 +1,7 @@
 """Is a sharded stage finished? Done/total units per shard, and which shard to rerun.
 
 Collect and render split their work into units (collect: store blocks; render: icon batches) and
-give shard ``i/n`` the contiguous range :func:`store.atlas_store.shard_blocks` returns. Each unit
+give shard ``i/n`` the contiguous range :func:`store.shards.shard_blocks` returns. Each unit
 has a done flag written last (the store is the contract between array-job tasks), so counting the
 flags per shard range says which task died or never ran: ``shard 3/8 missing 12 blocks: rerun
 atlas collect --shard 3/8``. The next stage (reduce after collect) refuses an incomplete input
@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from store.errors import AtlasError
-from store.atlas_store import AtlasStore, shard_blocks
+from store.shards import shard_blocks
+
+if TYPE_CHECKING:
+    from store.atlas_store import AtlasStore
 
 
 @dataclass(frozen=True)

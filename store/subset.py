@@ -1,6 +1,6 @@
 """A view of some rows of a store, with its own derived groups: the class and comparison atlases.
 
-The class-filtered atlases of the reference (Carter et al., 2019, REFERENCE.md section 8) run the
+The class-filtered atlases of the reference (Carter et al., 2019, docs/method.md §8) run the
 *same* reduce -> grid -> render path as the main atlas on a subset of the samples. Rather than a
 second implementation, :class:`SubsetStore` looks like an :class:`~store.atlas_store.AtlasStore`
 to those stages:
@@ -130,10 +130,8 @@ class SubsetStore:
     def attrs(self) -> dict[str, Any]:
         return self.parent.attrs
 
-    @property
-    def group(self) -> zarr.Group:
-        """The parent's zarr group (readers such as the dataset examples index it by parent row id)."""
-        return self.parent.group
+    def require_collected(self, needed_by: str) -> None:
+        """Nothing to check: a subset holds only rows its parent had already stored (see ``create``)."""
 
     @property
     def n_rows(self) -> int:
@@ -159,6 +157,13 @@ class SubsetStore:
 
     def row_array(self, name: str) -> da.Array:
         return self.parent.row_array(name)
+
+    def row_values(self, name: str, rows: NDArray[np.integer] | None = None) -> NDArray[Any]:
+        """Row ids are the parent's, so this reads the parent's rows."""
+        return self.parent.row_values(name, rows)
+
+    def has_row_array(self, name: str) -> bool:
+        return self.parent.has_row_array(name)
 
     def row_images(self) -> NDArray[np.int32]:
         return self.parent.row_images()

@@ -17,7 +17,9 @@ import pytest
 import torch
 import yaml
 
-from stages.config import Config, load_config
+from stages.config import Config
+
+from pipeline.params import load_config
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel
 from stages.classes import atlas as class_atlas
@@ -44,7 +46,7 @@ def _synthetic(tmp_path: Path) -> AtlasStore:
 def test_subset_routes_derived_paths_and_restricts_rows(tmp_path: Path) -> None:
     store = _synthetic(tmp_path)
     rows = np.array([40, 3, 7, 3, 59])
-    sub = store.subset("pick", rows, {"why": "test"})
+    sub = SubsetStore.create(store, "pick", rows, {"why": "test"})
     assert sub.derived_path("layout") == tmp_path / "s.pick.layout.zarr"
     assert sub.rows.tolist() == [3, 7, 40, 59]  # unique, ascending
     assert np.flatnonzero(sub.valid_mask()).tolist() == [3, 7, 40, 59]
@@ -54,7 +56,7 @@ def test_subset_routes_derived_paths_and_restricts_rows(tmp_path: Path) -> None:
     reopened = SubsetStore.open(store, "pick")
     assert reopened.rows.tolist() == [3, 7, 40, 59] and reopened.selection["why"] == "test"
     with pytest.raises(AtlasError, match="row ids must lie in 0..59"):
-        store.subset("bad", np.array([60]))
+        SubsetStore.create(store, "bad", np.array([60]), {})
 
 
 def test_stages_run_unchanged_on_a_subset(tmp_path: Path) -> None:
@@ -62,7 +64,7 @@ def test_stages_run_unchanged_on_a_subset(tmp_path: Path) -> None:
     cfg = Config()
     cfg.reduce.method, cfg.reduce.n_neighbors = "pca", 5
     cfg.grid.levels, cfg.grid.min_count = [2], 0
-    sub = store.subset("pick", np.arange(10, 40), {})
+    sub = SubsetStore.create(store, "pick", np.arange(10, 40), {})
     reduce.run(cfg, sub)
     grid.run(cfg, sub)
     layout = derived.read_layout(sub)
@@ -72,9 +74,9 @@ def test_stages_run_unchanged_on_a_subset(tmp_path: Path) -> None:
     assert sorted(members.tolist()) == list(range(10, 40))
     assert not store.derived_path("layout").exists()  # the parent's groups are untouched
     # a new selection deletes the subset's stale groups; the same one keeps them
-    store.subset("pick", np.arange(10, 40), {})
+    SubsetStore.create(store, "pick", np.arange(10, 40), {})
     assert sub.derived_path("grid").exists()
-    store.subset("pick", np.arange(10, 30), {})
+    SubsetStore.create(store, "pick", np.arange(10, 30), {})
     assert not sub.derived_path("grid").exists() and not sub.derived_path("layout").exists()
 
 

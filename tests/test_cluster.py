@@ -17,11 +17,13 @@ import pytest
 import torch
 import zarr
 
-from pipeline.cli import _parse_shard, build_parser
+from pipeline.cli import build_parser
+from pipeline.commands.common import parse_shard as _parse_shard
 from pipeline.cli import main as cli_main
 from pipeline.cluster import cuda_index, open_client, run_sharded, worker_rank
 from store.progress import collect_progress, render_progress, shard_progress
-from stages.config import ClusterConfig, Config, load_config
+from stages.config import ClusterConfig, Config
+from pipeline.params import load_config
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel
 from stages.collect import stage as collect

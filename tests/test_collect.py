@@ -18,7 +18,8 @@ from PIL import Image
 
 from stages.config import ModelConfig
 from pipeline.cli import main as cli_main
-from stages.config import Config, load_config
+from stages.config import Config
+from pipeline.params import load_config
 from store.errors import AtlasError
 from stages.images.crops import render_view, view_box
 from stages.collect import stage as collect

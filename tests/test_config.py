@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import load_config
+from pipeline.params import load_config
 from store.errors import AtlasError
 
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import yaml
 
-from stages.config import Config, load_config
+from stages.config import Config
+
+from pipeline.params import load_config
 from store.atlas_store import AtlasStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.objectives import (
     AtlasDirection,
     Channel,
@@ -28,12 +28,12 @@ def _acts_2x3x3() -> torch.Tensor:
     return t.requires_grad_(True)
 
 
-# ---- the atlas objective (REFERENCE.md section 5) ------------------------------------------
+# ---- the atlas objective (docs/method.md §5) -----------------------------------------------
 
 
 def test_atlas_objective_value_by_hand_unwhitened():
     acts = _acts_2x3x3()
-    value = AtlasDirection(L, torch.tensor([2.0, 1.0]), cos_power=4)({L: acts})
+    value = AtlasDirection(L, torch.tensor([2.0, 1.0]), cos_power=4, cosine="lucid")({L: acts})
     dot = (3 * 2 + 4 * 1) / 2  # mean over the 2 channels
     cos = max(0.1, dot / (1e-4 + 5.0))
     assert value.shape == (1,)
@@ -43,7 +43,7 @@ def test_atlas_objective_value_by_hand_unwhitened():
 def test_atlas_objective_value_by_hand_whitened():
     acts = _acts_2x3x3()
     s = torch.tensor([[1.0, 0.5], [0.0, 2.0]])
-    value = AtlasDirection(L, torch.tensor([2.0, 1.0]), whitening=s, cos_power=2)({L: acts})
+    value = AtlasDirection(L, torch.tensor([2.0, 1.0]), whitening=s, cos_power=2, cosine="lucid")({L: acts})
     v_white = (2 * 1 + 1 * 0, 2 * 0.5 + 1 * 2)  # v' = v S (row vector times S) = (2, 3)
     dot = (3 * v_white[0] + 4 * v_white[1]) / 2
     cos = max(0.1, dot / (1e-4 + 5.0))
@@ -63,7 +63,7 @@ def test_atlas_objective_raw_cosine_floor_and_bad_mode():
     acts = _acts_2x3x3()
     value = AtlasDirection(L, torch.tensor([-4.0, 3.0]), cos_power=3, cosine="raw")({L: acts})
     assert value.item() == pytest.approx(((-12 + 12) / 2) * 0.1**3, abs=1e-9)  # cos 0 -> floor 0.1
-    with pytest.raises(AtlasError, match="render.cosine"):
+    with pytest.raises(FeatureVisError, match="render.cosine"):
         AtlasDirection(L, torch.tensor([1.0, 0.0]), cosine="cosine")
 
 
@@ -71,7 +71,7 @@ def test_atlas_objective_gradient_matches_closed_form():
     acts = _acts_2x3x3()
     v = torch.tensor([2.0, 1.0])
     p, eps, c = 4, 1e-4, 2
-    AtlasDirection(L, v, cos_power=p)({L: acts}).sum().backward()
+    AtlasDirection(L, v, cos_power=p, cosine="lucid")({L: acts}).sum().backward()
     h = torch.tensor([3.0, 4.0], dtype=torch.float64)
     vd = v.double()
     dot, norm = float(h @ vd) / c, float(h.norm())
@@ -86,7 +86,7 @@ def test_atlas_objective_gradient_matches_closed_form():
 def test_atlas_objective_gradient_matches_finite_difference():
     acts = _acts_2x3x3()
     v = torch.tensor([2.0, 1.0])
-    obj = AtlasDirection(L, v, cos_power=4)
+    obj = AtlasDirection(L, v, cos_power=4, cosine="lucid")
     obj({L: acts}).sum().backward()
 
     def f(h0: float, h1: float) -> float:
@@ -101,7 +101,7 @@ def test_atlas_objective_gradient_matches_finite_difference():
 
 def test_atlas_objective_cos_floor_when_anti_aligned():
     acts = _acts_2x3x3()
-    value = AtlasDirection(L, torch.tensor([-1.0, 0.0]), cos_power=4)({L: acts})
+    value = AtlasDirection(L, torch.tensor([-1.0, 0.0]), cos_power=4, cosine="lucid")({L: acts})
     value.sum().backward()
     dot = -3.0 / 2
     assert value.item() == pytest.approx(dot * 0.1**4, rel=1e-6)
@@ -111,7 +111,7 @@ def test_atlas_objective_cos_floor_when_anti_aligned():
 
 def test_atlas_objective_is_finite_at_a_dead_centre():
     acts = torch.zeros(1, 2, 3, 3, requires_grad=True)
-    value = AtlasDirection(L, torch.tensor([1.0, 1.0]))({L: acts})
+    value = AtlasDirection(L, torch.tensor([1.0, 1.0]), cosine="lucid")({L: acts})
     value.sum().backward()
     assert torch.isfinite(acts.grad).all()
 
@@ -119,11 +119,11 @@ def test_atlas_objective_is_finite_at_a_dead_centre():
 def test_atlas_objective_one_value_per_direction_and_image():
     acts = torch.rand(3, 4, 5, 5, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     dirs = torch.rand(3, 4, generator=torch.Generator().manual_seed(1))
-    obj = AtlasDirection(L, dirs, cos_power=2)
+    obj = AtlasDirection(L, dirs, cos_power=2, cosine="lucid")
     values = obj({L: acts})
     assert values.shape == (3,)
     for i in range(3):
-        alone = AtlasDirection(L, dirs[i], cos_power=2)({L: acts[i : i + 1]})
+        alone = AtlasDirection(L, dirs[i], cos_power=2, cosine="lucid")({L: acts[i : i + 1]})
         torch.testing.assert_close(values[i : i + 1], alone)
     values[1].backward()
     assert float(acts.grad[[0, 2]].abs().max()) == 0.0  # image 1's value touches only image 1
@@ -195,17 +195,25 @@ def test_composite_gradient_is_the_sum_of_the_parts():
 
 def test_errors_are_one_line_and_actionable():
     acts = {L: torch.zeros(2, 3, 4, 4)}
-    with pytest.raises(AtlasError, match="forward returned only: layer"):
+    with pytest.raises(FeatureVisError, match="forward returned only: layer"):
         Channel("other", 0)(acts)
-    with pytest.raises(AtlasError, match="batch of 2"):
+    with pytest.raises(FeatureVisError, match="batch of 2"):
         Channel(L, [0, 1, 2])(acts)
-    with pytest.raises(AtlasError, match="out of range"):
+    with pytest.raises(FeatureVisError, match="out of range"):
         Neuron(L, 3)(acts)
-    with pytest.raises(AtlasError, match="has 3"):
+    with pytest.raises(FeatureVisError, match="has 3"):
         AtlasDirection(L, torch.ones(5))(acts)
-    with pytest.raises(AtlasError, match="batch of 2"):
+    with pytest.raises(FeatureVisError, match="batch of 2"):
         Direction(L, torch.ones(3, 3))(acts)
-    with pytest.raises(AtlasError, match="whitening"):
+    with pytest.raises(FeatureVisError, match="whitening"):
         AtlasDirection(L, torch.ones(3), whitening=torch.eye(2))
-    with pytest.raises(AtlasError, match="outside"):
+    with pytest.raises(FeatureVisError, match="outside"):
         Neuron(L, 0, x=9)(acts)
+
+
+def test_atlas_objective_default_cosine_is_the_render_stage_default():
+    """The engine used alone and the render stage must render the same objective by default."""
+    from stages.config import RenderConfig
+
+    assert AtlasDirection(L, torch.tensor([1.0, 0.0])).cosine == RenderConfig().cosine == "raw"
+    assert issubclass(FeatureVisError, ValueError)

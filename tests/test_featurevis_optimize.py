@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.forward import layer_forward
 from stages.featurevis.objectives import AtlasDirection, Channel, ClassLogit, Direction, Neuron, Objective
 from stages.featurevis.optimize import render
@@ -90,7 +90,7 @@ def test_no_hooks_remain_after_a_render_or_an_exception(mobilenet):
     with pytest.raises(RuntimeError, match="boom"):
         _render(mobilenet, Broken(), size=32, steps=2)
     assert _no_hooks(mobilenet)
-    with pytest.raises(AtlasError, match="features.13.conv.0"):
+    with pytest.raises(FeatureVisError, match="features.13.conv.0"):
         with layer_forward(mobilenet, ["features.13.conv.0", "features.13.conv.O"]):
             pass
     assert _no_hooks(mobilenet)
@@ -108,7 +108,7 @@ def test_forward_stops_at_the_layer_unless_logits_are_needed(mobilenet):
         assert set(out) == {LAYER, "logits"} and out["logits"].shape == (1, 1000) and calls == [1]
     finally:
         handle.remove()
-    with pytest.raises(AtlasError, match="closed"):
+    with pytest.raises(FeatureVisError, match="closed"):
         forward(torch.rand(1, 3, 32, 32))
 
 
@@ -167,16 +167,16 @@ def test_mixed_precision_is_ignored_on_cpu(mobilenet):
 
 
 def test_bad_arguments_and_objectives_are_reported(mobilenet):
-    with pytest.raises(AtlasError, match="attempts"):
+    with pytest.raises(FeatureVisError, match="attempts"):
         _render(mobilenet, Channel(LAYER, 0), attempts=0)
-    with pytest.raises(AtlasError, match="lr"):
+    with pytest.raises(FeatureVisError, match="lr"):
         _render(mobilenet, Channel(LAYER, 0), lr=0)
 
     class Scalar(Objective):
         def __call__(self, acts):
             return acts[LAYER].mean()
 
-    with pytest.raises(AtlasError, match="one value per image"):
+    with pytest.raises(FeatureVisError, match="one value per image"):
         _render(mobilenet, Scalar(), size=32, steps=1)
 
 

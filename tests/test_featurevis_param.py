@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.param import (
     FourierImage,
     PixelImage,
@@ -102,5 +102,5 @@ def test_fourier_start_is_smoother_than_pixel_start():
 
 @pytest.mark.parametrize("batch, size", [(0, (8, 8)), (1, (4, 80))])
 def test_bad_shapes_are_rejected(batch, size):
-    with pytest.raises(AtlasError):
+    with pytest.raises(FeatureVisError):
         FourierImage(batch, size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.transforms import (
     REFERENCE_ANGLES,
     REFERENCE_JITTERS,
@@ -117,7 +117,7 @@ def test_compose_fits_back_to_input_size():
 
 
 def test_bad_parameters_are_rejected():
-    with pytest.raises(AtlasError):
+    with pytest.raises(FeatureVisError):
         Jitter(10)(torch.zeros(1, 3, 8, 8), _gen())
-    with pytest.raises(AtlasError):
+    with pytest.raises(FeatureVisError):
         reference_transforms(scales=[])

@@ -1,4 +1,4 @@
-"""stages/reduce/layout_math.py: percentile clip, margin, rescale to [0, 1] (REFERENCE.md section 3)."""
+"""stages/reduce/layout_math.py: percentile clip, margin, rescale to [0, 1] (docs/method.md §3)."""
 
 from __future__ import annotations
 

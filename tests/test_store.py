@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from store.errors import AtlasError
-from store.atlas_store import AtlasStore, BlockData, StoreSpec, shard_blocks
+from store.atlas_store import AtlasStore, BlockData, StoreSpec
+from store.shards import shard_blocks
 from store.schema import STATUS_FIRST_SKIP, STATUS_STORED
 
 

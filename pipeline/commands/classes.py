@@ -1,6 +1,6 @@
 """`atlas classes`, `atlas compare`, `atlas explain`: the class-level commands of the CLI.
 
-Kept apart from :mod:`pipeline.cli` (which registers them) so each file stays small; the stages do
+Registered in :mod:`pipeline.cli`'s command table; the stages do
 the work (:mod:`stages.classes.atlas`, :mod:`stages.classes.compare`, :mod:`stages.explain.stage`).
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import _Bar, _config, _open_store
+from pipeline.commands.common import ProgressBar, config_from_args, open_store
 
 
-class _PerAtlasBar(_Bar):
+class _PerAtlasBar(ProgressBar):
     """One bar over all icons of several subset atlases; the stages report ``on_start(name, icons)``."""
 
     def __init__(self, desc: str, quiet: bool) -> None:
@@ -31,10 +31,10 @@ def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
 
     from stages.model.device import select_device
 
-    config = _config(args)
+    config = config_from_args(args)
     module = import_module(f"stages.{'class_atlas' if stage == 'classes' else 'class_compare'}")
     with _PerAtlasBar(stage, args.quiet) as bar:
-        return module.run(config, _open_store(config), select_device(config.render.device),
+        return module.run(config, open_store(config), select_device(config.render.device),
                           progress=bar.advance, on_start=bar.start_atlas)
 
 
@@ -57,8 +57,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from stages.model.device import select_device
     from stages.explain import stage as explain
 
-    config = _config(args)
-    result = explain.run(config, args.image, _open_store(config), select_device(config.render.device))
+    config = config_from_args(args)
+    result = explain.run(config, args.image, open_store(config), select_device(config.render.device))
     print(f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
           f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s")
     return 0

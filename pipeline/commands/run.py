@@ -3,7 +3,7 @@
 Each stage resumes or skips work already in the store, so a killed `atlas run` is restarted by
 running it again. Class atlases and comparisons run when ``classes.names`` / ``compare.pairs``
 are set (the demo's params.yaml sets one of each). One process runs everything, so numba's
-one-off UMAP compilation (~60 s, STACK.md) is paid once, not once per stage.
+one-off UMAP compilation (~60 s, docs/method.md §10) is paid once, not once per stage.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.commands.common import config_from_args
+
 Command = Callable[[argparse.Namespace], int]
 
 
 def stage_plan(args: argparse.Namespace) -> list[tuple[str, Command]]:
     """The stages `atlas run` executes for this configuration, in order."""
-    from pipeline import cli
+    from pipeline.commands import stages as s
     from pipeline.commands.classes import cmd_classes, cmd_compare
 
-    config = cli._config(args)
-    plan: list[tuple[str, Command]] = [("collect", cli.cmd_collect), ("reduce", cli.cmd_reduce), ("grid", cli.cmd_grid),
-                                       ("render", cli.cmd_render), ("tiles", cli.cmd_tiles)]
+    config = config_from_args(args)
+    plan: list[tuple[str, Command]] = [("collect", s.cmd_collect), ("reduce", s.cmd_reduce), ("grid", s.cmd_grid),
+                                       ("render", s.cmd_render), ("tiles", s.cmd_tiles)]
     if config.classes.names:
         plan.append(("classes", cmd_classes))
     if config.compare.pairs:
@@ -44,8 +46,6 @@ def summary_lines(timings: list[tuple[str, float]], atlas: Path) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import cli
-
     timings: list[tuple[str, float]] = []
     for name, command in stage_plan(args):
         print(f"== {name}", flush=True)
@@ -55,5 +55,5 @@ def cmd_run(args: argparse.Namespace) -> int:
         if status:
             print(f"atlas run: stopped at {name} (exit {status}); fix it and rerun `atlas run` to resume")
             return status
-    print("\n".join(summary_lines(timings, Path(cli._config(args).data.atlas))))
+    print("\n".join(summary_lines(timings, Path(config_from_args(args).data.atlas))))
     return 0

@@ -1,12 +1,11 @@
 """The CLI's inspection and utility commands: render-unit, fidelity, layers, demo-data,
-install-weights, info, serve, status. Registered by :mod:`pipeline.cli`; kept apart so each file
-stays small."""
+install-weights, info, serve, status. Registered in :mod:`pipeline.cli`'s command table."""
 
 from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import _config, _open_store
+from pipeline.commands.common import config_from_args, open_store
 
 
 def cmd_render_unit(args: argparse.Namespace) -> int:
@@ -15,7 +14,7 @@ def cmd_render_unit(args: argparse.Namespace) -> int:
     from stages.model.device import select_device
     from pipeline.commands.render_unit import render_unit
 
-    config = _config(args)
+    config = config_from_args(args)
     r = config.render
     value = render_unit(config, args.target, Path(args.out), steps=r.steps, size=r.size, seed=r.seed,
                         device=select_device(r.device))
@@ -27,8 +26,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from stages.model.device import select_device
     from stages.render import fidelity
 
-    config = _config(args)
-    report = fidelity.run(config, _open_store(config), select_device(config.render.device))
+    config = config_from_args(args)
+    report = fidelity.run(config, open_store(config), select_device(config.render.device))
     q = report.cossim_quantiles
     print(f"fidelity of {report.icons} icons (levels {report.levels}):")
     print("  cos-sim of the icon's centre activation with its cell direction: "
@@ -69,7 +68,7 @@ def cmd_install_weights(_args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from store.atlas_store import AtlasStore
 
-    config = _config(args)
+    config = config_from_args(args)
     store = AtlasStore.open(config.data.store, mode="r")
     attrs = store.attrs
     model = attrs.get("model", {})
@@ -86,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve an exported atlas folder over HTTP until Ctrl-C (the export also opens from file://)."""
     from pipeline.serve import base_url, make_server
 
-    folder = args.folder or _config(args).data.atlas
+    folder = args.folder or config_from_args(args).data.atlas
     server = make_server(folder, args.host, args.port)
     print(f"serving {folder} at {base_url(server)} (Ctrl-C stops)", flush=True)
     try:
@@ -100,7 +99,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Done/total units per shard of collect and render; exit 1 while any is incomplete."""
     from pipeline.commands.cluster import status_lines
 
-    lines, complete = status_lines(_config(args), args.shards)
+    lines, complete = status_lines(config_from_args(args), args.shards)
     print("\n".join(lines))
     return 0 if complete else 1
 

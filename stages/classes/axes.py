@@ -1,4 +1,4 @@
-"""Pure math of the class-comparison atlas's two axes (REFERENCE.md section 8).
+"""Pure math of the class-comparison atlas's two axes (docs/method.md §8).
 
 Carter et al. (2019) laid out the samples of two classes (e.g. "snorkel" vs "scuba diver") with
 x = the difference of the two classes' attributions divided by its 99th percentile and clipped

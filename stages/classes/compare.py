@@ -1,4 +1,4 @@
-"""Class-comparison atlases: two classes' samples on an "a <-> b" axis (REFERENCE.md section 8).
+"""Class-comparison atlases: two classes' samples on an "a <-> b" axis (docs/method.md §8).
 
 For each ``[a, b]`` of ``compare.pairs``: the union of both classes' selected rows
 (:mod:`stages.classes.select`, ``compare.mode`` / ``compare.top_k``) -> a

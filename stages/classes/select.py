@@ -1,6 +1,6 @@
 """Which samples belong to a class atlas: pure selection rules on the stored top-k attributions.
 
-REFERENCE.md section 8 (Carter et al., 2019, class-filtered atlases): keep the samples whose
+docs/method.md §8 (Carter et al., 2019, class-filtered atlases): keep the samples whose
 attribution for class c is the argmax over classes ("winner"), and/or the top-k (k about
 2,000-3,000) samples by positive attribution for c.
 

@@ -1,7 +1,7 @@
 """The shared tail of the class and comparison atlases: grid -> whitening -> render on a subset.
 
 Both atlases are the main pipeline run on a :class:`store.subset.SubsetStore` with their own
-settings (REFERENCE.md section 8): one grid level (8 x 8 for a class, 10 x 10 for a comparison),
+settings (docs/method.md §8): one grid level (8 x 8 for a class, 10 x 10 for a comparison),
 then the render stage unchanged. The only step added here is the whitening choice: the grid stage
 computes ``S`` from the rows it bins, but a class subset has a few hundred rows for a 576 x 576
 second moment (rank < C), whose inverse would blow up the directions the samples never span. With
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import zarr
 
 from stages.config import Config, GridConfig, RenderOverrides
 from store.errors import AtlasError
@@ -28,7 +27,7 @@ from stages.grid import stage as grid
 from stages.render import stage as render
 from store import derived
 from store.icons import IconStore
-from store.subset import SubsetStore
+from store.subset import ROWS, SubsetStore
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +73,9 @@ def drop_stale_icons(subset: SubsetStore, level: int) -> None:
     changed selection or layout parameter is how one asks for new ones.
     """
     path = subset.derived_path("icons")
-    if not (path / "zarr.json").exists():
+    if not IconStore.exists(path):
         return
-    rendered = dict(zarr.open_group(str(path), mode="r").attrs).get("grid") or {}
+    rendered = IconStore.open(path).attrs.get("grid") or {}
     cells = {level: derived.read_level(subset, level, with_attribution=False)}
     current = {"layout_id": derived.grid_attrs(subset).get("layout_id"),
                "fingerprint": render.grid_fingerprint(subset, cells)}
@@ -127,7 +126,7 @@ def export_subset(config: Config, subset: SubsetStore, *, kind: str, slug: str, 
     from stages.tiles.source import AtlasSource, fingerprint, store_minimap
 
     icons = IconStore.open(subset.derived_path("icons"))
-    attrs = dict(icons.group.attrs)
+    attrs = icons.attrs
     model = subset.attrs.get("model") or {}
     source = AtlasSource(
         id=f"{kind}/{slug}", kind=kind, title=title, levels=list(config.grid.levels),
@@ -139,3 +138,15 @@ def export_subset(config: Config, subset: SubsetStore, *, kind: str, slug: str, 
     )
     result = export_atlas(source, Path(config.data.atlas), config.tiles)
     return Path(result.atlas_dir)
+
+
+def built_subsets(folder: Path) -> list[str]:
+    """Names of the subsets persisted in ``folder`` (``classes_folder`` / ``compare_folder``), sorted.
+
+    A subset is there once :meth:`SubsetStore.create` wrote its ``<name>.rows.zarr``; whether its
+    layout, grid and icons are finished is for the readers to check.
+    """
+    suffix = f".{ROWS}.zarr"
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p.name[: -len(suffix)] for p in Path(folder).glob(f"*{suffix}") if p.is_dir())

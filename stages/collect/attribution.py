@@ -1,6 +1,6 @@
 """Attribution of a sampled activation to every class with one forward-mode product.
 
-REFERENCE.md section 2: attr_k = h . grad_h logit_k, where h is the activation vector at the
+docs/method.md §2: attr_k = h . grad_h logit_k, where h is the activation vector at the
 sampled (y, x). That is the directional derivative of the logits along a tangent equal to h at
 (y, x) and zero elsewhere, so one Jacobian-vector product through the head gives the whole class
 vector for every sample of a batch at once (instead of one backward pass per class).

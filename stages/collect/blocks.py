@@ -1,6 +1,6 @@
 """Buffers of the store blocks a collect run is filling, written whole when complete.
 
-Writing a whole zarr chunk at once is ~50x faster than many small writes into it (STACK.md), and
+Writing a whole zarr chunk at once is ~50x faster than many small writes into it (docs/method.md §10), and
 a block written whole then marked done is the unit of resumption, so results are buffered per
 block until every input of the block has either been stored or skipped.
 """

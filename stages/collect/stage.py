@@ -1,6 +1,6 @@
 """Collect stage: random interior activations of one layer, with logits and attributions.
 
-REFERENCE.md section 1-2. Per input (an image or one of its deterministic views) the trunk runs
+docs/method.md §1-§2. Per input (an image or one of its deterministic views) the trunk runs
 to the layer, ``positions_per_image`` interior positions are sampled (seeded per store block),
 and — unless the head is switched off — one forward-mode product per position through the head
 gives the logits and the attribution of that position to every class at once. Results go to the
@@ -28,7 +28,8 @@ from stages.model.registry import LoadedModel, load_model
 from stages.collect.attribution import logits_and_attribution, top_k
 from stages.collect.blocks import BlockAssembler, interior_positions
 from stages.collect.inputs import ViewDataset, ViewSettings, WorkItem, to_model_input, view_loader, work_items
-from store.atlas_store import AtlasStore, StoreSpec, shard_blocks
+from store.atlas_store import AtlasStore, StoreSpec
+from store.shards import shard_blocks
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,14 @@ class CollectSummary:
 
 
 def library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import dask
     import PIL
     import torchvision
-    import zarr
 
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "zarr": zarr.__version__, "dask": dask.__version__, "pillow": PIL.__version__}
+            "numpy": np.__version__, "zarr": version("zarr"), "dask": dask.__version__, "pillow": PIL.__version__}
 
 
 def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> StoreSpec:
@@ -146,12 +148,12 @@ def open_collect_store(config: Config, model: LoadedModel, source: ImageSource) 
              "skip_reasons": list(SKIP_REASONS), "versions": library_versions(),
              "params": config.model_dump(mode="json")}
     store = AtlasStore.create_or_open(config.data.store, store_spec(config, model, source), extra)
-    if not store.group.attrs.get("images_written"):
+    if not store.images_written:
         labels = np.array([r.label for r in source.records], np.int32)
         classes = label_classes(list(source.label_names), model.class_names)
         per_image = np.where(labels >= 0, classes[np.maximum(labels, 0)] if classes.size else -1, -1)
         store.write_images([r.path for r in source.records], labels, per_image.astype(np.int32))
-        store.group.attrs["images_written"] = True
+        store.mark_images_written()
     return store
 
 
@@ -178,7 +180,7 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
 
     assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
     report = progress or (lambda _n: None)
-    label_class = np.asarray(store.group["images"]["label_class"][:], np.int32)
+    label_class = store.image_label_classes()
     step = _ModelStep(config, model, store, assembler, label_class)
     items = work_items(block_inputs, c.views_per_image)
     settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels)

@@ -9,9 +9,11 @@ Usable on its own (see ``docs/featurevis.md``)::
 Modules, one job each: :mod:`.param` (image parameterisations), :mod:`.transforms`
 (transformation robustness), :mod:`.objectives` (what to maximise), :mod:`.forward` (model ->
 forward contract, hook hygiene), :mod:`.relu_grad` (lucid's redirected ReLU gradient for the
-first steps), :mod:`.optimize` (the batched Adam loop).
+first steps), :mod:`.optimize` (the batched Adam loop), :mod:`.errors` (its one exception type).
+It imports nothing else of this project, so it can be lifted out and published alone.
 """
 
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.forward import imagenet_normalize, layer_forward
 from stages.featurevis.objectives import (
     AtlasDirection,
@@ -34,6 +36,7 @@ __all__ = [
     "ClassProbability",
     "DeepDream",
     "Direction",
+    "FeatureVisError",
     "FourierImage",
     "Neuron",
     "Objective",

@@ -4,7 +4,7 @@ The contract: ``forward(images_in_0_1 [B, 3, H, W]) -> dict[str, Tensor]`` with 
 layer's output under its module name (``[B, C, h, w]``) and, when asked for, ``"logits"``.
 
 :func:`layer_forward` captures layers with forward hooks. Two things earlier tools got wrong
-(REFERENCE.md "known pitfalls": leaked hooks) are handled here: it is a context manager that
+(docs/method.md §10, pitfalls: leaked hooks) are handled here: it is a context manager that
 removes every hook it registered on exit, exceptions included; and when no logits are needed
 it stops the forward right after the last requested layer by raising a private exception from
 the hook, so none of the compute above the layer runs.
@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.objectives import LOGITS
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
         return modules[name]
     close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise AtlasError(f"layer '{name}' not found in {type(model).__name__}{hint}")
+    raise FeatureVisError(f"layer '{name}' not found in {type(model).__name__}{hint}")
 
 
 @contextmanager
@@ -70,7 +70,7 @@ def layer_forward(
     """
     names = [layer] if isinstance(layer, str) else list(layer)
     if not names:
-        raise AtlasError("layer_forward needs at least one layer name")
+        raise FeatureVisError("layer_forward needs at least one layer name")
     modules = {name: find_module(model, name) for name in names}
     if model.training:
         log.warning("%s is in training mode; call model.eval() for deterministic renders", type(model).__name__)
@@ -92,7 +92,7 @@ def layer_forward(
 
         def forward(images: Tensor) -> dict[str, Tensor]:
             if not open_[0]:
-                raise AtlasError(
+                raise FeatureVisError(
                     "this forward's layer_forward block has closed (its hooks are removed); call it inside the block"
                 )
             captured.clear()
@@ -102,7 +102,7 @@ def layer_forward(
                 logits = None
             missing = [n for n in names if n not in captured]
             if missing:
-                raise AtlasError(f"layer(s) {', '.join(missing)} did not run in the forward of {type(model).__name__}")
+                raise FeatureVisError(f"layer(s) {', '.join(missing)} did not run in the forward of {type(model).__name__}")
             out = dict(captured)
             captured.clear()
             if with_logits:

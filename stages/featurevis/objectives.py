@@ -5,7 +5,7 @@ forward returns (layer activations ``[B, C, h, w]``, ``"logits"`` ``[B, K]``). T
 lucent's: ``a + b``, ``2 * a``, ``a - b``, ``-a``, ``a / 2``. Each is batch-aware: a target given as
 one value applies to every image, a target given as a length-B sequence (or a ``[B, C]`` matrix
 of directions) gives image ``i`` its own target, so a batch of B directions renders B icons in
-one forward/backward pass (REFERENCE.md section 6, "one image per direction").
+one forward/backward pass (docs/method.md §6, "one image per direction").
 
 Values are computed in float32 even when the forward ran under autocast.
 """
@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 
 Activations = Mapping[str, Tensor]
 Target = int | Sequence[int] | Tensor
@@ -94,7 +94,7 @@ class Scaled(Objective):
 
 def _layer(acts: Activations, name: str) -> Tensor:
     if name not in acts:
-        raise AtlasError(f"objective needs '{name}' but the forward returned only: {', '.join(acts) or 'nothing'}")
+        raise FeatureVisError(f"objective needs '{name}' but the forward returned only: {', '.join(acts) or 'nothing'}")
     return acts[name].float()
 
 
@@ -104,13 +104,13 @@ def _per_image(target: Target, batch: int, device: torch.device, what: str) -> T
     if t.ndim == 0:
         return t.expand(batch).to(device)
     if t.shape != (batch,):
-        raise AtlasError(f"{what}: got {t.numel()} targets for a batch of {batch} images; give one or {batch}")
+        raise FeatureVisError(f"{what}: got {t.numel()} targets for a batch of {batch} images; give one or {batch}")
     return t.to(device)
 
 
 def _check_index(idx: Tensor, size: int, what: str) -> None:
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
-        raise AtlasError(f"{what} {idx.tolist()} out of range; the tensor has {size}")
+        raise FeatureVisError(f"{what} {idx.tolist()} out of range; the tensor has {size}")
 
 
 def _position(t: Tensor, x: int | None, y: int | None) -> tuple[int, int]:
@@ -119,7 +119,7 @@ def _position(t: Tensor, x: int | None, y: int | None) -> tuple[int, int]:
     x = w // 2 if x is None else x
     y = h // 2 if y is None else y
     if not (0 <= x < w and 0 <= y < h):
-        raise AtlasError(f"position (x={x}, y={y}) is outside the {h}x{w} layer")
+        raise FeatureVisError(f"position (x={x}, y={y}) is outside the {h}x{w} layer")
     return x, y
 
 
@@ -201,11 +201,11 @@ def _directions(vectors: Tensor | Sequence[Sequence[float]], whitening: Tensor |
     if v.ndim == 1:
         v = v[None]
     if v.ndim != 2:
-        raise AtlasError(f"directions must be [C] or [B, C] (got shape {list(v.shape)})")
+        raise FeatureVisError(f"directions must be [C] or [B, C] (got shape {list(v.shape)})")
     if whitening is not None:
         s = torch.as_tensor(whitening, dtype=torch.float32)
         if s.shape != (v.shape[1], v.shape[1]):
-            raise AtlasError(f"whitening matrix must be [C, C] = [{v.shape[1]}, {v.shape[1]}] (got {list(s.shape)})")
+            raise FeatureVisError(f"whitening matrix must be [C, C] = [{v.shape[1]}, {v.shape[1]}] (got {list(s.shape)})")
         v = v @ s.to(v.device)
     return v
 
@@ -215,9 +215,9 @@ def _centre_vectors(t: Tensor, v: Tensor, x: int | None, y: int | None, layer: s
     x, y = _position(t, x, y)
     h = t[:, :, y, x]
     if v.shape[1] != h.shape[1]:
-        raise AtlasError(f"directions have {v.shape[1]} channels but layer '{layer}' has {h.shape[1]}")
+        raise FeatureVisError(f"directions have {v.shape[1]} channels but layer '{layer}' has {h.shape[1]}")
     if v.shape[0] not in (1, h.shape[0]):
-        raise AtlasError(f"got {v.shape[0]} directions for a batch of {h.shape[0]} images; give one or {h.shape[0]}")
+        raise FeatureVisError(f"got {v.shape[0]} directions for a batch of {h.shape[0]} images; give one or {h.shape[0]}")
     return h, v.to(h.device).expand_as(h)
 
 
@@ -244,7 +244,7 @@ class Direction(Objective):
 
 @dataclass(frozen=True, eq=False)
 class AtlasDirection(Objective):
-    """The activation-atlas objective (REFERENCE.md section 5; lucid notebook ``direction_neuron_cossim_S``).
+    """The activation-atlas objective (docs/method.md §5; lucid notebook ``direction_neuron_cossim_S``).
 
     At the centre position (H // 2, W // 2), for activation ``h`` and whitened direction
     ``v' = v S``: ``dot = mean_c(h * v')``, ``cos = max(0.1, dot / (1e-4 + |h|))``, value
@@ -259,7 +259,8 @@ class AtlasDirection(Objective):
     icons reach cos-sim 0.5 with their cell). ``"raw"`` is the true cosine of ``h`` with the
     **unwhitened** direction ``v``, the article's ``(h.v)^(p+1) / (|h||v|)^p`` shape applied to the
     cell's own direction: whitening still chooses what to amplify (``dot`` uses ``v'``) while the
-    cosine keeps the icon on the cell (100% of the same icons reach 0.5; docs/render.md).
+    cosine keeps the icon on the cell (100% of the same icons reach 0.5; docs/render.md). ``"raw"``
+    is the default here and in the render stage's parameters (``render.cosine``).
     """
 
     layer: str
@@ -268,13 +269,13 @@ class AtlasDirection(Objective):
     cos_power: float = 4.0
     x: int | None = None
     y: int | None = None
-    cosine: str = "lucid"
+    cosine: str = "raw"
 
     def __post_init__(self) -> None:
         if self.cos_power < 0:
-            raise AtlasError(f"cos_power must be >= 0 (got {self.cos_power})")
+            raise FeatureVisError(f"cos_power must be >= 0 (got {self.cos_power})")
         if self.cosine not in COSINE_MODES:
-            raise AtlasError(f"render.cosine must be one of {', '.join(COSINE_MODES)} (got {self.cosine!r})")
+            raise FeatureVisError(f"render.cosine must be one of {', '.join(COSINE_MODES)} (got {self.cosine!r})")
         object.__setattr__(self, "raw", _directions(self.vectors, None))
         object.__setattr__(self, "vectors", _directions(self.vectors, self.whitening))
 

@@ -1,6 +1,6 @@
 """The batched optimisation loop: B images, B objectives, one forward/backward per step.
 
-REFERENCE.md section 6: Adam with learning rate 0.05, transformation robustness before every
+docs/method.md §6: Adam with learning rate 0.05, transformation robustness before every
 step, ``attempts`` independent starts per icon keeping the one with the highest final
 objective (production: 1024 steps, 4 attempts, batch 100, 80 px). The loss is minus the
 **sum** of the per-image objectives, so image ``i``'s gradient is the gradient of its own
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.forward import Forward
 from stages.featurevis.objectives import Objective
 from stages.featurevis.param import ImageFn, ImageParam
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 
-# The REFERENCE.md chain; a frozen (immutable) value, safe as a default argument.
+# The docs/method.md §6 chain; a frozen (immutable) value, safe as a default argument.
 _REFERENCE_TRANSFORMS = reference_transforms()
 
 
@@ -176,7 +176,7 @@ def _evaluate(forward: Forward, objective: Objective, image_fn: ImageFn, amp: "_
 def _values(objective: Objective, acts: dict[str, Tensor], batch: int) -> Tensor:
     values = objective(acts).float()
     if values.shape != (batch,):
-        raise AtlasError(
+        raise FeatureVisError(
             f"objective returned shape {list(values.shape)} for a batch of {batch} images; "
             f"it must return one value per image"
         )
@@ -201,13 +201,13 @@ def _to_uint8(images: Tensor) -> np.ndarray:
 
 def _check_args(steps: int, lr: float, attempts: int, relu_redirect_steps: int) -> None:
     if steps < 0:
-        raise AtlasError(f"render: steps must be >= 0 (got {steps})")
+        raise FeatureVisError(f"render: steps must be >= 0 (got {steps})")
     if not lr > 0:
-        raise AtlasError(f"render: lr must be > 0 (got {lr})")
+        raise FeatureVisError(f"render: lr must be > 0 (got {lr})")
     if attempts < 1:
-        raise AtlasError(f"render: attempts must be >= 1 (got {attempts})")
+        raise FeatureVisError(f"render: attempts must be >= 1 (got {attempts})")
     if relu_redirect_steps < 0:
-        raise AtlasError(f"render: relu_redirect_steps must be >= 0 (got {relu_redirect_steps})")
+        raise FeatureVisError(f"render: relu_redirect_steps must be >= 0 (got {relu_redirect_steps})")
 
 
 class _Autocast:

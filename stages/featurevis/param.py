@@ -7,7 +7,7 @@ list of leaf tensors Adam updates, ``image_fn()`` maps them to a batch of RGB im
 batch of directions the objective scores.
 
 The Fourier parameterisation copies lucid (``lucid/optvis/param/spatial.py::fft_image`` and
-``color.py::to_valid_rgb``), as REFERENCE.md section 6 prescribes: a random spectrum (sd 0.01),
+``color.py::to_valid_rgb``), as docs/method.md §6 describes: a random spectrum (sd 0.01),
 each frequency scaled by ``1 / max(f, 1 / max(w, h))`` (decay power 1), an orthonormal inverse
 real FFT, lucid's ``/ 4`` constant, the fixed colour-decorrelation matrix, then a sigmoid. The
 spectrum scaling whitens the gradient so low frequencies (shapes) are learned as fast as high
@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 
 ImageFn = Callable[[], Tensor]
 
@@ -149,7 +149,7 @@ def pixel_image(
 
 @dataclass(frozen=True)
 class FourierImage:
-    """Factory for :func:`fft_image`; the default parameterisation of REFERENCE.md section 6."""
+    """Factory for :func:`fft_image`; the default parameterisation of docs/method.md §6."""
 
     batch: int
     size: tuple[int, int]
@@ -189,6 +189,6 @@ class PixelImage:
 
 def _check_shape(batch: int, size: tuple[int, int]) -> None:
     if batch < 1:
-        raise AtlasError(f"image batch must be >= 1 (got {batch})")
+        raise FeatureVisError(f"image batch must be >= 1 (got {batch})")
     if len(size) != 2 or min(size) < 8:
-        raise AtlasError(f"image size must be (height, width) with both >= 8 px (got {tuple(size)})")
+        raise FeatureVisError(f"image size must be (height, width) with both >= 8 px (got {tuple(size)})")

@@ -2,8 +2,8 @@
 
 Optimising an image that must excite the network under small random transforms suppresses the
 adversarial high-frequency patterns a bare optimiser finds (Olah et al., "Feature
-Visualization", Distill 2017). The chain copies REFERENCE.md section 6 ("production" of the
-activation-atlas article): pad 16 (constant 0.5); crop-jitter by 4, 4, 8, 8, 8 px; random scale
+Visualization", Distill 2017). The chain copies docs/method.md §6 (lucid's activation-atlas
+recipe, ``render_icons``, with 0 listed once among the angles): pad 16 (constant 0.5); crop-jitter by 4, 4, 8, 8, 8 px; random scale
 from 0.998^(20..39); random rotation from {-20..19, -10..9, -5..4, 0} degrees; jitter 2; crop or
 pad back to the render size.
 
@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from store.errors import AtlasError
+from stages.featurevis.errors import FeatureVisError
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 
-# REFERENCE.md section 6, production values.
+# docs/method.md §6: lucid's activation-atlas recipe (``render_icons``).
 REFERENCE_PAD = 16
 REFERENCE_PAD_VALUE = 0.5
 REFERENCE_JITTERS = (4, 4, 8, 8, 8)
@@ -79,7 +79,7 @@ class Jitter:
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
         b, c, h, w = images.shape
         if self.d >= min(h, w):
-            raise AtlasError(f"jitter {self.d} px does not fit a {h}x{w} image; use a jitter below {min(h, w)}")
+            raise FeatureVisError(f"jitter {self.d} px does not fit a {h}x{w} image; use a jitter below {min(h, w)}")
         offsets = torch.randint(0, self.d + 1, (b, 2), generator=generator, device=generator.device)
         offsets = offsets.to(images.device)
         rows = offsets[:, :1] + torch.arange(h - self.d, device=images.device)  # [B, h - d]
@@ -177,11 +177,11 @@ def reference_transforms(
     angles: Sequence[float] = REFERENCE_ANGLES,
     final_jitter: int = REFERENCE_FINAL_JITTER,
 ) -> Compose:
-    """The REFERENCE.md section 6 chain; every argument defaults to the production value."""
+    """The docs/method.md §6 chain; every argument defaults to the production value."""
     if not scales or not angles:
-        raise AtlasError("transforms: scales and angles must each list at least one value")
+        raise FeatureVisError("transforms: scales and angles must each list at least one value")
     if any(not math.isfinite(s) or s <= 0 for s in scales):
-        raise AtlasError(f"transforms: scales must be positive (got {list(scales)})")
+        raise FeatureVisError(f"transforms: scales must be positive (got {list(scales)})")
     chain: list[Transform] = [Pad(pad)] if pad else []
     chain += [Jitter(d) for d in jitters if d]
     chain.append(RandomScaleRotate(tuple(scales), tuple(float(a) for a in angles)))

@@ -1,6 +1,6 @@
 """Pure math of the grid: half-open cell binning and per-cell statistics.
 
-REFERENCE.md section 4 (lucid's ``bin_laid_out_activations``): an N x N grid over the
+docs/method.md §4 (lucid's ``bin_laid_out_activations``): an N x N grid over the
 normalised layout; a cell's *direction* is the plain mean of the raw activations that fall in
 it; cells with too few members are skipped (recipe: count > 5).
 

@@ -1,6 +1,6 @@
 """The grid stage: every zoom level's cells, their directions and labels, and the whitening.
 
-REFERENCE.md section 4: each zoom level is a *separate* N x N binning of the same normalised
+docs/method.md §4: each zoom level is a *separate* N x N binning of the same normalised
 layout (production: N = 20, 40, 80, 160); a cell's direction is the plain mean of the raw
 activations of its members; cells with count <= ``min_count`` (recipe: > 5 kept) are dropped.
 Section 5: the whitening matrix ``S`` (:mod:`stages.grid.whitening`) is computed here, in the same
@@ -12,7 +12,7 @@ per-cell float64 totals of the kept cells (for 1M rows and 576 channels about 0.
 levels) plus two chunks, never the ``[n, C]`` matrix.
 
 Mean attribution: the store keeps each sample's top-k attributed classes (indices + values,
-REFERENCE.md section 2), so the cell's class vector is the sum of its members' top-k entries
+docs/method.md §2), so the cell's class vector is the sum of its members' top-k entries
 (other classes count as 0) divided by the count. That is a top-k approximation of the mean of
 the full attribution vectors: exact for classes in every member's top-k, biased toward 0 for
 classes that only some members rank, which are by construction not the cell's top classes
@@ -25,12 +25,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from stages.config import Config, GridConfig
+from store.view import RowStore
 from store.errors import AtlasError
 from stages.grid import binning
 from stages.grid.whitening import SecondMoment, absolute_ridge, whitening_matrix
@@ -91,7 +91,7 @@ def _level_totals(n: int, layout: derived.Layout, n_rows: int, cfg: GridConfig, 
     )
 
 
-def _accumulate(store: Any, valid: NDArray[np.bool_], totals: list[_LevelTotals], n_classes: int,
+def _accumulate(store: RowStore, valid: NDArray[np.bool_], totals: list[_LevelTotals], n_classes: int,
                 progress: Progress | None) -> SecondMoment:
     """The one pass over the activations: cell sums at every level plus the second moment."""
     moment = SecondMoment(store.channels)
@@ -138,7 +138,37 @@ def _finish_level(level: _LevelTotals, layout: derived.Layout, cfg: GridConfig, 
     )
 
 
-def run(config: Config, store: Any, progress: Progress | None = None) -> GridResult:
+def level_in_memory(
+    layout: NDArray[np.floating],
+    activations: NDArray[np.floating],
+    attribution: NDArray[np.floating] | None,
+    n: int,
+    cfg: GridConfig,
+    class_names: list[str],
+) -> derived.CellLevel:
+    """One level of in-memory arrays (rows ``0..len-1``): the stage's binning, cell means and labels.
+
+    For the notebook API (:func:`pipeline.api.activation_atlas`), with nothing read or written:
+    ``layout`` is ``[rows, 2]`` in [0, 1]^2, ``activations`` ``[rows, C]``, ``attribution`` a dense
+    ``[rows, classes]`` matrix or ``None`` (no labels). The kept cells, their directions (mean raw
+    activation), top classes and member lists come from the same code as :func:`run`; with a dense
+    attribution matrix the cell mean is exact rather than the stage's top-k approximation.
+    """
+    x = np.asarray(activations)
+    rows = np.arange(len(x), dtype=np.int64)
+    points = np.asarray(layout, dtype=np.float32)
+    lay = derived.Layout(rows=rows, layout=points, embedding=points, fitted=np.ones(len(rows), bool))
+    n_classes = 0 if attribution is None else int(np.asarray(attribution).shape[1])
+    totals = _level_totals(n, lay, len(rows), cfg, x.shape[1], n_classes)
+    member = totals.cell_of_row >= 0
+    cells = totals.cell_of_row[member]
+    binning.add_cell_sums(totals.sums, cells, x[member])
+    if attribution is not None:
+        binning.add_cell_sums(totals.attribution, cells, np.asarray(attribution)[member])
+    return _finish_level(totals, lay, cfg, class_names)
+
+
+def run(config: Config, store: RowStore, progress: Progress | None = None) -> GridResult:
     """Bin the store's layout at every ``grid.levels`` level and write cells + whitening."""
     cfg = config.grid
     where = str(getattr(store, "path", "(in memory)"))

@@ -1,4 +1,4 @@
-"""Whitening of cell directions (REFERENCE.md section 5).
+"""Whitening of cell directions (docs/method.md §5).
 
 lucid's whitened atlas notebooks render the direction ``v' = v S`` with ``S`` the inverse of the
 *uncentered* second moment ``A^T A / n`` of the collected activations. lucid inverted it with no

@@ -1,6 +1,6 @@
 """Pure math of the 2-D layout: normalisation to the unit square, and its quality score.
 
-The reference (Carter et al., 2019, REFERENCE.md section 3; lucid's
+The reference (Carter et al., 2019, docs/method.md §3; lucid's
 ``recipes/activation_atlas/layout.py: normalize_layout``) clips each axis of the UMAP layout to
 its 1st-99th percentile widened by a 10% margin and rescales each axis to [0, 1], so that a few
 far outliers do not squeeze the bulk of the map into a corner of the grid.

@@ -1,4 +1,4 @@
-"""The reduce stage: a 2-D layout of every valid row of the store (REFERENCE.md section 3).
+"""The reduce stage: a 2-D layout of every valid row of the store (docs/method.md §3).
 
 Production parameters (Carter et al., 2019): UMAP, n_neighbors 50, min_dist 0.05, cosine, then
 the layout normalised to [0, 1]^2 (:func:`stages.reduce.layout_math.normalize_layout`).
@@ -36,12 +36,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from store.progress import collect_progress, require_complete
 from stages.config import Config, ReduceConfig
+from store.view import RowStore
 from store.errors import AtlasError
 from stages.reduce.layout_math import normalize_layout
 from store import derived
-from store.atlas_store import AtlasStore
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ def place(index: Any, features: NDArray[np.float32], fitted_embedding: NDArray[n
     """Each row at the embedding of its single nearest fitted row.
 
     Averaging several neighbours' positions pulls points between clusters (trustworthiness
-    0.900 vs 0.968 for one neighbour, shared/STACK.md), so one neighbour it is.
+    0.900 vs 0.968 for one neighbour, docs/method.md §10), so one neighbour it is.
     """
     if len(features) == 0:
         return np.zeros((0, 2), np.float32)
@@ -254,7 +253,7 @@ def choose_fit_rows(valid_rows: NDArray[np.int64], fit_samples: int, seed: int) 
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that change a layout; recorded with it (REFERENCE.md: known pitfalls)."""
+    """Versions that change a layout; recorded with it (docs/method.md §10, pitfalls)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
@@ -266,7 +265,7 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _read_fit_rows(store: Any, fit_rows: NDArray[np.int64], progress: Progress | None) -> NDArray[np.float32]:
+def _read_fit_rows(store: RowStore, fit_rows: NDArray[np.int64], progress: Progress | None) -> NDArray[np.float32]:
     """Pass 1: the fitted rows' raw activations, cast to float32 one block at a time."""
     out = np.empty((len(fit_rows), store.channels), dtype=np.float32)
     for block in derived.iter_row_blocks([store.activations()], progress):
@@ -277,7 +276,7 @@ def _read_fit_rows(store: Any, fit_rows: NDArray[np.int64], progress: Progress |
 
 
 def _embed_rest(
-    store: Any,
+    store: RowStore,
     valid: NDArray[np.bool_],
     fit_rows: NDArray[np.int64],
     fitted_embedding: NDArray[np.float32],
@@ -315,14 +314,13 @@ def _fit_reducer(
     return fitted_embedding, lambda x: place(index, x, fitted_embedding), f"nearest fitted row ({type(index).__name__})"
 
 
-def run(config: Config, store: Any, progress: Progress | None = None) -> LayoutResult:
+def run(config: Config, store: RowStore, progress: Progress | None = None) -> LayoutResult:
     """Lay out every valid row of ``store`` in 2-D and write it with :func:`store.derived.write_layout`."""
     cfg = config.reduce
     where = str(getattr(store, "path", "(in memory)"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    if isinstance(store, AtlasStore):  # a sharded collect must be finished (subset stores are whole by construction)
-        require_complete(collect_progress(store), needed_by="reduce")
+    store.require_collected(needed_by="reduce")
     valid = np.asarray(store.valid_mask(), dtype=bool)
     valid_rows = np.flatnonzero(valid).astype(np.int64)
     check_enough_rows(len(valid_rows), cfg, where)
@@ -370,6 +368,36 @@ def run(config: Config, store: Any, progress: Progress | None = None) -> LayoutR
         seed=cfg.seed, deterministic=cfg.deterministic, feature_dims=features.out_dims, layout_id=layout_id,
         seconds=seconds,
     )
+
+
+def layout_in_memory(raw: NDArray[np.floating], cfg: ReduceConfig) -> derived.Layout:
+    """The layout of an in-memory ``[n, C]`` activation matrix, the stage's method without a store.
+
+    For the notebook API (:func:`pipeline.api.activation_atlas`): the same seeded choice of fitted
+    rows, :class:`FeatureMap`, reducer, nearest-fitted-row placement and
+    :func:`~stages.reduce.layout_math.normalize_layout` as :func:`run`, on rows ``0..n-1``; nothing
+    is written. The caller checks the shape and that there are enough rows for ``cfg.method``.
+    """
+    t0 = time.perf_counter()
+    x = np.asarray(raw, dtype=np.float32)
+    rows = np.arange(len(x), dtype=np.int64)
+    fit_rows = choose_fit_rows(rows, cfg.fit_samples, cfg.seed)
+    features = FeatureMap(metric=cfg.metric, dims=cfg.pca_dims).fit(x[fit_rows])
+    fitted_embedding, to_2d, placement = _fit_reducer(cfg, features.transform(x[fit_rows]))
+    embedding = np.empty((len(x), 2), np.float32)
+    fitted = np.zeros(len(x), dtype=bool)
+    fitted[fit_rows] = True
+    embedding[fit_rows] = fitted_embedding
+    rest = np.flatnonzero(~fitted)
+    for start in range(0, len(rest), 65536):  # the placed rows a chunk at a time, like the stage's second pass
+        part = rest[start:start + 65536]
+        embedding[part] = to_2d(features.transform(x[part]))
+    layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
+    attrs = {"method": cfg.method, "params": cfg.model_dump(mode="json"), "seed": cfg.seed, "n_fit": int(len(fit_rows)),
+             "n_placed": int(len(rest)), "feature_dims": features.out_dims, "placement": placement,
+             "seconds": round(time.perf_counter() - t0, 2)}
+    log.info("laid out %d in-memory rows with %s (%d fitted) in %.1f s", len(x), cfg.method, len(fit_rows), attrs["seconds"])
+    return derived.Layout(rows=rows, layout=layout, embedding=embedding, fitted=fitted, attrs=attrs)
 
 
 def _offset_progress(progress: Progress | None, offset: int, total: int) -> Progress | None:

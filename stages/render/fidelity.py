@@ -3,7 +3,7 @@
 For every icon of every rendered level:
 
 (a) cos-sim of the icon's centre activation (position (H//2, W//2), the position the atlas
-    objective optimised, REFERENCE.md §5) with the cell's raw direction;
+    objective optimised, docs/method.md §5) with the cell's raw direction;
 (b) whether the icon's top-5 predicted classes overlap the cell's top-5 attributed classes
     (``CellLevel.top_idx``; cells with no positively attributed class count as no overlap and
     are left out of the overlap fraction).
@@ -37,13 +37,13 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from stages.config import Config
+from store.view import RowStore
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel, load_model
 from stages.featurevis import layer_forward
 from stages.featurevis.forward import Forward
 from stages.render.stage import grid_fingerprint
 from store import derived
-from store.atlas_store import AtlasStore
 from store.icons import FidelityArrays, IconStore
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,13 @@ def _quantiles(values: NDArray[np.floating]) -> dict[str, float]:
     return {f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in _QUANTILES} if values.size else {}
 
 
-def run(config: Config, store: AtlasStore, device: torch.device, *, model: LoadedModel | None = None) -> FidelityReport:
+def run(config: Config, store: RowStore, device: torch.device, *, model: LoadedModel | None = None) -> FidelityReport:
     """Measure every rendered level's icons, store per-icon results, return the distribution."""
     t0 = time.perf_counter()
     icons = IconStore.open(store.derived_path("icons"), mode="r+")
     model = model if model is not None else load_model(config.model, device)
     cells = {n: derived.read_level(store, n, with_attribution=False) for n in icons.levels}
-    if icons.group.attrs["grid"].get("fingerprint") != grid_fingerprint(store, cells):
+    if icons.attrs["grid"].get("fingerprint") != grid_fingerprint(store, cells):
         raise AtlasError(f"icons {icons.path} were rendered from another grid; run `atlas render` again")
     per_level: dict[int, FidelityArrays] = {}
     with layer_forward(model.module, model.layer, normalize=model.normalize, with_logits=True) as forward:
@@ -151,8 +151,8 @@ def run(config: Config, store: AtlasStore, device: torch.device, *, model: Loade
             per_level[n] = _level_fidelity(forward, model, icons.read_level(n).icons, cells[n], device)
             icons.write_fidelity(n, per_level[n], {"top": TOP, "resized_to": model.image_size})
     report = _report(per_level, cells, time.perf_counter() - t0)
-    if "top_pred_idx" in store.group["samples"]:
-        row_top1 = np.asarray(store.group["samples/top_pred_idx"][:, 0])
+    if store.has_row_array("top_pred_idx"):
+        row_top1 = store.row_values("top_pred_idx")[:, 0]
         ceiling = np.concatenate([members_overlap(cells[n], row_top1) for n in per_level])
         has = np.concatenate([(cells[n].top_idx[:, :TOP] >= 0).any(axis=1) for n in per_level])
         report = replace(report, frac_members_overlap=float(ceiling[has].mean()) if has.any() else float("nan"))

@@ -1,6 +1,6 @@
 """The render stage: one feature-visualization icon per kept cell of every zoom level.
 
-REFERENCE.md sections 5-6: each cell's icon maximises the atlas objective ``dot * cos^p`` on the
+docs/method.md §5-§6: each cell's icon maximises the atlas objective ``dot * cos^p`` on the
 cell's direction (its mean activation), whitened ``v S`` when ``render.whiten``, at the layer's
 centre position; Fourier-parameterised 80 px images, Adam 0.05, transformation robustness,
 ``render.steps`` steps (production 1024), best of ``render.attempts`` (production 4), the cells of a
@@ -25,13 +25,14 @@ import torch
 from numpy.typing import NDArray
 
 from stages.config import Config, RenderConfig
+from store.view import RowStore
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel, load_model
 from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render
 from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
 from store import derived
-from store.atlas_store import AtlasStore, shard_blocks
+from store.shards import shard_blocks
 from store.icons import IconsSpec, IconStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RenderSummary:
 
 def run(
     config: Config,
-    store: AtlasStore,
+    store: RowStore,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -146,7 +147,7 @@ def render_batch(
 def centre_cossim(
     forward: Forward, layer: str, images: NDArray[np.uint8], directions: torch.Tensor, device: torch.device
 ) -> NDArray[np.float32]:
-    """cos(h, v) of each icon's centre activation ``h`` (position (H//2, W//2), REFERENCE.md §5)
+    """cos(h, v) of each icon's centre activation ``h`` (position (H//2, W//2), docs/method.md §5)
     with its raw, unwhitened cell direction ``v``, on the stored uint8 icon, no transforms."""
     with torch.no_grad():
         x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float() / 255.0
@@ -161,7 +162,7 @@ def batch_seed(seed: int, level: int, batch: int, part: int = 0) -> int:
     return int(np.random.SeedSequence([seed, level, batch, part]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _levels(r: RenderConfig, store: AtlasStore) -> list[int]:
+def _levels(r: RenderConfig, store: RowStore) -> list[int]:
     available = derived.grid_levels(store)
     if r.levels is None:
         return available
@@ -171,7 +172,7 @@ def _levels(r: RenderConfig, store: AtlasStore) -> list[int]:
     return sorted(set(r.levels))
 
 
-def _check_model(store: AtlasStore, model: LoadedModel) -> None:
+def _check_model(store: RowStore, model: LoadedModel) -> None:
     """The icons must come from the model and layer the store's activations came from."""
     stored = store.attrs.get("model") or {}
     for key, have in (("name", model.name), ("layer", model.layer), ("weights_sha256", model.weights_sha256)):
@@ -180,7 +181,7 @@ def _check_model(store: AtlasStore, model: LoadedModel) -> None:
                              f"loads {have!r}; use the collect run's model settings")
 
 
-def grid_fingerprint(store: AtlasStore, cells: dict[int, derived.CellLevel]) -> str:
+def grid_fingerprint(store: RowStore, cells: dict[int, derived.CellLevel]) -> str:
     """Content hash of the directions being rendered: any change of the grid changes it."""
     digest = hashlib.sha256()
     for n, level in sorted(cells.items()):
@@ -189,7 +190,7 @@ def grid_fingerprint(store: AtlasStore, cells: dict[int, derived.CellLevel]) -> 
     return digest.hexdigest()[:16]
 
 
-def _spec(r: RenderConfig, store: AtlasStore, model: LoadedModel, cells: dict[int, derived.CellLevel]) -> IconsSpec:
+def _spec(r: RenderConfig, store: RowStore, model: LoadedModel, cells: dict[int, derived.CellLevel]) -> IconsSpec:
     params = {k: v for k, v in r.model_dump(mode="json").items() if k in _RENDER_PARAMS}
     params["levels"] = sorted(cells)
     return IconsSpec(
@@ -202,7 +203,7 @@ def _spec(r: RenderConfig, store: AtlasStore, model: LoadedModel, cells: dict[in
 def _batch_cap(model: LoadedModel, r: RenderConfig, device: torch.device) -> int:
     """``render.batch_size``, or on CUDA fewer if a batch would not fit in the free memory.
 
-    Measures the peak memory of one forward/backward of two padded images (REFERENCE.md §6
+    Measures the peak memory of one forward/backward of two padded images (docs/method.md §6
     pads by 16 px) and divides the free memory by it.
     """
     if device.type != "cuda":

@@ -35,7 +35,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +42,7 @@ from PIL import Image
 
 from stages.images.decoding import decode_rgb
 from stages.images.crops import Box, view_box
+from store.view import RowStore
 from store import derived
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def cell_of_row(level: derived.CellLevel, n_rows: int) -> NDArray[np.int32]:
     return out
 
 
-def nearest_rows(store: Any, levels: dict[int, derived.CellLevel], k: int, search: str = "members",
+def nearest_rows(store: RowStore, levels: dict[int, derived.CellLevel], k: int, search: str = "members",
                  distinct_photos: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> dict[int, TopK]:
     """The ``k`` store rows nearest by cosine to every cell's direction, for all ``levels`` in one pass
@@ -191,7 +191,7 @@ class RowGeometry:
     layer_hw: tuple[int, int]
 
     @classmethod
-    def from_store(cls, store: Any) -> "RowGeometry":
+    def from_store(cls, store: RowStore) -> "RowGeometry":
         attrs = store.attrs
         sampling = attrs.get("sampling") or {}
         shape = (attrs.get("model") or {}).get("layer_shape") or [0, 1, 1]
@@ -208,7 +208,61 @@ class RowGeometry:
         return row // self.rows_per_image, (row // self.positions_per_image) % self.views_per_image
 
 
-def write_thumbnails(store: Any, picks: TopK, out_dir: Path, rel_prefix: str, px: int, field: float,
+def example_thumbnail(photo: Image.Image, geo: "RowGeometry", row: int, yx: tuple[int, int], px: int,
+                      field: float) -> Image.Image:
+    """The ``px`` x ``px`` thumbnail of store row ``row`` (sampled at layer position ``yx``) cut from its
+    decoded ``photo``: the view's box (:func:`view_box`), the ``field`` square around the position in
+    it (:func:`example_crop_box`), resized with Lanczos (see the module docstring)."""
+    image, view = geo.image_and_view(row)
+    box = view_box(photo.width, photo.height, image, view, geo.views_per_image, geo.view_scale, geo.seed)
+    crop = example_crop_box(box, yx, geo.layer_hw, field)
+    return photo.resize((px, px), resample=Image.Resampling.LANCZOS, box=crop)
+
+
+def row_thumbnails(store: RowStore, rows: NDArray[np.integer], px: int, field: float) -> list[Image.Image | None]:
+    """In memory, the thumbnail of every row of ``rows`` (in that order), ``None`` where its photo cannot
+    be opened any more (with a warning). Each photo is decoded once. For a few rows (a notebook showing
+    one cell); the tiles stage streams a whole level to disk with :func:`write_thumbnails` instead."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out: list[Image.Image | None] = [None] * len(rows)
+    if len(rows) == 0:
+        return out
+    geo = RowGeometry.from_store(store)
+    unique = np.unique(rows)
+    yx_of = dict(zip(unique.tolist(), map(tuple, store.row_values("yx", unique).tolist())))
+    paths = store.image_paths()
+    images = np.array([geo.image_and_view(int(r))[0] for r in rows])
+    for image in np.unique(images):
+        decoded = decode_rgb(str(paths[image]), geo.max_pixels)
+        if decoded.image is None:
+            log.warning("dataset examples: photo %s cannot be opened (%s); its examples are left out",
+                        paths[image], decoded.reason)
+            continue
+        for idx in np.flatnonzero(images == image):
+            out[idx] = example_thumbnail(decoded.image, geo, int(rows[idx]), yx_of[int(rows[idx])], px, field)
+    return out
+
+
+def cell_examples(store: RowStore, level: derived.CellLevel, cell: int, k: int,
+                  distinct_photos: bool = True) -> NDArray[np.int64]:
+    """The ``k`` members of kept cell ``cell`` nearest its direction by cosine, best first.
+
+    The tiles stage's ``members`` search (:func:`member_candidates` folded into a :class:`TopK`) for
+    one cell, reading only that cell's member rows instead of streaming the whole store.
+    """
+    members = level.members(cell)
+    per_photo = RowGeometry.from_store(store).rows_per_image if distinct_photos else 0
+    picks = TopK.empty(1, k, per_photo)
+    if k == 0 or len(members) == 0:
+        return np.zeros(0, np.int64)
+    x = unit_rows(store.row_values("activations", members))
+    owner = np.zeros(len(members), np.int32)  # every row read belongs to the one cell (number 0 here)
+    c, cos, local = member_candidates(owner, 0, x, unit_rows(level.direction[cell:cell + 1]))
+    picks.merge(c, cos, members[local])
+    return picks.rows[0][picks.rows[0] >= 0]
+
+
+def write_thumbnails(store: RowStore, picks: TopK, out_dir: Path, rel_prefix: str, px: int, field: float,
                      quality: int) -> list[list[str]]:
     """Write ``<out_dir>/<cell>_<k>.jpg`` for every picked row; per cell, the written paths as
     ``<rel_prefix>/<cell>_<k>.jpg`` (best first; missing photos are left out with a warning)."""
@@ -219,7 +273,7 @@ def write_thumbnails(store: Any, picks: TopK, out_dir: Path, rel_prefix: str, px
     if len(rows) == 0:
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    yx = np.asarray(store.group["samples"]["yx"].oindex[np.unique(rows)])
+    yx = store.row_values("yx", np.unique(rows))
     yx_of = dict(zip(np.unique(rows).tolist(), map(tuple, yx.tolist())))
     paths = store.image_paths()
     images = np.array([geo.image_and_view(int(r))[0] for r in rows])
@@ -233,11 +287,7 @@ def write_thumbnails(store: Any, picks: TopK, out_dir: Path, rel_prefix: str, px
         photo = decoded.image
         for idx in np.flatnonzero(images == image):
             cell, rank, row = int(cells[idx]), int(ranks[idx]), int(rows[idx])
-            _, view = geo.image_and_view(row)
-            box = view_box(photo.width, photo.height, int(image), view, geo.views_per_image, geo.view_scale, geo.seed)
-            crop = example_crop_box(box, yx_of[row], geo.layer_hw, field)
-            thumb = photo.resize((px, px), resample=Image.Resampling.LANCZOS, box=crop)
-            thumb.save(out_dir / f"{cell}_{rank}.jpg", quality=quality)
+            example_thumbnail(photo, geo, row, yx_of[row], px, field).save(out_dir / f"{cell}_{rank}.jpg", quality=quality)
             written[(cell, rank)] = f"{rel_prefix}/{cell}_{rank}.jpg"
     for (cell, rank), rel in sorted(written.items()):
         out[cell].append(rel)

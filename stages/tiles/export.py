@@ -40,7 +40,7 @@ from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes,
                                    icon_scale)
 from stages.tiles.pyramid import compose_canvas, write_dzi
 from stages.tiles.source import AtlasSource, fingerprint
-from store.atlas_store import shard_blocks
+from store.shards import shard_blocks
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 def icon_scale(counts: NDArray[np.integer], density: float = 1.0, enabled: bool = True) -> NDArray[np.float64]:
     """Side of each cell's icon as a fraction of the cell side.
 
-    REFERENCE.md section 7: the production viewer scaled each icon by the cell's density,
+    docs/method.md §7: the production viewer scaled each icon by the cell's density,
     ``icon side = cell side x min(1, sqrt(density x n / mean n))``, with ``n`` the cell's count and
     ``mean n`` the mean count of the level's kept cells. With ``density`` 1 a cell holding the
     mean count (or more) gets the whole cell and a sparser one shrinks with the square root of

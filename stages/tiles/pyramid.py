@@ -3,7 +3,7 @@
 The canvas is composed in memory (``Image.fromarray``), so Pillow's decompression-bomb limit
 (``Image.MAX_IMAGE_PIXELS``, checked by ``Image.open`` only) never applies to it and is left
 untouched; input photos elsewhere keep that protection. Pillow writes a 4096^2 pyramid in
-~0.8 s and a 16384^2 one in ~7 s (shared/STACK.md), so a level of 160 cells at 80 px
+~0.8 s and a 16384^2 one in ~7 s (docs/method.md §10), so a level of 160 cells at 80 px
 (12,800^2) is seconds, with memory of about two canvases.
 """
 

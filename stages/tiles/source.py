@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from store.view import RowStore
 from store.errors import AtlasError
 from store import derived
 from store.icons import IconLevel, IconStore
@@ -54,7 +55,7 @@ class AtlasSource:
     class_names: list[str]
     model: dict[str, Any]  # {"name": ..., "layer": ...}
     icon_px: int
-    store: Any | None = None
+    store: RowStore | None = None
     axes: dict[str, str | None] = field(default_factory=lambda: {"x": None, "y": None})
     index: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
@@ -65,7 +66,7 @@ class AtlasSource:
         return f"{self.id}/"
 
     @classmethod
-    def from_store(cls, store: Any, levels: list[int] | None = None) -> "AtlasSource":
+    def from_store(cls, store: RowStore, levels: list[int] | None = None) -> "AtlasSource":
         """The main atlas of ``store``: its grid, its icons (``<store>.icons.zarr``), its layout.
 
         ``levels`` None: every level whose icons are completely rendered; a requested level
@@ -74,7 +75,7 @@ class AtlasSource:
         icons = IconStore.open(store.derived_path("icons"))
         chosen = exportable_levels(icons, derived.grid_levels(store), levels)
         model = store.attrs.get("model") or {}
-        attrs = dict(icons.group.attrs)
+        attrs = icons.attrs
         return cls(
             id="main", kind="main", title=f"{model.get('name', 'model')} {model.get('layer', '')}".strip(),
             levels=chosen, cell_level=lambda n: derived.read_level(store, n, with_attribution=False),
@@ -114,14 +115,13 @@ def exportable_levels(icons: IconStore, grid_levels: list[int], requested: list[
     return sorted(set(requested))
 
 
-def store_minimap(store: Any, max_points: int, seed: int) -> MiniMap:
+def store_minimap(store: RowStore, max_points: int, seed: int) -> MiniMap:
     """A seeded subsample of the store's layout, labelled by each row's top attributed class."""
     layout = derived.read_layout(store)
     picked = np.arange(len(layout.rows))
     if len(picked) > max_points:
         picked = np.sort(np.random.default_rng(seed).choice(len(picked), size=max_points, replace=False))
     rows = layout.rows[picked]
-    attr = store.group["samples"]["attr_idx"]
-    labels = np.asarray(attr.oindex[rows, 0], np.int32) if len(rows) else np.zeros(0, np.int32)
+    labels = store.row_values("attr_idx", rows)[:, 0].astype(np.int32) if len(rows) else np.zeros(0, np.int32)
     points = layout.layout[picked]
     return MiniMap(x=points[:, 0].astype(np.float32), y=points[:, 1].astype(np.float32), label=labels)

@@ -1,4 +1,4 @@
-"""The tiles stage: export the rendered atlas as a deep-zoom web atlas (REFERENCE.md section 7).
+"""The tiles stage: export the rendered atlas as a deep-zoom web atlas (docs/method.md §7).
 
 Production cut every zoom level into 800 px JPEG tiles of 10 x 10 cells with a per-level JSON of
 each cell's position, count and top classes, and the viewer scaled each icon by its cell's
@@ -23,7 +23,7 @@ from pathlib import Path
 from stages.config import Config
 from stages.tiles.export import ExportResult, export_atlas
 from stages.tiles.source import AtlasSource
-from store.atlas_store import AtlasStore
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TilesSummary:
     seconds: float
 
 
-def run(config: Config, store: AtlasStore, progress: Callable[[int], None] | None = None,
+def run(config: Config, store: RowStore, progress: Callable[[int], None] | None = None,
         on_start: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> TilesSummary:
     """Export the main atlas of ``store`` into ``config.data.atlas``.
 
