@@ -40,6 +40,26 @@ def test_committed_notebook_has_no_outputs() -> None:
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
+def test_notebook_uses_only_the_api() -> None:
+    """Only ``from pipeline import ...`` (the notebook API) and the standard library; no path hacks."""
+    import ast
+    import sys
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        assert "sys.path" not in cell.source, "install the project instead of editing sys.path"
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                assert module == "pipeline" or module.split(".")[0] in sys.stdlib_module_names, \
+                    f"the notebook imports {module!r}; use the API of pipeline/api.py (from pipeline import ...)"
+
+
 def test_notebook_runs_on_a_small_atlas(small_atlas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nbclient import NotebookClient
 
