@@ -377,12 +377,12 @@ class Atlas:
         """The layout as a scatter, coloured by each sample's most attributed class (or dataset label),
         with the grid of ``level`` over it (kept cells outlined in red). y grows downwards, as in
         :meth:`show_level`. Returns a matplotlib figure (it displays itself in Jupyter)."""
-        from pipeline.commands.layout_plot import _row_groups
+        from pipeline.commands.layout_plot import row_groups
 
         if color_by not in ("top_class", "label"):
             raise AtlasError(f"color_by={color_by!r}: choose top_class or label")
         grid = self.level(level) if level is not None else None
-        groups, names = _row_groups(self.store, self.layout.rows, color_by)
+        groups, names = row_groups(self.store, self.layout.rows, color_by)
         title = f"{self.title}: {len(self.layout.rows):,} samples, {self.layout.attrs.get('method', '?')}"
         return _layout_figure(self.layout.layout, groups, names, grid, title, color_by.replace("_", " "))
 
@@ -732,30 +732,12 @@ class _Figure:
 
 def _layout_figure(xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str], level: Level | None,
                    title: str, legend: str) -> "Figure":
-    """Scatter of the layout coloured by group (the ``atlas plot-layout`` colours and grid), y down."""
-    from matplotlib.colors import LogNorm
+    """The ``atlas plot-layout`` drawing (colours, grid, legend) on a notebook figure, y down."""
+    from pipeline.commands.layout_plot import draw_layout
 
-    from pipeline.commands.layout_plot import SCATTER_MAX, _colours, _draw_grid
-
-    fig = _Figure.make(figsize=(7.5, 6), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    shown = np.arange(len(xy))
-    if len(xy) > SCATTER_MAX:  # a density image with a subsample of coloured dots over it
-        ax.hist2d(xy[:, 0], xy[:, 1], bins=400, range=[[0, 1], [0, 1]], cmap="Greys", norm=LogNorm(), rasterized=True)
-        shown = np.sort(np.random.default_rng(0).choice(len(xy), SCATTER_MAX, replace=False))
-    rgba, top = _colours(groups[shown])
-    ax.scatter(xy[shown, 0], xy[shown, 1], s=12.0 if len(shown) < 2_000 else 2.0, c=rgba, linewidths=0, rasterized=True)
     if level is not None:
-        _draw_grid(ax, level)
         title += f"; level {level.n}: {len(level)} cells kept"
-    handles = [ax.scatter([], [], s=20, color=rgba[groups[shown] == g][0][:3]) for g in top[:10]]
-    labels = [names[g] if 0 <= g < len(names) else f"{g}" for g in top[:10]]
-    if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False, title=legend)
-    ax.set(xlim=(0, 1), ylim=(1, 0), aspect="equal")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return draw_layout(_Figure.make(figsize=(7.5, 6), dpi=100), xy, groups, names, level, title, legend, y_down=True)
 
 
 def _png(image: Image.Image) -> bytes:

@@ -29,7 +29,7 @@ N_COLOURS = 20  # the most frequent groups get tab20 colours, the rest grey
 ColorBy = Literal["label", "top_class"]
 
 
-def _row_groups(store: Any, rows: NDArray[np.int64], color_by: ColorBy) -> tuple[NDArray[np.int64], list[str]]:
+def row_groups(store: Any, rows: NDArray[np.int64], color_by: ColorBy) -> tuple[NDArray[np.int64], list[str]]:
     """Per laid-out row a group id (-1: unknown) and the names of the groups."""
     if color_by == "label":
         groups = np.asarray(store.row_labels(), dtype=np.int64)[rows]
@@ -73,19 +73,14 @@ def _draw_grid(ax: Any, level: derived.CellLevel) -> None:
     ax.add_collection(PatchCollection(cells, facecolor="none", edgecolor="tab:red", linewidth=width, alpha=0.6))
 
 
-def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: ColorBy = "label",
-                seed: int = 0) -> Path:
-    """Write the layout scatter (or density) with the grid of ``level`` (None: no grid) to ``out_png``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def draw_layout(fig: Any, xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str],
+                level: Any | None, title: str, legend: str, *, y_down: bool = False, seed: int = 0) -> Any:
+    """Draw the layout on ``fig``: dots coloured by group (a log-density image under a subsample of
+    ``SCATTER_MAX`` dots for large layouts), ``level``'s grid with kept cells outlined, a legend of
+    the ten commonest groups. ``level`` is anything with ``n``, ``i``, ``j`` (a grid level).
+    ``y_down`` puts y = 0 at the top, as the atlas images are drawn."""
     from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
 
-    layout = derived.read_layout(store)
-    cell_level = derived.read_level(store, level, with_attribution=False) if level is not None else None
-    groups, names = _row_groups(store, layout.rows, color_by)
-    xy = layout.layout
-    fig = Figure(figsize=(9, 9), dpi=110)
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     shown = np.arange(len(xy))
     if len(xy) > SCATTER_MAX:
@@ -94,21 +89,34 @@ def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: Co
     rgba, top = _colours(groups[shown])
     size = 4.0 if len(shown) < 5_000 else 1.0
     ax.scatter(xy[shown, 0], xy[shown, 1], s=size, c=rgba, linewidths=0, rasterized=True)
-    if cell_level is not None:
-        _draw_grid(ax, cell_level)
+    if level is not None:
+        _draw_grid(ax, level)
     handles = [ax.scatter([], [], s=20, color=rgba[groups[shown] == g][0][:3]) for g in top[:10]]
-    labels = [names[g] if 0 <= g < len(names) else f"{color_by} {g}" for g in top[:10]]
+    labels = [names[g] if 0 <= g < len(names) else f"{legend} {g}" for g in top[:10]]
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False,
-                  title=color_by.replace("_", " "))
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False, title=legend)
+    ax.set(xlim=(0, 1), ylim=(1, 0) if y_down else (0, 1), aspect="equal")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: ColorBy = "label",
+                seed: int = 0) -> Path:
+    """Write the layout scatter (or density) with the grid of ``level`` (None: no grid) to ``out_png``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    layout = derived.read_layout(store)
+    cell_level = derived.read_level(store, level, with_attribution=False) if level is not None else None
+    groups, names = row_groups(store, layout.rows, color_by)
+    xy = layout.layout
+    fig = Figure(figsize=(9, 9), dpi=110)
+    FigureCanvasAgg(fig)
     title = f"{len(xy):,} samples, {layout.attrs.get('method', '?')} (seed {layout.attrs.get('seed', '?')})"
     if cell_level is not None:
         title += f"; level {cell_level.n}: {len(cell_level)} cells with > {cell_level.attrs.get('min_count', '?')} samples"
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    draw_layout(fig, xy, groups, names, cell_level, title, color_by.replace("_", " "), seed=seed)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
