@@ -1,6 +1,10 @@
 """Benchmark the collect stage against a naive baseline and the bare trunk, in one run.
 
-    python bench/collect.py [--source DIR] [--inputs N] [--batch-size B]
+    python bench/collect.py [--source DIR] [--images N] [--views V] [--batch-size B] [--layer L]
+    python bench/collect.py --smoke --source DIR --out /tmp/collect.json     # seconds; what CI runs
+
+The classifier and layer are ``params.yaml``'s ``model:`` section unless ``--model`` /
+``--weights`` / ``--layer`` say otherwise (``--params`` picks another file); the JSON records them.
 
 Same images, same views and positions for every row of the table:
 - ``naive``: what earlier tools do — decode one view, run the WHOLE model at batch size 1 with a
@@ -10,15 +14,16 @@ Same images, same views and positions for every row of the table:
 - ``collect (head off)``: this stage, activations only, decoding workers, writing the store.
 - ``collect``: this stage as configured by default: + logits and the JVP attribution to all
   1000 classes.
-Prints a table and writes ``bench/results/collect.json``.
+- checksums: the head-off collect again without the per-chunk crc32c codec, and the collected rows
+  written to a store with / without it (``bench_checksums``): the ratios of the same run.
+Prints a table and writes ``--out`` (default ``bench/results/collect.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,8 +34,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from stages.config import load_config  # noqa: E402
+from benchlib import add_model_flags, load_config, machine_record, model_overrides, model_record, write_json  # noqa: E402
 from stages.images.decoding import decode_rgb  # noqa: E402
 from stages.images.sources import open_image_source  # noqa: E402
 from stages.model.registry import load_model  # noqa: E402
@@ -43,8 +49,9 @@ from stages.collect.inputs import to_model_input  # noqa: E402
 def _config(source: str, store: str, n_images: int, views: int, args: argparse.Namespace, head: bool):
     sets = [f"data.source={source}", f"data.store={store}", f"collect.views_per_image={views}",
             f"collect.batch_size={args.batch_size}", f"collect.num_workers={args.workers}",
-            f"collect.head={str(head).lower()}", "collect.positions_per_image=1"]
-    return load_config(REPO / "params.yaml", sets)
+            f"collect.head={str(head).lower()}", "collect.positions_per_image=1", "collect.device=cpu",
+            *model_overrides(args)]
+    return load_config(args.params, sets)
 
 
 def _subset_source(source: str, n_images: int, tmp: Path) -> str:
@@ -100,6 +107,74 @@ def bench_collect(config) -> tuple[float, int]:
     return summary.inputs_per_second, summary.stored
 
 
+def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp: Path, repeats: int,
+                    images: int, write_mb: float) -> dict[str, float]:
+    """What the per-chunk crc32c checksums (store/zarrio.py) cost, measured in this run.
+
+    Both variants run alternately ``repeats`` times each and the medians are compared, so a
+    change of the machine's load during the run hits both alike:
+    - ``collect_ratio``: head-off collect of the first ``images`` photos (a fresh store each run),
+      inputs/s with checksums / without;
+    - ``write_ratio``: the rows just collected (activations, attributions; repeated up to
+      ``write_mb`` MiB so bytes, not per-store overheads, dominate) written into a fresh store,
+      MB/s with / without: the store's own share, which the model forward dwarfs end to end;
+    - ``crc_share``: CPU time of the CRC-32C over the compressed chunks / CPU time of compressing
+      them (zstd level 0), on the collected activations: the codec's intrinsic cost.
+    """
+    import google_crc32c
+    from numcodecs import Zstd
+
+    from store import zarrio
+    from store.atlas_store import AtlasStore
+
+    sub = tmp / "checksums"
+    sub.mkdir()
+    listing = _subset_source(source, images, sub)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for k in range(repeats):
+        for checksums in (True, False):
+            config = _config(listing, str(sub / f"c{k}{checksums}.zarr"), images, args.views, args, head=False)
+            with zarrio.without_checksums() if not checksums else contextlib.nullcontext():
+                rates[checksums].append(bench_collect(config)[0])
+    src = AtlasStore.open(store_path, mode="r")
+    acts, idx, val = (src.row_values(name) for name in ("activations", "attr_idx", "attr_val"))
+    chunk = src.group["samples"]["activations"].chunks[0]
+    blocks = [part.tobytes() for part in np.array_split(acts, max(1, len(acts) // chunk))]
+    zstd = Zstd(level=0)
+    encoded = [zstd.encode(b) for b in blocks]
+    cpu = {"encode": [], "crc": []}
+    for _ in range(5):
+        t0 = time.process_time()
+        for b in blocks:
+            zstd.encode(b)
+        t1 = time.process_time()
+        for e in encoded * 20:
+            google_crc32c.value(e)
+        cpu["encode"].append(t1 - t0)
+        cpu["crc"].append((time.process_time() - t1) / 20)
+    reps = max(1, int(write_mb * 2**20 // (acts.nbytes + idx.nbytes + val.nbytes)))
+    acts, idx, val = (np.concatenate([a] * reps) for a in (acts, idx, val))
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    for k in range(repeats):
+        for checksums in (True, False):
+            t0 = time.perf_counter()
+            with zarrio.without_checksums() if not checksums else contextlib.nullcontext():
+                AtlasStore.create_synthetic_for_tests(sub / f"w{k}{checksums}.zarr", acts, idx, val, rows_per_chunk=chunk)
+            seconds[checksums].append(time.perf_counter() - t0)
+    mb = (acts.nbytes + idx.nbytes + val.nbytes) / 2**20
+    out = {"collect_inputs_per_second_checksums": float(np.median(rates[True])),
+           "collect_inputs_per_second_no_checksums": float(np.median(rates[False])),
+           "write_mb_per_second_checksums": mb / float(np.median(seconds[True])),
+           "write_mb_per_second_no_checksums": mb / float(np.median(seconds[False])), "write_mb": mb,
+           "crc_share": min(cpu["crc"]) / max(min(cpu["encode"]), 1e-9), "repeats": repeats, "images": images}
+    out["collect_ratio"] = out["collect_inputs_per_second_checksums"] / out["collect_inputs_per_second_no_checksums"]
+    out["write_ratio"] = out["write_mb_per_second_checksums"] / out["write_mb_per_second_no_checksums"]
+    return out
+
+
+SMOKE = {"images": 2, "views": 2, "batch_size": 2, "workers": 0, "naive_inputs": 2, "threads": 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(REPO / "data/demo_photos"))
@@ -108,40 +183,51 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--naive-inputs", type=int, default=128, help="the naive loop is slow: time a prefix")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--smoke", action="store_true", help=f"tiny run of every row: {SMOKE}")
     parser.add_argument("--out", default=str(REPO / "bench/results/collect.json"))
+    add_model_flags(parser)
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    if args.smoke:
+        vars(args).update(SMOKE)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         source = _subset_source(args.source, args.images, tmp)
-        n_inputs = args.images * args.views
-        cfg_head = _config(source, str(tmp / "a.zarr"), args.images, args.views, args, head=True)
-        cfg_trunk = _config(source, str(tmp / "b.zarr"), args.images, args.views, args, head=False)
+        paths = [line for line in Path(source).read_text().splitlines() if line]
+        n_inputs = len(paths) * args.views
+        cfg_head = _config(source, str(tmp / "a.zarr"), len(paths), args.views, args, head=True)
+        cfg_trunk = _config(source, str(tmp / "b.zarr"), len(paths), args.views, args, head=False)
         model = load_model(cfg_head.model, torch.device("cpu"))
         _, h, w = model.layer_shape
         positions = interior_positions(range(n_inputs), 1, h, w, cfg_head.collect.border, 0)[:, 0]
-        paths = [line for line in Path(source).read_text().splitlines() if line]
         naive_images = max(1, args.naive_inputs // args.views)
         rows = {}
         rows["naive (whole model, batch 1, hook)"] = bench_naive(cfg_head, model, paths[:naive_images], positions)
         rows[f"bare trunk forward (batch {args.batch_size})"] = bench_trunk(cfg_head, model, n_inputs)
         rows["collect, head off (activations only)"], _ = bench_collect(cfg_trunk)
         rows["collect (+ logits + JVP attribution)"], stored = bench_collect(cfg_head)
+        checksums = bench_checksums(args.source, args, str(tmp / "a.zarr"), tmp, 1 if args.smoke else 3,
+                                    len(paths) if args.smoke else min(len(paths), 8), 1 if args.smoke else 64)
     naive = rows["naive (whole model, batch 1, hook)"]
     trunk = rows[f"bare trunk forward (batch {args.batch_size})"]
-    print(f"\ncollect benchmark: {n_inputs} inputs ({args.images} real photos x {args.views} views), "
-          f"MobileNetV2 {cfg_head.model.layer}, CPU x{os.cpu_count()}, torch {torch.__version__}")
+    print(f"\ncollect benchmark: {n_inputs} inputs ({len(paths)} real photos x {args.views} views), "
+          f"{model.name} {model.layer}, CPU x{os.cpu_count()} ({args.threads} threads), torch {torch.__version__}")
     print(f"{'variant':42s} {'inputs/s':>9s} {'vs naive':>9s} {'vs trunk':>9s}")
     for name, rate in rows.items():
         print(f"{name:42s} {rate:9.1f} {rate / naive:8.2f}x {rate / trunk:8.0%}")
-    result = {"inputs": n_inputs, "images": args.images, "views": args.views, "batch_size": args.batch_size,
-              "workers": args.workers, "stored": stored, "cpu_count": os.cpu_count(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    print(f"checksums (crc32c per chunk; medians of {checksums['repeats']} alternating runs): collect head off "
+          f"{checksums['collect_inputs_per_second_checksums']:.1f} vs "
+          f"{checksums['collect_inputs_per_second_no_checksums']:.1f} inputs/s without = {checksums['collect_ratio']:.3f}x; "
+          f"store writes {checksums['write_mb_per_second_checksums']:.1f} vs "
+          f"{checksums['write_mb_per_second_no_checksums']:.1f} MB/s without = {checksums['write_ratio']:.3f}x; "
+          f"CRC CPU time = {checksums['crc_share']:.2%} of zstd compression")
+    result = {"model": model_record(model), "checksums": checksums, "smoke": args.smoke, "inputs": n_inputs, "images": len(paths),
+              "views": args.views, "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads,
+              "stored": stored, "cpu_count": os.cpu_count(), **machine_record(),
               "inputs_per_second": rows,
               "ratios": {name: {"vs_naive": rate / naive, "vs_trunk": rate / trunk} for name, rate in rows.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args.out, result)}")
 
 
 if __name__ == "__main__":

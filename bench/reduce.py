@@ -1,13 +1,15 @@
 """Benchmark the reduce + grid stages at 1M rows, and their layout quality against umap-learn at 200k.
 
     python bench/reduce.py [--store PATH] [--rows 1000000] [--compare-rows 200000] [--workdir DIR]
+    python bench/reduce.py --smoke --store STORE --workdir DIR --out X.json   # seconds; what CI runs
 
 Data: with ``--store`` (default ``data/store.zarr`` if it exists) the valid rows of that store,
 extended to ``--rows`` by interpolating each real row toward one of its nearest real rows with
 small multiplicative noise (see :class:`Replicated` for why not plain copies); with
 ``--synthetic`` (or no store) a stand-in: non-negative, sparse, clustered ReLU-like 512-d rows
 (see :class:`Synthetic`), with top-20 attributions drawn per cluster.
-The JSON says which (``data.source``).
+The JSON says which (``data.source``) and, for a real store, the model and layer its rows came
+from (the store's ``attrs["model"]``, copied into the extended store).
 
 Every measured configuration runs in its own subprocess, so its wall time includes imports and
 numba compilation (~60 s per process) and its peak RSS (``ru_maxrss`` of that process) is its own:
@@ -21,6 +23,11 @@ numba compilation (~60 s per process) and its peak RSS (``ru_maxrss`` of that pr
 Quality: sklearn trustworthiness (n_neighbors 10, cosine on the raw activations) of the 2-D
 embedding on the same seeded 5,000-row subsample for every configuration.
 Prints a table and writes ``bench/results/reduce.json`` and ``bench/results/reduce_layout.png`` (``--out``).
+
+``--smoke`` runs every one of those processes on 1,000 rows (one store for both sizes) with
+``--method pca`` (the stage's PCA reducer, and plain sklearn PCA as the baseline) and levels 4 and 8:
+UMAP's numba compilation alone costs ~25 CPU-seconds per process, which is the whole smoke
+budget; the UMAP path itself is covered by tests/test_reduce.py.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -41,8 +47,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from stages.config import load_config  # noqa: E402
+from benchlib import load_config, machine_record  # noqa: E402
 
 log = logging.getLogger("bench.reduce")
 
@@ -129,6 +136,7 @@ class Replicated:
         index.add(unit)
         self.neighbours = index.search(unit, neighbours + 1)[1][:, 1:]
         self.noise, self.seed, self.path = noise, seed, path
+        self.model = dict(src.attrs.get("model") or {})
 
     def block(self, start: int, n: int) -> dict[str, np.ndarray]:
         rows = np.arange(start, start + n)
@@ -151,7 +159,9 @@ def make_store(path: Path, n: int, source: str | None, rows_per_chunk: int = 409
     channels = data.block(0, 1)["activations"].shape[1]
     names = data.class_names if source else [f"synthetic class {c}" for c in range(N_CLASSES)]
     k = data.block(0, 1)["attr_idx"].shape[1]
-    spec = StoreSpec(model={"name": "bench", "layer": "bench"}, dataset={"fingerprint": f"bench-{source or 'synthetic'}-{n}"},
+    # the real store's model record (name, weights hash, layer): these rows are that layer's activations
+    model = data.model if source else {"name": "synthetic", "layer": "synthetic"}
+    spec = StoreSpec(model=model, dataset={"fingerprint": f"bench-{source or 'synthetic'}-{n}"},
                      sampling={}, channels=channels, n_images=n, views_per_image=1, positions_per_image=1,
                      rows_per_chunk=rows_per_chunk, dtype="float16", top_k=k, top_predictions=1)
     if path.exists():
@@ -173,7 +183,7 @@ def make_store(path: Path, n: int, source: str | None, rows_per_chunk: int = 409
                       "interpolating toward a random one of each row's 10 nearest real rows (t ~ U(0, 0.5), "
                       "2% multiplicative noise)" if source
             else "synthetic: ReLU of a 10-d latent mixture (20 groups x 10 sub-clusters) lifted to 512-d + rank-6 local spread + noise",
-            "channels": channels}
+            "channels": channels, "model": {k: model[k] for k in ("name", "weights", "layer") if k in model}}
 
 
 # --------------------------------------------------------------------------------- children
@@ -199,7 +209,7 @@ def child_stage(args: dict[str, Any]) -> dict[str, Any]:
     from store.atlas_store import AtlasStore
 
     t0 = time.perf_counter()
-    config = load_config(REPO / "params.yaml", args["overrides"])
+    config = load_config(args["params"], args["overrides"])
     store = AtlasStore.open(args["store"])
     r = reduce.run(config, store)
     t_reduce = time.perf_counter() - t0
@@ -218,17 +228,25 @@ def child_stage(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_baseline(args: dict[str, Any]) -> dict[str, Any]:
-    """umap-learn with its defaults but the production n_neighbors / min_dist / metric, all rows."""
-    import umap
-
+    """The library on its own, all rows: umap-learn with its defaults but the production n_neighbors /
+    min_dist / metric (``method: umap``), or sklearn's PCA to 2-D (``method: pca``)."""
     from store.atlas_store import AtlasStore
 
-    cfg = load_config(REPO / "params.yaml").reduce
+    cfg = load_config(args["params"], args["overrides"]).reduce
     t0 = time.perf_counter()
     store = AtlasStore.open(args["store"], mode="r")
     rows = np.flatnonzero(store.valid_mask())
     x = np.asarray(store.activations()[rows].compute(), dtype=np.float32)
-    emb = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric).fit_transform(x)
+    if cfg.method == "umap":
+        import umap
+
+        emb = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric).fit_transform(x)
+    elif cfg.method == "pca":
+        from sklearn.decomposition import PCA
+
+        emb = PCA(n_components=2).fit_transform(x)
+    else:
+        raise SystemExit(f"no library baseline for reduce.method {cfg.method!r} (umap, pca)")
     out = {"stage_s": time.perf_counter() - t0, "peak_rss_gb": _peak_rss_gb(), "n_fit": len(rows), "n_placed": 0}
     del x
     out["trustworthiness"] = _trust(Path(args["store"]), np.load(args["eval_rows"]), rows, emb)
@@ -280,6 +298,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SMOKE = {"rows": 1000, "compare_rows": 1000, "method": "pca", "trust_rows": 300,
+         "overrides": ["grid.levels=[4,8]", "reduce.n_neighbors=10"]}
+
+
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", default=None, help="real store to extend (default: data/store.zarr if present)")
@@ -289,22 +311,36 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", default="/tmp/atlas_bench_reduce")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "reduce.json"))
     parser.add_argument("--skip-compare", action="store_true", help="only the 1M run")
+    parser.add_argument("--params", default=str(REPO / "params.yaml"), help="parameters file of the stages")
+    parser.add_argument("--method", default=None, choices=["umap", "pca"],
+                        help="reduce.method of every run (default: the parameters file's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="extra parameter override for every stage run (repeatable)")
+    parser.add_argument("--trust-rows", type=int, default=TRUST_ROWS, help="trustworthiness subsample")
+    parser.add_argument("--plot-level", type=int, default=None, help="level of the layout plot (default: the 2nd)")
+    parser.add_argument("--smoke", action="store_true", help=f"tiny run of every process: {SMOKE}")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.smoke:
+        vars(args).update({**SMOKE, "overrides": SMOKE["overrides"] + args.overrides})
+    if args.method:
+        args.overrides = [f"reduce.method={args.method}", *args.overrides]
+    return args
 
 
-def _build_stores(sizes: list[int], source: str | None, work: Path, results: dict[str, Any]) -> dict[int, Path]:
+def _build_stores(sizes: list[int], source: str | None, work: Path, results: dict[str, Any],
+                  trust_rows: int) -> dict[int, Path]:
     """One store per size (in a child process) and a seeded trustworthiness subsample for each."""
     stores: dict[int, Path] = {}
-    for n in sizes:
+    for n in dict.fromkeys(sizes):
         stores[n] = work / f"store_{n}.zarr"
         made = run_child("make_store", {"store": str(stores[n]), "rows": n, "source": source}, timeout=1800)
         if "error" in made:
             raise SystemExit(f"could not build the {n}-row store: {made['error']}")
-        results["data"] = {"source": made["source"], "channels": made["channels"]}
+        results["data"] = {"source": made["source"], "channels": made["channels"], "model": made["model"]}
         log.info("built %d-row store in %.0f s (%s)", n, made["seconds"], made["source"])
-        np.save(work / f"eval_{n}.npy", np.sort(np.random.default_rng(0).choice(n, TRUST_ROWS, replace=False)))
+        np.save(work / f"eval_{n}.npy", np.sort(np.random.default_rng(0).choice(n, min(trust_rows, n), replace=False)))
     return stores
 
 
@@ -318,35 +354,45 @@ def main() -> None:
     source = None if args.synthetic else (args.store or (str(default_store) if (default_store / "zarr.json").exists() else None))
     work, out = Path(args.workdir), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
+    config = load_config(args.params, args.overrides)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
-        "trustworthiness": {"rows": TRUST_ROWS, "n_neighbors": TRUST_NEIGHBORS, "metric": "cosine",
+        "smoke": args.smoke,
+        "machine": {**machine_record(), "load_avg_start": os.getloadavg()},
+        "trustworthiness": {"rows": args.trust_rows, "n_neighbors": TRUST_NEIGHBORS, "metric": "cosine",
                             "space": "raw activations vs the 2-D embedding before normalisation"},
-        "config": load_config(REPO / "params.yaml").reduce.model_dump(mode="json"),
+        "config": config.reduce.model_dump(mode="json"), "grid_levels": config.grid.levels,
         "runs": [],
     }
-    stores = _build_stores([args.rows] + ([] if args.skip_compare else [args.compare_rows]), source, work, results)
+    stores = _build_stores([args.rows] + ([] if args.skip_compare else [args.compare_rows]), source, work, results,
+                           args.trust_rows)
+    base = {"params": args.params}
 
-    def measure(name: str, kind: str, n: int, **extra: Any) -> None:
+    def measure(name: str, kind: str, n: int, overrides: list[str], **extra: Any) -> None:
         log.info("running %s", name)
-        r = run_child(kind, {"store": str(stores[n]), "eval_rows": str(work / f"eval_{n}.npy"), **extra}, timeout=2400)
+        r = run_child(kind, {"store": str(stores[n]), "eval_rows": str(work / f"eval_{n}.npy"), **base,
+                             "overrides": args.overrides + overrides, **extra}, timeout=2400)
         results["runs"].append({"name": name, "rows": n, **r})
         log.info("%s: %s", name, {k: v for k, v in r.items() if not isinstance(v, dict)})
         _write(results, out)
 
-    measure(f"reduce+grid, defaults ({args.rows:,})", "stage", args.rows, overrides=[], grid=True)
-    run_child("plot", {"store": str(stores[args.rows]), "level": 40, "out": str(out.with_name(out.stem + "_layout.png"))},
-              timeout=600)
+    measure(f"reduce+grid, defaults ({args.rows:,})", "stage", args.rows, [], grid=True)
+    plot_level = args.plot_level or config.grid.levels[min(1, len(config.grid.levels) - 1)]
+    results["plot"] = run_child("plot", {"store": str(stores[args.rows]), "level": plot_level,
+                                         "out": str(out.with_name(out.stem + "_layout.png"))}, timeout=600)
     if not args.skip_compare:
         m = args.compare_rows
-        measure("umap-learn defaults, all rows", "baseline", m)
-        measure("reduce, defaults", "stage", m, overrides=[])
-        measure(f"reduce, fit on {m // 5:,} + place (1:4 as at 1M)", "stage", m, overrides=[f"reduce.fit_samples={m // 5}"])
-        measure("reduce, deterministic: false", "stage", m, overrides=["reduce.deterministic=false"])
+        library = {"umap": "umap-learn defaults", "pca": "sklearn PCA"}.get(config.reduce.method, config.reduce.method)
+        measure(f"{library}, all rows", "baseline", m, [])
+        measure("reduce, defaults", "stage", m, [])
+        measure(f"reduce, fit on {m // 5:,} + place (1:4 as at 1M)", "stage", m, [f"reduce.fit_samples={max(100, m // 5)}"])
+        measure("reduce, deterministic: false", "stage", m, ["reduce.deterministic=false"])
     results["machine"]["load_avg_end"] = os.getloadavg()
     _write(results, out)
     print(f"data: {results['data']['source']}")
     print(_table(results["runs"]))
+    failed = [r["name"] for r in results["runs"] if "error" in r] + (["plot"] if "error" in results["plot"] else [])
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 def _write(results: dict[str, Any], out: Path) -> None:

@@ -1,6 +1,10 @@
 """Benchmark the tiles stage: seconds to export each zoom level of a real atlas (target: <= 2 min for 20-160).
 
     python bench/tiles.py [--store data/store.zarr] [--levels 20,40,80,160] [--fill-missing] [--examples 4]
+    python bench/tiles.py --smoke --store STORE --out X.json      # seconds; what CI runs
+
+``--levels`` defaults to every grid level of the store; the atlas title and the JSON carry the
+model and layer the store records (``attrs["model"]``).
 
 Each level is exported on its own (``export_atlas`` of a one-level source into its own folder),
 so its time covers everything ``atlas tiles`` does for it: the canvas, the DZI pyramid, one pass
@@ -18,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -33,8 +35,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from stages.config import load_config  # noqa: E402
+from benchlib import load_config, machine_record, model_record, store_model_config, write_json  # noqa: E402
 from stages.tiles.export import export_atlas  # noqa: E402
 from stages.tiles.geometry import DziGeometry  # noqa: E402
 from stages.tiles.source import AtlasSource, store_minimap  # noqa: E402
@@ -98,20 +101,29 @@ def _any_source(store: AtlasStore, icons: IconStore) -> AtlasSource:
                        icon_px=int(icons.group.attrs["size"]), store=store)
 
 
+SMOKE = {"examples": 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="data/store.zarr")
-    parser.add_argument("--levels", default="20,40,80,160")
+    parser.add_argument("--levels", default=None, help="comma-separated levels (default: all of the store's grid)")
     parser.add_argument("--fill-missing", action="store_true", help="time missing levels with repeated real icons")
     parser.add_argument("--examples", type=int, default=None, help="examples per cell (default: params.yaml)")
+    parser.add_argument("--params", default=str(REPO / "params.yaml"), help="parameters file (its tiles: section)")
+    parser.add_argument("--smoke", action="store_true", help=f"a small store's levels as they are, {SMOKE}")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "tiles.json"))
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(REPO / "params.yaml").tiles
+    cfg = load_config(args.params).tiles
     if args.examples is not None:
         cfg = cfg.model_copy(update={"examples": args.examples})
     store = AtlasStore.open(args.store, mode="r")
-    source, kinds = bench_source(store, [int(v) for v in args.levels.split(",")], args.fill_missing)
+    model = store_model_config(store)
+    levels = [int(v) for v in args.levels.split(",")] if args.levels else derived.grid_levels(store)
+    source, kinds = bench_source(store, levels, args.fill_missing)
     work = Path(tempfile.mkdtemp(prefix="bench_tiles_"))
     rows = []
     try:
@@ -131,8 +143,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\ntiles export of {args.store} ({source.icon_px} px icons, {cfg.format} q{cfg.quality}, "
-          f"{cfg.examples} examples/cell, tile {cfg.tile_size}, {os.cpu_count()} cores)")
+    print(f"\ntiles export of {args.store} ({model.name} {model.layer}; {source.icon_px} px icons, {cfg.format} "
+          f"q{cfg.quality}, {cfg.examples} examples/cell, tile {cfg.tile_size}, {os.cpu_count()} cores)")
     print(f"{'level':>6} {'icons':>11} {'cells':>6} {'canvas':>7} {'tiles':>6} {'examples':>8} {'seconds':>8}")
     for r in rows:
         print(f"{r['level']:>6} {r['icons']:>11} {r['cells']:>6} {r['canvas_px']:>7} {r['tiles']:>6} "
@@ -141,14 +153,13 @@ def main() -> None:
     if any(r["icons"] == "substitute" for r in rows):
         print("substitute = the level's icons were not rendered; real icons of another level were repeated "
               "(timing only, not an atlas)")
-    out = {"store": args.store, "icon_px": source.icon_px, "format": cfg.format, "quality": cfg.quality,
+    out = {"store": args.store, "model": model_record(model), "smoke": args.smoke, "icon_px": source.icon_px,
+           "format": cfg.format, "quality": cfg.quality,
            "tile_size": cfg.tile_size, "examples_per_cell": cfg.examples, "example_search": cfg.example_search,
            "levels": rows, "all_levels_seconds": round(all_seconds, 2), "peak_rss_mb": round(peak_mb),
            "substitute_note": "icons 'substitute': real rendered icons of another level repeated; timing only",
-           "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+           **machine_record()}
+    print(f"wrote {write_json(args.out, out)}")
 
 
 if __name__ == "__main__":
