@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT
 from stages.config import Config
 from stages.featurevis.errors import FeatureVisError
-from store.errors import AtlasError
+from store.errors import AtlasError, storage_error
 
 log = logging.getLogger("atlas")
 
@@ -93,10 +93,19 @@ COMMANDS: tuple[Command, ...] = (
             f"{_CLASSES}:cmd_classes", ("data", "classes", "model", "reduce", "render", "tiles")),
     Command("compare", "class-comparison atlases of compare.pairs (x: attribution a vs b, y: 1-D t-SNE)",
             f"{_CLASSES}:cmd_compare", ("data", "compare", "model", "reduce", "render", "tiles")),
-    Command("explain", "one image through the atlas: nearest cell per position + NMF groups (PNG)",
+    Command("explain", "one image through the atlas: dictionary, NMF building blocks, attribution methods, channels",
             f"{_CLASSES}:cmd_explain", ("data", "explain", "model", "render"), (arg("image", help="an image file"),)),
+    Command("sanity-check", "randomization sanity checks of the attribution methods (Adebayo et al. 2018): table + JSON",
+            f"{_CLASSES}:cmd_sanity_check", ("model", "sanity"),
+            (arg("images", nargs="+", help="image files (the figure shows the first)"),)),
+    Command("dataset-map", "whole photos laid out by the model's pooled features, exported as a photo atlas",
+            f"{_CLASSES}:cmd_dataset_map", ("data", "model", "dataset_map")),
+    Command("align", "aligned atlases of two models or two layers (same image locations, linear maps, one layout)",
+            "pipeline.commands.align:cmd_align", ("data", "align", "reduce", "render", "tiles"),
+            (arg("specs", nargs="*", metavar="MODEL@LAYER[@WEIGHTS]",
+                 help="the two sides of one aligned atlas (default: every pair of align.pairs)"),)),
     Command("layers", "list a model's layer names and output shapes", f"{_TOOLS}:cmd_layers", (),
-            (arg("model", help="torchvision model name, e.g. mobilenet_v2, googlenet"),
+            (arg("model", help="torchvision model name (mobilenet_v2, vit_b_16, ...) or package.module:factory"),
              arg("--image-size", type=int, default=224)), params_file=False),
     Command("demo-data", "assemble the offline real-photo demo set (ImageFolder)", f"{_TOOLS}:cmd_demo_data", (),
             (arg("out_dir"), arg("--deb-root", default="data/debs/root",
@@ -107,6 +116,12 @@ COMMANDS: tuple[Command, ...] = (
             ("data",), (arg("--shards", type=int, default=None,
                             help="shard count of the array job (default: collect's last recorded run; render: 1)"),)),
     Command("info", "summarise a store", f"{_TOOLS}:cmd_info", ("data",)),
+    Command("verify", "check every chunk, group and exported file; report corrupt/missing/stale pieces (exit 1)",
+            "pipeline.commands.verify:cmd_verify", ("data",),
+            (arg("--repair", action="store_true",
+                 help="mark the damaged collect blocks / render batches / groups for redo by the ordinary commands"),)),
+    Command("migrate", "rewrite a store of an older schema version (and its groups) with chunk checksums",
+            "pipeline.commands.verify:cmd_migrate", ("data",)),
     Command("serve", "serve an exported atlas folder (viewer) over HTTP on 127.0.0.1", f"{_TOOLS}:cmd_serve", (),
             (arg("folder", nargs="?", default=None, help="the export folder (default: data.atlas from params.yaml)"),
              arg("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)"),
@@ -171,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AtlasError, FeatureVisError) as exc:
         print(f"atlas {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write the filesystem refused outside store/ (full, read-only): one line
+        error = storage_error(exc, exc.filename or "a file")
+        if not isinstance(error, AtlasError):
+            raise
+        print(f"atlas {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"atlas {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

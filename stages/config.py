@@ -51,6 +51,12 @@ class CollectConfig(_Section):
     view_scale: tuple[float, float] = Field((0.25, 1.0), description="min/max fraction of the image area a view covers")
     positions_per_image: int = Field(1, ge=1, description="random spatial positions sampled per view (reference: 1)")
     border: int = Field(1, ge=0, description="spatial border cells excluded from sampling (the article avoided edges)")
+    image_margin: float | None = Field(
+        None, ge=0.0, lt=0.5,
+        description="off (null): positions drawn over the layer's cells (minus border); a fraction m: positions "
+                    "drawn in image coordinates, uniform over [m, 1 - m)^2 of the view, and mapped to the layer's "
+                    "own grid, so stores of other layers or models with the same seed sample the same image "
+                    "locations (atlas align; border is then not used)")
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(2, ge=0, description="DataLoader decoding processes")
     rows_per_chunk: int = Field(4096, ge=1, description="store rows (samples) per zarr chunk; also the resumable unit")
@@ -90,6 +96,9 @@ class ReduceConfig(_Section):
         "auto", description="faiss index placing the unfitted rows: exact flat, or IVF (auto: IVF from 20k fitted rows)"
     )
     place_nprobe: int = Field(16, ge=1, description="IVF lists searched per placed row (16: recall@1 0.999 measured)")
+    knn: Literal["auto", "exact", "nndescent"] = Field(
+        "auto", description="UMAP's neighbour graph: exact (faiss; nothing to compile) or umap-learn's NN-descent "
+                            "(approximate; numba compiles it in every process); auto: exact below 50k fitted rows")
 
 
 class GridConfig(_Section):
@@ -146,6 +155,9 @@ class TilesConfig(_Section):
         "members", description="examples among the cell's members (fast) or all store rows (exact faiss search)"
     )
     example_distinct_photos: bool = Field(True, description="at most one example per photo in a cell (views overlap)")
+    highlight: bool = Field(
+        True, description="write per-class and per-label cell values for the viewer's class highlight (main atlas)"
+    )
     layout_points: int = Field(5000, ge=0, description="layout points kept for the viewer's mini-map")
     seed: int = Field(0, description="seed of the mini-map subsample")
 
@@ -234,8 +246,60 @@ class CompareConfig(_Section):
     render: RenderOverrides = RenderOverrides()
 
 
+class AlignModel(_Section):
+    """One side of an aligned atlas: a classifier and one of its layers (the fields of ``model``)."""
+
+    name: str = Field(..., description="torchvision classifier or import path package.module:factory")
+    weights: str = Field("IMAGENET1K_V1", description="weights name the model knows, or a state-dict file")
+    layer: str = Field(..., description="module name whose output is mapped; `atlas layers MODEL` lists them")
+    image_size: int = Field(224, gt=15, description="input side in pixels (both sides must agree: same inputs)")
+
+
+class AlignPair(_Section):
+    """Two (model, layer) pairs laid out in one aligned atlas; ``a`` is drawn left."""
+
+    a: AlignModel
+    b: AlignModel
+    name: str | None = Field(None, description="folder name of this aligned atlas (None: made from the two specs)")
+
+
+class AlignConfig(_Section):
+    """Aligned atlases (docs/method.md §9, docs/align.md): two models or two layers sampled at the same
+    image locations, linear maps both ways, one shared UMAP, each side rendered with its own model."""
+
+    pairs: list[AlignPair] = Field([], description="the aligned atlases `atlas align` builds")
+    folder: str = Field("data/align", description="the sides' collect stores and the aligned atlases' groups")
+    views_per_image: int = Field(4, ge=1, description="views per photo collected for both sides (collect's crops)")
+    positions_per_image: int = Field(2, ge=1, description="image locations sampled per view, the same for both sides")
+    image_margin: float = Field(
+        0.143, ge=0.0, lt=0.5,
+        description="image locations are drawn in [m, 1 - m)^2 of the view (0.143 ~ 1/7: the edge cells of a 7x7 "
+                    "layer, like collect.border 1)")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of photos held out to score the linear maps")
+    ridge: list[float] = Field(
+        [0.01, 0.1, 1.0, 10.0], min_length=1,
+        description="ridge penalties of the linear maps, relative to the mean eigenvalue of A^T A; with several, "
+                    "grouped cross-validation on the fit photos picks one")
+    knn: int = Field(10, ge=1, description="neighbours compared per location for the kNN overlap")
+    levels: list[int] = Field([10], min_length=1, description="grid levels of the aligned atlases (cells per side)")
+    min_count: int = Field(5, ge=0, description="cells with at most this many samples are dropped (recipe: > 5)")
+    seed: int = Field(0, description="seed of the held-out split")
+    render: RenderOverrides = RenderOverrides()
+
+    @model_validator(mode="after")
+    def _check_ridge(self) -> "AlignConfig":
+        if any(not r > 0 for r in self.ridge):
+            raise ValueError(f"ridge penalties must be positive (got {self.ridge})")
+        return self
+
+
+EXPLAIN_METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion", "cam", "grad_cam")
+ExplainMethod = Literal["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion", "cam", "grad_cam"]
+
+
 class ExplainConfig(_Section):
-    """``atlas explain IMAGE``: an image through the atlas (the reference's semantic dictionary) + NMF groups."""
+    """``atlas explain IMAGE``: an image through the atlas (the reference's semantic dictionary), NMF
+    building blocks, the attribution methods of docs/explain.md and the channel view."""
 
     level: int = Field(20, ge=1, description="grid level whose cells and icons explain each position")
     groups: int = Field(4, ge=1, description="NMF groups of the image's [H*W, C] activations")
@@ -246,7 +310,54 @@ class ExplainConfig(_Section):
     image_px: int = Field(448, ge=32, description="side of the photo panels")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
-    out: str = Field("data/explain.png", description="the PNG written")
+    out: str = Field("data/explain.png", description="the PNG written; the other figures go next to it (<stem>_*.png)")
+    top_classes: int = Field(5, ge=1, description="predicted classes explained (the top-k of the softmax)")
+    classes: list[str | int] = Field([], description="more classes to explain, by name or ImageNet index")
+    methods: list[ExplainMethod] = Field(list(EXPLAIN_METHODS), description="attribution methods drawn (docs/explain.md)")
+    batch_size: int = Field(16, ge=1, description="images per forward/backward of the attribution methods")
+    occlusion_window: int = Field(32, ge=1, description="side of the grey occluding square in input pixels")
+    occlusion_stride: int = Field(16, ge=1, description="step of the occluding square in input pixels")
+    occlusion_baseline: float = Field(0.5, ge=0.0, le=1.0, description="grey value of the square, in [0, 1] input units")
+    grad_cam_layer: str | None = Field(
+        None, description="layer of Grad-CAM (None: the CAM layer where the model has one, else model.layer)")
+    channels: int = Field(6, ge=0, description="strongest channels of the channel view (0: no channel view)")
+    channel_patches: int = Field(4, ge=0, description="top dataset patches per channel, from the store")
+    patch_px: int = Field(64, ge=8, description="side of a dataset patch in the channel view")
+    page: bool = Field(True, description="write an HTML page into the atlas folder (data.atlas) and list it in the viewer")
+
+
+class SanityConfig(_Section):
+    """``atlas sanity-check IMAGE``: Adebayo et al. (2018) randomization tests of the attribution methods."""
+
+    methods: list[ExplainMethod] = Field(
+        ["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "cam", "grad_cam"],
+        description="methods tested (occlusion is allowed but costs a full sweep per step)")
+    blocks: int | None = Field(None, ge=1, description="blocks randomized from the top, cumulatively (None: all)")
+    threshold: float = Field(
+        0.5, ge=-1.0, le=1.0,
+        description="a method fails when its mean rank correlation with the trained map over the cascade (or under "
+                    "class randomization) is above this")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    out: str = Field("data/sanity.json", description="the JSON report")
+    figure: str | None = Field("data/sanity.png", description="the maps per randomization step (None: no figure)")
+
+
+class DatasetMapConfig(_Section):
+    """``atlas dataset-map``: whole images laid out by the model's pooled penultimate features (Karpathy's
+    CNN-codes map), snapped to a grid and exported as a photo atlas in the viewer."""
+
+    method: Literal["tsne", "umap"] = Field("tsne", description="2-D layout (the CNN-codes map used t-SNE)")
+    perplexity: float = Field(30.0, gt=0.0, description="t-SNE perplexity (capped below the image count)")
+    n_neighbors: int = Field(15, ge=2, description="UMAP neighbours (umap-learn's default)")
+    min_dist: float = Field(0.1, ge=0.0, description="UMAP min_dist (umap-learn's default)")
+    views_per_image: int = Field(1, ge=1, description="views per photo (1: the whole image; more: collect's crops)")
+    max_images: int | None = Field(None, ge=2, description="at most this many photos (None: all of data.source)")
+    grid_slack: float = Field(1.0, ge=1.0, description="grid cells per image: side = ceil(sqrt(images x slack))")
+    icon_px: int = Field(96, ge=8, description="side of a photo in the exported map")
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
 
 
 class Config(_Section):
@@ -261,3 +372,6 @@ class Config(_Section):
     classes: ClassesConfig = ClassesConfig()
     compare: CompareConfig = CompareConfig()
     explain: ExplainConfig = ExplainConfig()
+    sanity: SanityConfig = SanityConfig()
+    dataset_map: DatasetMapConfig = DatasetMapConfig()
+    align: AlignConfig = AlignConfig()

@@ -84,6 +84,7 @@ def test_explain_writes_one_png(photo_path: Path, small_atlas: SmallAtlas, mobil
     cfg = small_atlas.config.model_copy(deep=True)
     e = cfg.explain
     e.level, e.groups, e.steps, e.size, e.icon_px, e.image_px = small_atlas.levels[-1], 3, 4, 32, 16, 224
+    e.methods, e.channels, e.page = ["saliency"], 0, False  # the other figures: tests/test_explain_figures.py
     result = explain.run(cfg, photo_path, small_atlas.store, torch.device("cpu"), model=mobilenet,
                          out=tmp_path / "explain.png")
     image = Image.open(result.out)

@@ -1,7 +1,8 @@
-"""`atlas classes`, `atlas compare`, `atlas explain`: the class-level commands of the CLI.
+"""`atlas classes`, `compare`, `explain`, `sanity-check`, `dataset-map`: the class- and image-level commands.
 
-Registered in :mod:`pipeline.cli`'s command table; the stages do
-the work (:mod:`stages.classes.atlas`, :mod:`stages.classes.compare`, :mod:`stages.explain.stage`).
+Registered in :mod:`pipeline.cli`'s command table; the stages do the work
+(:mod:`stages.classes.atlas`, :mod:`stages.classes.compare`, :mod:`stages.explain.stage`,
+:mod:`stages.explain.sanity`, :mod:`stages.explain.dataset_map`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,42 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from stages.explain import stage as explain
 
     config = config_from_args(args)
-    result = explain.run(config, args.image, open_store(config), select_device(config.render.device))
+    result = explain.run(config, args.image, open_store(config), select_device(config.explain.device))
     print(f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
           f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s")
+    if result.maps is not None:
+        drawn = ", ".join(result.maps.maps) or "none"
+        print(f"  methods: {drawn}" + "".join(f"; {m} skipped: {why}" for m, why in result.maps.skipped.items()))
+    for name, path in result.figures.items():
+        if name != "dictionary_groups":
+            print(f"  {name}: {path}")
+    if result.page is not None:
+        print(f"  page: {result.page} (listed in the viewer's atlas picker)")
+    return 0
+
+
+def cmd_sanity_check(args: argparse.Namespace) -> int:
+    from stages.model.device import select_device
+    from stages.explain import sanity
+
+    config = config_from_args(args)
+    with ProgressBar("randomized blocks", "block", args.quiet) as bar:
+        result = sanity.run(config, list(args.images), select_device(config.sanity.device), progress=bar)
+    for report in result.reports:
+        print(sanity.format_table(report))
+    print(f"sanity-check: {result.out}" + (f", figure {result.figure}" if result.figure else "")
+          + f" in {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_dataset_map(args: argparse.Namespace) -> int:
+    from stages.model.device import select_device
+    from stages.explain import dataset_map
+
+    config = config_from_args(args)
+    with ProgressBar("photos", "photo", args.quiet) as bar:
+        r = dataset_map.run(config, select_device(config.dataset_map.device), progress=bar)
+    print(f"dataset map: {r.items} items of {r.images} photos on a {r.grid}x{r.grid} grid -> {r.export} "
+          f"(atlas '{dataset_map.ATLAS_ID}' in the viewer's picker) in {r.seconds:.1f} s"
+          + (f"; {len(r.skipped)} unreadable photos left out" if r.skipped else ""))
     return 0

@@ -5,12 +5,15 @@ Layout (two rows of two panels)::
     [ the photo as the model sees it ] [ H x W grid: each position's nearest atlas-cell icon ]
     [ the photo + NMF groups overlay ] [ each group's feature visualization, colour-framed   ]
 
-Drawing only (Pillow); the numbers come from :mod:`stages.explain.groups`.
+Drawing only (Pillow); the numbers come from :mod:`stages.explain.groups`. Text is set in DejaVu
+Sans (the TrueType font matplotlib ships, so it is always installed): Pillow's built-in default
+font draws spaces a pixel wide at this size ("nearestatlascell").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +25,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 _PAD = 12
 _TITLE = 18
-_LABEL = 28  # two lines of the default font under each group
+_LABEL = 28  # two lines of 11 px text under each group
 _BACKGROUND = (255, 255, 255)
 
 
@@ -39,6 +42,15 @@ class ExplainPanels:
     strength: NDArray[np.float32]     # [H*W] in [0, 1]
     group_images: NDArray[np.uint8]   # [G, s, s, 3]
     group_labels: list[str]
+
+
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at ``size`` px (matplotlib's bundled copy: a dependency, so never missing)."""
+    from matplotlib import font_manager
+
+    path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
+    return ImageFont.truetype(path, size)
 
 
 def colour(group: int) -> tuple[int, int, int]:
@@ -80,7 +92,7 @@ def groups_panel(images: NDArray[np.uint8], labels: list[str], width: int, heigh
     """Each group's visualization framed in its colour, with its label underneath."""
     panel = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(panel)
-    font = ImageFont.load_default()
+    small = font(11)
     g = len(images)
     cols = int(np.ceil(np.sqrt(g)))
     rows = int(np.ceil(g / cols))
@@ -92,17 +104,17 @@ def groups_panel(images: NDArray[np.uint8], labels: list[str], width: int, heigh
         inner = Image.fromarray(images[k]).resize((side - 8, side - 8), Image.Resampling.LANCZOS)
         panel.paste(inner, (x0 + 4, y0 + 4))
         for line, text in enumerate(labels[k].split(", ", 1)):
-            draw.text((x0, y0 + side + 3 + 12 * line), _fit(draw, text, side, font), fill=(0, 0, 0), font=font)
+            draw.text((x0, y0 + side + 2 + 12 * line), _fit(draw, text, side, small), fill=(0, 0, 0), font=small)
     return panel
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont) -> str:
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, face: ImageFont.FreeTypeFont) -> str:
     """``text`` cut (with an ellipsis) to ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
+    if draw.textlength(text, font=face) <= width:
         return text
-    while text and draw.textlength(text + "...", font=font) > width:
+    while text and draw.textlength(text + "\u2026", font=face) > width:
         text = text[:-1]
-    return text + "..."
+    return text + "\u2026"
 
 
 def compose(panels: ExplainPanels, icon_px: int) -> Image.Image:
@@ -118,13 +130,14 @@ def compose(panels: ExplainPanels, icon_px: int) -> Image.Image:
     height = _PAD + _TITLE + top + _PAD + _TITLE + side + _PAD
     figure = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(figure)
-    font = ImageFont.load_default()
+    title = font(13)
     x1, y0, y1 = _PAD + side + _PAD, _PAD, _PAD + _TITLE + top + _PAD
-    draw.text((_PAD, y0), "input (resized as the model sees it)", fill=(0, 0, 0), font=font)
-    draw.text((x1, y0), f"nearest atlas cell per position (level {panels.level}, {panels.grid[0]}x{panels.grid[1]})",
-              fill=(0, 0, 0), font=font)
-    draw.text((_PAD, y1), f"NMF groups of the activations ({len(panels.group_images)})", fill=(0, 0, 0), font=font)
-    draw.text((x1, y1), "each group's direction, rendered", fill=(0, 0, 0), font=font)
+    titles = (((_PAD, y0), "input, as the model sees it", side),
+              ((x1, y0), f"nearest atlas cell, level {panels.level} ({panels.grid[0]}\u00d7{panels.grid[1]})", right),
+              ((_PAD, y1), f"NMF groups of the activations ({len(panels.group_images)})", side),
+              ((x1, y1), "each group's direction, rendered", right))
+    for xy, text, room in titles:  # cut with an ellipsis where a panel is narrower than its title
+        draw.text(xy, _fit(draw, text, room, title), fill=(0, 0, 0), font=title)
     figure.paste(photo, (_PAD, y0 + _TITLE))
     figure.paste(mosaic, (x1, y0 + _TITLE))
     figure.paste(overlay, (_PAD, y1 + _TITLE))

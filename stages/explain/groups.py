@@ -104,3 +104,23 @@ def group_strength(weights: NDArray[np.floating], assignment: NDArray[np.integer
     groups = np.asarray(assignment)[hit]
     out[hit] = w[rows, groups] / np.where(top[groups] > 0, top[groups], 1.0)
     return out.astype(np.float32)
+
+
+def group_attribution(weights: NDArray[np.floating], components: NDArray[np.floating],
+                      gradients: NDArray[np.floating]) -> NDArray[np.float32]:
+    """``[K, Q]``: how much each NMF group adds to each of ``Q`` class logits (Building Blocks).
+
+    Olah et al. (2018) attribute a class to a *group* rather than a position: the group's part of
+    the activations, ``W[p, g] H[g]`` at each position ``p``, dotted with the logit's gradient
+    there, summed over positions -- ``attr[g, q] = sum_p W[p, g] <H[g], d logit_q / d a_p>``. It is
+    the linear (gradient x activation) attribution of ``a ~ W H`` split by group, so the groups'
+    values add up to the attribution of the reconstructed activations (docs/method.md §2 uses
+    the same ``h . grad_h logit`` at one position). ``gradients`` is ``[Q, P, C]``.
+    """
+    w = np.asarray(weights, np.float64)
+    h = np.asarray(components, np.float64)
+    g = np.asarray(gradients, np.float64)
+    if g.ndim != 3 or g.shape[1:] != (w.shape[0], h.shape[1]):
+        raise ValueError(f"gradients must be [Q, P={w.shape[0]}, C={h.shape[1]}] (got {list(g.shape)})")
+    along = np.einsum("kc,qpc->kqp", h, g)          # <H[g], grad at p> for every group, class, position
+    return np.einsum("pk,kqp->kq", w, along).astype(np.float32)

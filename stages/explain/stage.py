@@ -1,22 +1,32 @@
-"""``atlas explain IMAGE``: one photo seen through the atlas, as one PNG.
+"""``atlas explain IMAGE``: one photo seen through the atlas, and through every method the field uses.
 
 The image is resized to the model's input (``model.image_size``, no crop, as collect's whole-image
 view and the reference do) and run to the atlas layer (:func:`stages.featurevis.layer_forward`).
-Its ``[H*W, C]`` activations are then shown two ways (:mod:`stages.explain.groups`):
+Its ``[H*W, C]`` activations are then shown in the atlas's terms (:mod:`stages.explain.groups`):
 
 - the semantic dictionary: each position as the icon of its nearest cell (cosine) at grid level
   ``explain.level``, with the icons the render stage made (``<store>.icons.zarr``);
-- ``explain.groups`` NMF groups of the positions, as a colour overlay on the photo, and each
-  group's channel direction rendered with the atlas's own engine and objective
-  (:func:`stages.render.stage.render_batch`: whitened with the store's ``S`` when ``render.whiten``,
-  ``explain.steps`` steps at ``explain.size`` px: tiny settings, so this runs in seconds on a CPU).
+- ``explain.groups`` NMF groups of the positions (Building Blocks, Olah et al. 2018): where each
+  is, its channel direction rendered with the atlas's own engine and objective
+  (:func:`stages.render.stage.render_batch`, ``explain.steps`` steps at ``explain.size`` px), its
+  nearest atlas cell, and how much it adds to each explained class's logit
+  (:func:`stages.explain.groups.group_attribution`);
+- the attribution methods of :mod:`stages.explain.attribution` for the top ``explain.top_classes``
+  predictions and the classes named in ``explain.classes``;
+- the channel view (:mod:`stages.explain.channels`): the strongest channels, each with its
+  activation map, feature visualization and top dataset patches from the store.
+
+Writes ``explain.out`` (the dictionary + groups PNG) and, next to it, ``<stem>_attribution.png``
+(every method), ``<stem>_<method>.png`` (one per method), ``<stem>_blocks.png``,
+``<stem>_channels.png`` and ``<stem>_dictionary.png``; with ``explain.page`` also the HTML page
+``<data.atlas>/explain/<slug>/index.html`` (:mod:`stages.explain.page`), listed in the viewer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +38,15 @@ from stages.config import Config, RenderConfig
 from stages.images.decoding import decode_rgb
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel, load_model
-from stages.explain.figure import ExplainPanels, compose
-from stages.explain.groups import Groups, group_strength, nearest_cells, nmf_groups
+from stages.classes.select import resolve_class
+from stages.explain import attribution as A
+from stages.explain import channels as channel_view
+from stages.explain import page as html_page
+from stages.explain import plots
+from stages.explain.cam import cam_layer
+from stages.explain.figure import PALETTE, ExplainPanels, compose, dictionary_panel
+from stages.explain.groups import Groups, group_attribution, group_strength, nearest_cells, nmf_groups
+from stages.explain.methods import MethodMaps, MethodSettings, grad_cam_layer, method_maps
 from stages.featurevis import layer_forward
 from stages.render.stage import render_batch
 from store import derived
@@ -49,6 +66,14 @@ class ExplainResult:
     groups: Groups
     group_labels: list[str]
     seconds: float
+    classes: list[int] = field(default_factory=list)                 # explained classes (top-k, then asked)
+    probabilities: list[float] = field(default_factory=list)
+    group_cells: NDArray[np.int64] | None = None                      # [K] nearest cell of each group
+    group_contributions: NDArray[np.float32] | None = None            # [K, classes]
+    maps: MethodMaps | None = None
+    channels: list[int] = field(default_factory=list)
+    figures: dict[str, Path] = field(default_factory=dict)
+    page: Path | None = None
 
 
 def load_photo(path: str | Path, config: Config) -> Image.Image:
@@ -103,9 +128,61 @@ def render_groups(model: LoadedModel, store: AtlasStore, components: NDArray[np.
     return images
 
 
+def model_input(photo: Image.Image, device: torch.device) -> torch.Tensor:
+    """``[3, H, W]`` float in [0, 1] on ``device``."""
+    return torch.from_numpy(np.asarray(photo, dtype=np.float32) / 255.0).permute(2, 0, 1).to(device)
+
+
+def explained_classes(logits: torch.Tensor, names: list[str], top: int, asked: list[str | int]) -> list[int]:
+    """The top ``top`` predictions, then each class of ``asked`` not among them (names or indices)."""
+    chosen = logits.topk(min(top, logits.shape[0])).indices.tolist()
+    for name in asked:
+        index = resolve_class(name, names, "explain.classes")
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+def layer_logit_gradients(model: LoadedModel, x: torch.Tensor, classes: list[int]) -> NDArray[np.float32]:
+    """``[Q, H*W, C]``: d logit_q / d activation at every position of the atlas layer.
+
+    Through the registry's head (``head(activation, *cuts)``): the residual inputs that reach around
+    the layer are held constant, the same partial derivative collect's attribution takes.
+    """
+    with torch.no_grad():
+        act, *cuts = model.trunk(model.normalize(x[None]))
+    q = len(classes)
+    a = act.detach().repeat(q, 1, 1, 1).requires_grad_(True)
+    cuts_q = [c.detach().repeat(q, *([1] * (c.ndim - 1))) for c in cuts]
+    target = torch.as_tensor(classes, dtype=torch.long, device=a.device)
+    with torch.enable_grad():
+        logits = model.head(a, *cuts_q)
+        (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), a)
+    g = grad.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+    return g.reshape(q, -1, g.shape[-1])
+
+
+def figure_paths(target: Path, methods: list[str]) -> dict[str, Path]:
+    """Where each figure goes: ``explain.out`` and ``<stem>_<name>.png`` beside it."""
+    stem = target.with_suffix("")
+    paths = {"dictionary_groups": target, "attribution": Path(f"{stem}_attribution.png"),
+             "blocks": Path(f"{stem}_blocks.png"), "channels": Path(f"{stem}_channels.png"),
+             "dictionary": Path(f"{stem}_dictionary.png")}
+    paths.update({f"method:{m}": Path(f"{stem}_{m}.png") for m in methods})
+    return paths
+
+
+def _cell_label(cells: derived.CellLevel, names: list[list[str]], cell: int, cosine: float) -> str:
+    if cell < 0:
+        return "no cell"
+    top = f", '{names[cell][0]}'" if names[cell] else ""
+    return f"cell {cell} ({int(cells.i[cell])}, {int(cells.j[cell])}), cos {cosine:.2f}{top}"
+
+
 def run(config: Config, image: str | Path, store: AtlasStore, device: torch.device, *,
         model: LoadedModel | None = None, out: str | Path | None = None) -> ExplainResult:
-    """Explain ``image`` with ``store``'s atlas; write the PNG to ``out`` (default ``explain.out``)."""
+    """Explain ``image`` with ``store``'s atlas; write the figures (``out``: default ``explain.out``)
+    and, with ``explain.page``, the HTML page inside ``data.atlas``."""
     t0 = time.perf_counter()
     e = config.explain
     photo = load_photo(image, config)
@@ -119,22 +196,132 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
     flat = acts.reshape(h * w, c)
     if e.groups > min(h * w, c):
         raise AtlasError(f"explain.groups {e.groups}: the layer has only {h * w} positions; choose at most {min(h * w, c)}")
+    x = model_input(photo, device)
+    net = A.Net(model.module, model.normalize)
+    with torch.no_grad():
+        logits = net(x[None]).float()[0]
+    probs = torch.softmax(logits, dim=0).cpu()
+    classes = explained_classes(logits.cpu(), model.class_names, e.top_classes, e.classes)
+
     cell, cosine = nearest_cells(flat, cells.direction)
     groups = nmf_groups(flat, e.groups, seed=e.seed, max_iter=e.nmf_max_iter)
     if groups.clipped_fraction > 0:
         log.warning("layer %s has negative activations (%.1f%% of the mass); NMF groups explain the clipped, "
                     "non-negative part only", model.layer, 100 * groups.clipped_fraction)
     labels = group_labels(groups, cells)
+    group_cell, group_cos = nearest_cells(groups.components, cells.direction)
+    contributions = group_attribution(groups.weights, groups.components, layer_logit_gradients(model, x, classes))
     rendered = render_groups(model, store, groups.components, config, device)
+
+    cam = cam_layer(model.module)
+    settings = MethodSettings(batch_size=e.batch_size, window=e.occlusion_window, stride=e.occlusion_stride,
+                              baseline=e.occlusion_baseline, grad_cam_layer=grad_cam_layer(e.grad_cam_layer, cam, model.layer))
+    maps = method_maps(net, x, classes, list(e.methods), settings, cam)
+    for method, why in maps.skipped.items():
+        log.warning("explain: %s skipped: %s", method, why)
+
+    target = Path(out if out is not None else e.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    paths = figure_paths(target, list(e.methods))
     panels = ExplainPanels(
         photo=photo.resize((e.image_px, e.image_px), Image.Resampling.BICUBIC), grid=(h, w), cell=cell, icons=icons,
         level=e.level, assignment=groups.assignment, strength=group_strength(groups.weights, groups.assignment),
         group_images=rendered, group_labels=labels)
-    target = Path(out if out is not None else e.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
     compose(panels, e.icon_px).save(target)
+    dictionary_panel(cell, icons, (h, w), e.icon_px).save(paths["dictionary"])
+    figures = {"dictionary_groups": target, "dictionary": paths["dictionary"]}
+
+    photo_np = np.asarray(photo)
+    columns = [plots.ClassColumn(k, model.class_names[k], float(probs[k])) for k in classes]
+    notes = {"grad_cam": f"at {settings.grad_cam_layer}"}
+    if maps.maps.get("cam") is not None and cam.spec is not None:
+        notes["cam"] = f"at {cam.spec.layer}"
+    np_maps = {m: v.numpy() for m, v in maps.maps.items()}
+    np_pictures = {m: v.numpy() for m, v in maps.pictures.items()}
+    figures["attribution"] = plots.attribution_figure(photo_np, columns, np_maps, np_pictures, list(e.methods),
+                                                      maps.skipped, paths["attribution"], notes)
+    for m in e.methods:
+        figures[f"method:{m}"] = plots.attribution_figure(photo_np, columns, np_maps, np_pictures, [m], maps.skipped,
+                                                          paths[f"method:{m}"], notes)
+    names = cells.top_names()
+    rows = [plots.BlockRow(extent=groups.weights[:, k].reshape(h, w), rendered=rendered[k],
+                           cell_icon=icons[group_cell[k]] if group_cell[k] >= 0 else np.full_like(icons[0], 255),
+                           cell_label=_cell_label(cells, names, int(group_cell[k]), float(group_cos[k])),
+                           share=float((groups.assignment == k).mean()), contributions=contributions[k])
+            for k in range(len(groups.components))]
+    figures["blocks"] = plots.blocks_figure(photo_np, rows, columns, e.level, paths["blocks"])
+
+    strongest: list[int] = []
+    if e.channels:
+        strongest = channel_view.strongest_channels(acts, e.channels).tolist()
+        chan_images = channel_view.render_channels(model.module, model.normalize, model.layer, strongest, e.size, e.steps,
+                                                   config.render.lr, e.seed, device)
+        patches: list[list[np.ndarray]] = [[] for _ in strongest]
+        if e.channel_patches:
+            top_rows = channel_view.top_rows_per_channel(store, np.asarray(strongest), e.channel_patches)
+            patches = channel_view.channel_patches(store, top_rows, e.patch_px, config.tiles.example_field)
+        chan_rows = [plots.ChannelRow(channel=ch, mean=float(acts[:, :, ch].mean()), activation=acts[:, :, ch],
+                                      rendered=chan_images[k], patches=patches[k]) for k, ch in enumerate(strongest)]
+        figures["channels"] = plots.channels_figure(photo_np, chan_rows, model.layer, e.channel_patches, paths["channels"])
+
+    page = None
+    if e.page:
+        page = write_explain_page(config, image, store, model, cells, names, cell, cosine, groups, group_cell, group_cos,
+                                  labels, classes, probs, figures, (h, w), e.icon_px, maps)
     seconds = time.perf_counter() - t0
-    log.info("explained %s: %d x %d positions, median cosine to the nearest cell %.3f, %d groups; %s in %.1f s",
-             image, h, w, float(np.median(cosine)), e.groups, target, seconds)
+    log.info("explained %s: %d x %d positions, median cosine to the nearest cell %.3f, %d groups, %d methods; %s in %.1f s",
+             image, h, w, float(np.median(cosine)), e.groups, len(maps.maps), target, seconds)
     return ExplainResult(out=target, level=e.level, grid=(h, w), cell=cell, cosine=cosine, groups=groups,
-                         group_labels=labels, seconds=seconds)
+                         group_labels=labels, seconds=seconds, classes=classes,
+                         probabilities=[float(probs[k]) for k in classes], group_cells=group_cell,
+                         group_contributions=contributions, maps=maps, channels=strongest, figures=figures, page=page)
+
+
+_CAPTIONS = {"attribution": "Attribution methods for the top predictions (rows: methods; columns: classes).",
+             "blocks": "Building blocks: each NMF group's extent, rendered direction, nearest atlas cell and "
+                       "contribution to each class logit.",
+             "channels": "Channel view: the strongest channels, their activation, feature visualization and top "
+                         "dataset patches.",
+             "dictionary_groups": "The photo, its semantic dictionary, the NMF groups and their rendered directions."}
+
+
+def write_explain_page(config: Config, image: str | Path, store: AtlasStore, model: LoadedModel,
+                       cells: derived.CellLevel, names: list[list[str]], cell: NDArray[np.int64],
+                       cosine: NDArray[np.float32], groups: Groups, group_cell: NDArray[np.int64],
+                       group_cos: NDArray[np.float32], labels: list[str], classes: list[int], probs: torch.Tensor,
+                       figures: dict[str, Path], grid: tuple[int, int], icon_px: int, maps: MethodMaps) -> Path | None:
+    """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
+    (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
+    from stages.tiles.export import update_index
+    from stages.tiles.source import AtlasSource
+
+    atlas = Path(config.data.atlas)
+    if not (atlas / "atlases.json").exists():
+        log.warning("explain.page: %s holds no exported atlas (run `atlas tiles`); no HTML page written", atlas)
+        return None
+    slug = html_page.page_slug(image)
+    folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
+    content = html_page.PageContent(
+        image_name=Path(image).name, model=model.name, layer=model.layer, level=cells.n, grid=grid,
+        predictions=[(model.class_names[k], float(probs[k])) for k in classes], cell=cell, cosine=cosine,
+        cell_names=[n[0] if n else "" for n in names], cell_ij=list(zip(cells.i.tolist(), cells.j.tolist())),
+        groups=[html_page.GroupEntry(labels[k], int(group_cell[k]), float(group_cos[k]), PALETTE[k % len(PALETTE)])
+                for k in range(len(labels))],
+        figures={_CAPTIONS.get(k, k.replace("method:", "Method: ")): v for k, v in figures.items()
+                 if k not in ("dictionary", ) and not k.startswith("method:")},
+        dictionary_png=figures["dictionary"],
+        notes=[f"{m} not drawn: {why}" for m, why in maps.skipped.items()])
+    page = html_page.write_page(atlas / folder_id, content, mosaic_px=grid[1] * icon_px)
+    model_entry = store.attrs.get("model") or {}
+    entry = AtlasSource(
+        id=folder_id, kind="explain", title=f"explained: {Path(image).name}", levels=[], cell_level=_no_levels,
+        icon_level=_no_levels, minimap=_no_levels, class_names=[], icon_px=icon_px,
+        model={"name": model_entry.get("name", model.name), "layer": model_entry.get("layer", model.layer)},
+        index={"page": f"{folder_id}/index.html"})
+    update_index(atlas, entry)
+    log.info("explain page: %s", page)
+    return page
+
+
+def _no_levels(*_args: object) -> None:
+    raise RuntimeError("an explain entry of atlases.json has no levels")
