@@ -14,6 +14,14 @@ Same images, same views and positions for every row of the table:
 - ``collect (head off)``: this stage, activations only, decoding workers, writing the store.
 - ``collect``: this stage as configured by default: + logits and the JVP attribution to all
   1000 classes.
+- extra rows: 3 positions per input (the demo's setting: one pass through the head for all
+  three), and both attribution rows again with the attribution as collect computed it before
+  (one ``torch.func.jvp`` per position: ``before``), so the gain is measured in the same run.
+
+The machine may be shared: every collect/trunk row runs ``--repeats`` times, round-robin (a
+change of load hits every row alike), and the table shows each row's best inputs/s and its ratio
+to the best bare-trunk rate; the JSON also keeps every run and the CPU seconds per input (this
+process and its decoding workers), which a shared machine disturbs much less than wall time.
 - checksums: the head-off collect again without the per-chunk crc32c codec, and the collected rows
   written to a store with / without it (``bench_checksums``): the ratios of the same run.
 Prints a table and writes ``--out`` (default ``bench/results/collect.json``).
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -46,11 +55,13 @@ from stages.collect.blocks import interior_positions  # noqa: E402
 from stages.collect.inputs import to_model_input  # noqa: E402
 
 
-def _config(source: str, store: str, n_images: int, views: int, args: argparse.Namespace, head: bool):
+def _config(source: str, store: str, n_images: int, views: int, args: argparse.Namespace, head: bool,
+            positions: int = 1):
     sets = [f"data.source={source}", f"data.store={store}", f"collect.views_per_image={views}",
-            f"collect.batch_size={args.batch_size}", f"collect.num_workers={args.workers}",
-            f"collect.head={str(head).lower()}", "collect.positions_per_image=1", "collect.device=cpu",
-            *model_overrides(args)]
+            f"collect.batch_size={args.batch_size}", f"collect.head={str(head).lower()}",
+            f"collect.positions_per_image={positions}", "collect.device=cpu", *model_overrides(args)]
+    if args.workers is not None:
+        sets.append(f"collect.num_workers={args.workers}")
     return load_config(args.params, sets)
 
 
@@ -87,18 +98,19 @@ def bench_naive(config, model, paths: list[str], positions: np.ndarray) -> float
     return n / (time.perf_counter() - t0)
 
 
-def bench_trunk(config, model, n_inputs: int) -> float:
+def bench_trunk(config, model, n_inputs: int) -> tuple[float, float]:
+    """(inputs/s, CPU seconds per input) of the trunk alone on one pre-made batch, after a warm-up."""
     batch = config.collect.batch_size
     x = model.normalize(torch.rand(batch, 3, config.model.image_size, config.model.image_size)).contiguous(
         memory_format=torch.channels_last)
     with torch.inference_mode():
         model.trunk(x)  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         done = 0
         while done < n_inputs:
             model.trunk(x)
             done += batch
-    return done / (time.perf_counter() - t0)
+    return done / (time.perf_counter() - t0), (_cpu_seconds() - c0) / done
 
 
 def bench_collect(config) -> tuple[float, int]:
@@ -107,12 +119,49 @@ def bench_collect(config) -> tuple[float, int]:
     return summary.inputs_per_second, summary.stored
 
 
+class PerPositionJVP:
+    """The attribution as collect computed it before: one ``torch.func.jvp`` through the head per
+    position (the primal pass redone each time). Same numbers as ``HeadJVP`` (tests/test_attribution.py)."""
+
+    def __init__(self, head) -> None:
+        self.head = head
+
+    def jvp(self, act, cuts, tangents):
+        with torch.no_grad():
+            out = [torch.func.jvp(lambda a: self.head(a, *cuts), (act,), (t,)) for t in tangents]
+        return out[-1][0], torch.stack([attr for _, attr in out])
+
+
+@contextlib.contextmanager
+def attribution_before():
+    """Run collect with :class:`PerPositionJVP` in place of the one-pass ``HeadJVP``."""
+    saved = collect.HeadJVP
+    collect.HeadJVP = PerPositionJVP
+    try:
+        yield
+    finally:
+        collect.HeadJVP = saved
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the decoding workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def bench_collect_cpu(config) -> tuple[float, int, float]:
+    """(inputs/s, stored, CPU seconds per input): both without the setup (model load, store creation)."""
+    start: list[float] = []
+    summary = collect.run(config, device=torch.device("cpu"), on_start=lambda _n: start.append(_cpu_seconds()))
+    return summary.inputs_per_second, summary.stored, (_cpu_seconds() - start[0]) / max(summary.inputs_run, 1)
+
+
 def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp: Path, repeats: int,
                     images: int, write_mb: float) -> dict[str, float]:
     """What the per-chunk crc32c checksums (store/zarrio.py) cost, measured in this run.
 
-    Both variants run alternately ``repeats`` times each and the medians are compared, so a
-    change of the machine's load during the run hits both alike:
+    Both variants run alternately ``repeats`` times each (in turn first) and the medians are
+    compared, so a change of the machine's load during the run hits both alike:
     - ``collect_ratio``: head-off collect of the first ``images`` photos (a fresh store each run),
       inputs/s with checksums / without;
     - ``write_ratio``: the rows just collected (activations, attributions; repeated up to
@@ -132,7 +181,7 @@ def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp:
     listing = _subset_source(source, images, sub)
     rates: dict[bool, list[float]] = {True: [], False: []}
     for k in range(repeats):
-        for checksums in (True, False):
+        for checksums in ((True, False) if k % 2 == 0 else (False, True)):  # neither always goes first
             config = _config(listing, str(sub / f"c{k}{checksums}.zarr"), images, args.views, args, head=False)
             with zarrio.without_checksums() if not checksums else contextlib.nullcontext():
                 rates[checksums].append(bench_collect(config)[0])
@@ -156,7 +205,7 @@ def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp:
     acts, idx, val = (np.concatenate([a] * reps) for a in (acts, idx, val))
     seconds: dict[bool, list[float]] = {True: [], False: []}
     for k in range(repeats):
-        for checksums in (True, False):
+        for checksums in ((True, False) if k % 2 == 0 else (False, True)):
             t0 = time.perf_counter()
             with zarrio.without_checksums() if not checksums else contextlib.nullcontext():
                 AtlasStore.create_synthetic_for_tests(sub / f"w{k}{checksums}.zarr", acts, idx, val, rows_per_chunk=chunk)
@@ -172,7 +221,13 @@ def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp:
     return out
 
 
-SMOKE = {"images": 2, "views": 2, "batch_size": 2, "workers": 0, "naive_inputs": 2, "threads": 1}
+SMOKE = {"images": 2, "views": 2, "batch_size": 2, "workers": 0, "naive_inputs": 2, "threads": 1, "repeats": 1}
+TRUNK = "bare trunk forward (batch {})"
+HEAD_OFF = "collect, head off (activations only)"
+HEAD_ON = "collect (+ logits + JVP attribution)"
+EXTRA = {"p3": "collect, 3 positions per input (the demo's setting)",
+         "before": "collect (+ logits + attribution, before: torch.func.jvp per position)",
+         "p3_before": "collect, 3 positions per input, before (torch.func.jvp per position)"}
 
 
 def main() -> None:
@@ -181,7 +236,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: params.yaml's)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of every trunk/collect row, round-robin")
     parser.add_argument("--naive-inputs", type=int, default=128, help="the naive loop is slow: time a prefix")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--smoke", action="store_true", help=f"tiny run of every row: {SMOKE}")
@@ -197,25 +253,57 @@ def main() -> None:
         paths = [line for line in Path(source).read_text().splitlines() if line]
         n_inputs = len(paths) * args.views
         cfg_head = _config(source, str(tmp / "a.zarr"), len(paths), args.views, args, head=True)
-        cfg_trunk = _config(source, str(tmp / "b.zarr"), len(paths), args.views, args, head=False)
         model = load_model(cfg_head.model, torch.device("cpu"))
         _, h, w = model.layer_shape
         positions = interior_positions(range(n_inputs), 1, h, w, cfg_head.collect.border, 0)[:, 0]
         naive_images = max(1, args.naive_inputs // args.views)
-        rows = {}
-        rows["naive (whole model, batch 1, hook)"] = bench_naive(cfg_head, model, paths[:naive_images], positions)
-        rows[f"bare trunk forward (batch {args.batch_size})"] = bench_trunk(cfg_head, model, n_inputs)
-        rows["collect, head off (activations only)"], _ = bench_collect(cfg_trunk)
-        rows["collect (+ logits + JVP attribution)"], stored = bench_collect(cfg_head)
-        checksums = bench_checksums(args.source, args, str(tmp / "a.zarr"), tmp, 1 if args.smoke else 3,
+        trunk_name = TRUNK.format(args.batch_size)
+        store_n = iter(range(10**6))
+
+        def collect_row(head: bool, positions: int = 1, before: bool = False, keep: str | None = None):
+            def run():
+                path = keep if keep and not (tmp / keep).exists() else f"s{next(store_n)}.zarr"
+                config = _config(source, str(tmp / path), len(paths), args.views, args, head, positions)
+                with attribution_before() if before else contextlib.nullcontext():
+                    rate, stored, cpu_s = bench_collect_cpu(config)
+                return rate, cpu_s, stored
+            return run
+
+        def trunk_row():
+            return (*bench_trunk(cfg_head, model, n_inputs), 0)
+
+        variants = {trunk_name: trunk_row,
+                    HEAD_OFF: collect_row(False), HEAD_ON: collect_row(True, keep="a.zarr"),
+                    EXTRA["p3"]: collect_row(True, 3), EXTRA["before"]: collect_row(True, before=True),
+                    EXTRA["p3_before"]: collect_row(True, 3, before=True)}
+        runs: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        stored = 0
+        c0 = _cpu_seconds()
+        naive_rate = bench_naive(cfg_head, model, paths[:naive_images], positions)
+        naive_cpu = (_cpu_seconds() - c0) / (naive_images * args.views)
+        names = list(variants)
+        for k in range(args.repeats):
+            for name in names[k % len(names):] + names[:k % len(names)]:  # round-robin: each row leads once
+                rate, cpu_per_input, n = variants[name]()
+                runs[name].append(rate)
+                cpu[name].append(cpu_per_input)
+                stored = n if name == HEAD_ON else stored
+        checksums = bench_checksums(args.source, args, str(tmp / "a.zarr"), tmp, 1 if args.smoke else 4,
                                     len(paths) if args.smoke else min(len(paths), 8), 1 if args.smoke else 64)
-    naive = rows["naive (whole model, batch 1, hook)"]
-    trunk = rows[f"bare trunk forward (batch {args.batch_size})"]
+    best = {name: max(rates) for name, rates in runs.items()}
+    naive, trunk = naive_rate, best[trunk_name]
+    rows = {"naive (whole model, batch 1, hook)": naive, trunk_name: trunk, HEAD_OFF: best[HEAD_OFF],
+            HEAD_ON: best[HEAD_ON]}
+    extra = {name: best[name] for name in EXTRA.values()}
+    cpu_per_input = {"naive (whole model, batch 1, hook)": naive_cpu, **{name: min(v) for name, v in cpu.items()}}
     print(f"\ncollect benchmark: {n_inputs} inputs ({len(paths)} real photos x {args.views} views), "
-          f"{model.name} {model.layer}, CPU x{os.cpu_count()} ({args.threads} threads), torch {torch.__version__}")
-    print(f"{'variant':42s} {'inputs/s':>9s} {'vs naive':>9s} {'vs trunk':>9s}")
-    for name, rate in rows.items():
-        print(f"{name:42s} {rate:9.1f} {rate / naive:8.2f}x {rate / trunk:8.0%}")
+          f"{model.name} {model.layer}, CPU x{os.cpu_count()} ({args.threads} threads), torch {torch.__version__}, "
+          f"best of {args.repeats} round-robin runs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'variant':70s} {'inputs/s':>9s} {'vs naive':>9s} {'vs trunk':>9s} {'CPU ms/input':>13s} {'CPU vs trunk':>13s}")
+    for name, rate in {**rows, **extra}.items():
+        print(f"{name:70s} {rate:9.1f} {rate / naive:8.2f}x {rate / trunk:8.0%} {1000 * cpu_per_input[name]:13.1f} "
+              f"{cpu_per_input[trunk_name] / cpu_per_input[name]:12.0%}")
     print(f"checksums (crc32c per chunk; medians of {checksums['repeats']} alternating runs): collect head off "
           f"{checksums['collect_inputs_per_second_checksums']:.1f} vs "
           f"{checksums['collect_inputs_per_second_no_checksums']:.1f} inputs/s without = {checksums['collect_ratio']:.3f}x; "
@@ -224,9 +312,14 @@ def main() -> None:
           f"CRC CPU time = {checksums['crc_share']:.2%} of zstd compression")
     result = {"model": model_record(model), "checksums": checksums, "smoke": args.smoke, "inputs": n_inputs, "images": len(paths),
               "views": args.views, "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads,
-              "stored": stored, "cpu_count": os.cpu_count(), **machine_record(),
+              "stored": stored, "cpu_count": os.cpu_count(), **machine_record(), "repeats": args.repeats,
               "inputs_per_second": rows,
-              "ratios": {name: {"vs_naive": rate / naive, "vs_trunk": rate / trunk} for name, rate in rows.items()}}
+              "ratios": {name: {"vs_naive": rate / naive, "vs_trunk": rate / trunk} for name, rate in rows.items()},
+              "extra_inputs_per_second": extra,
+              "extra_ratios": {name: {"vs_trunk": rate / trunk} for name, rate in extra.items()},
+              "runs_inputs_per_second": runs,
+              "cpu_seconds_per_input": cpu_per_input,
+              "cpu_ratios_vs_trunk": {name: cpu_per_input[trunk_name] / v for name, v in cpu_per_input.items()}}
     print(f"wrote {write_json(args.out, result)}")
 
 

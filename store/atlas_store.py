@@ -7,6 +7,8 @@ rows are addressed by a fixed formula). Collect calls :meth:`AtlasStore.create_o
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import zarr
-from filelock import FileLock
 
+from store.atomic import lock_for, write_aside
 from store.errors import AtlasError
 from store import schema
+from store.zarrio import create_array, dask_array, open_group, read, read_rows, writable
 from store.metadata import first_difference, json_ready
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,37 @@ class BlockData:
     rows: dict[str, np.ndarray]  # name in schema.ROW_ARRAYS -> [rows, ...]
 
 
+def _expected() -> str:
+    return f"expected a zarr v3 group of format {schema.FORMAT_NAME!r}, schema version {schema.SCHEMA_VERSION}"
+
+
+def open_foreign_checked(p: Path, mode: str) -> zarr.Group:
+    """Open ``p`` as a zarr v3 group of our format, or refuse it in one line naming what was found.
+
+    The schema version is checked by the caller (:meth:`AtlasStore.open`); this refuses what is
+    not ours at all: nothing there, a plain folder, a zarr v2 store, an array, another tool's group.
+    """
+    if not p.exists():
+        raise AtlasError(f"store {p} does not exist; run `atlas collect` first (or pass --store)")
+    if (p / ".zgroup").exists() or (p / ".zarray").exists():
+        raise AtlasError(f"store {p} is a zarr v2 store (written by another tool; {_expected()}); "
+                         "choose another --store path")
+    if not (p / "zarr.json").exists():
+        raise AtlasError(f"store {p} is not a zarr store (no zarr.json; {_expected()}); choose another --store path")
+    try:
+        group = open_group(p, mode=mode)
+    except AtlasError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any zarr failure is an unreadable store
+        raise AtlasError(f"store {p} cannot be opened as a zarr group ({type(exc).__name__}: {exc}; {_expected()}); "
+                         "run `atlas verify` on it, or collect into a new store") from None
+    fmt = group.attrs.get("format")
+    if fmt != schema.FORMAT_NAME:
+        raise AtlasError(f"store {p} is not an activation-atlas store (format {fmt!r}, schema version "
+                         f"{group.attrs.get('schema_version')!r}; {_expected()}); choose another --store path")
+    return group
+
+
 class AtlasStore:
     """A handle on one store folder."""
 
@@ -71,20 +105,15 @@ class AtlasStore:
     def open(cls, path: str | Path, mode: str = "r+") -> "AtlasStore":
         """Open an existing store; refuse anything that is not one of ours at this schema."""
         p = Path(path)
-        if not (p / "zarr.json").exists():
-            raise AtlasError(f"store {p} does not exist; run `atlas collect` first (or pass --store)")
-        try:
-            group = zarr.open_group(str(p), mode=mode)
-        except Exception as exc:  # noqa: BLE001 - any zarr failure is an unreadable store
-            raise AtlasError(f"store {p} cannot be opened as zarr ({type(exc).__name__}); delete it and collect again") from None
-        attrs = dict(group.attrs)
-        if attrs.get("format") != schema.FORMAT_NAME:
-            raise AtlasError(f"store {p} is not an activation-atlas store; choose another --store path")
-        if attrs.get("schema_version") != schema.SCHEMA_VERSION:
-            raise AtlasError(
-                f"store {p} has schema version {attrs.get('schema_version')}, this version reads "
-                f"{schema.SCHEMA_VERSION}; collect into a new store"
-            )
+        group = open_foreign_checked(p, mode)
+        version = group.attrs.get("schema_version")
+        if version != schema.SCHEMA_VERSION:
+            if version in schema.MIGRATABLE_VERSIONS:
+                raise AtlasError(f"store {p} has schema version {version}, this version reads {schema.SCHEMA_VERSION} "
+                                 f"(checksummed chunks); run `atlas migrate --store {p}` to rewrite it in place, "
+                                 "or collect into a new store")
+            raise AtlasError(f"store {p} has schema version {version!r}, this version reads {schema.SCHEMA_VERSION}; "
+                             "use the activation-atlas version that wrote it, or collect into a new store")
         return cls(p, group)
 
     @classmethod
@@ -94,13 +123,12 @@ class AtlasStore:
         A file lock beside the store makes this safe when n shards start at once.
         """
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(p) + ".lock"):
-            if (p / "zarr.json").exists():
-                store = cls.open(p)
+        with lock_for(p):
+            if p.is_file() or (p.is_dir() and any(p.iterdir())):
+                store = cls.open(p)  # refuses anything that is not a store of ours
                 store.require_identity(spec)
                 return store
-            return cls._create(p, spec, extra_attrs)
+            return cls._create(p, spec, extra_attrs, locked=True)
 
     def require_identity(self, spec: StoreSpec) -> None:
         """Refuse a run whose model, layer, data or sampling differ from what the store holds."""
@@ -113,38 +141,46 @@ class AtlasStore:
             )
 
     @classmethod
-    def _create(cls, p: Path, spec: StoreSpec, extra_attrs: dict[str, Any]) -> "AtlasStore":
+    def _create(cls, p: Path, spec: StoreSpec, extra_attrs: dict[str, Any], locked: bool = False) -> "AtlasStore":
+        """Build the empty store aside and publish it whole (store/atomic.py): a kill during
+        creation leaves no half-made store that the next run would refuse as foreign."""
+        with write_aside(p, locked=locked) as tmp:
+            cls._build(tmp, spec, extra_attrs)
+        log.info("created store %s: %d images x %d views x %d positions = %d rows", p, spec.n_images,
+                 spec.views_per_image, spec.positions_per_image, spec.n_images * spec.views_per_image
+                 * spec.positions_per_image)
+        return cls(p, open_group(p, mode="r+"))
+
+    @staticmethod
+    def _build(p: Path, spec: StoreSpec, extra_attrs: dict[str, Any]) -> None:
         n_inputs = spec.n_images * spec.views_per_image
         n_rows = n_inputs * spec.positions_per_image
         bi = spec.block_inputs
         chunk_rows = bi * spec.positions_per_image
         n_blocks = -(-n_inputs // bi)
-        group = zarr.open_group(str(p), mode="w")
+        group = open_group(p, mode="w")
         images = group.create_group(schema.IMAGES)
         img_chunk = max(1, min(spec.n_images, 65536))
-        images.create_array("path", shape=(spec.n_images,), chunks=(img_chunk,), dtype=str)
-        images.create_array("label", shape=(spec.n_images,), chunks=(img_chunk,), dtype="int32", fill_value=-1)
-        images.create_array("label_class", shape=(spec.n_images,), chunks=(img_chunk,), dtype="int32", fill_value=-1)
+        create_array(images, "path", shape=(spec.n_images,), chunks=(img_chunk,), dtype=str)
+        create_array(images, "label", shape=(spec.n_images,), chunks=(img_chunk,), dtype="int32", fill_value=-1)
+        create_array(images, "label_class", shape=(spec.n_images,), chunks=(img_chunk,), dtype="int32", fill_value=-1)
         inputs = group.create_group(schema.INPUTS)
-        inputs.create_array("status", shape=(n_inputs,), chunks=(bi,), dtype="uint8", fill_value=schema.STATUS_PENDING)
+        create_array(inputs, "status", shape=(n_inputs,), chunks=(bi,), dtype="uint8", fill_value=schema.STATUS_PENDING)
         samples = group.create_group(schema.SAMPLES)
-        samples.create_array("activations", shape=(n_rows, spec.channels), chunks=(chunk_rows, spec.channels),
-                             dtype=spec.dtype, fill_value=0)
+        create_array(samples, "activations", shape=(n_rows, spec.channels), chunks=(chunk_rows, spec.channels),
+                     dtype=spec.dtype, fill_value=0)
         trailing = {"2": 2, "top_predictions": spec.top_predictions, "top_k": spec.top_k}
         for name, (dtype, key, fill) in schema.ROW_ARRAYS.items():
             shape = (n_rows,) if key is None else (n_rows, trailing[key])
             chunks = (chunk_rows,) if key is None else (chunk_rows, trailing[key])
-            samples.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
+            create_array(samples, name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
         blocks = group.create_group(schema.BLOCKS)
-        blocks.create_array("done", shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
+        create_array(blocks, "done", shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
         attrs = {"format": schema.FORMAT_NAME, **json_ready(spec.identity()), **json_ready(extra_attrs),
                  "channels": spec.channels, "n_images": spec.n_images, "n_inputs": n_inputs, "n_rows": n_rows,
                  "views_per_image": spec.views_per_image, "positions_per_image": spec.positions_per_image,
                  "block_inputs": bi, "n_blocks": n_blocks}
         group.attrs.update(attrs)
-        log.info("created store %s: %d images x %d views x %d positions = %d rows, %d blocks",
-                 p, spec.n_images, spec.views_per_image, spec.positions_per_image, n_rows, n_blocks)
-        return cls(p, group)
 
     def derived_path(self, name: str) -> Path:
         """Where a later stage keeps its output: a sibling zarr group, ``<store>.<name>.zarr``.
@@ -199,19 +235,49 @@ class AtlasStore:
         return bool(self.group.attrs.get("images_written", False))
 
     def mark_images_written(self) -> None:
-        self.group.attrs["images_written"] = True
+        with lock_for(self.path):
+            self.group = open_group(self.path, mode="r+")
+            self.group.attrs["images_written"] = True
 
     def write_images(self, paths: list[str], labels: np.ndarray, label_classes: np.ndarray) -> None:
         """The image table; identical for every shard, so writing it twice is harmless."""
         images = self.group[schema.IMAGES]
         if not paths:
             return
-        images["path"][:] = np.asarray(paths, dtype=str)
-        images["label"][:] = labels.astype("int32")
-        images["label_class"][:] = label_classes.astype("int32")
+        writable(images["path"])[:] = np.asarray(paths, dtype=str)
+        writable(images["label"])[:] = labels.astype("int32")
+        writable(images["label_class"])[:] = label_classes.astype("int32")
 
     def done_blocks(self) -> np.ndarray:
-        return np.asarray(self.group[schema.BLOCKS]["done"][:], dtype=bool)
+        return np.asarray(read(self.group[schema.BLOCKS]["done"]), dtype=bool)
+
+    def mark_blocks_not_done(self, blocks: list[int]) -> None:
+        """Make collect redo ``blocks`` (``atlas verify --repair``); their chunks are rewritten whole."""
+        done = writable(self.group[schema.BLOCKS]["done"])
+        for block in blocks:
+            done[block] = 0
+
+    def mark_images_not_written(self) -> None:
+        """Make the next collect run rewrite the image table (``atlas verify --repair``)."""
+        with lock_for(self.path):
+            self.group = open_group(self.path, mode="r+")
+            self.group.attrs["images_written"] = False
+
+    def content_token(self) -> str:
+        """A hash that changes whenever the rows collect stored change: identity and input status.
+
+        A layout records the token of the rows it laid out; a different token now means the layout
+        is stale (``store.derived.read_layout`` refuses it, ``atlas verify`` reports it). Collect is
+        deterministic given the identity (model, data, sampling), so the identity and which inputs
+        were stored or skipped determine every row; the done flags are left out on purpose, so a
+        block marked for redo by ``atlas verify --repair`` does not make the layout stale. Reading
+        one small array, it is cheap at any store size.
+        """
+        digest = hashlib.sha256()
+        identity = {k: self.group.attrs.get(k) for k in schema.IDENTITY_KEYS}
+        digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
+        digest.update(np.ascontiguousarray(self.input_status(), dtype=np.uint8).tobytes())
+        return digest.hexdigest()[:16]
 
     def pending_blocks(self, blocks: range | None = None) -> list[int]:
         done = self.done_blocks()
@@ -227,20 +293,23 @@ class AtlasStore:
                              f"inputs, expected {len(rows)} / {len(inputs)}")
         samples = self.group[schema.SAMPLES]
         sl = slice(rows.start, rows.stop)
-        samples["activations"][sl] = data.activations.astype(samples["activations"].dtype, copy=False)
+        writable(samples["activations"])[sl] = data.activations.astype(samples["activations"].dtype, copy=False)
         for name, values in data.rows.items():
-            samples[name][sl] = values.astype(samples[name].dtype, copy=False)
-        self.group[schema.INPUTS]["status"][inputs.start:inputs.stop] = data.status
-        self.group[schema.BLOCKS]["done"][block] = 1
+            writable(samples[name])[sl] = values.astype(samples[name].dtype, copy=False)
+        writable(self.group[schema.INPUTS]["status"])[inputs.start:inputs.stop] = data.status
+        writable(self.group[schema.BLOCKS]["done"])[block] = 1
 
     def record_run_summary(self, summary: dict[str, Any]) -> None:
         """Counts of stored / skipped inputs, recomputed from the status array under the lock."""
-        with FileLock(str(self.path) + ".lock"):
+        with lock_for(self.path):
+            # reopened under the lock: attrs are rewritten whole, so update the latest ones, not this
+            # handle's copy from when it was opened (another shard may have written since)
+            self.group = open_group(self.path, mode="r+")
             self.group.attrs.update({"counts": json_ready(self.counts()), "last_run": json_ready(summary)})
 
     # ----------------------------------------------------------------------------- reading
     def input_status(self) -> np.ndarray:
-        return np.asarray(self.group[schema.INPUTS]["status"][:])
+        return read(self.group[schema.INPUTS]["status"])
 
     def counts(self) -> dict[str, int]:
         status = self.input_status()
@@ -259,12 +328,12 @@ class AtlasStore:
 
     def activations(self) -> da.Array:
         """[n_rows, C] in the stored dtype; cast blocks to float32 before reducing (float16 overflows)."""
-        return da.from_zarr(self.group[schema.SAMPLES]["activations"])
+        return dask_array(self.group[schema.SAMPLES]["activations"])
 
     def row_array(self, name: str) -> da.Array:
         if name not in schema.ROW_ARRAYS:
             raise KeyError(f"unknown per-row array {name!r}; known: {', '.join(schema.ROW_ARRAYS)}")
-        return da.from_zarr(self.group[schema.SAMPLES][name])
+        return dask_array(self.group[schema.SAMPLES][name])
 
     def row_values(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Per-row array ``name`` (``activations`` or one of schema.ROW_ARRAYS) at ``rows`` (all when None), in memory."""
@@ -272,8 +341,8 @@ class AtlasStore:
             raise KeyError(f"unknown per-row array {name!r}; known: activations, {', '.join(schema.ROW_ARRAYS)}")
         array = self.group[schema.SAMPLES][name]
         if rows is None:
-            return np.asarray(array[...])
-        return np.asarray(array.oindex[np.asarray(rows, dtype=np.int64)])
+            return read(array)
+        return read_rows(array, np.asarray(rows, dtype=np.int64))
 
     def has_row_array(self, name: str) -> bool:
         return name in self.group[schema.SAMPLES]
@@ -299,15 +368,15 @@ class AtlasStore:
 
     def row_labels(self) -> np.ndarray:
         """[n_rows] int32 dataset label of every row, -1 unknown."""
-        labels = np.asarray(self.group[schema.IMAGES]["label"][:], dtype=np.int32)
+        labels = np.asarray(read(self.group[schema.IMAGES]["label"]), dtype=np.int32)
         return labels[self.row_images()] if labels.size else np.full(self.n_rows, -1, np.int32)
 
     def image_paths(self) -> np.ndarray:
-        return np.asarray(self.group[schema.IMAGES]["path"][:])
+        return read(self.group[schema.IMAGES]["path"])
 
     def image_label_classes(self) -> np.ndarray:
         """[n_images] int32: each image's dataset label as a model class index, -1 when unknown."""
-        return np.asarray(self.group[schema.IMAGES]["label_class"][:], np.int32)
+        return np.asarray(read(self.group[schema.IMAGES]["label_class"]), np.int32)
 
     # ----------------------------------------------------------------------------- tests
     @classmethod

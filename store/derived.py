@@ -21,12 +21,17 @@ every DVC stage owns one output folder::
     whitening/second_moment [C, C] f64 A^T A / n over the valid rows
         attrs: ridge, absolute_ridge, n, complete
 
-Each group is deleted and rewritten as a whole by its stage, and marked ``complete`` last, so a
-run killed half way leaves a group the readers refuse instead of a silently partial one.
+Each group is written whole into a private folder beside its final place and then published by
+two renames (:mod:`store.atomic`), marked ``complete`` last: a run killed half way leaves the
+previous group (or none) and a hidden folder nobody reads, never a partial group; two runs of the
+same stage publish one after the other. The layout records ``rows_token``, the
+:meth:`~store.atlas_store.AtlasStore.content_token` of the rows it laid out, and is refused once the
+store holds other rows; grid and whitening record the ``layout_id`` they were computed from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -37,8 +42,10 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 
+from store.atomic import write_aside
 from store.errors import AtlasError
 from store.metadata import json_ready
+from store.zarrio import create_array, open_group, read
 
 if TYPE_CHECKING:
     from store.atlas_store import AtlasStore
@@ -52,23 +59,31 @@ _ROW_CHUNK = 1 << 20
 _CELL_CHUNK = 4096
 
 
-def _fresh_group(store: "AtlasStore", name: str) -> zarr.Group:
-    """A new, empty sibling group ``<store>.<name>.zarr`` (any previous one is replaced)."""
-    group = zarr.open_group(str(store.derived_path(name)), mode="w")
-    group.attrs.update({"complete": False})
-    return group
+@contextlib.contextmanager
+def _fresh_group(store: "AtlasStore", name: str) -> Iterator[zarr.Group]:
+    """A new, empty group that replaces ``<store>.<name>.zarr`` whole when the block ends without error."""
+    with write_aside(store.derived_path(name)) as tmp:
+        group = open_group(tmp, mode="w")
+        group.attrs.update({"complete": False})
+        yield group
 
 
 def _existing_group(store: "AtlasStore", name: str) -> zarr.Group | None:
     path = store.derived_path(name)
     if not (path / "zarr.json").exists():
         return None
-    return zarr.open_group(str(path), mode="r")
+    return open_group(path, mode="r")
 
 
 def _put(group: zarr.Group, name: str, data: NDArray[Any], chunk_rows: int) -> None:
     chunks = (max(1, min(chunk_rows, data.shape[0])),) + tuple(max(1, s) for s in data.shape[1:])
-    group.create_array(name, data=np.ascontiguousarray(data), chunks=chunks, overwrite=True)
+    create_array(group, name, data=np.ascontiguousarray(data), chunks=chunks, overwrite=True)
+
+
+def rows_token(store: Any) -> str | None:
+    """The store's :meth:`~store.atlas_store.AtlasStore.content_token` (None for a store without one)."""
+    token = getattr(store, "content_token", None)
+    return token() if callable(token) else None
 
 
 def _complete_group(store: "AtlasStore", name: str, what: str, stage: str) -> zarr.Group:
@@ -108,24 +123,31 @@ def layout_fingerprint(rows: NDArray[np.integer], layout: NDArray[np.floating]) 
 def write_layout(store: "AtlasStore", layout: Layout) -> str:
     """Replace the store's layout; a grid binned from the old one is then refused by :func:`read_level`."""
     layout_id = layout_fingerprint(layout.rows, layout.layout)
-    group = _fresh_group(store, LAYOUT)
-    _put(group, "rows", layout.rows.astype(np.int64), _ROW_CHUNK)
-    _put(group, "layout", layout.layout.astype(np.float32), _ROW_CHUNK)
-    _put(group, "embedding", layout.embedding.astype(np.float32), _ROW_CHUNK)
-    _put(group, "fitted", layout.fitted.astype(bool), _ROW_CHUNK)
-    group.attrs.update(json_ready({**layout.attrs, "layout_id": layout_id, "n": int(len(layout.rows)), "complete": True}))
+    token = rows_token(store)
+    with _fresh_group(store, LAYOUT) as group:
+        _put(group, "rows", layout.rows.astype(np.int64), _ROW_CHUNK)
+        _put(group, "layout", layout.layout.astype(np.float32), _ROW_CHUNK)
+        _put(group, "embedding", layout.embedding.astype(np.float32), _ROW_CHUNK)
+        _put(group, "fitted", layout.fitted.astype(bool), _ROW_CHUNK)
+        group.attrs.update(json_ready({**layout.attrs, "layout_id": layout_id, "n": int(len(layout.rows)),
+                                       "rows_token": token, "complete": True}))
     layout.attrs["layout_id"] = layout_id
     log.info("wrote layout of %d rows (id %s) to %s", len(layout.rows), layout_id, getattr(store, "path", "store"))
     return layout_id
 
 
 def read_layout(store: "AtlasStore") -> Layout:
+    """The complete layout; refused when the store now holds other rows than it laid out."""
     group = _complete_group(store, LAYOUT, "layout", "reduce")
+    recorded, now = group.attrs.get("rows_token"), rows_token(store)
+    if recorded is not None and now is not None and recorded != now:
+        raise AtlasError(f"store {getattr(store, 'path', '')}: the layout was made from other collected rows than "
+                         "the store holds now (collect ran since); run `atlas reduce` again")
     return Layout(
-        rows=np.asarray(group["rows"][:], dtype=np.int64),
-        layout=np.asarray(group["layout"][:], dtype=np.float32),
-        embedding=np.asarray(group["embedding"][:], dtype=np.float32),
-        fitted=np.asarray(group["fitted"][:], dtype=bool),
+        rows=np.asarray(read(group["rows"]), dtype=np.int64),
+        layout=np.asarray(read(group["layout"]), dtype=np.float32),
+        embedding=np.asarray(read(group["embedding"]), dtype=np.float32),
+        fitted=np.asarray(read(group["fitted"]), dtype=bool),
         attrs=dict(group.attrs),
     )
 
@@ -170,20 +192,30 @@ _LEVEL_ARRAYS = ("i", "j", "count", "direction", "attribution", "top_idx", "top_
 
 
 def write_grid(store: "AtlasStore", levels: list[CellLevel], attrs: dict[str, Any]) -> None:
-    """Replace the store's grid with these levels (all written, then marked complete)."""
-    group = _fresh_group(store, GRID)
-    for level in levels:
-        sub = group.create_group(f"level_{level.n}")
-        for name in _LEVEL_ARRAYS:
-            data = getattr(level, name)
-            if data is None:
-                continue
-            chunk = _ROW_CHUNK if name in ("member_rows", "member_offsets") else _CELL_CHUNK
-            _put(sub, name, np.asarray(data), chunk)
-        sub.attrs.update(json_ready({**level.attrs, "n": level.n, "n_cells_kept": len(level)}))
-    class_names = levels[0].class_names if levels else []
-    group.attrs.update(json_ready({**attrs, "levels": [lv.n for lv in levels], "class_names": class_names}))
-    group.attrs.update({"complete": True})
+    """Replace the store's grid with these levels (all written, then marked complete, then published)."""
+    with _fresh_group(store, GRID) as group:
+        for level in levels:
+            sub = group.create_group(f"level_{level.n}")
+            for name in _LEVEL_ARRAYS:
+                data = getattr(level, name)
+                if data is None:
+                    continue
+                chunk = _ROW_CHUNK if name in ("member_rows", "member_offsets") else _CELL_CHUNK
+                _put(sub, name, np.asarray(data), chunk)
+            sub.attrs.update(json_ready({**level.attrs, "n": level.n, "n_cells_kept": len(level)}))
+        class_names = levels[0].class_names if levels else []
+        group.attrs.update(json_ready({**attrs, "levels": [lv.n for lv in levels], "class_names": class_names}))
+        group.attrs.update({"complete": True})
+
+
+def directions_fingerprint(cells: dict[int, CellLevel]) -> str:
+    """Content hash of the cell directions of some levels: icons record it, so icons rendered from
+    another grid are refused by render and reported stale by ``atlas verify``."""
+    digest = hashlib.sha256()
+    for n, level in sorted(cells.items()):
+        digest.update(f"{n}:{len(level)}".encode())
+        digest.update(np.ascontiguousarray(level.direction, np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def grid_levels(store: "AtlasStore") -> list[int]:
@@ -207,7 +239,7 @@ def read_level(store: "AtlasStore", n: int, with_attribution: bool = True) -> Ce
     if has_layout(store) and layout_id != _existing_group(store, LAYOUT).attrs.get("layout_id"):
         raise AtlasError(f"store {getattr(store, 'path', '')}: the grid was binned from an older layout; run `atlas grid` again")
     sub = group[f"level_{n}"]
-    data = {name: np.asarray(sub[name][:]) for name in _LEVEL_ARRAYS if name in sub and (with_attribution or name != "attribution")}
+    data = {name: read(sub[name]) for name in _LEVEL_ARRAYS if name in sub and (with_attribution or name != "attribution")}
     return CellLevel(n=n, attribution=data.pop("attribution", None), class_names=list(group.attrs.get("class_names", [])),
                      attrs=dict(sub.attrs), **data)
 
@@ -223,18 +255,18 @@ class Whitening:
 
 
 def write_whitening(store: "AtlasStore", whitening: Whitening) -> None:
-    group = _fresh_group(store, WHITENING)
     c = whitening.matrix.shape[0]
-    _put(group, "matrix", whitening.matrix.astype(np.float64), c)
-    _put(group, "second_moment", whitening.second_moment.astype(np.float64), c)
-    group.attrs.update(json_ready({**whitening.attrs, "channels": c, "complete": True}))
+    with _fresh_group(store, WHITENING) as group:
+        _put(group, "matrix", whitening.matrix.astype(np.float64), c)
+        _put(group, "second_moment", whitening.second_moment.astype(np.float64), c)
+        group.attrs.update(json_ready({**whitening.attrs, "channels": c, "complete": True}))
 
 
 def read_whitening(store: "AtlasStore") -> Whitening:
     group = _complete_group(store, WHITENING, "whitening matrix", "grid")
     return Whitening(
-        matrix=np.asarray(group["matrix"][:], dtype=np.float64),
-        second_moment=np.asarray(group["second_moment"][:], dtype=np.float64),
+        matrix=np.asarray(read(group["matrix"]), dtype=np.float64),
+        second_moment=np.asarray(read(group["second_moment"]), dtype=np.float64),
         attrs=dict(group.attrs),
     )
 

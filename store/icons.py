@@ -15,7 +15,11 @@ touches the store::
 
 Resumption follows the collect store's ``blocks/done``: a batch's arrays are written first and
 its ``done`` flag last, so a killed render leaves at worst a batch whose flag is 0, which the
-next run renders again. Shards write disjoint batches (disjoint chunks) and never the attrs.
+next run renders again. Shards write disjoint batches (disjoint chunks) and never the attrs; two
+processes rendering the same batch write the same bytes, each chunk file replaced whole. The
+group itself is created aside and published whole (store/atomic.py), and deleted by renaming it
+away first, so no run ever finds a half-made or half-deleted icons group. Version 2: every array
+checksummed, every chunk of a done batch on disk (store/zarrio.py).
 
 Policy when the group already exists (see ``docs/render.md``):
 
@@ -29,23 +33,23 @@ Policy when the group already exists (see ``docs/render.md``):
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from filelock import FileLock
 from numpy.typing import NDArray
 
+from store.atomic import lock_for, remove_tree, write_aside
 from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
+from store.zarrio import create_array, open_group, read, writable
 
 log = logging.getLogger(__name__)
 
 FORMAT = "activation-atlas-icons"
-VERSION = 1
+VERSION = 2
 FIDELITY = "fidelity"
 
 
@@ -97,9 +101,11 @@ class IconStore:
         p = Path(path)
         if not (p / "zarr.json").exists():
             raise AtlasError(f"icons {p} do not exist; run `atlas render` first")
-        group = zarr.open_group(str(p), mode=mode)
-        if group.attrs.get("format") != FORMAT or group.attrs.get("version") != VERSION:
-            raise AtlasError(f"{p} is not an icons group of version {VERSION}; delete it and run `atlas render`")
+        group = open_group(p, mode=mode)
+        fmt, version = group.attrs.get("format"), group.attrs.get("version")
+        if fmt != FORMAT or version != VERSION:
+            raise AtlasError(f"{p} is not an icons group of version {VERSION} (found format {fmt!r}, version "
+                             f"{version!r}); `atlas migrate` rewrites version 1, else delete it and run `atlas render`")
         return cls(p, group)
 
     @classmethod
@@ -109,8 +115,7 @@ class IconStore:
         A file lock beside the group makes this safe when n shards start at once.
         """
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(p) + ".lock"):
+        with lock_for(p):
             if (p / "zarr.json").exists():
                 store = cls.open(p, mode="r+")
                 attrs = store.group.attrs
@@ -124,25 +129,28 @@ class IconStore:
                 if diff is None:
                     return store
                 log.warning("render params changed (%s): deleting %s and rendering again", diff, p)
-                shutil.rmtree(p)
+                remove_tree(p)
             return cls._create(p, spec)
 
     @classmethod
     def _create(cls, p: Path, spec: IconsSpec) -> "IconStore":
-        group = zarr.open_group(str(p), mode="w")
+        """Build the empty group aside and publish it (the caller holds the lock beside ``p``)."""
         s, bs = spec.size, spec.batch_size
-        for n, k in spec.levels.items():
-            sub = group.create_group(f"level_{n}")
-            rows = max(k, 1)
-            sub.create_array("icons", shape=(k, s, s, 3), chunks=(min(bs, rows), s, s, 3), dtype="uint8", fill_value=0)
-            sub.create_array("objective", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
-            sub.create_array("cossim", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
-            sub.create_array("done", shape=(-(-k // bs),), chunks=(1,), dtype="uint8", fill_value=0)
-            sub.attrs.update({"n": int(n), "cells": int(k)})
-        group.attrs.update(json_ready({"format": FORMAT, "version": VERSION, "grid": spec.grid, "model": spec.model,
-                                  "params": spec.params, "levels": spec.levels, "size": s, "batch_size": bs}))
+        with write_aside(p, locked=True) as tmp:
+            group = open_group(tmp, mode="w")
+            for n, k in spec.levels.items():
+                sub = group.create_group(f"level_{n}")
+                rows = max(k, 1)
+                create_array(sub, "icons", shape=(k, s, s, 3), chunks=(min(bs, rows), s, s, 3), dtype="uint8",
+                             fill_value=0)
+                create_array(sub, "objective", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
+                create_array(sub, "cossim", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
+                create_array(sub, "done", shape=(-(-k // bs),), chunks=(1,), dtype="uint8", fill_value=0)
+                sub.attrs.update({"n": int(n), "cells": int(k)})
+            group.attrs.update(json_ready({"format": FORMAT, "version": VERSION, "grid": spec.grid, "model": spec.model,
+                                           "params": spec.params, "levels": spec.levels, "size": s, "batch_size": bs}))
         log.info("created icons %s: %s cells per level, %d px, batches of %d", p, spec.levels, s, bs)
-        return cls(p, group)
+        return cls(p, open_group(p, mode="r+"))
 
     # ----------------------------------------------------------------------------- geometry
     @staticmethod
@@ -180,7 +188,22 @@ class IconStore:
 
     # ----------------------------------------------------------------------------- batches
     def done(self, n: int) -> NDArray[np.bool_]:
-        return np.asarray(self._level(n)["done"][:], dtype=bool)
+        return np.asarray(read(self._level(n)["done"]), dtype=bool)
+
+    def mark_batches_not_done(self, n: int, batches: list[int]) -> None:
+        """Make render redo ``batches`` of level ``n`` (``atlas verify --repair``); drops its fidelity."""
+        self.drop_fidelity(n)
+        done = writable(self._level(n)["done"])
+        for batch in batches:
+            done[batch] = 0
+
+    def drop_fidelity(self, n: int) -> None:
+        """Delete level ``n``'s fidelity results: marked incomplete first, so a kill half way through
+        the deletion leaves results the readers refuse, never some arrays read as fill values."""
+        sub = self._level(n)
+        if FIDELITY in sub:
+            sub[FIDELITY].attrs.update({"complete": False})
+            del sub[FIDELITY]
 
     def write_batch(self, n: int, batch: int, icons: NDArray[np.uint8], objective: NDArray[np.floating],
                     cossim: NDArray[np.floating]) -> None:
@@ -189,18 +212,17 @@ class IconStore:
         if icons.shape[0] != len(rows):
             raise ValueError(f"level {n} batch {batch}: got {icons.shape[0]} icons, expected {len(rows)}")
         sub = self._level(n)
-        if FIDELITY in sub:  # a new batch makes any earlier fidelity of this level stale
-            del sub[FIDELITY]
+        self.drop_fidelity(n)  # a new batch makes any earlier fidelity of this level stale
         sl = slice(rows.start, rows.stop)
-        sub["icons"][sl] = icons.astype(np.uint8, copy=False)
-        sub["objective"][sl] = np.asarray(objective, np.float32)
-        sub["cossim"][sl] = np.asarray(cossim, np.float32)
-        sub["done"][batch] = 1
+        writable(sub["icons"])[sl] = icons.astype(np.uint8, copy=False)
+        writable(sub["objective"])[sl] = np.asarray(objective, np.float32)
+        writable(sub["cossim"])[sl] = np.asarray(cossim, np.float32)
+        writable(sub["done"])[batch] = 1
 
     def read_level(self, n: int) -> IconLevel:
         sub = self._level(n)
-        return IconLevel(n=n, icons=np.asarray(sub["icons"][:]), objective=np.asarray(sub["objective"][:]),
-                         cossim=np.asarray(sub["cossim"][:]), done=np.asarray(sub["done"][:], dtype=bool))
+        return IconLevel(n=n, icons=read(sub["icons"]), objective=read(sub["objective"]),
+                         cossim=read(sub["cossim"]), done=np.asarray(read(sub["done"]), dtype=bool))
 
     def complete(self, n: int) -> bool:
         return bool(self.done(n).all())
@@ -209,14 +231,13 @@ class IconStore:
     def write_fidelity(self, n: int, result: FidelityArrays, attrs: dict[str, Any]) -> None:
         """Replace level ``n``'s fidelity arrays (written whole, marked complete last)."""
         sub = self._level(n)
-        if FIDELITY in sub:
-            del sub[FIDELITY]
+        self.drop_fidelity(n)
         group = sub.create_group(FIDELITY)
         group.attrs.update({"complete": False})
         for name in ("cossim", "overlap", "top_pred", "cossim_resized", "overlap_resized"):
             data = np.ascontiguousarray(getattr(result, name))
             chunks = (max(1, min(4096, data.shape[0])),) + tuple(max(1, d) for d in data.shape[1:])
-            group.create_array(name, data=data, chunks=chunks)
+            create_array(group, name, data=data, chunks=chunks)
         group.attrs.update(json_ready({**attrs, "complete": True}))
 
     def read_fidelity(self, n: int) -> FidelityArrays:
@@ -224,4 +245,4 @@ class IconStore:
         if FIDELITY not in sub or not sub[FIDELITY].attrs.get("complete", False):
             raise AtlasError(f"icons {self.path} level {n} have no fidelity results; run `atlas fidelity`")
         g = sub[FIDELITY]
-        return FidelityArrays(**{name: np.asarray(g[name][:]) for name in FidelityArrays.__dataclass_fields__})
+        return FidelityArrays(**{name: read(g[name]) for name in FidelityArrays.__dataclass_fields__})

@@ -27,11 +27,17 @@ Layout::
     samples/attr_label    [n_rows]    float32 attribution to the image's label class (NaN unknown)
     blocks/done           [n_blocks] uint8   1 once every array of the block is written
     layout/, grid/, whitening/               written by the later stages (store/derived.py)
+
+Schema versions: 1 = the layout above without chunk checksums; 2 = every array carries zarr's
+``crc32c`` codec and every chunk of a done block is on disk, even one equal to the fill value
+(store/zarrio.py), so ``atlas verify`` can tell a lost chunk from an empty one. A version-1 store is
+refused with both versions named and ``atlas migrate`` rewrites it as version 2 (store/migrate.py).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATABLE_VERSIONS = (1,)  # older versions `atlas migrate` rewrites as SCHEMA_VERSION
 FORMAT_NAME = "activation-atlas-store"
 
 STATUS_PENDING = 0

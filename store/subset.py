@@ -20,18 +20,19 @@ layout/grid/whitening/icons groups are deleted (icons of another grid would be r
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
-import zarr
 from numpy.typing import NDArray
 
+from store.atomic import remove_tree, write_aside
 from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
+from store.zarrio import create_array, open_group, read
 
 if TYPE_CHECKING:
     from store.atlas_store import AtlasStore
@@ -75,9 +76,10 @@ class SubsetStore:
                 return subset
             log.info("subset %s changed (%s): deleting its derived groups", name, diff or "other rows")
             subset.delete_derived()
-        group = zarr.open_group(str(subset.path), mode="w")
-        group.create_array("rows", data=rows, chunks=(max(1, min(len(rows), 1 << 20)),))
-        group.attrs.update({**record, "complete": True})
+        with write_aside(subset.path) as tmp:
+            group = open_group(tmp, mode="w")
+            create_array(group, "rows", data=rows, chunks=(max(1, min(len(rows), 1 << 20)),))
+            group.attrs.update({**record, "complete": True})
         return subset
 
     @classmethod
@@ -99,19 +101,26 @@ class SubsetStore:
     def _stored(self) -> tuple[NDArray[np.int64], dict[str, Any]] | None:
         if not (self.path / "zarr.json").exists():
             return None
-        group = zarr.open_group(str(self.path), mode="r")
+        group = open_group(self.path, mode="r")
         if not group.attrs.get("complete", False) or "rows" not in group:
             return None
         attrs = {k: v for k, v in group.attrs.items() if k != "complete"}
-        return np.asarray(group["rows"][:], dtype=np.int64), attrs
+        return np.asarray(read(group["rows"]), dtype=np.int64), attrs
+
+    def mark_incomplete(self) -> None:
+        """Make the next class/compare run rewrite the rows group (``atlas verify --repair``)."""
+        open_group(self.path, mode="r+").attrs.update({"complete": False})
+
+    def content_token(self) -> str:
+        """Changes when the selected rows or what the parent stored changes (see AtlasStore.content_token)."""
+        digest = hashlib.sha256(self.parent.content_token().encode())
+        digest.update(np.ascontiguousarray(self.rows, np.int64).tobytes())
+        return digest.hexdigest()[:16]
 
     def delete_derived(self) -> None:
-        """Remove the subset's layout, grid, whitening and icons groups (and their lock files)."""
+        """Remove the subset's layout, grid, whitening and icons groups (each renamed away first)."""
         for name in STAGE_GROUPS:
-            path = self.derived_path(name)
-            if path.exists():
-                shutil.rmtree(path)
-            Path(str(path) + ".lock").unlink(missing_ok=True)
+            remove_tree(self.derived_path(name))
 
     # ----------------------------------------------------------------------------- the store view
     def derived_path(self, name: str) -> Path:

@@ -38,6 +38,10 @@ class RowStore(Protocol):
         """Where the stage that derives group ``name`` (layout, grid, whitening, icons) keeps it."""
         ...
 
+    def content_token(self) -> str:
+        """A hash that changes whenever the rows this store holds change (layouts record it)."""
+        ...
+
     def require_collected(self, needed_by: str) -> None:
         """Raise AtlasError naming the shard to rerun when collect has not finished these rows."""
         ...

@@ -1,6 +1,8 @@
 import torch
+import torchvision
 
-from stages.collect.attribution import logits_and_attribution, position_tangent
+from stages.collect.attribution import HeadJVP, logits_and_attribution, position_tangent, position_tangents
+from stages.model.layer_split import split_at_layer
 
 
 def test_tangent_is_activation_at_position_only() -> None:
@@ -29,4 +31,76 @@ def test_jvp_equals_per_class_backward_on_real_model(mobilenet) -> None:
         (grad,) = torch.autograd.grad(ref_logits[:, k].sum(), leaf, retain_graph=True)
         ref = torch.stack([(grad[b, :, y, x_] * act[b, :, y, x_]).sum() for b, (y, x_) in enumerate(yx.tolist())])
         torch.testing.assert_close(attr[:, k], ref, atol=1e-5, rtol=1e-4)
+    assert attr.abs().sum() > 0
+
+
+def _positions(batch: int, per_input: int, height: int, width: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, height, (batch, per_input), generator=g),
+                        torch.randint(0, width, (batch, per_input), generator=g)], -1)
+
+
+def test_position_tangents_stack_one_tangent_per_position() -> None:
+    act = (torch.rand(3, 4, 5, 6, generator=torch.Generator().manual_seed(2)) + 0.1).contiguous(
+        memory_format=torch.channels_last)
+    yx = _positions(3, 2, 5, 6, seed=3)
+    stacked = position_tangents(act, yx)
+    assert stacked.shape == (2, 3, 4, 5, 6)
+    for p in range(2):
+        assert torch.equal(stacked[p], position_tangent(act, yx[:, p]))
+    assert stacked.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)  # no layout change for the head
+
+
+def test_head_jvp_is_bit_identical_to_the_library_jvp_and_matches_backward(mobilenet) -> None:
+    """Collect's one-pass attribution (all positions at once) = torch.func.jvp per position, to the bit.
+
+    The store keeps float16 values computed from these float32 ones, so bit-identical float32
+    means the stored attributions and logits did not change (tests/test_golden.py checks the bytes).
+    The real model is cut at features.13.conv.0, whose head also reads a residual cut.
+    """
+    torch.manual_seed(4)
+    x = mobilenet.normalize(torch.rand(4, 3, 224, 224)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        act, *cuts = mobilenet.trunk(x)
+    assert mobilenet.n_cuts == 1
+    yx = _positions(4, 3, 14, 14, seed=5)
+    head = HeadJVP(mobilenet.head)
+    logits, attr = head.jvp(act, tuple(cuts), position_tangents(act, yx))
+    assert attr.shape == (3, 4, 1000) and not head.fallback_nodes  # every op of this head has a fast rule
+    with torch.no_grad():
+        for p in range(3):
+            ref_logits, ref_attr = logits_and_attribution(mobilenet.head, act, tuple(cuts), yx[:, p])
+            assert torch.equal(logits, ref_logits)
+            assert torch.equal(attr[p], ref_attr)
+    # and the plain autograd definition, h . d logit_k / d h at (y, x), one backward pass per class
+    leaf = act.clone().requires_grad_(True)
+    ref_logits = mobilenet.head(leaf, *[c.clone() for c in cuts])
+    for k in (530, 999):
+        (grad,) = torch.autograd.grad(ref_logits[:, k].sum(), leaf, retain_graph=True)
+        for p in range(3):
+            ref = torch.stack([(grad[b, :, y, x_] * act[b, :, y, x_]).sum() for b, (y, x_) in enumerate(yx[:, p].tolist())])
+            torch.testing.assert_close(attr[p, :, k], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_head_jvp_falls_back_to_the_library_for_other_operations() -> None:
+    """GoogLeNet's head (the paper's inception4c) has max-pooling and concatenations.
+
+    Max-pooling has no fast rule and goes through torch.func.jvp; the derivative must still be
+    the library's. (Architecture check only: PyTorch's default initialisation, no trained weights
+    exist offline for GoogLeNet, and the values are compared with the library, not interpreted.)
+    """
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    trunk, head, _ = split_at_layer(model, "inception4c", ["inception4c"])
+    with torch.no_grad():
+        act, *cuts = trunk(torch.rand(2, 3, 128, 128))  # inception4c: 8 x 8
+    yx = _positions(2, 2, 8, 8, seed=6)
+    jvp = HeadJVP(head)
+    logits, attr = jvp.jvp(act, tuple(cuts), position_tangents(act, yx))
+    assert any("maxpool" in name or "branch4" in name for name in jvp.fallback_nodes), jvp.fallback_nodes
+    with torch.no_grad():
+        for p in range(2):
+            ref_logits, ref_attr = logits_and_attribution(head, act, tuple(cuts), yx[:, p])
+            assert torch.equal(logits, ref_logits)
+            torch.testing.assert_close(attr[p], ref_attr, atol=1e-12, rtol=1e-5)
     assert attr.abs().sum() > 0

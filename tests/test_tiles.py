@@ -139,6 +139,57 @@ def test_cells_json_schema_and_density_scaling(small_atlas) -> None:
             assert -1 <= c["cossim"] <= 1 and isinstance(c["objective"], float)
 
 
+def test_highlight_columns_by_hand() -> None:
+    """stages/tiles/highlight.py on hand-made cases: positive entries per column, label shares."""
+    from stages.tiles.highlight import label_shares, split_columns
+
+    cols = split_columns(np.array([[0, 0.5, -1], [0.2, 0, 0], [0.3, 0.1, 0]], np.float32))
+    assert sorted(cols) == [0, 1]  # column 2 has no positive entry
+    assert cols[0].cells.tolist() == [1, 2] and cols[0].values == pytest.approx([0.2, 0.3])
+    assert cols[1].record() == {"cells": [0, 2], "values": [0.5, 0.1], "max": 0.5}
+    # cell 0 = rows 0, 1, 2 (labels 1, 1, unknown), cell 1 = rows 3, 4 (labels 0, 1)
+    shares = label_shares(np.array([0, 3, 5]), np.array([0, 1, 2, 3, 4]), np.array([1, 1, -1, 0, 1]))
+    assert shares[0].cells.tolist() == [1] and shares[0].values == pytest.approx([0.5])
+    assert shares[1].cells.tolist() == [0, 1] and shares[1].values == pytest.approx([2 / 3, 0.5])
+    assert shares[1].record()["values"] == [0.6667, 0.5]
+
+
+def test_highlight_values_match_the_grid(small_atlas) -> None:
+    """Per (level, class) the grid's mean attribution, per (level, label) the members' label share."""
+    main, store = small_atlas.atlas_dir / "main", small_atlas.store
+    manifest = json.loads((main / "manifest.json").read_text())
+    assert manifest["highlight"] == "highlight.js"
+    index = json.loads((main / "highlight.json").read_text())
+    assert _js_object(main / "highlight.js", 'window.ATLAS_HIGHLIGHT_INDEX["main"]') == index
+    assert index["classes"] == store.class_names
+    # the fixture's folders: "other" (no ImageNet class) and "tabby" (class 281); 32 rows per photo
+    assert index["labels"] == [{"index": 0, "name": "other", "class": -1, "rows": 96},
+                               {"index": 1, "name": "tabby", "class": 281, "rows": 32}]
+    row_labels = store.row_labels()
+    layout = json.loads((main / "layout.json").read_text())
+    assert layout["names"] == {str(k): store.class_names[k] for k in sorted(set(layout["label"])) if k >= 0}
+    for n in small_atlas.levels:
+        level = derived.read_level(store, n)
+        supported = np.flatnonzero((level.attribution > 0).any(axis=0))
+        assert index["levels"][str(n)]["classes"] == supported.tolist()
+        for c in supported[:: max(1, len(supported) // 25)]:  # a spread of classes, every cell of each
+            path = main / f"level_{n}" / "highlight" / f"class_{c}.json"
+            record = json.loads(path.read_text())
+            assert _js_object(path.with_suffix(".js"), f'window.ATLAS_HIGHLIGHT["main/{n}/class/{c}"]') == record
+            cells = np.flatnonzero(level.attribution[:, c] > 0)
+            assert record["cells"] == cells.tolist()
+            assert record["values"] == pytest.approx(level.attribution[cells, c], rel=1e-3)
+            assert record["max"] == pytest.approx(level.attribution[:, c].max(), rel=1e-3)
+        unsupported = np.setdiff1d(np.arange(len(store.class_names)), supported)
+        assert len(unsupported) and not (main / f"level_{n}" / "highlight" / f"class_{unsupported[0]}.json").exists()
+        assert index["levels"][str(n)]["labels"] == [0, 1]
+        for label in (0, 1):
+            record = json.loads((main / f"level_{n}" / "highlight" / f"label_{label}.json").read_text())
+            share = {c: float(np.mean(row_labels[level.members(c)] == label)) for c in range(len(level))}
+            assert record["cells"] == [c for c in range(len(level)) if share[c] > 0]
+            assert record["values"] == pytest.approx([share[c] for c in record["cells"]], rel=1e-3)
+
+
 def _copy_store(small_atlas, dest: Path) -> AtlasStore:
     src = small_atlas.store.path
     for sib in src.parent.glob(f"{src.stem}*.zarr"):

@@ -87,7 +87,7 @@ def test_viewer_is_offline_and_file_url_safe() -> None:
 
 def test_package_data_ships_every_viewer_file() -> None:
     """pyproject's package-data globs cover every file under stages/tiles/viewer/ (so pip installs it)."""
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipeline"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["stages.tiles"]
     files = [p.relative_to(VIEWER_SOURCE.parent).as_posix() for p in VIEWER_SOURCE.rglob("*") if p.is_file()]
     missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns) and not f.endswith(".map")]
     assert files and not missing, missing

@@ -12,7 +12,6 @@ matrix, i.e. the same ``S`` the main atlas's icons use.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from stages.model.registry import LoadedModel
 from stages.grid import stage as grid
 from stages.render import stage as render
 from store import derived
+from store.atomic import remove_tree
 from store.icons import IconStore
 from store.subset import ROWS, SubsetStore
 
@@ -81,7 +81,7 @@ def drop_stale_icons(subset: SubsetStore, level: int) -> None:
                "fingerprint": render.grid_fingerprint(subset, cells)}
     if rendered != current:
         log.info("%s: icons were rendered from another grid; deleting them", subset.name)
-        shutil.rmtree(path)
+        remove_tree(path)  # renamed away first: never seen half deleted
 
 
 def grid_and_render(

@@ -42,6 +42,35 @@ def interior_positions(inputs: range, positions: int, height: int, width: int, b
     return np.stack([ys, xs], axis=-1).astype(np.int16)
 
 
+def image_positions(inputs: range, positions: int, margin: float, seed: int) -> np.ndarray:
+    """[len(inputs), positions, 2] float64 (v, u) in image coordinates: fractions of the view's height
+    and width, uniform over ``[margin, 1 - margin)``.
+
+    The draw is a pure function of (seed, input, position) like :func:`interior_positions`, and of
+    nothing about the layer, so two stores of the same inputs and seed (another layer, another
+    model) get the same image locations: :func:`to_layer_grid` maps them onto each layer's grid.
+    """
+    ids = (np.arange(inputs.start, inputs.stop, dtype=np.uint64)[:, None] * np.uint64(positions)
+           + np.arange(positions, dtype=np.uint64)[None, :])
+    with np.errstate(over="ignore"):
+        h = _splitmix64(ids ^ _splitmix64(np.full(ids.shape, seed, np.uint64)))
+    unit = np.stack([(h & np.uint64(0xFFFFFFFF)), (h >> np.uint64(32))], axis=-1).astype(np.float64) / 2.0 ** 32
+    return margin + unit * (1.0 - 2.0 * margin)
+
+
+def to_layer_grid(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Image-coordinate (v, u) fractions -> the (y, x) cell of an ``height x width`` layer that holds them.
+
+    Cell ``(y, x)`` of a layer that covers the view with an ``H x W`` grid spans image fractions
+    ``[y / H, (y + 1) / H) x [x / W, (x + 1) / W)`` (its receptive field is centred there), so a point
+    falls in cell ``floor(v * H), floor(u * W)``: a 7 x 7 and a 14 x 14 layer map one point to cells
+    that cover the same place of the image.
+    """
+    y = np.minimum(np.floor(points[..., 0] * height), height - 1)
+    x = np.minimum(np.floor(points[..., 1] * width), width - 1)
+    return np.stack([y, x], axis=-1).astype(np.int16)
+
+
 class _Block:
     def __init__(self, store: AtlasStore, block: int, channels: int, trailing: dict[str, int]) -> None:
         self.inputs = store.block_input_range(block)

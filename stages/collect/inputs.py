@@ -9,7 +9,9 @@ as a skip reason instead of pixels (never an exception, never a silent drop).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -85,7 +87,23 @@ def _identity(batch: object) -> object:
     return batch
 
 
-def _die_with_parent(_worker_id: int) -> None:
+def _init_worker(nice: int, _worker_id: int) -> None:
+    """Set up one decoding worker process: lower its priority by ``nice``, and make it die with its parent.
+
+    Priority: on a machine whose cores the model's threads fill (2 cores, torch's 2 threads), a
+    decoding process at the same priority takes a core in the middle of a parallel operator and
+    the model's other thread waits for it; a niced one decodes in the gaps (and at full speed
+    whenever the model waits for input). ``collect.worker_nice`` (0: off); docs/collect.md.
+    """
+    if nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:  # not permitted here: decode at the normal priority
+            log.debug("could not lower the decoding worker's priority")
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
     """Linux: ask the kernel to SIGKILL this decoding worker when the collect process dies.
 
     A collect killed with SIGKILL (preemption, OOM killer, ``kill -9``) cannot stop its
@@ -101,15 +119,27 @@ def _die_with_parent(_worker_id: int) -> None:
         log.debug("prctl unavailable; decoding workers rely on torch's parent check")
 
 
-def view_loader(dataset: ViewDataset, num_workers: int, pin_memory: bool) -> DataLoader:
+def view_loader(dataset: ViewDataset, num_workers: int, pin_memory: bool, worker_nice: int = 0) -> DataLoader:
     """In-order loader, one item at a time (the model batches are assembled by the caller)."""
+    init = functools.partial(_init_worker, worker_nice) if num_workers > 0 else None
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                       collate_fn=_identity, pin_memory=pin_memory,
                       prefetch_factor=4 if num_workers > 0 else None,
-                      persistent_workers=False, worker_init_fn=_die_with_parent if num_workers > 0 else None)
+                      persistent_workers=False, worker_init_fn=init)
 
 
 def to_model_input(views: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 [B, S, S, 3] -> float [B, 3, S, S] in [0, 1], channels-last on ``device``."""
     tensor = torch.from_numpy(views).to(device, non_blocking=True)
     return tensor.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def to_normalized_input(views: np.ndarray, device: torch.device, mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> torch.Tensor:
+    """:func:`to_model_input` then ``(x - mean) / std`` in place: the same values as the model's
+    ``normalize`` bit for bit (the same operations in the same order), without two more batch-sized
+    buffers per batch."""
+    x = to_model_input(views, device)
+    shape = (1, len(mean), 1, 1)
+    x.sub_(torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape))
+    return x.div_(torch.tensor(std, device=x.device, dtype=x.dtype).view(shape))

@@ -25,9 +25,9 @@ from store.errors import AtlasError
 from stages.images.sources import ImageSource, open_image_source
 from stages.images.class_names import label_classes
 from stages.model.registry import LoadedModel, load_model
-from stages.collect.attribution import logits_and_attribution, top_k
-from stages.collect.blocks import BlockAssembler, interior_positions
-from stages.collect.inputs import ViewDataset, ViewSettings, WorkItem, to_model_input, view_loader, work_items
+from stages.collect.attribution import HeadJVP, position_tangents, top_k
+from stages.collect.blocks import BlockAssembler, image_positions, interior_positions, to_layer_grid
+from stages.collect.inputs import ViewDataset, ViewSettings, WorkItem, to_normalized_input, view_loader, work_items
 from store.atlas_store import AtlasStore, StoreSpec
 from store.shards import shard_blocks
 
@@ -71,6 +71,8 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
                 "positions_per_image": c.positions_per_image, "border": c.border, "seed": c.seed,
                 "dtype": c.dtype, "rows_per_chunk": c.rows_per_chunk, "head": c.head, "top_k": c.top_k,
                 "top_predictions": c.top_predictions, "max_pixels": c.max_pixels}
+    if c.image_margin is not None:  # recorded only when on: stores sampled over the layer keep their identity
+        sampling["image_margin"] = c.image_margin
     dataset = {"source": str(config.data.source), "kind": source.kind, "fingerprint": source.fingerprint(),
                "n_images": len(source.records)}
     return StoreSpec(model=model.identity(), dataset=dataset, sampling=sampling, channels=model.layer_shape[0],
@@ -82,6 +84,8 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
 def _check_geometry(config: Config, model: LoadedModel) -> None:
     _, h, w = model.layer_shape
     b = config.collect.border
+    if config.collect.image_margin is not None:
+        return  # positions come from image coordinates (collect.image_margin); every one maps to a cell
     if h - 2 * b < 1 or w - 2 * b < 1:
         raise AtlasError(f"collect.border={b} leaves no interior position in layer {model.layer} "
                          f"({h}x{w}); lower collect.border or pick an earlier layer")
@@ -99,12 +103,17 @@ class _ModelStep:
         self.label_class = label_class
         _, self.h, self.w = model.layer_shape
         self.positions: dict[int, np.ndarray] = {}
+        self.head_jvp = HeadJVP(model.head) if self.c.head else None
 
     def _positions(self, block: int, input_index: int) -> np.ndarray:
         if block not in self.positions:
             inputs = self.store.block_input_range(block)
-            self.positions[block] = interior_positions(inputs, self.c.positions_per_image, self.h, self.w,
-                                                       self.c.border, self.c.seed)
+            if self.c.image_margin is None:
+                self.positions[block] = interior_positions(inputs, self.c.positions_per_image, self.h, self.w,
+                                                           self.c.border, self.c.seed)
+            else:  # the same image locations whatever the layer (stages/align)
+                points = image_positions(inputs, self.c.positions_per_image, self.c.image_margin, self.c.seed)
+                self.positions[block] = to_layer_grid(points, self.h, self.w)
         return self.positions[block][input_index - self.store.block_input_range(block).start]
 
     def __call__(self, batch: list[tuple[WorkItem, int, np.ndarray]]) -> None:
@@ -112,19 +121,22 @@ class _ModelStep:
         m, c, p = self.model, self.c, self.c.positions_per_image
         views = np.stack([v for _, _, v in batch])
         yx = np.stack([self._positions(item.block, idx) for item, idx, _ in batch])  # [B, P, 2]
-        x = m.normalize(to_model_input(views, m.device))
+        x = to_normalized_input(views, m.device, m.mean, m.std)
         with torch.inference_mode():
             act, *cuts = m.trunk(x)
         yx_t = torch.from_numpy(yx.astype(np.int64)).to(m.device)
         batch_idx = torch.arange(len(batch), device=m.device)
         rows = act[batch_idx[:, None], :, yx_t[..., 0], yx_t[..., 1]]  # [B, P, C]
         out: dict[str, np.ndarray] = {"yx": yx}
-        if c.head:
+        if self.head_jvp is not None:
             labels = self.label_class[[item.image for item, _, _ in batch]]
             attr_idx, attr_val, attr_lab = [], [], []
+            # logits and the attribution of all P positions in one pass through the head (one
+            # primal pass, P tangents batched: stages/collect/attribution.py, docs/collect.md)
+            logits, attrs = self.head_jvp.jvp(act, tuple(cuts), position_tangents(act, yx_t))
             with torch.no_grad():
                 for pos in range(p):
-                    logits, attr = logits_and_attribution(m.head, act, tuple(cuts), yx_t[:, pos])
+                    attr = attrs[pos]
                     ai, av = top_k(attr, c.top_k)
                     attr_idx.append(ai)
                     attr_val.append(av)
@@ -185,7 +197,7 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     items = work_items(block_inputs, c.views_per_image)
     settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels)
     loader = view_loader(ViewDataset(items, [r.path for r in source.records], settings), c.num_workers,
-                         pin_memory=model.device.type == "cuda")
+                         pin_memory=model.device.type == "cuda", worker_nice=c.worker_nice)
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
     setup_seconds = time.perf_counter() - t0
 

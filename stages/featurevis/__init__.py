@@ -7,7 +7,8 @@ Usable on its own (see ``docs/featurevis.md``)::
                         steps=256, device=torch.device("cpu"))
 
 Modules, one job each: :mod:`.param` (image parameterisations), :mod:`.transforms`
-(transformation robustness), :mod:`.objectives` (what to maximise), :mod:`.forward` (model ->
+(transformation robustness), :mod:`.objectives` (what to maximise), :mod:`.tokens` (transformer
+tokens read as a patch grid), :mod:`.forward` (model ->
 forward contract, hook hygiene), :mod:`.relu_grad` (lucid's redirected ReLU gradient for the
 first steps), :mod:`.optimize` (the batched Adam loop), :mod:`.errors` (its one exception type).
 It imports nothing else of this project, so it can be lifted out and published alone.
@@ -27,6 +28,7 @@ from stages.featurevis.objectives import (
 )
 from stages.featurevis.optimize import RenderResult, render
 from stages.featurevis.param import FourierImage, PixelImage, fft_image, pixel_image
+from stages.featurevis.tokens import spatial
 from stages.featurevis.transforms import reference_transforms
 
 __all__ = [
@@ -48,4 +50,5 @@ __all__ = [
     "pixel_image",
     "reference_transforms",
     "render",
+    "spatial",
 ]

@@ -1,7 +1,8 @@
 """Objectives: what a rendered image should maximise, one value per image.
 
 An objective is a small value with ``__call__(acts) -> Tensor[B]`` over the named tensors a
-forward returns (layer activations ``[B, C, h, w]``, ``"logits"`` ``[B, K]``). They compose like
+forward returns (layer activations ``[B, C, h, w]``, or a transformer's ``[B, N, C]`` tokens read as
+their patch grid (:mod:`.tokens`), ``"logits"`` ``[B, K]``). They compose like
 lucent's: ``a + b``, ``2 * a``, ``a - b``, ``-a``, ``a / 2``. Each is batch-aware: a target given as
 one value applies to every image, a target given as a length-B sequence (or a ``[B, C]`` matrix
 of directions) gives image ``i`` its own target, so a batch of B directions renders B icons in
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from stages.featurevis.errors import FeatureVisError
+from stages.featurevis.tokens import spatial
 
 Activations = Mapping[str, Tensor]
 Target = int | Sequence[int] | Tensor
@@ -93,9 +95,11 @@ class Scaled(Objective):
 
 
 def _layer(acts: Activations, name: str) -> Tensor:
+    """The named tensor in float32; a token layer's ``[B, N, C]`` as its ``[B, C, g, g]`` patch grid
+    (:mod:`.tokens`), so every position objective reads transformer tokens like conv cells."""
     if name not in acts:
         raise FeatureVisError(f"objective needs '{name}' but the forward returned only: {', '.join(acts) or 'nothing'}")
-    return acts[name].float()
+    return spatial(acts[name].float())
 
 
 def _per_image(target: Target, batch: int, device: torch.device, what: str) -> Tensor:

@@ -132,11 +132,50 @@ def fit_embedding(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[n
     return _fit_pca(features, cfg)
 
 
-def _fit_umap(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.float32]:
-    import umap
+UMAP_ALL_PAIRS_BELOW = 4096  # umap-learn computes every pairwise distance itself below this many rows
+EXACT_KNN_BELOW = 50_000  # knn: auto: exact search (~17 CPU-s at 50k) costs about what NN-descent's compile does
 
+
+def umap_knn(features: NDArray[np.float32], n_neighbors: int, cfg: ReduceConfig) -> tuple[Any, Any, None] | None:
+    """UMAP's neighbour graph by exact faiss search, or None to let umap-learn build it.
+
+    umap-learn is exact below 4,096 rows and uses pynndescent's NN-descent above. NN-descent's
+    numba code cannot be cached on disk (its functions take the metric as a function argument
+    and ask numba for its thread count, which pins the compiled code to one process), so every
+    process compiled it again: ~20 CPU-s, more than the rest of the demo's UMAP fit. Exact
+    search of 14,508 x 64 features takes ~1.7 CPU-s, is deterministic, and the layout is as
+    trustworthy (0.946 vs 0.948 at k = 10 on the demo store; docs/reduce_grid.md). It grows with
+    the square of the rows, so from ``EXACT_KNN_BELOW`` rows (``knn: auto``) NN-descent is used.
+    Each row's list holds the row itself at distance 0 (or an identical row), as umap-learn's own does.
+    """
+    n = len(features)
+    exact = cfg.knn == "exact" or (cfg.knn == "auto" and n < EXACT_KNN_BELOW)
+    if n < UMAP_ALL_PAIRS_BELOW or not exact:
+        return None
+    import faiss
+
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    if cfg.metric == "cosine":  # FeatureMap rows are unit vectors: cosine distance = 1 - inner product
+        index = faiss.IndexFlatIP(data.shape[1])
+        index.add(data)
+        similarity, indices = index.search(data, n_neighbors)
+        distances = np.maximum(1.0 - similarity, 0.0)
+    else:
+        index = faiss.IndexFlatL2(data.shape[1])
+        index.add(data)
+        squared, indices = index.search(data, n_neighbors)
+        distances = np.sqrt(np.maximum(squared, 0.0))
+    return indices.astype(np.int64), distances.astype(np.float32), None
+
+
+def _fit_umap(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.float32]:
+    from stages.reduce.numba_cache import prepare_umap
+
+    umap = prepare_umap()  # its numba code compiled once per machine, not once per process
+    n_neighbors = min(cfg.n_neighbors, len(features) - 1)
+    knn = umap_knn(features, n_neighbors, cfg)
     reducer = umap.UMAP(
-        n_neighbors=min(cfg.n_neighbors, len(features) - 1),
+        n_neighbors=n_neighbors,
         min_dist=cfg.min_dist,
         metric=cfg.metric,
         n_epochs=cfg.n_epochs,
@@ -144,9 +183,11 @@ def _fit_umap(features: NDArray[np.float32], cfg: ReduceConfig) -> NDArray[np.fl
         random_state=cfg.seed if cfg.deterministic else None,
         n_jobs=1 if cfg.deterministic else -1,
         low_memory=True,
+        precomputed_knn=knn or (None, None, None),
     )
     with warnings.catch_warnings():
-        # umap-learn warns about its own choices (e.g. spectral init falling back on tiny data).
+        # umap-learn warns about its own choices (e.g. spectral init falling back on tiny data, no
+        # transform() with a precomputed graph: placement uses faiss, not transform()).
         warnings.simplefilter("ignore", category=UserWarning)
         return np.asarray(reducer.fit_transform(features), dtype=np.float32)
 

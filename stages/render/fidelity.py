@@ -40,7 +40,7 @@ from stages.config import Config
 from store.view import RowStore
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel, load_model
-from stages.featurevis import layer_forward
+from stages.featurevis import layer_forward, spatial
 from stages.featurevis.forward import Forward
 from stages.render.stage import grid_fingerprint
 from store import derived
@@ -85,7 +85,7 @@ def respond(forward: Forward, layer: str, images: torch.Tensor, directions: torc
     """
     with torch.no_grad():
         out = forward(images)
-        acts = out[layer].float()
+        acts = spatial(out[layer].float())  # a token layer as its patch grid
         h = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
         cos = F.cosine_similarity(h, directions.to(h.device).float(), dim=1, eps=1e-8)
         top = out["logits"].float().topk(TOP, dim=1).indices

@@ -14,7 +14,6 @@ sharded or whole CPU run gives bit-identical icons.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from stages.config import Config, RenderConfig
 from store.view import RowStore
 from store.errors import AtlasError
 from stages.model.registry import LoadedModel, load_model
-from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render
+from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render, spatial
 from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
 from store import derived
@@ -151,7 +150,7 @@ def centre_cossim(
     with its raw, unwhitened cell direction ``v``, on the stored uint8 icon, no transforms."""
     with torch.no_grad():
         x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float() / 255.0
-        acts = forward(x)[layer].float()
+        acts = spatial(forward(x)[layer].float())  # a token layer as its patch grid
         h = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
         cos = torch.nn.functional.cosine_similarity(h, directions.to(device).float(), dim=1, eps=1e-8)
     return cos.cpu().numpy().astype(np.float32)
@@ -183,11 +182,7 @@ def _check_model(store: RowStore, model: LoadedModel) -> None:
 
 def grid_fingerprint(store: RowStore, cells: dict[int, derived.CellLevel]) -> str:
     """Content hash of the directions being rendered: any change of the grid changes it."""
-    digest = hashlib.sha256()
-    for n, level in sorted(cells.items()):
-        digest.update(f"{n}:{len(level)}".encode())
-        digest.update(np.ascontiguousarray(level.direction, np.float32).tobytes())
-    return digest.hexdigest()[:16]
+    return derived.directions_fingerprint(cells)
 
 
 def _spec(r: RenderConfig, store: RowStore, model: LoadedModel, cells: dict[int, derived.CellLevel]) -> IconsSpec:

@@ -2,15 +2,20 @@
 
 :func:`export_atlas` takes an :class:`~stages.tiles.source.AtlasSource` (the main atlas, a
 class-filtered one, a comparison) and writes ``<out>/<id>/``: per level a DZI pyramid, the
-``cells.json`` overlay and the dataset-example thumbnails; then ``manifest.json``,
-``layout.json`` (each with its ``.js`` twin for ``file://``) and its entry in ``atlases.json``.
+``cells.json`` overlay, the dataset-example thumbnails and, when the grid carries attribution
+(the main atlas), the highlight values per class and label (:mod:`stages.tiles.highlight`); then
+``manifest.json``, ``layout.json``, ``highlight.json`` (each with its ``.js`` twin for
+``file://``) and its entry in ``atlases.json``.
 
-Atomic and resumable: each level is written into a hidden staging folder,
-``<out>/.<slug>.staging/level_<N>.tmp/``, which is renamed to ``level_<N>/`` once complete (a
-``done.json`` inside records the inputs' fingerprint). When every level is staged, the atlas
-folder is assembled as ``<out>/.<slug>.new/`` and swapped in by two renames, so ``<out>/<id>/`` is
-always either the previous complete export or the new one, never a half-written folder. A killed
-export leaves only hidden folders; rerunning it reuses the levels it had finished.
+Atomic and resumable: each level is written into a hidden folder private to the process
+(``<out>/.<slug>.staging.level_<N>.tmp-<host>-<pid>-<random>/``), which is renamed to
+``<out>/.<slug>.staging/level_<N>/`` under the atlas's lock once complete (a ``done.json`` inside
+records the inputs' fingerprint; :mod:`stages.tiles.integrity`). When every level is staged, the
+atlas folder is assembled as ``<out>/.<slug>.new/``, its ``checksums.json`` written last, and
+swapped in by two renames, so ``<out>/<id>/`` is always either the previous complete export or
+the new one, never a half-written folder. A killed export leaves only hidden folders; rerunning
+it reuses the levels it had finished. Two runs of the same export at once write private folders
+and assemble one after the other.
 
 Sharding: shard ``i`` of ``n`` stages a contiguous slice of the levels (``store.atlas_store.
 shard_blocks`` over the sorted levels), so array jobs write disjoint folders; whichever shard
@@ -34,18 +39,25 @@ import numpy as np
 from filelock import FileLock
 
 from stages.config import TilesConfig
+from stages.images.class_names import label_classes
 from stages.tiles.viewer_assets import install_viewer
 from stages.tiles import dataset_examples as examples_mod
+from stages.tiles import highlight as highlight_mod
 from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes, icon_pixel_boxes, icon_pixel_sides,
                                    icon_scale)
 from stages.tiles.pyramid import compose_canvas, write_dzi
+from stages.tiles import integrity
 from stages.tiles.source import AtlasSource, fingerprint
+from store.errors import storage_error
 from store.shards import shard_blocks
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "activation-atlas-export"
 EXPORT_VERSION = 1
+#: bumped when a level's staged files change shape (2: highlight values), so older staged or
+#: exported levels are rewritten instead of reused
+LEVEL_FORMAT = 2
 _DIGITS = 6
 
 
@@ -123,14 +135,30 @@ def cells_records(source: AtlasSource, n: int, level: Any, icons: Any, cfg: Tile
     return records
 
 
+def write_highlight(source: AtlasSource, level: Any, folder: Path, row_labels: Any) -> dict[str, list[int]]:
+    """The level's highlight files (``folder/highlight/class_<c>.json`` + ``label_<l>``, each with
+    its ``.js`` twin); return the classes and labels written (stages/tiles/highlight.py)."""
+    written: dict[str, list[int]] = {"classes": [], "labels": []}
+    if level.attribution is None:
+        return written
+    columns = {"class": highlight_mod.split_columns(level.attribution)}
+    if row_labels is not None and len(level):
+        columns["label"] = highlight_mod.label_shares(level.member_offsets, level.member_rows, row_labels)
+    for kind, by_index in columns.items():
+        for index, column in sorted(by_index.items()):
+            write_json_twin(folder / "highlight" / f"{kind}_{index}.json", column.record(),
+                            f'window.ATLAS_HIGHLIGHT["{source.id}/{level.n}/{kind}/{index}"]')
+        written["classes" if kind == "class" else "labels"] = sorted(by_index)
+    return written
+
+
 def _stage_level(source: AtlasSource, level: Any, staging: Path, cfg: TilesConfig, picks: Any,
-                 level_fp: str, progress: Callable[[int], None] | None) -> tuple[int, int, int]:
+                 level_fp: str, progress: Callable[[int], None] | None,
+                 row_labels: Any = None) -> tuple[int, int, int]:
     """Write ``level`` into ``staging/level_<n>/`` (via a ``.tmp`` folder); (tiles, examples, cells)."""
     n = level.n
     with_examples = picks is not None and source.store is not None
-    tmp = staging / f"level_{n}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = integrity.level_tmp(staging, n)  # private to this process (stages/tiles/integrity.py)
     icons = source.icon_level(n)
     if len(icons.icons) != len(level):
         raise ValueError(f"level {n}: {len(icons.icons)} icons for {len(level)} cells")
@@ -148,11 +176,11 @@ def _stage_level(source: AtlasSource, level: Any, staging: Path, cfg: TilesConfi
         progress(len(level) * cfg.examples)  # as announced (fewer are written when photos are missing)
     records = cells_records(source, n, level, icons, cfg, paths)
     write_json_twin(tmp / f"level_{n}" / "cells.json", records, f'window.ATLAS_CELLS["{source.id}/{n}"]')
+    highlight = write_highlight(source, level, tmp / f"level_{n}", row_labels) if cfg.highlight else {}
     (tmp / "done.json").write_text(json.dumps({"fingerprint": level_fp, "tiles": tiles, "examples": n_examples,
-                                               "cells": len(level), "canvas_px": geometry.width}))
-    final = staging / f"level_{n}"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+                                               "cells": len(level), "canvas_px": geometry.width,
+                                               "highlight": highlight}))
+    integrity.publish_level(tmp, staging, n)
     return tiles, n_examples, len(level)
 
 
@@ -175,7 +203,8 @@ def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, sha
     out = Path(out_dir)
     staging = out / f".{_slug(source.id)}.staging"
     params = cfg.model_dump(mode="json", exclude={"levels", "layout_points", "seed"})
-    level_fps = {n: fingerprint({"source": source.fingerprint, "params": params, "n": n}) for n in source.levels}
+    level_fps = {n: fingerprint({"source": source.fingerprint, "params": params, "n": n, "format": LEVEL_FORMAT})
+                 for n in source.levels}
     mine = [source.levels[k] for k in shard_blocks(len(source.levels), *shard)]
     state = _state_path(out, source)
     atlas_fp = fingerprint({"levels": level_fps, "minimap": [cfg.layout_points, cfg.seed], "title": source.title})
@@ -197,23 +226,60 @@ def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, sha
     if todo and with_examples:
         picks = examples_mod.nearest_rows(source.store, cells, cfg.examples, cfg.example_search,
                                           cfg.example_distinct_photos)
+    row_labels = _row_labels(source) if todo and cfg.highlight else None
     tiles = n_examples = 0
     counts = {}
-    for n in todo:
-        t, e, k = _stage_level(source, cells.pop(n), staging, cfg, picks.get(n), level_fps[n], progress)
-        tiles, n_examples, counts[n] = tiles + t, n_examples + e, k
-        log.info("atlas %s level %d staged: %d cells, %d tiles, %d example thumbnails", source.id, n, k, t, e)
-    with FileLock(str(out / f".{_slug(source.id)}.lock")):
-        missing = [n for n in source.levels if _staged(staging, n, level_fps[n]) is None]
+    try:
+        for n in todo:
+            t, e, k = _stage_level(source, cells.pop(n), staging, cfg, picks.get(n), level_fps[n], progress, row_labels)
+            tiles, n_examples, counts[n] = tiles + t, n_examples + e, k
+            log.info("atlas %s level %d staged: %d cells, %d tiles, %d example thumbnails", source.id, n, k, t, e)
+    except BaseException as exc:
+        integrity.drop_private(staging, todo)
+        raise (storage_error(exc, out) if isinstance(exc, OSError) else exc) from None
+    with integrity.atlas_lock(staging):
+        if (out / source.path / "manifest.json").exists() and state.exists() and json.loads(state.read_text()) == atlas_fp:
+            missing = []  # another run assembled these same inputs meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            missing = [n for n in source.levels if _staged(staging, n, level_fps[n]) is None]
         if missing:
             log.info("atlas %s: levels %s are not staged yet (other shards); the last shard assembles it",
                      source.id, missing)
-        else:
+        elif staging.exists():
             state.unlink(missing_ok=True)
             _assemble(source, out, staging, cfg)
-            state.write_text(json.dumps(atlas_fp))
+            integrity.write_state(state, atlas_fp)
     return ExportResult(atlas_dir=out / source.path, levels_written=todo, levels_reused=reused, tiles=tiles,
                         examples=n_examples, assembled=not missing, cells=counts)
+
+
+def _row_labels(source: AtlasSource) -> Any:
+    """The data-set label of every store row, or None when the source has no labelled store."""
+    if source.store is None or not source.label_names:
+        return None
+    return source.store.row_labels()
+
+
+def _write_highlight_index(source: AtlasSource, folder: Path, per_level: dict[int, dict[str, list[int]]]) -> str | None:
+    """``highlight.json`` (+ ``.js``): what the viewer's search offers and which files exist per level."""
+    if not any(v.get("classes") or v.get("labels") for v in per_level.values()):
+        return None
+    label_rows = np.zeros(len(source.label_names), np.int64)
+    if source.store is not None and source.label_names:
+        known = source.store.row_labels()
+        known = known[(known >= 0) & (known < len(source.label_names))]
+        label_rows = np.bincount(known, minlength=len(source.label_names))
+    as_class = label_classes(source.label_names, source.class_names)
+    index = {
+        "classes": list(source.class_names),
+        "labels": [{"index": k, "name": name, "class": int(as_class[k]), "rows": int(label_rows[k])}
+                   for k, name in enumerate(source.label_names)],
+        "levels": {str(n): {"classes": v.get("classes", []), "labels": v.get("labels", [])} for n, v in per_level.items()},
+        "files": "level_{n}/highlight/{kind}_{index}.js",
+    }
+    write_json_twin(folder / "highlight.json", index, f'window.ATLAS_HIGHLIGHT_INDEX["{source.id}"]')
+    return "highlight.js"
 
 
 def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -> None:
@@ -224,9 +290,11 @@ def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -
     shutil.rmtree(old, ignore_errors=True)
     new.mkdir(parents=True)
     levels = []
+    highlight: dict[int, dict[str, list[int]]] = {}
     for n in source.levels:
         part = staging / f"level_{n}"
         info = json.loads((part / "done.json").read_text())
+        highlight[n] = info.get("highlight") or {}
         for name in (f"level_{n}.dzi", f"level_{n}_files", f"level_{n}"):
             os.replace(part / name, new / name)
         if (part / "examples" / f"level_{n}").exists():
@@ -238,8 +306,10 @@ def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -
                        "cells_js": f"level_{n}/cells.js"})
     _write_minimap(source, new, cfg)
     manifest = {"id": source.id, "kind": source.kind, "title": source.title, "icon_px": source.icon_px,
-                "axes": source.axes, "density_scaling": cfg.density_scaling, "levels": levels, "layout": "layout.js"}
+                "axes": source.axes, "density_scaling": cfg.density_scaling, "levels": levels, "layout": "layout.js",
+                "highlight": _write_highlight_index(source, new, highlight)}
     write_json_twin(new / "manifest.json", manifest, f'window.ATLAS_MANIFESTS["{source.id}"]')
+    integrity.write_checksums(new, source)  # last: every file's sha256 (atlas verify checks them)
     final = out / source.path
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
@@ -254,8 +324,11 @@ def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -
 
 def _write_minimap(source: AtlasSource, folder: Path, cfg: TilesConfig) -> None:
     points = source.minimap(cfg.layout_points, cfg.seed)
+    labels = points.label.astype(int)
+    names = source.class_names
     layout = {"x": np.round(points.x.astype(np.float64), 4).tolist(),
-              "y": np.round(points.y.astype(np.float64), 4).tolist(), "label": points.label.astype(int).tolist()}
+              "y": np.round(points.y.astype(np.float64), 4).tolist(), "label": labels.tolist(),
+              "names": {str(k): names[k] for k in sorted(set(labels.tolist())) if 0 <= k < len(names)}}
     write_json_twin(folder / "layout.json", layout, f'window.ATLAS_LAYOUTS["{source.id}"]')
 
 

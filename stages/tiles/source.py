@@ -40,7 +40,9 @@ class AtlasSource:
     ``cell_level(n)`` / ``icon_level(n)`` load a level's cells and icons (row-aligned, the grid's
     cell order) only when that level is exported, so a big level is never held twice. ``store``
     (optional) is the store whose rows the cells' members are, used for dataset examples; ``None``
-    exports no examples. ``fingerprint`` identifies the inputs: a level left in the staging folder
+    exports no examples. A ``cell_level`` with ``attribution`` (the main atlas's) also gets the
+    viewer's highlight values (stages/tiles/highlight.py), per class and per data-set label of
+    ``label_names``. ``fingerprint`` identifies the inputs: a level left in the staging folder
     by a killed export is reused only if it matches. ``index`` holds the extra fields of this
     atlas's entry in ``atlases.json`` (``class`` / ``classes``).
     """
@@ -56,6 +58,7 @@ class AtlasSource:
     model: dict[str, Any]  # {"name": ..., "layer": ...}
     icon_px: int
     store: RowStore | None = None
+    label_names: list[str] = field(default_factory=list)  # the data set's labels (store row_labels index these)
     axes: dict[str, str | None] = field(default_factory=lambda: {"x": None, "y": None})
     index: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
@@ -78,10 +81,10 @@ class AtlasSource:
         attrs = icons.attrs
         return cls(
             id="main", kind="main", title=f"{model.get('name', 'model')} {model.get('layer', '')}".strip(),
-            levels=chosen, cell_level=lambda n: derived.read_level(store, n, with_attribution=False),
+            levels=chosen, cell_level=lambda n: derived.read_level(store, n, with_attribution=True),
             icon_level=icons.read_level, minimap=lambda k, seed: store_minimap(store, k, seed),
             class_names=list(store.class_names), model={"name": model.get("name"), "layer": model.get("layer")},
-            icon_px=int(attrs["size"]), store=store,
+            icon_px=int(attrs["size"]), store=store, label_names=[str(v) for v in store.attrs.get("label_names") or []],
             fingerprint=fingerprint({"grid": attrs.get("grid"), "params": attrs.get("params"), "store": str(store.path)}),
         )
 

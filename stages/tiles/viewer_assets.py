@@ -9,9 +9,11 @@ export needs nothing from the internet: the folder opens from ``file://`` or ``a
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
+from store.atomic import aside_path, write_aside
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -39,12 +41,13 @@ def install_viewer(out_dir: str | Path) -> Path:
         raise AtlasError(f"the installed package lacks viewer files {missing} under {VIEWER_SOURCE}; "
                          "reinstall activation-atlas (pip install -e .)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "viewer"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(VIEWER_SOURCE / "viewer", target, ignore=shutil.ignore_patterns("*.map", ".*"))
+    # copied aside and renamed into place (store/atomic.py): a kill or a second export at the same
+    # time never leaves a half-copied viewer
+    with write_aside(out / "viewer") as tmp:
+        shutil.copytree(VIEWER_SOURCE / "viewer", tmp, ignore=shutil.ignore_patterns("*.map", ".*"))
     index = out / "index.html"
-    shutil.copyfile(VIEWER_SOURCE / "index.html", index)
+    partial = aside_path(index)
+    shutil.copyfile(VIEWER_SOURCE / "index.html", partial)
+    os.replace(partial, index)
     log.info("viewer installed in %s", out)
     return index

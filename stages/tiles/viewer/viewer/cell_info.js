@@ -31,15 +31,35 @@
     return list;
   }
 
-  /** Fill #tooltip for `cell` of an n x n level and place it next to the pointer. */
-  function showTooltip(tooltip, cell, n, clientX, clientY) {
-    tooltip.textContent = "";
-    tooltip.appendChild(el("div", "tt-head", cell.count + " samples \u00b7 cell (" + cell.i + ", " + cell.j +
-                                             ") of " + n + "\u00d7" + n));
-    tooltip.appendChild(classList(cell));
-    tooltip.appendChild(el("div", "tt-foot", "icon cos-sim " + fmt(cell.cossim, 2)));
-    tooltip.hidden = false;
-    var pad = 16, w = tooltip.offsetWidth, h = tooltip.offsetHeight;
+  /** The highlighted class's value of a cell, as one line ({name, kind, value} or null). */
+  function highlightLine(hl) {
+    var line = el("div", "tt-highlight");
+    var name = hl.kind === "label" ? "photos labelled \u201c" + hl.name + "\u201d" : hl.name;
+    line.appendChild(el("span", "class-name", name));
+    var text = hl.value === undefined ? "\u2026" : !(hl.value > 0) ? "no support"
+      : hl.kind === "label" ? (100 * hl.value).toFixed(hl.value < 0.1 ? 1 : 0) + "% of samples" : fmt(hl.value, 3);
+    line.appendChild(el("span", "class-value", text));
+    return line;
+  }
+
+  /** Fill #tooltip for `cell` of an n x n level and place it next to the pointer; `hl` (optional):
+   * the highlighted class or label and this cell's value for it, shown beside the top 5. */
+  function showTooltip(tooltip, cell, n, clientX, clientY, hl) {
+    // moving within one cell only moves the tooltip: no rebuild, no layout read
+    var key = n + ":" + cell.cell + (hl ? ":" + hl.kind + ":" + hl.name + ":" + hl.value : "");
+    if (tooltip.hidden || tooltip.dataset.key !== key) {
+      tooltip.textContent = "";
+      tooltip.appendChild(el("div", "tt-head", cell.count + " samples \u00b7 cell (" + cell.i + ", " + cell.j +
+                                               ") of " + n + "\u00d7" + n));
+      if (hl) tooltip.appendChild(highlightLine(hl));
+      tooltip.appendChild(classList(cell));
+      tooltip.appendChild(el("div", "tt-foot", "icon cos-sim " + fmt(cell.cossim, 2)));
+      tooltip.hidden = false;
+      tooltip.dataset.key = key;
+      tooltip.dataset.w = tooltip.offsetWidth;
+      tooltip.dataset.h = tooltip.offsetHeight;
+    }
+    var pad = 16, w = Number(tooltip.dataset.w), h = Number(tooltip.dataset.h);
     var x = clientX + pad, y = clientY + pad;
     if (x + w > window.innerWidth) x = clientX - pad - w;
     if (y + h > window.innerHeight) y = clientY - pad - h;
@@ -86,6 +106,27 @@
     });
   }
 
+  /** The cell's icon at its native pixel size as a PNG data URL (a Promise). Rejects when the
+   * browser forbids reading the tiles' pixels (a file:// page: every file is its own origin). */
+  function iconDataUrl(base, level, cell) {
+    var b = cell.icon_bounds || cell.bounds, size = level.canvas_px;
+    var x0 = Math.round(b[0] * size), y0 = Math.round(b[1] * size);
+    var x1 = Math.round(b[2] * size), y1 = Math.round(b[3] * size);
+    var canvas = document.createElement("canvas");
+    canvas.width = x1 - x0;
+    canvas.height = y1 - y0;
+    var ctx = canvas.getContext("2d");
+    var url = base + level.tiles.replace(/\/?$/, "/");
+    return Promise.all(coveringTiles(level, x0, y0, x1, y1).map(function (t) {
+      return new Promise(function (resolve, reject) {
+        var img = new Image();
+        img.onload = function () { ctx.drawImage(img, t.x - x0, t.y - y0); resolve(); };
+        img.onerror = function () { reject(new Error("could not load tile " + img.src)); };
+        img.src = url + t.z + "/" + t.col + "_" + t.row + "." + level.format;
+      });
+    })).then(function () { return canvas.toDataURL("image/png"); });
+  }
+
   /** Replace the panel's cell section with the details of `cell` (null: the hint). */
   function showPanel(container, base, level, cell) {
     container.textContent = "";
@@ -115,5 +156,6 @@
     container.appendChild(strip);
   }
 
-  ns.cellInfo = { showTooltip: showTooltip, showPanel: showPanel, coveringTiles: coveringTiles };
+  ns.cellInfo = { showTooltip: showTooltip, showPanel: showPanel, coveringTiles: coveringTiles, iconDataUrl: iconDataUrl,
+                  fmt: fmt };
 })(window.AtlasViewerParts = window.AtlasViewerParts || {});

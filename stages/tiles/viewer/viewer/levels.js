@@ -52,9 +52,35 @@
 
   /** The cell of `level` under world point (x, y), or null (empty cell / outside the canvas). */
   function cellAt(level, byPosition, x, y) {
-    if (x < 0 || y < 0 || x >= 1 || y >= 1) return null;
+    if (!byPosition || x < 0 || y < 0 || x >= 1 || y >= 1) return null;
     var i = Math.floor(x * level.n), j = Math.floor(y * level.n);
     return byPosition.get(j * level.n + i) || null;
+  }
+
+  /** The nearest kept cell of `level` from column i, row j in direction (di, dj) along that row
+   * or column (empty cells are skipped), or null at the edge. Keyboard navigation. */
+  function stepCell(level, byPosition, i, j, di, dj) {
+    for (var s = 1; s < level.n; s++) {
+      var ii = i + di * s, jj = j + dj * s;
+      if (ii < 0 || jj < 0 || ii >= level.n || jj >= level.n) return null;
+      var cell = byPosition.get(jj * level.n + ii);
+      if (cell) return cell;
+    }
+    return null;
+  }
+
+  /** Columns/rows [i0, i1] x [j0, j1] of an n x n level that intersect the world rectangle
+   * (x, y, width, height), clamped to the grid (the cells worth drawing on screen). */
+  function visibleRange(n, rect) {
+    var clamp = function (v) { return Math.max(0, Math.min(n - 1, v)); };
+    return { i0: clamp(Math.floor(rect.x * n)), i1: clamp(Math.floor((rect.x + rect.width) * n)),
+             j0: clamp(Math.floor(rect.y * n)), j1: clamp(Math.floor((rect.y + rect.height) * n)) };
+  }
+
+  /** Index of the level of side `n` in `levels`, -1 if none. */
+  function levelIndex(levels, n) {
+    for (var k = 0; k < levels.length; k++) if (levels[k].n === n) return k;
+    return -1;
   }
 
   ns.levels = {
@@ -62,5 +88,9 @@
     levelOpacities: levelOpacities,
     cellAt: cellAt,
     cellScreenPx: cellScreenPx,
+    minCellPx: minCellPx,
+    stepCell: stepCell,
+    visibleRange: visibleRange,
+    levelIndex: levelIndex,
   };
 })(window.AtlasViewerParts = window.AtlasViewerParts || {});

@@ -33,7 +33,8 @@
     });
   }
 
-  /** Draw the scatter once per atlas (into an offscreen canvas) and its legend. */
+  /** Draw the scatter once per atlas (into an offscreen canvas) and its legend (layout
+   * undefined: still loading, an empty map). */
   Minimap.prototype.setLayout = function (layout, classNames) {
     var ctx = this.points.getContext("2d");
     var w = this.points.width, h = this.points.height;
@@ -42,7 +43,7 @@
     this.legend.textContent = "";
     if (!layout || !layout.x || !layout.x.length) {
       ctx.fillStyle = "#999";
-      ctx.fillText("no layout exported", 10, h / 2);
+      if (layout !== undefined) ctx.fillText("no layout exported", 10, h / 2); // undefined: still loading
       this.draw();
       return;
     }

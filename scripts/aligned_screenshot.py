@@ -1,0 +1,97 @@
+"""Screenshot of the synced side-by-side viewer of an aligned atlas, taken in headless Chromium.
+
+Serves the pair's export folder on 127.0.0.1, opens ``aligned.html``, optionally zooms side A (side B
+follows) and clicks the most populated cell of a level (both sides select it; the panel shows both
+cells and their agreement), then saves the page as a PNG (the README's ``docs/aligned_viewer.png``)::
+
+    python3 scripts/aligned_screenshot.py data/atlas/align/mobilenet_v2-vs-efficientnet_lite0 \\
+        --png docs/aligned_viewer.png --zoom 1.6 --level 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def _wait(driver, script: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script(f"return {script}"):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {script}: {[e['message'] for e in driver.get_log('browser')]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="an aligned atlas's export folder (<data.atlas>/align/<pair>)")
+    parser.add_argument("--png", default="aligned_viewer.png")
+    parser.add_argument("--zoom", type=float, default=1.0, help="zoom factor applied to side A (B follows)")
+    parser.add_argument("--level", type=int, default=None, help="click the most populated cell of this level")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=800)
+    args = parser.parse_args(argv)
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from pipeline.serve import serve_in_thread
+
+    folder = Path(args.folder)
+    server, url = serve_in_thread(folder)
+    profile = tempfile.mkdtemp(prefix="chromium_profile_")
+    options = webdriver.ChromeOptions()
+    options.binary_location = next(p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--window-size={args.width},{args.height}", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": args.width, "height": args.height, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        driver.get(url + "aligned.html")
+        _wait(driver, "window.alignedViewer && alignedViewer.ready()")
+        if args.zoom != 1.0:
+            driver.execute_script("alignedViewer.zoomBy('a', arguments[0])", args.zoom)
+            time.sleep(1.5)
+        if args.level is not None:
+            cells = json.loads((folder / "a" / f"level_{args.level}" / "cells.json").read_text())
+            cell = max(cells, key=lambda c: c["count"])
+            x0, y0, x1, y1 = cell["bounds"]
+            p = driver.execute_script("return alignedViewer.worldToClient('a', arguments[0], arguments[1])",
+                                      (x0 + x1) / 2, (y0 + y1) / 2)
+            actions = ActionChains(driver)
+            actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
+            actions.w3c_actions.pointer_action.click()
+            actions.perform()
+            _wait(driver, "alignedViewer.selected() !== null")
+            actions = ActionChains(driver)
+            actions.w3c_actions.pointer_action.move_to_location(args.width - 5, args.height - 5)
+            actions.perform()  # the pointer off the atlases: no tooltip over the picture
+        time.sleep(3)  # tiles and the panel's icons
+        driver.save_screenshot(args.png)
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        print(f"wrote {args.png}" + (f"; browser errors: {errors}" if errors else ""))
+        return 1 if errors or driver.execute_script("return alignedViewer.error()") else 0
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""align: aligned activation atlases of two models or two layers (same image locations, one shared layout)."""

@@ -1,0 +1,82 @@
+"""The two sides of an aligned atlas: their settings, their collect stores, and the check that they line up.
+
+Each side is an ordinary collect store (``<align.folder>/stores/<model>@<layer>.zarr``, shared by every
+aligned atlas that uses the same model and layer) collected with ``collect.image_margin`` on: the
+image locations are drawn in image coordinates from (seed, input, position) alone and mapped to
+the side's own grid, so store row r of both sides is the same location of the same view of the
+same photo, whatever the two layers' resolutions. :func:`require_same_inputs` refuses two stores
+for which that is not true.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from stages.config import AlignModel, AlignPair, CollectConfig, Config, DataConfig, ModelConfig
+from store.errors import AtlasError
+from store.view import RowStore
+
+SIDES = ("a", "b")
+#: sampling keys that decide which inputs and image locations a store's rows are
+_INPUT_KEYS = ("views_per_image", "view_scale", "positions_per_image", "seed", "max_pixels", "image_margin")
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a model or layer name."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", text.split(":")[-1]).strip("-") or "model"
+
+
+def side_label(side: AlignModel) -> str:
+    """``model@layer`` (a factory path shortened to the factory's name)."""
+    return f"{slug(side.name)}@{side.layer}"
+
+
+def pair_name(pair: AlignPair) -> str:
+    """The aligned atlas's folder name: ``align.pairs[k].name`` or ``<a>--<b>``."""
+    name = pair.name or f"{side_label(pair.a)}--{side_label(pair.b)}"
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name) or name.startswith("."):
+        raise AtlasError(f"align pair name {name!r} must be a plain folder name (letters, digits, . _ - @)")
+    return name
+
+
+def store_path(config: Config, side: AlignModel) -> Path:
+    """Where the side's collect store lives (one per model and layer)."""
+    return Path(config.align.folder) / "stores" / f"{side_label(side)}.zarr"
+
+
+def side_config(config: Config, side: AlignModel) -> Config:
+    """The full config that collects (and renders) this side: its model, its store, the shared sampling."""
+    a = config.align
+    collect = CollectConfig.model_validate({**config.collect.model_dump(), "views_per_image": a.views_per_image,
+                                            "positions_per_image": a.positions_per_image,
+                                            "image_margin": a.image_margin})
+    model = ModelConfig(name=side.name, weights=side.weights, layer=side.layer, image_size=side.image_size)
+    data = DataConfig.model_validate({**config.data.model_dump(), "store": str(store_path(config, side))})
+    return config.model_copy(update={"model": model, "collect": collect, "data": data})
+
+
+def _inputs(store: RowStore) -> dict[str, Any]:
+    attrs = store.attrs
+    sampling = attrs.get("sampling") or {}
+    dataset = attrs.get("dataset") or {}
+    model = attrs.get("model") or {}
+    return {"photos": dataset.get("fingerprint"), "n_images": dataset.get("n_images"),
+            "image_size": model.get("image_size"), **{k: sampling.get(k) for k in _INPUT_KEYS}}
+
+
+def require_same_inputs(a: RowStore, b: RowStore) -> None:
+    """Refuse two stores whose rows are not the same image locations, naming the first difference."""
+    for store in (a, b):
+        if (store.attrs.get("sampling") or {}).get("image_margin") is None:
+            raise AtlasError(f"store {store.path} sampled its layer's own cells, not image locations; collect both "
+                             "sides with collect.image_margin set (atlas align does)")
+    ia, ib = _inputs(a), _inputs(b)
+    for key in ia:
+        if ia[key] != ib[key]:
+            what = "photos (data.source)" if key in ("photos", "n_images") else key
+            raise AtlasError(f"stores {a.path} and {b.path} have different inputs: {what} {ia[key]!r} vs "
+                             f"{ib[key]!r}; collect both from the same photos with the same sampling")
+    if a.n_rows != b.n_rows:
+        raise AtlasError(f"stores {a.path} and {b.path} have {a.n_rows} and {b.n_rows} rows; collect both again")

@@ -1,0 +1,246 @@
+"""Run pipeline stages in forked processes, SIGKILL them at random moments, let the last run finish.
+
+Used by ``tests/test_crash_safety.py`` (real processes, real files, real SIGKILL)::
+
+    python -m tests.crash_driver SPEC.json      # prints one JSON result line per job
+
+SPEC is a list of jobs ``{"stage", "reference", "work", "concurrent", "seed", "kills"}``, each
+config a ``Config`` dump (``data.store`` / ``data.atlas`` point at a private copy). Per job:
+
+1. the stage runs uninterrupted on ``reference`` (in a forked child), which also times it (T);
+2. on ``work`` it runs up to ``kills`` times, each SIGKILLed after a random delay in (0, T) (a
+   run that finishes first ends the series), then once more to completion. After every kill a
+   forked checker reads the stage's outputs the way the next stage would and compares what it
+   accepts with the reference: a half-written output that a reader takes as complete fails here;
+3. on ``concurrent`` two processes run the stage at the same time on the same output.
+
+The digests of the outputs are compared by the test, not here. The driver imports the stages
+once and forks for every run (so each run starts in milliseconds); it never touches zarr itself,
+so the children start with no zarr event loop or thread pool inherited half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def run_stage(stage: str, config: Any, model: Any) -> None:
+    from stages.classes import atlas as classes
+    from stages.classes import compare
+    from stages.grid import stage as grid
+    from stages.reduce import stage as reduce
+    from stages.render import stage as render
+    from stages.tiles import stage as tiles
+    from store.atlas_store import AtlasStore
+
+    cpu = torch.device("cpu")
+    store = AtlasStore.open(config.data.store)
+    runs: dict[str, Callable[[], Any]] = {
+        "reduce": lambda: reduce.run(config, store), "grid": lambda: grid.run(config, store),
+        "render": lambda: render.run(config, store, cpu, model=model), "tiles": lambda: tiles.run(config, store),
+        "classes": lambda: classes.run(config, store, cpu, model=model),
+        "compare": lambda: compare.run(config, store, cpu, model=model),
+    }
+    runs[stage]()
+
+
+# --------------------------------------------------------------------------------- what readers accept
+def _same_files(folder: Path, ref: Path, skip: tuple[str, ...] = ("checksums.json", "done.json")) -> str | None:
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name not in skip)
+    ref_names = sorted(p.relative_to(ref).as_posix() for p in ref.rglob("*") if p.is_file() and p.name not in skip)
+    if names != ref_names:
+        return f"{folder}: files {sorted(set(names) ^ set(ref_names))[:5]} differ from the uninterrupted run"
+    for name in names:
+        if (folder / name).read_bytes() != (ref / name).read_bytes():
+            return f"{folder / name}: bytes differ from the uninterrupted run"
+    return None
+
+
+def _accepted_groups(store: Any, ref: Any) -> str | None:
+    """Whatever the readers accept of ``store``'s layout, grid, whitening and icons equals the reference's."""
+    from store import derived
+    from store.errors import AtlasError
+    from store.icons import IconStore
+
+    def same(what: str, read: Callable[[Any], Any]) -> str | None:
+        try:
+            got = read(store)
+        except AtlasError:
+            return None  # refused: the next stage says what to run
+        want = read(ref)
+        for a, b in zip(got, want):
+            if not np.array_equal(a, b, equal_nan=True):
+                return f"{what} of {store.path} was accepted but differs from the uninterrupted run"
+        return None
+
+    checks = [("layout", lambda s: [(x := derived.read_layout(s)).rows, x.layout, x.embedding, x.fitted]),
+              ("whitening", lambda s: [derived.read_whitening(s).matrix])]
+    try:
+        levels = derived.grid_levels(ref)
+    except AtlasError:
+        levels = []
+    for n in levels:
+        checks.append((f"grid level {n}", lambda s, n=n: [(lv := derived.read_level(s, n)).i, lv.j, lv.count,
+                                                          lv.direction, lv.member_rows]))
+    for what, read in checks:
+        problem = same(what, read)
+        if problem:
+            return problem
+    path = store.derived_path("icons")
+    if IconStore.exists(path):
+        try:
+            icons = IconStore.open(path)
+        except AtlasError:
+            return None
+        ref_icons = IconStore.open(ref.derived_path("icons"))
+        for n in icons.levels:
+            done, level, want = icons.done(n), icons.read_level(n), ref_icons.read_level(n)
+            for b in np.flatnonzero(done):
+                rows = icons.batch_range(n, int(b))
+                if not np.array_equal(level.icons[rows.start:rows.stop], want.icons[rows.start:rows.stop]):
+                    return f"icons level {n} batch {b} of {path} marked done but differ from the uninterrupted run"
+    return None
+
+
+def _accepted_export(atlas: Path, ref_atlas: Path) -> str | None:
+    """Every atlas folder in place, and every staged level marked done, equals the reference's."""
+    if not ref_atlas.is_dir():
+        return None
+    for ref_manifest in ref_atlas.rglob("manifest.json"):
+        rel = ref_manifest.parent.relative_to(ref_atlas)
+        folder = atlas / rel
+        if (folder / "manifest.json").exists():
+            problem = _same_files(folder, ref_manifest.parent)
+            if problem:
+                return problem
+    for done in atlas.glob(".*.staging/level_*/done.json"):
+        slug = done.parent.parent.name[1:-len(".staging")].replace("__", "/")
+        n = done.parent.name
+        ref = ref_atlas / slug
+        for name in (f"{n}.dzi", f"{n}_files", n):
+            a, b = done.parent / name, ref / name
+            problem = _same_files(a, b) if b.is_dir() else (None if a.read_bytes() == b.read_bytes() else f"{a} differs")
+            if problem:
+                return f"staged level marked done: {problem}"
+    return None
+
+
+def check(stage: str, config: Any, reference: Any) -> str | None:
+    """What the next stage would accept of ``config``'s outputs equals the reference (None) or why not."""
+    from store.atlas_store import AtlasStore
+    from store.errors import AtlasError
+    from store.subset import SubsetStore
+
+    store, ref = AtlasStore.open(config.data.store), AtlasStore.open(reference.data.store)
+    problem = _accepted_groups(store, ref) or _accepted_export(Path(config.data.atlas), Path(reference.data.atlas))
+    if problem or stage not in ("classes", "compare"):
+        return problem
+    folder = f"{store.path.stem}.{stage}"
+    for rows in sorted((ref.path.parent / folder).glob("*.rows.zarr")):
+        name = rows.name[: -len(".rows.zarr")]
+        try:
+            sub = SubsetStore.open(store, name, base=store.path.parent / folder)
+        except AtlasError:
+            continue
+        problem = _accepted_groups(sub, SubsetStore.open(ref, name, base=ref.path.parent / folder))
+        if problem:
+            return problem
+    return None
+
+
+# --------------------------------------------------------------------------------- processes
+def fork(target: Callable[[], int]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = target()
+        except BaseException:  # noqa: BLE001 - the child reports and exits, never returns
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def wait(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def job(spec: dict[str, Any], model: Any) -> dict[str, Any]:
+    from stages.config import Config
+
+    stage = spec["stage"]
+    reference, work = Config.model_validate(spec["reference"]), Config.model_validate(spec["work"])
+    rng = random.Random(spec.get("seed", 0))
+
+    def run(config: Any) -> Callable[[], int]:
+        return lambda: (run_stage(stage, config, model), 0)[1]
+
+    t0 = time.monotonic()
+    ref_code = wait(fork(run(reference)))
+    seconds = time.monotonic() - t0
+    out: dict[str, Any] = {"stage": stage, "reference_exit": ref_code, "reference_seconds": round(seconds, 2),
+                           "kills": [], "checks": []}
+    for k in range(spec.get("kills", 3)):
+        # the first kill early (it must land), the others anywhere in the run; a run that finishes
+        # first leaves a complete output, which the next killed run must then not damage
+        delay = rng.uniform(0.02, 0.5 if k == 0 else 0.98) * seconds
+        pid = fork(run(work))
+        time.sleep(delay)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            out["kills"].append({"delay": round(delay, 3), "killed": False, "exit": os.waitstatus_to_exitcode(status)})
+            continue
+        os.kill(pid, signal.SIGKILL)
+        out["kills"].append({"delay": round(delay, 3), "killed": True, "exit": wait(pid)})
+
+        def checker() -> int:
+            problem = check(stage, work, reference)
+            if problem:
+                print("PROBLEM " + json.dumps({"stage": stage, "problem": problem}), flush=True)
+            return 0 if problem is None else 3
+
+        out["checks"].append(wait(fork(checker)))
+    out["final_exit"] = wait(fork(run(work)))
+    if spec.get("concurrent"):
+        both = Config.model_validate(spec["concurrent"])
+        pids = [fork(run(both)), fork(run(both))]
+        out["concurrent_exits"] = [wait(p) for p in pids]
+    return out
+
+
+def main() -> None:
+    from stages.config import ModelConfig
+    from stages.model.registry import load_model
+
+    torch.set_num_threads(1)
+    specs = json.loads(Path(sys.argv[1]).read_text())
+    model = load_model(ModelConfig(), torch.device("cpu"))
+    # what the stages import lazily, imported once here so every forked run starts warm
+    import dask.array  # noqa: F401
+    import faiss  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import sklearn.decomposition  # noqa: F401
+    import sklearn.manifold  # noqa: F401
+    from stages.classes import atlas, compare  # noqa: F401
+    from stages.tiles import stage  # noqa: F401
+    for spec in specs:
+        print("RESULT " + json.dumps(job(spec, model)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
