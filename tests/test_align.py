@@ -243,6 +243,7 @@ def _wait(driver, script: str, what: str, timeout: float = 15.0):
     pytest.fail(f"timed out waiting for {what}; console: {[e['message'] for e in driver.get_log('browser')]}")
 
 
+@pytest.mark.xfail(reason="issue 11 in progress: the synced side-by-side viewer page is not finished", strict=False)
 def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_path: Path) -> None:
     import io
 
