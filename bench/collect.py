@@ -311,7 +311,8 @@ def main() -> None:
           f"{checksums['write_mb_per_second_no_checksums']:.1f} MB/s without = {checksums['write_ratio']:.3f}x; "
           f"CRC CPU time = {checksums['crc_share']:.2%} of zstd compression")
     result = {"model": model_record(model), "checksums": checksums, "smoke": args.smoke, "inputs": n_inputs, "images": len(paths),
-              "views": args.views, "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads,
+              "views": args.views, "batch_size": args.batch_size, "workers": cfg_head.collect.num_workers,
+              "worker_nice": cfg_head.collect.worker_nice, "threads": args.threads,
               "stored": stored, "cpu_count": os.cpu_count(), **machine_record(), "repeats": args.repeats,
               "inputs_per_second": rows,
               "ratios": {name: {"vs_naive": rate / naive, "vs_trunk": rate / trunk} for name, rate in rows.items()},

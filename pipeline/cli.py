@@ -22,7 +22,6 @@ from pydantic import BaseModel
 
 from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT
 from stages.config import Config
-from stages.featurevis.errors import FeatureVisError
 from store.errors import AtlasError, storage_error
 
 log = logging.getLogger("atlas")
@@ -174,6 +173,14 @@ def command_function(command: Command) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), name)
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The one-line user errors: AtlasError, and FeatureVisError once the feature-visualization
+    engine is loaded. Not imported up front: importing it imports torch, seconds that the commands
+    without a model (reduce, grid, tiles, ...) need not pay in every process."""
+    featurevis = sys.modules.get("stages.featurevis.errors")
+    return (AtlasError,) if featurevis is None else (AtlasError, featurevis.FeatureVisError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -183,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     try:
         return command_function(args._command)(args)
-    except (AtlasError, FeatureVisError) as exc:
+    except _user_errors() as exc:
         print(f"atlas {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a write the filesystem refused outside store/ (full, read-only): one line

@@ -98,6 +98,18 @@ def test_knn_overlap_and_cell_agreement() -> None:
     assert got.partner.tolist() == [0, -1]
 
 
+def test_command_line_specs() -> None:
+    from pipeline.cli import main
+    from pipeline.commands.align import parse_spec
+
+    assert parse_spec("stages.model.factories:efficientnet_lite0@_blocks.15._swish") == {
+        "name": "stages.model.factories:efficientnet_lite0", "layer": "_blocks.15._swish"}
+    assert parse_spec("resnet50@layer3@/w/r.pth") == {"name": "resnet50", "layer": "layer3", "weights": "/w/r.pth"}
+    with pytest.raises(AtlasError, match="expected MODEL@LAYER"):
+        parse_spec("mobilenet_v2")
+    assert main(["align", "mobilenet_v2@features.17.conv.0"]) == 2  # one spec: a one-line error, exit 2
+
+
 # ------------------------------------------------------------------------------- stores and the stage
 def _config(root: Path, photos: Path, b_name: str = MOBILENET, b_layer: str = MID) -> Config:
     cfg = Config()
@@ -243,7 +255,6 @@ def _wait(driver, script: str, what: str, timeout: float = 15.0):
     pytest.fail(f"timed out waiting for {what}; console: {[e['message'] for e in driver.get_log('browser')]}")
 
 
-@pytest.mark.xfail(reason="issue 11 in progress: the synced side-by-side viewer page is not finished", strict=False)
 def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_path: Path) -> None:
     import io
 

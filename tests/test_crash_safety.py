@@ -69,7 +69,7 @@ def _jobs(small_atlas: SmallAtlas, root: Path, stages: dict[str, tuple[tuple[str
           config: Config) -> list[dict]:
     jobs = []
     for k, (stage, (groups, concurrent)) in enumerate(stages.items()):
-        job = {"stage": stage, "seed": k, "kills": 3 if stage in ("render", "tiles") else 2}
+        job = {"stage": stage, "seed": k + 100 * int(os.environ.get("CRASH_SEED", "0")), "kills": 3 if stage in ("render", "tiles") else 2}
         for role in ("reference", "work", *(("concurrent",) if concurrent else ())):
             folder = root / stage / role
             job[role] = _copy(small_atlas, folder, groups, config).model_dump(mode="json")
@@ -86,6 +86,8 @@ def _drive(jobs: list[dict], tmp_path: Path) -> dict[str, dict]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not problems, "\n".join(problems)
     results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    for r in results:  # the children's tracebacks, to explain a failed run
+        r["stderr"] = proc.stderr[-4000:]
     return {r["stage"]: r for r in results}
 
 

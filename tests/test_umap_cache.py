@@ -103,3 +103,17 @@ def test_umap_builds_its_own_graph_when_told_or_when_small() -> None:
     assert umap_knn(y, 10, ReduceConfig(knn="nndescent")) is None
     assert umap_knn(y, 10, ReduceConfig(knn="auto")) is not None
     assert EXACT_KNN_BELOW > UMAP_ALL_PAIRS_BELOW
+
+
+def test_the_cli_loads_torch_only_for_commands_that_need_a_model() -> None:
+    """`atlas reduce` in a fresh process: no torch import (~3 s), yet feature-visualization errors
+    still end as one line once that engine is loaded (pipeline/cli.py, _user_errors)."""
+    code = ("import sys, pipeline.cli, pipeline.commands.stages, stages.reduce.stage\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr[-1000:]
+    from pipeline import cli
+    from stages.featurevis.errors import FeatureVisError
+
+    assert FeatureVisError in cli._user_errors()

@@ -43,7 +43,9 @@ class _Bar(ProgressBar):
 def _fmt(value: object, pct: bool = False) -> str:
     if not isinstance(value, (int, float)) or value != value:
         return "n/a"
-    return f"{100 * value:.0f}%" if pct else f"{value:.3f}"
+    if pct:
+        return f"{100 * value:.1f}%" if abs(value) < 0.1 else f"{100 * value:.0f}%"
+    return f"{value:.3f}"
 
 
 def cmd_align(args: argparse.Namespace) -> int:

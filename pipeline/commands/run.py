@@ -2,8 +2,8 @@
 
 Each stage resumes or skips work already in the store, so a killed `atlas run` is restarted by
 running it again. Class atlases and comparisons run when ``classes.names`` / ``compare.pairs``
-are set (the demo's params.yaml sets one of each). One process runs everything, so numba's
-one-off UMAP compilation (~60 s, docs/method.md §10) is paid once, not once per stage.
+are set (the demo's params.yaml sets one of each). One process runs everything, so what numba
+compiles for UMAP the first time (docs/reduce_grid.md; cached on disk afterwards) is paid once.
 """
 
 from __future__ import annotations

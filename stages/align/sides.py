@@ -1,6 +1,6 @@
 """The two sides of an aligned atlas: their settings, their collect stores, and the check that they line up.
 
-Each side is an ordinary collect store (``<align.folder>/stores/<model>@<layer>.zarr``, shared by every
+Each side is an ordinary collect store (``<align.folder>/stores/<model>@<layer>-<hash>.zarr``, shared by every
 aligned atlas that uses the same model and layer) collected with ``collect.image_margin`` on: the
 image locations are drawn in image coordinates from (seed, input, position) alone and mapped to
 the side's own grid, so store row r of both sides is the same location of the same view of the
@@ -10,6 +10,8 @@ for which that is not true.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from store.errors import AtlasError
 from store.view import RowStore
 
 SIDES = ("a", "b")
+DEFAULT_WEIGHTS = ("IMAGENET1K_V1", "DEFAULT")
 #: sampling keys that decide which inputs and image locations a store's rows are
 _INPUT_KEYS = ("views_per_image", "view_scale", "positions_per_image", "seed", "max_pixels", "image_margin")
 
@@ -29,8 +32,16 @@ def slug(text: str) -> str:
 
 
 def side_label(side: AlignModel) -> str:
-    """``model@layer`` (a factory path shortened to the factory's name)."""
-    return f"{slug(side.name)}@{side.layer}"
+    """``model@layer`` (a factory path shortened to the factory's name), plus the weights when not the default."""
+    label = f"{slug(side.name)}@{side.layer}"
+    if side.weights not in DEFAULT_WEIGHTS:
+        label += f"@{slug(Path(side.weights).name)}"
+    return label
+
+
+def side_key(side: AlignModel) -> str:
+    """Everything that makes a side's store: two sides with the same key share one store (and one model)."""
+    return json.dumps([side.name, side.weights, side.layer, side.image_size])
 
 
 def pair_name(pair: AlignPair) -> str:
@@ -42,8 +53,10 @@ def pair_name(pair: AlignPair) -> str:
 
 
 def store_path(config: Config, side: AlignModel) -> Path:
-    """Where the side's collect store lives (one per model and layer)."""
-    return Path(config.align.folder) / "stores" / f"{side_label(side)}.zarr"
+    """Where the side's collect store lives: one per model, weights, layer and input size (a short hash of
+    them keeps two factories of the same name, or two weights files, apart)."""
+    digest = hashlib.sha256(side_key(side).encode()).hexdigest()[:8]
+    return Path(config.align.folder) / "stores" / f"{side_label(side)}-{digest}.zarr"
 
 
 def side_config(config: Config, side: AlignModel) -> Config:

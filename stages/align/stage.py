@@ -36,7 +36,7 @@ import torch
 
 from stages.align import agreement, maps
 from stages.align.layout import shared_layout
-from stages.align.sides import SIDES, pair_name, require_same_inputs, side_config, side_label
+from stages.align.sides import SIDES, pair_name, require_same_inputs, side_config, side_key, side_label
 from stages.config import AlignModel, AlignPair, Config, GridConfig
 from stages.model.registry import LoadedModel, load_model
 from store import derived
@@ -80,11 +80,10 @@ def _check_pairs(config: Config, pairs: list[AlignPair], device: torch.device) -
                              "must see the same inputs (give them one image_size)")
         for key in SIDES:
             side: AlignModel = getattr(pair, key)
-            label = side_label(side)
-            if label in models:
+            if side_key(side) in models:
                 continue
             try:
-                models[label] = load_model(side_config(config, side).model, device)
+                models[side_key(side)] = load_model(side_config(config, side).model, device)
             except AtlasError as exc:
                 raise AtlasError(f"align pair {name}, model {key} ({side.name} @ {side.layer}): {exc}") from None
     return models
@@ -100,10 +99,10 @@ def _collect_sides(config: Config, pairs: list[AlignPair], device: torch.device,
     for pair in pairs:
         for key in SIDES:
             side = getattr(pair, key)
-            label = side_label(side)
-            if label in seen:
+            if side_key(side) in seen:
                 continue
-            seen.add(label)
+            seen.add(side_key(side))
+            label = side_label(side)
             if on_collect is not None:
                 on_collect(label)
             summary = collect.run(side_config(config, side), device=device)
@@ -219,7 +218,7 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
         t = time.perf_counter()
         start = (lambda total, _n=f"{name} {key}": on_start(_n, total)) if on_start is not None else None
         summary = render.run(sub_config, subsets[key], device, progress=progress, on_start=start,
-                             model=models[side_label(side)])
+                             model=models[side_key(side)])
         icons_rendered += summary.icons_run
         phases["render"] += time.perf_counter() - t
 
@@ -227,7 +226,7 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
     levels, cells = _agreement(sub_config, subsets, acts, rows, stores["a"].n_rows,
                                list(stores["a"].class_names) == list(stores["b"].class_names))
     report = {"format": FORMAT, "version": VERSION, "name": name, "rows": int(len(rows)),
-              "sides": {key: _side_report(getattr(pair, key), models[side_label(getattr(pair, key))]) for key in SIDES},
+              "sides": {key: _side_report(getattr(pair, key), models[side_key(getattr(pair, key))]) for key in SIDES},
               "maps": report_maps, "knn": a.knn, "knn_chance": min(a.knn, len(rows) - 1) / (len(rows) - 1),
               "levels": levels, "cells": cells}
     phases["agreement"] = time.perf_counter() - t

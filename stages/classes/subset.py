@@ -5,8 +5,8 @@ settings (docs/method.md §8): one grid level (8 x 8 for a class, 10 x 10 for a 
 then the render stage unchanged. The only step added here is the whitening choice: the grid stage
 computes ``S`` from the rows it bins, but a class subset has a few hundred rows for a 576 x 576
 second moment (rank < C), whose inverse would blow up the directions the samples never span. With
-``whitening: store`` (the default) the subset's whitening group is replaced by the whole store's
-matrix, i.e. the same ``S`` the main atlas's icons use.
+``whitening: store`` (the default) the grid stage writes the whole store's matrix as the subset's
+whitening instead, i.e. the same ``S`` the main atlas's icons use.
 """
 
 from __future__ import annotations
@@ -49,20 +49,18 @@ def subset_config(config: Config, level: int, min_count: int, overrides: RenderO
     return config.model_copy(update={"grid": g, "render": overrides.apply(config.render)})
 
 
-def use_whitening(subset: SubsetStore, source: Literal["store", "subset"]) -> str:
-    """Replace the subset's whitening by the parent store's when ``source`` is ``store`` and it has one."""
+def choose_whitening(subset: SubsetStore, source: Literal["store", "subset"]) -> derived.Whitening | None:
+    """The parent store's whitening when ``source`` is ``store`` and it has one; None: the subset's own."""
     if source == "subset":
-        return "subset"
+        return None
     try:
         whole = derived.read_whitening(subset.parent)
     except AtlasError:
         log.warning("store %s has no whitening (run `atlas grid`); %s uses its own rows' whitening",
                     subset.parent.path, subset.name)
-        return "subset"
-    derived.write_whitening(subset, derived.Whitening(
-        matrix=whole.matrix, second_moment=whole.second_moment,
-        attrs={**whole.attrs, "source": str(subset.parent.derived_path("whitening"))}))
-    return "store"
+        return None
+    return derived.Whitening(matrix=whole.matrix, second_moment=whole.second_moment,
+                             attrs={**whole.attrs, "source": str(subset.parent.derived_path("whitening"))})
 
 
 def drop_stale_icons(subset: SubsetStore, level: int) -> None:
@@ -100,13 +98,14 @@ def grid_and_render(
     ``what`` names the atlas in errors (``class 'tabby'``). A grid that keeps no cell is an
     error that says which parameter to change.
     """
-    result = grid.run(config, subset)
+    whole = choose_whitening(subset, whitening)
+    result = grid.run(config, subset, whitening=whole)
     level = result.levels[0]
     if result.cells[level] == 0:
         raise AtlasError(
             f"{what}: none of the {level} x {level} cells holds more than {config.grid.min_count} of its "
             f"{result.rows} rows; lower min_count or select more rows (top_k, mode)")
-    source = use_whitening(subset, whitening)
+    source = "subset" if whole is None else "store"
     drop_stale_icons(subset, level)
     summary = render.run(config, subset, device, progress=progress, on_start=on_start, model=model)
     log.info("%s: %d of %d rows in %d kept cells, %d icons rendered (whitening: %s)", what,

@@ -168,8 +168,14 @@ def level_in_memory(
     return _finish_level(totals, lay, cfg, class_names)
 
 
-def run(config: Config, store: RowStore, progress: Progress | None = None) -> GridResult:
-    """Bin the store's layout at every ``grid.levels`` level and write cells + whitening."""
+def run(config: Config, store: RowStore, progress: Progress | None = None,
+        whitening: derived.Whitening | None = None) -> GridResult:
+    """Bin the store's layout at every ``grid.levels`` level and write cells + whitening.
+
+    ``whitening`` replaces the one computed from the store's own rows (a class atlas whitens with
+    the whole store's): it is written in the same step, so an interrupted run never leaves a
+    complete-looking whitening that a rerun would replace.
+    """
     cfg = config.grid
     where = str(getattr(store, "path", "(in memory)"))
     t0 = time.perf_counter()
@@ -196,7 +202,7 @@ def run(config: Config, store: RowStore, progress: Progress | None = None) -> Gr
     seconds["finish"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    derived.write_whitening(store, derived.Whitening(matrix=s, second_moment=second_moment, attrs={
+    derived.write_whitening(store, whitening or derived.Whitening(matrix=s, second_moment=second_moment, attrs={
         "ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id}))
     derived.write_grid(store, cell_levels, attrs={
         "layout_id": layout.layout_id, "params": cfg.model_dump(mode="json"),

@@ -30,7 +30,10 @@
     return node;
   }
 
-  function pct(v) { return typeof v === "number" && isFinite(v) ? Math.round(100 * v) + "%" : "n/a"; }
+  function pct(v) {
+    if (typeof v !== "number" || !isFinite(v)) return "n/a";
+    return Math.abs(v) < 0.1 ? (100 * v).toFixed(1) + "%" : Math.round(100 * v) + "%";
+  }
   function num(v) { return parts.cellInfo.fmt(v, 3); }
 
   function opened(key) { var s = state.sides[key]; return !!(s && s.opened); }
@@ -165,14 +168,46 @@
   }
 
   // ------------------------------------------------------------------ selection and the panel
+  /** Draw `cell`'s icon of `level` onto `canvas` from the level's full-resolution tiles (as the main
+   * viewer's panel does; drawing, unlike reading pixels back, also works from file://). */
+  function drawIcon(canvas, base, level, cell) {
+    var b = cell.icon_bounds || cell.bounds, size = level.canvas_px;
+    var x0 = Math.round(b[0] * size), y0 = Math.round(b[1] * size), x1 = Math.round(b[2] * size), y1 = Math.round(b[3] * size);
+    var ctx = canvas.getContext("2d"), scale = canvas.width / Math.max(x1 - x0, y1 - y0);
+    var url = base + level.tiles.replace(/\/?$/, "/");
+    parts.cellInfo.coveringTiles(level, x0, y0, x1, y1).forEach(function (t) {
+      var img = new Image();
+      img.onload = function () {
+        ctx.save();
+        ctx.beginPath();
+        ctx.rect(0, 0, (x1 - x0) * scale, (y1 - y0) * scale);
+        ctx.clip();
+        ctx.drawImage(img, (t.x - x0) * scale, (t.y - y0) * scale, img.width * scale, img.height * scale);
+        ctx.restore();
+      };
+      img.src = url + t.z + "/" + t.col + "_" + t.row + "." + level.format;
+    });
+  }
+
   function agreementTable(p) {
     var box = $("agree");
     box.textContent = "";
     box.appendChild(el("h2", null, "cell (" + p.i + ", " + p.j + ") of " + p.n + "\u00d7" + p.n + " on both sides"));
+    var got = { a: cellOf("a", p), b: cellOf("b", p) };
+    var icons = el("div", "pair-icons");
+    SIDES.forEach(function (key) {
+      var fig = el("figure", "pair-icon " + key);
+      var canvas = el("canvas");
+      canvas.width = canvas.height = 128;
+      fig.appendChild(canvas);
+      fig.appendChild(el("figcaption", null, key.toUpperCase() + (got[key] && got[key].cell ? "" : ": no cell")));
+      if (got[key] && got[key].cell) drawIcon(canvas, state.sides[key].atlas.base, got[key].level, got[key].cell);
+      icons.appendChild(fig);
+    });
+    box.appendChild(icons);
     var table = el("table"), head = el("tr");
     ["", "A", "B"].forEach(function (t) { head.appendChild(el("th", null, t)); });
     table.appendChild(head);
-    var got = { a: cellOf("a", p), b: cellOf("b", p) };
     var ag = {};
     SIDES.forEach(function (key) { ag[key] = got[key] && got[key].cell ? agreementOf(key, p.n, got[key].cell.cell) : null; });
     var rows = [
@@ -180,6 +215,10 @@
       ["kNN overlap", function (k) { return ag[k] ? pct(ag[k].knn) : "\u2014"; }],
       ["same cell in other", function (k) { return ag[k] ? pct(ag[k].same) : "\u2014"; }],
       ["top class", function (k) { var c = got[k] && got[k].cell && (got[k].cell.classes || [])[0]; return c ? c.name : "\u2014"; }],
+      ["2nd, 3rd", function (k) {
+        var cs = got[k] && got[k].cell ? (got[k].cell.classes || []).slice(1, 3) : [];
+        return cs.length ? cs.map(function (c) { return c.name; }).join(", ") : "\u2014";
+      }],
     ];
     rows.forEach(function (row) {
       var tr = el("tr");

@@ -69,11 +69,13 @@
   /** Load one level's cells.js (once); resolves with the level, its `cells` and `byPosition` set. */
   function loadLevel(atlas, level) {
     if (!level.loading) {
+      var t0 = performance.now();
       level.loading = loadScript(atlas.base + level.cells_js).then(function () {
         var cells = (window.ATLAS_CELLS || {})[atlas.entry.id + "/" + level.n];
         if (!cells) throw new Error(atlas.base + level.cells_js + " does not define ATLAS_CELLS['" + atlas.entry.id + "/" + level.n + "']");
         level.cells = cells;
         level.byPosition = indexCells(cells, level.n);
+        level.loadMs = performance.now() - t0; // request to indexed cells (bench/viewer.py)
         return level;
       });
       level.loading.catch(function () { level.loading = null; });

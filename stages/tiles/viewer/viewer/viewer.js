@@ -710,6 +710,12 @@
     levels: function () { return state.atlas ? state.atlas.levels.map(function (lv) { return lv.n; }) : []; },
     /** Levels whose cells.js has been loaded (lazy loading). */
     loadedLevels: function () { return state.atlas ? state.atlas.levels.filter(function (lv) { return lv.cells; }).map(function (lv) { return lv.n; }) : []; },
+    /** ms from requesting each loaded level's cells.js to its cells indexed, by level. */
+    levelLoads: function () {
+      var out = {};
+      (state.atlas ? state.atlas.levels : []).forEach(function (lv) { if (lv.cells) out[lv.n] = lv.loadMs; });
+      return out;
+    },
     currentLevel: function () { var lv = currentLevel(); return lv ? lv.n : null; },
     /** Opacity of every level now (the cross-fade). */
     opacities: function () { return state.opacity.slice(); },
