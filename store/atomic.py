@@ -51,15 +51,10 @@ def _mkdir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def lock_for(final: str | Path) -> Iterator[None]:
-    """Hold the lock beside ``final`` (``.<final name>.lock``) that creating and publishing it take.
-
-    The folder it lives in is created first; a folder that cannot take the lock file (read-only,
-    full) is a one-line :class:`~store.errors.StorageError`.
-    """
-    final = Path(final)
-    _mkdir(final.parent)
-    lock = FileLock(str(final.with_name(f".{final.name}.lock")))
+def held_lock(lock_file: str | Path) -> Iterator[None]:
+    """Hold the file lock ``lock_file``; a folder that cannot take it (read-only, full) is a one-line
+    :class:`~store.errors.StorageError`."""
+    lock = FileLock(str(lock_file))
     try:
         lock.acquire()
     except OSError as exc:
@@ -68,6 +63,19 @@ def lock_for(final: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def lock_for(final: str | Path) -> Iterator[None]:
+    """Hold the lock beside ``final`` (``.<final name>.lock``) that creating and publishing it take.
+
+    The folder it lives in is created first; a folder that cannot take the lock file (read-only,
+    full) is a one-line :class:`~store.errors.StorageError`.
+    """
+    final = Path(final)
+    _mkdir(final.parent)
+    with held_lock(final.with_name(f".{final.name}.lock")):
+        yield
 
 
 @contextlib.contextmanager

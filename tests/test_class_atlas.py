@@ -178,3 +178,21 @@ def test_params_and_dvc_name_the_class_folders() -> None:
         for n2, p2 in paths:
             assert n1 == n2 or not p2.startswith(p1 + "/"), f"{n2} output {p2} lies inside {n1} output {p1}"
     assert cfg.classes.names and cfg.compare.pairs  # the demo builds one of each
+
+
+def test_classes_and_compare_commands(class_store: AtlasStore, tmp_path: Path, one_thread, capsys) -> None:
+    """`atlas classes` and `atlas compare` (what `atlas run` and dvc call) build and export both atlases."""
+    from pipeline.cli import main
+
+    a, b = _top_classes(class_store, 2)
+    cfg = _tiny(class_store, tmp_path / "atlas")
+    cfg.classes.names, cfg.compare.pairs = [str(a)], [(str(a), str(b))]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["classes", "-q", "--params", str(params)]) == 0
+    assert main(["compare", "-q", "--params", str(params)]) == 0
+    out = capsys.readouterr().out
+    names = class_store.class_names
+    assert f"class {a} {names[a]!r}:" in out and f"compare {names[a]!r} vs {names[b]!r}:" in out
+    assert len(list((tmp_path / "atlas" / "class").glob("*/manifest.json"))) == 1
+    assert len(list((tmp_path / "atlas" / "compare").glob("*/manifest.json"))) == 1

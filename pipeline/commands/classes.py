@@ -28,12 +28,11 @@ class _PerAtlasBar(ProgressBar):
 
 def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
     """Run ``stages.classes.atlas`` or ``stages.classes.compare`` with one bar over all their icons."""
-    from importlib import import_module
-
+    from stages.classes import atlas, compare
     from stages.model.device import select_device
 
     config = config_from_args(args)
-    module = import_module(f"stages.{'class_atlas' if stage == 'classes' else 'class_compare'}")
+    module = atlas if stage == "classes" else compare
     with _PerAtlasBar(stage, args.quiet) as bar:
         return module.run(config, open_store(config), select_device(config.render.device),
                           progress=bar.advance, on_start=bar.start_atlas)

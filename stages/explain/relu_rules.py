@@ -25,9 +25,10 @@ from __future__ import annotations
 from typing import Any, Callable, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+
+from stages.featurevis.relu_grad import relu_upper
 
 Rule = Literal["guided", "deconvnet"]
 RULES: tuple[str, ...] = ("guided", "deconvnet")
@@ -52,20 +53,6 @@ class _RuleRelu(torch.autograd.Function):
         if ctx.upper is not None:
             switch &= x < ctx.upper
         return positive_signal * switch, None, None
-
-
-def relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float | None]:
-    """Whether ``func(*args, **kwargs)`` is a ReLU (upper ``None``) or a ReLU6 (upper 6)."""
-    if func in (F.relu, torch.relu, Tensor.relu, torch.relu_, Tensor.relu_):
-        return True, None
-    if func is F.relu6:
-        return True, 6.0
-    if func is F.hardtanh:
-        low = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
-        high = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
-        if low == 0.0 and high == 6.0:
-            return True, 6.0
-    return False, None
 
 
 class relu_rule(TorchFunctionMode):  # noqa: N801 - used like a function: ``with relu_rule("guided"):``

@@ -51,7 +51,7 @@ class _RedirectedRelu(torch.autograd.Function):
         return torch.where(flows, relu_grad, redirected), None
 
 
-def _relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float | None]:
+def relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float | None]:
     """Whether ``func(*args, **kwargs)`` is a ReLU (upper None) or a ReLU6 (upper 6)."""
     if func in (F.relu, torch.relu, Tensor.relu, torch.relu_, Tensor.relu_):
         return True, None
@@ -70,7 +70,7 @@ class redirected_relu_grad(TorchFunctionMode):  # noqa: N801 - used like a funct
 
     def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        is_relu, upper = _relu_upper(func, args, kwargs)
+        is_relu, upper = relu_upper(func, args, kwargs)
         if is_relu and isinstance(args[0], Tensor) and torch.is_grad_enabled():
             # A new tensor even for inplace calls: callers use the return value
             # (``x = F.relu(x, inplace=True)``), and autograd needs the input intact.

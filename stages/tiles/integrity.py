@@ -19,9 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from store.atomic import aside_path, clean_leftovers, publish, remove_own
+from store.atomic import aside_path, clean_leftovers, held_lock, publish, remove_own
 from store.errors import storage_error
 from store.files import write_manifest
 from store.icons import IconStore
@@ -35,15 +33,8 @@ def _level_name(staging: Path, n: int) -> Path:
 @contextlib.contextmanager
 def atlas_lock(staging: Path) -> Iterator[None]:
     """The lock of one atlas in the export folder (``<out>/.<slug>.lock``), held to publish and assemble."""
-    lock = FileLock(str(staging.with_name(staging.name.removesuffix(".staging") + ".lock")))
-    try:
-        lock.acquire()
-    except OSError as exc:
-        raise storage_error(exc, lock.lock_file) from None
-    try:
+    with held_lock(staging.with_name(staging.name.removesuffix(".staging") + ".lock")):
         yield
-    finally:
-        lock.release()
 
 
 def level_tmp(staging: Path, n: int) -> Path:

@@ -168,27 +168,6 @@
   }
 
   // ------------------------------------------------------------------ selection and the panel
-  /** Draw `cell`'s icon of `level` onto `canvas` from the level's full-resolution tiles (as the main
-   * viewer's panel does; drawing, unlike reading pixels back, also works from file://). */
-  function drawIcon(canvas, base, level, cell) {
-    var b = cell.icon_bounds || cell.bounds, size = level.canvas_px;
-    var x0 = Math.round(b[0] * size), y0 = Math.round(b[1] * size), x1 = Math.round(b[2] * size), y1 = Math.round(b[3] * size);
-    var ctx = canvas.getContext("2d"), scale = canvas.width / Math.max(x1 - x0, y1 - y0);
-    var url = base + level.tiles.replace(/\/?$/, "/");
-    parts.cellInfo.coveringTiles(level, x0, y0, x1, y1).forEach(function (t) {
-      var img = new Image();
-      img.onload = function () {
-        ctx.save();
-        ctx.beginPath();
-        ctx.rect(0, 0, (x1 - x0) * scale, (y1 - y0) * scale);
-        ctx.clip();
-        ctx.drawImage(img, (t.x - x0) * scale, (t.y - y0) * scale, img.width * scale, img.height * scale);
-        ctx.restore();
-      };
-      img.src = url + t.z + "/" + t.col + "_" + t.row + "." + level.format;
-    });
-  }
-
   function agreementTable(p) {
     var box = $("agree");
     box.textContent = "";
@@ -201,7 +180,7 @@
       canvas.width = canvas.height = 128;
       fig.appendChild(canvas);
       fig.appendChild(el("figcaption", null, key.toUpperCase() + (got[key] && got[key].cell ? "" : ": no cell")));
-      if (got[key] && got[key].cell) drawIcon(canvas, state.sides[key].atlas.base, got[key].level, got[key].cell);
+      if (got[key] && got[key].cell) parts.cellInfo.drawIcon(canvas, state.sides[key].atlas.base, got[key].level, got[key].cell);
       icons.appendChild(fig);
     });
     box.appendChild(icons);

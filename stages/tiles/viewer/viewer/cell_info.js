@@ -156,6 +156,6 @@
     container.appendChild(strip);
   }
 
-  ns.cellInfo = { showTooltip: showTooltip, showPanel: showPanel, coveringTiles: coveringTiles, iconDataUrl: iconDataUrl,
-                  fmt: fmt };
+  ns.cellInfo = { showTooltip: showTooltip, showPanel: showPanel, coveringTiles: coveringTiles, drawIcon: drawIcon,
+                  iconDataUrl: iconDataUrl, fmt: fmt };
 })(window.AtlasViewerParts = window.AtlasViewerParts || {});
