@@ -220,27 +220,11 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
 
 # ------------------------------------------------------------------------------- the synced viewer
 def _chromium(tmp: Path):
-    """Headless Chromium as tests/test_viewer_browser.py starts it; skip only when it is not installed."""
-    import shutil
+    """Headless Chromium as tests/test_viewer_browser.py starts it (skips when it is not installed)."""
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
+    from tests.test_viewer_browser import start_chromium
 
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
-    from selenium.webdriver.chrome.service import Service
-
-    binary = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver_path = shutil.which("chromedriver")
-    if not binary or not driver_path:
-        pytest.skip("chromium/chromedriver not found; scripts/test.sh installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1280,800", f"--user-data-dir={tmp / 'chromium_profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
-    return driver
+    return start_chromium(tmp / "chromium_profile")
 
 
 def _wait(driver, script: str, what: str, timeout: float = 15.0):

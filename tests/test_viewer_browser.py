@@ -56,20 +56,26 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium for the module, fresh profile, viewport exactly WIDTH x HEIGHT."""
+def start_chromium(profile: Path) -> Any:
+    """Headless Chromium with a fresh profile folder and a viewport of exactly WIDTH x HEIGHT."""
     from selenium.webdriver.chrome.service import Service
 
     binary, driver_path = _find_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}"]:
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium for the module."""
+    driver = start_chromium(tmp_path_factory.mktemp("chromium_profile"))
     driver.set_script_timeout(10)
     try:
         yield driver

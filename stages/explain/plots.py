@@ -138,8 +138,8 @@ def blocks_figure(photo: NDArray[np.uint8], rows: list[BlockRow], classes: list[
     n = len(rows)
     fig = _figure(11.5, 2.25 * n + 0.5)
     top = 1 - 0.5 / (2.25 * n + 0.5)
-    grid = fig.add_gridspec(n, 4, width_ratios=[1, 1, 1, 2.3], left=0.025, right=0.85, top=top, bottom=0.03,
-                            wspace=0.08, hspace=0.25)
+    grid = fig.add_gridspec(n, 4, width_ratios=[1, 1, 1, 2.3], left=0.055, right=0.85, top=top, bottom=0.03,
+                            wspace=0.12, hspace=0.32)
     scale = max(float(np.abs(np.stack([r.contributions for r in rows])).max()), 1e-9)
     heads = ["where (NMF factor)", "its direction, rendered", f"nearest atlas cell (level {level})",
              "contribution to each class logit"]
@@ -157,7 +157,7 @@ def blocks_figure(photo: NDArray[np.uint8], rows: list[BlockRow], classes: list[
                 spine.set_color(colour)
                 spine.set_linewidth(3)
             if text:
-                ax.set_xlabel(text, fontsize=8)
+                ax.set_xlabel(_wrap(text, 30), fontsize=8)
         ax = fig.add_subplot(grid[g, 3])
         y = np.arange(len(classes))
         ax.barh(y, row.contributions, color=[colour if v >= 0 else (0.6, 0.6, 0.6) for v in row.contributions])
