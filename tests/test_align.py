@@ -262,8 +262,8 @@ def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_pa
         assert view("b") == pytest.approx(home)
 
         driver.execute_script("alignedViewer.zoomBy('a', 3)")  # zoom one side: the other follows
-        _wait(driver, "alignedViewer.view('a').width < 0.5 && alignedViewer.currentLevel('a') === 4",
-              "side a to zoom in to the 4x4 level")
+        _wait(driver, "!alignedViewer.animating() && alignedViewer.view('a').width < 0.5 && "
+                      "alignedViewer.currentLevel('a') === 4", "side a to zoom in to the 4x4 level and settle")
         _wait(driver, "Math.abs(alignedViewer.view('b').width - alignedViewer.view('a').width) < 1e-6 && "
                       "Math.abs(alignedViewer.view('b').x - alignedViewer.view('a').x) < 1e-6", "side b to follow")
         zoomed = view("a")
@@ -271,14 +271,16 @@ def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_pa
         assert driver.execute_script("return alignedViewer.currentLevel('b')") == 4
 
         driver.execute_script("alignedViewer.panTo('b', 0.3, 0.6)")  # and the other way round
-        _wait(driver, "Math.abs(alignedViewer.view('a').x + alignedViewer.view('a').width / 2 - 0.3) < 1e-3",
+        _wait(driver, "!alignedViewer.animating() && "
+                      "Math.abs(alignedViewer.view('a').x + alignedViewer.view('a').width / 2 - 0.3) < 1e-3",
               "side a to follow side b")
 
         cells = json.loads((out / "a" / "level_4" / "cells.json").read_text())
         cell = max(cells, key=lambda c: c["count"])
         x0, y0, x1, y1 = cell["bounds"]
         driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
-        _wait(driver, f"Math.abs(alignedViewer.view('b').x + alignedViewer.view('b').width / 2 - {(x0 + x1) / 2}) < 1e-3",
+        _wait(driver, "!alignedViewer.animating() && "
+                      f"Math.abs(alignedViewer.view('b').x + alignedViewer.view('b').width / 2 - {(x0 + x1) / 2}) < 1e-3",
               "the view to centre on the cell")
         p = driver.execute_script("return alignedViewer.worldToClient('a', arguments[0], arguments[1])",
                                   (x0 + x1) / 2, (y0 + y1) / 2)

@@ -361,6 +361,14 @@
     currentLevel: function (key) { var s = state.sides[key]; return s && s.opened ? s.atlas.levels[s.chosen].n : null; },
     view: bounds,
     leader: function () { return state.leader; },
+    /** Whether either side's view is still moving (its zoom or centre springs not at their targets). */
+    animating: function () {
+      return SIDES.some(function (k) {
+        var s = state.sides[k], vp = s && s.viewer && s.viewer.viewport;
+        return !!vp && !(vp.zoomSpring.isAtTargetValue() && vp.centerSpringX.isAtTargetValue() &&
+                         vp.centerSpringY.isAtTargetValue());
+      });
+    },
     syncs: function () { return state.syncs; },
     hovered: function () { return state.hovered; },
     selected: function () { return state.selected; },
