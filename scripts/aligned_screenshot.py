@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             cell = max(cells, key=lambda c: c["count"])
             x0, y0, x1, y1 = cell["bounds"]
             driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
-            time.sleep(1.5)
+            _wait(driver, "!alignedViewer.animating()")
             p = driver.execute_script("return alignedViewer.worldToClient('a', arguments[0], arguments[1])",
                                       (x0 + x1) / 2, (y0 + y1) / 2)
             actions = ActionChains(driver)

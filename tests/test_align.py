@@ -227,16 +227,11 @@ def _chromium(tmp: Path):
     return start_chromium(tmp / "chromium_profile")
 
 
-def _wait(driver, script: str, what: str, timeout: float = 15.0):
-    import time
+def _wait(driver, script: str, what: str) -> object:
+    """Poll a JS expression until truthy (tests/test_viewer_browser.py's wait_for, 15 s: two atlases to open)."""
+    from tests.test_viewer_browser import wait_for
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(f"return {script}")
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}; console: {[e['message'] for e in driver.get_log('browser')]}")
+    return wait_for(driver, script, timeout=15.0, what=what)
 
 
 def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_notebook_uses_only_the_api() -> None:
                 continue
             for module in modules:
                 assert module == "pipeline" or module.split(".")[0] in sys.stdlib_module_names, \
-                    f"the notebook imports {module!r}; use the API of pipeline/api.py (from pipeline import ...)"
+                    f"the notebook imports {module!r}; use the API of pipeline/api/ (from pipeline import ...)"
 
 
 def test_notebook_runs_on_a_small_atlas(small_atlas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

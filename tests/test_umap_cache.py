@@ -13,7 +13,7 @@ import pytest
 
 from stages.config import ReduceConfig
 from stages.reduce import numba_cache
-from stages.reduce.stage import EXACT_KNN_BELOW, UMAP_ALL_PAIRS_BELOW, umap_knn
+from stages.reduce.reducers import EXACT_KNN_BELOW, UMAP_ALL_PAIRS_BELOW, umap_knn
 
 REPO = Path(__file__).resolve().parents[1]
 

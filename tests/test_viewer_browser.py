@@ -33,7 +33,7 @@ from selenium.webdriver.common.actions.wheel_input import ScrollOrigin  # noqa: 
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 800
-# the flags ASSETS.md found to work offline on these machines
+# headless, offline: no sandbox (root in CI), no GPU, no background network, component updates or sync
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                   f"--window-size={WIDTH},{HEIGHT}"]

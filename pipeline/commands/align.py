@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import ProgressBar, config_from_args
+from pipeline.commands.common import MultiAtlasBar, config_from_args
 from store.errors import AtlasError
 
 
@@ -24,20 +24,6 @@ def parse_spec(text: str) -> dict[str, str]:
     if len(parts) == 3:
         side["weights"] = parts[2]
     return side
-
-
-class _Bar(ProgressBar):
-    """One bar over the icons of every side of every pair."""
-
-    def __init__(self, quiet: bool) -> None:
-        super().__init__("align", "icon", quiet)
-        self._total = 0
-
-    def start_side(self, name: str, icons: int) -> None:
-        self._total += icons
-        self._bar.set_description(name)
-        self._bar.total = self._total
-        self._bar.refresh()
 
 
 def _fmt(value: object, pct: bool = False) -> str:
@@ -60,8 +46,8 @@ def cmd_align(args: argparse.Namespace) -> int:
             raise AtlasError(f"give two specs (MODEL@LAYER MODEL@LAYER), got {len(args.specs)}")
         pairs = [AlignPair.model_validate({"a": parse_spec(args.specs[0]), "b": parse_spec(args.specs[1])})]
     device = select_device(config.collect.device)
-    with _Bar(args.quiet) as bar:
-        results = align.run(config, device, pairs=pairs, progress=bar.advance, on_start=bar.start_side,
+    with MultiAtlasBar("align", args.quiet) as bar:
+        results = align.run(config, device, pairs=pairs, progress=bar.advance, on_start=bar.start_atlas,
                             on_collect=lambda label: print(f"== align: collect {label}", flush=True))
     for r in results:
         m = r.maps

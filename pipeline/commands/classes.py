@@ -9,21 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import ProgressBar, config_from_args, open_store
-
-
-class _PerAtlasBar(ProgressBar):
-    """One bar over all icons of several subset atlases; the stages report ``on_start(name, icons)``."""
-
-    def __init__(self, desc: str, quiet: bool) -> None:
-        super().__init__(desc, "icon", quiet)
-        self._total = 0
-
-    def start_atlas(self, name: str, icons: int) -> None:
-        self._total += icons
-        self._bar.set_description(name)
-        self._bar.total = self._total
-        self._bar.refresh()
+from pipeline.commands.common import MultiAtlasBar, ProgressBar, config_from_args, open_store
 
 
 def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
@@ -33,7 +19,7 @@ def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
 
     config = config_from_args(args)
     module = atlas if stage == "classes" else compare
-    with _PerAtlasBar(stage, args.quiet) as bar:
+    with MultiAtlasBar(stage, args.quiet) as bar:
         return module.run(config, open_store(config), select_device(config.render.device),
                           progress=bar.advance, on_start=bar.start_atlas)
 

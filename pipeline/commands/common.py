@@ -76,6 +76,21 @@ class ProgressBar:
         self._bar.close()
 
 
+class MultiAtlasBar(ProgressBar):
+    """One bar over the icons of several atlases rendered in a row (class atlases, comparisons, the
+    sides of aligned pairs): the stages report ``on_start(name, icons)`` per atlas."""
+
+    def __init__(self, desc: str, quiet: bool) -> None:
+        super().__init__(desc, "icon", quiet)
+        self._total = 0
+
+    def start_atlas(self, name: str, icons: int) -> None:
+        self._total += icons
+        self._bar.set_description(name)
+        self._bar.total = self._total
+        self._bar.refresh()
+
+
 def cluster_requested(config: Config) -> bool:
     """Whether ``cluster.workers``/``cluster.scheduler`` asks for dask instead of this process."""
     from pipeline.cluster import cluster_requested as requested

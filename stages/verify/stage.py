@@ -22,7 +22,8 @@ from store.atomic import leftover
 from store.errors import AtlasError
 from store.files import check_manifest, read_manifest
 from store.icons import IconStore
-from store.verify import Problem, Repair, Report, apply_repairs, verify_store
+from store.repair import apply_repairs
+from store.verify import Problem, Repair, Report, verify_store
 
 log = logging.getLogger(__name__)
 
