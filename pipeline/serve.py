@@ -8,11 +8,13 @@ browsers that restrict ``file://`` pages, and for the browser tests. Standard li
 from __future__ import annotations
 
 import errno
+import http
 import http.server
 import logging
 import threading
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from store.errors import AtlasError
 
@@ -36,12 +38,33 @@ EXPORT_TYPES = {
 
 
 class AtlasRequestHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files of one folder with the export's content types; logs through ``logging``."""
+    """Serves files of one folder with the export's content types; logs through ``logging``.
+
+    Only what lies inside the folder is served: ``http.server`` already keeps ``..`` in the URL
+    inside it, but it follows symbolic links, so a link in the folder to a file or folder elsewhere
+    would hand that out (to a whole network under ``--host 0.0.0.0``). Every request's path is
+    resolved (links followed) and answered 404 unless it is still under the resolved root.
+    """
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **EXPORT_TYPES}
 
+    def send_head(self) -> Any:
+        root = Path(self.directory).resolve()
+        if not is_inside(Path(self.translate_path(self.path)), root):
+            self.send_error(http.HTTPStatus.NOT_FOUND, "File not found")
+            return None
+        return super().send_head()
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symbolic link followed, lies under ``root`` (itself resolved)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a link loop, or a path the OS refuses: not servable
+        return False
 
 
 def check_atlas_folder(folder: str | Path) -> Path:

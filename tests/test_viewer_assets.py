@@ -115,6 +115,40 @@ def test_serve_gives_the_export_files_with_their_content_types(export: Path) -> 
         server.server_close()
 
 
+def test_serve_never_follows_a_link_out_of_the_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "secrets").mkdir(parents=True)
+    (outside / "secret.txt").write_text("outside")
+    (outside / "secrets" / "key.txt").write_text("outside too")
+    atlas = tmp_path / "atlas"
+    (atlas / "main").mkdir(parents=True)
+    (atlas / "index.html").write_text("<html>atlas</html>")
+    (atlas / "main" / "inside.json").write_text("{}")
+    (atlas / "leak.txt").symlink_to(outside / "secret.txt")
+    (atlas / "leakdir").symlink_to(outside / "secrets")
+    (atlas / "main" / "up").symlink_to(tmp_path)
+    (atlas / "alias.json").symlink_to(atlas / "main" / "inside.json")  # a link that stays inside is fine
+    served = tmp_path / "served"  # the root itself reached through a link: still served
+    served.symlink_to(atlas)
+    server, url = serve_in_thread(served, port=0)
+    try:
+        def status(path: str) -> int:
+            try:
+                with urllib.request.urlopen(url + path, timeout=30) as response:
+                    response.read()
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert status("index.html") == 200 and status("alias.json") == 200 and status("main/inside.json") == 200
+        for path in ("leak.txt", "leakdir/key.txt", "leakdir/", "main/up/outside/secret.txt",
+                     "main/up/outside/", "main/..%2F..%2Foutside/secret.txt", "%2e%2e/outside/secret.txt"):
+            assert status(path) == 404, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_serve_refuses_a_folder_without_index_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(AtlasError, match="no index.html"):
         make_server(tmp_path, port=0)
