@@ -13,16 +13,26 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pipeline.environment import interpreter_problem
 
-from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT
-from stages.config import Config
-from store.errors import AtlasError, storage_error
+if __name__ == "__main__" and (_problem := interpreter_problem()):
+    # `python3 -m pipeline.cli` from an interpreter without the packages (dvc repro from an
+    # environment that is not activated): one line, before the imports below would fail
+    print(_problem, file=sys.stderr)
+    sys.exit(2)
+
+from pydantic import BaseModel  # noqa: E402 - after the interpreter check above
+
+from pipeline.params import list_hint  # noqa: E402
+from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT  # noqa: E402
+from stages.config import Config  # noqa: E402
+from store.errors import AtlasError, storage_error  # noqa: E402
 
 log = logging.getLogger("atlas")
 
@@ -138,9 +148,12 @@ def _add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
         flag = _ALIASES.get(key, f"--{name.replace('_', '-')}")
         if flag in parser._option_string_actions:  # e.g. seed in collect and reduce: --reduce-seed
             flag = f"--{section}-{name.replace('_', '-')}"
-        group.add_argument(flag, dest=f"param:{key}", metavar="VALUE", default=None,
+        hint = list_hint(key)
+        group.add_argument(flag, dest=f"param:{key}", metavar="A,B" if hint else "VALUE", default=None,
                            help=f"{info.description or ''} [built-in default {info.default!r}; "
-                                "params.yaml overrides it]".strip())
+                                f"params.yaml overrides it{'; ' + hint if hint else ''}]".strip())
+        flags = parser.get_default("_param_flags") or {}
+        parser.set_defaults(_param_flags={**flags, key: flag})  # names the flag in errors about its value
 
 
 def _add_command(sub: Any, command: Command) -> None:
@@ -159,8 +172,15 @@ def _add_command(sub: Any, command: Command) -> None:
     parser.set_defaults(_command=command)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``atlas <command>: error: ...``, exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atlas", description="Activation atlases of torchvision classifiers.")
+    parser = _Parser(prog="atlas", description="Activation atlases of torchvision classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         _add_command(sub, command)

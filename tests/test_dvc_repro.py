@@ -43,10 +43,29 @@ TINY = {
 }
 
 
+def _path_with(root: Path) -> str:
+    """PATH for the stages: ``python3`` is the interpreter under test, whatever PATH had first.
+
+    dvc.yaml runs every stage as ``python3 -m pipeline.cli``. The test must not depend on which
+    ``python3`` comes first on the machine's PATH (the system one may lack the project's packages
+    when the suite runs from a virtualenv that is not activated), so a ``python3`` that execs
+    ``sys.executable`` goes first, and behind it a bare virtualenv's ``python3`` (no packages), so
+    that a stage that escaped the first would fail here on every machine, not just on some.
+    """
+    shim = root / ".bin"
+    if not shim.exists():
+        bare = root / ".bare-venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=300)
+        shim.mkdir()
+        (shim / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (shim / "python3").chmod(0o755)
+    return os.pathsep.join([str(shim), str(root / ".bare-venv" / "bin"), os.environ.get("PATH", "")])
+
+
 def _env(root: Path) -> dict[str, str]:
     ident = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
              for what, value in (("NAME", "atlas test"), ("EMAIL", "atlas@example.invalid"))}
-    return {**os.environ, **ident, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1",
+    return {**os.environ, **ident, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", "PATH": _path_with(root),
             "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"), "PYTHONPATH": str(root)}
 
 
@@ -102,7 +121,7 @@ def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(REPO / name, root / name, ignore=ignore)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
-    (root / ".gitignore").write_text("/data/\n/.dvc-site-cache/\n")
+    (root / ".gitignore").write_text("/data/\n/.dvc-site-cache/\n/.bin/\n/.bare-venv/\n")
     _write_photos(root / "data" / "photos" / "photo")
     _run(root, "git", "init", "-q")
     _dvc(root, "init", "-q")
