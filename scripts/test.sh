@@ -16,4 +16,6 @@ fi
 echo "== test: demo photo packages (scripts/fetch_demo_packages.sh; cached after the first run)"
 bash scripts/fetch_demo_packages.sh >/tmp/atlas-fetch-demo.log 2>&1 \
   || echo "test: demo photo packages unavailable (see /tmp/atlas-fetch-demo.log); their tests will skip" >&2
+# Every subprocess of the suite uses this interpreter (sys.executable), whatever python3 PATH has first.
+echo "== test: pytest with $($PY -c 'import sys; print(sys.executable)')"
 $PY -m pytest -q -p no:cacheprovider "$@"

@@ -7,12 +7,23 @@ Used by ``tests/test_crash_safety.py`` (real processes, real files, real SIGKILL
 SPEC is a list of jobs ``{"stage", "reference", "work", "concurrent", "seed", "kills"}``, each
 config a ``Config`` dump (``data.store`` / ``data.atlas`` point at a private copy). Per job:
 
-1. the stage runs uninterrupted on ``reference`` (in a forked child), which also times it (T);
-2. on ``work`` it runs up to ``kills`` times, each SIGKILLed after a random delay in (0, T) (a
-   run that finishes first ends the series), then once more to completion. After every kill a
-   forked checker reads the stage's outputs the way the next stage would and compares what it
-   accepts with the reference: a half-written output that a reader takes as complete fails here;
+1. the stage runs uninterrupted on ``reference`` (in a forked child), which also counts its write
+   events (E) and times it (T);
+2. on ``work`` it runs up to ``kills`` times, each SIGKILLed at a moment chosen *on the run being
+   killed*, never by the clock of another run (a busy machine makes runs slower or faster than the
+   reference): then once more to completion. After every kill a forked checker reads the stage's
+   outputs the way the next stage would and compares what it accepts with the reference: a
+   half-written output that a reader takes as complete fails here;
 3. on ``concurrent`` two processes run the stage at the same time on the same output.
+
+Write events: in a run to be killed, every ``os.replace`` / ``os.rename`` (how the store writes a
+chunk into place, and how every output folder and exported file is published) reports to the
+driver just before and just after it happens, through a pipe, and waits for the driver's go. The
+first kill lands exactly at event m, m drawn from the first half of the reference's E (the run
+is held at that point, so it is killed mid-write however slow or fast the machine is); the
+others at a random event of the whole run plus a random delay of up to two mean event gaps (so
+they land anywhere between writes too; such a run may finish first, which ends nothing: the next
+killed run must then not damage the complete output).
 
 The digests of the outputs are compared by the test, not here. The driver imports the stages
 once and forks for every run (so each run starts in milliseconds); it never touches zarr itself,
@@ -24,8 +35,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -180,6 +193,71 @@ def wait(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _report_writes(events: int, acks: int) -> None:
+    """In a child: every rename/replace reports before and after itself and waits for the driver's go."""
+    lock = threading.Lock()  # zarr writes chunks from several threads: one event at a time
+    real_replace, real_rename = os.replace, os.rename
+
+    def gate() -> None:
+        with lock:
+            os.write(events, b".")
+            if os.read(acks, 1) != b"g":  # the driver is gone: stop rather than run on unwatched
+                os._exit(97)
+
+    def watched(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            gate()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                gate()
+        return call
+
+    os.replace, os.rename = watched(real_replace), watched(real_rename)  # type: ignore[assignment]
+
+
+def watched_run(target: Callable[[], int], kill_at: int | None = None, delay: float = 0.0) -> dict[str, Any]:
+    """Run ``target`` in a child that reports its write events; SIGKILL it at event ``kill_at``
+    (held there when ``delay`` is 0, else ``delay`` seconds later), or let it finish (None)."""
+    events_r, events_w = os.pipe()
+    acks_r, acks_w = os.pipe()
+
+    def child() -> int:
+        os.close(events_r)
+        os.close(acks_w)
+        _report_writes(events_w, acks_r)
+        return target()
+
+    pid = fork(child)
+    os.close(events_w)
+    os.close(acks_r)
+    count, killed, deadline = 0, False, None
+    try:
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([events_r], [], [], timeout)[0]:  # the delay after event kill_at is over
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                break
+            if not os.read(events_r, 1):  # the child finished (its end of the pipe closed)
+                break
+            count += 1
+            if count == kill_at and delay <= 0:  # held at this event: killed exactly here
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                break
+            if count == kill_at:
+                deadline = time.monotonic() + delay
+            try:
+                os.write(acks_w, b"g")
+            except BrokenPipeError:
+                break
+    finally:
+        os.close(events_r)
+        os.close(acks_w)
+    return {"events": count, "killed": killed, "exit": wait(pid)}
+
+
 def job(spec: dict[str, Any], model: Any) -> dict[str, Any]:
     from stages.config import Config
 
@@ -191,22 +269,23 @@ def job(spec: dict[str, Any], model: Any) -> dict[str, Any]:
         return lambda: (run_stage(stage, config, model), 0)[1]
 
     t0 = time.monotonic()
-    ref_code = wait(fork(run(reference)))
+    ref = watched_run(run(reference))
     seconds = time.monotonic() - t0
-    out: dict[str, Any] = {"stage": stage, "reference_exit": ref_code, "reference_seconds": round(seconds, 2),
-                           "kills": [], "checks": []}
+    events = ref["events"]
+    out: dict[str, Any] = {"stage": stage, "reference_exit": ref["exit"], "reference_seconds": round(seconds, 2),
+                           "reference_events": events, "kills": [], "checks": []}
     for k in range(spec.get("kills", 3)):
-        # the first kill early (it must land), the others anywhere in the run; a run that finishes
-        # first leaves a complete output, which the next killed run must then not damage
-        delay = rng.uniform(0.02, 0.5 if k == 0 else 0.98) * seconds
-        pid = fork(run(work))
-        time.sleep(delay)
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            out["kills"].append({"delay": round(delay, 3), "killed": False, "exit": os.waitstatus_to_exitcode(status)})
+        # the first kill held at an event of the first half of the run (it must land); the others
+        # at any event plus a random delay; a run that finishes first leaves a complete output,
+        # which the next killed run must then not damage
+        if k == 0:
+            kill_at, delay = rng.randint(1, max(1, events // 2)), 0.0
+        else:
+            kill_at, delay = rng.randint(1, max(1, events)), rng.uniform(0.0, 2.0) * seconds / max(1, events)
+        result = watched_run(run(work), kill_at, delay)
+        out["kills"].append({"at_event": kill_at, "delay": round(delay, 4), **result})
+        if not result["killed"]:
             continue
-        os.kill(pid, signal.SIGKILL)
-        out["kills"].append({"delay": round(delay, 3), "killed": True, "exit": wait(pid)})
 
         def checker() -> int:
             problem = check(stage, work, reference)

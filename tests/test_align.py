@@ -228,10 +228,10 @@ def _chromium(tmp: Path):
 
 
 def _wait(driver, script: str, what: str) -> object:
-    """Poll a JS expression until truthy (tests/test_viewer_browser.py's wait_for, 15 s: two atlases to open)."""
+    """Poll a JS expression until truthy (tests/test_viewer_browser.py's wait_for and its generous ceiling)."""
     from tests.test_viewer_browser import wait_for
 
-    return wait_for(driver, script, timeout=15.0, what=what)
+    return wait_for(driver, script, what=what)
 
 
 def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 180
+    deadline = time.time() + 600  # a ceiling, not a speed requirement
     while time.time() < deadline and proc.poll() is None:
         if (path / "blocks" / "done" / "zarr.json").exists():
             if int(zarr.open_group(str(path), mode="r")["blocks"]["done"][:].sum()) >= 2:

@@ -70,7 +70,7 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def _run(root: Path, *args: str) -> str:
-    proc = subprocess.run(list(args), cwd=root, env=_env(root), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(list(args), cwd=root, env=_env(root), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 

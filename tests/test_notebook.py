@@ -67,7 +67,7 @@ def test_notebook_runs_on_a_small_atlas(small_atlas, tmp_path: Path, monkeypatch
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     cells = [c for c in nb.cells if c.cell_type == "code"]
     opened, scatter, member_cell, level_cell, class_cell = cells
 

@@ -97,7 +97,7 @@ def test_serve_gives_the_export_files_with_their_content_types(export: Path) -> 
     server, url = serve_in_thread(export, port=0)
     try:
         def get(path: str) -> tuple[str, bytes]:
-            with urllib.request.urlopen(url + path, timeout=5) as response:
+            with urllib.request.urlopen(url + path, timeout=60) as response:
                 assert response.status == 200
                 return response.headers.get_content_type(), response.read()
 

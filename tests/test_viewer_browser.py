@@ -94,7 +94,12 @@ def served_atlas(small_atlas: SmallAtlas) -> Iterator[str]:
 
 
 # ------------------------------------------------------------------------------- helpers
-def wait_for(driver: Any, script: str, timeout: float = 10.0, what: str = "") -> Any:
+#: the ceiling of every wait for the page: generous, because CI machines are slow and busy; a wait
+#: ends as soon as its condition holds, so a fast machine never pays it
+WAIT_S = 90.0
+
+
+def wait_for(driver: Any, script: str, timeout: float = WAIT_S, what: str = "") -> Any:
     """Poll a JS expression until it is truthy; fail with the page's console on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,6 +130,45 @@ def element_pixels(image: Image.Image, driver: Any, element_id: str) -> np.ndarr
     r = driver.find_element("id", element_id).rect
     box = (int(r["x"]), int(r["y"]), int(r["x"] + r["width"]), int(r["y"] + r["height"]))
     return np.asarray(image.crop(box), dtype=np.float64)
+
+
+def next_frames(driver: Any, frames: int = 2) -> None:
+    """Return once the page has drawn ``frames`` more animation frames (what was set is now painted)."""
+    driver.execute_async_script(
+        "var done = arguments[arguments.length - 1], left = arguments[0];"
+        "function tick() { if (--left <= 0) done(); else requestAnimationFrame(tick); }"
+        "requestAnimationFrame(tick);", frames)
+
+
+def settle(driver: Any, what: str = "the view to settle") -> None:
+    """Wait until the main viewer's view stops moving and its hash is written, then for a painted frame."""
+    wait_for(driver, "atlasViewer.settled()", what=what)
+    next_frames(driver)
+
+
+def blank_reason(pixels: np.ndarray, what: str, min_colours: int = 100) -> str | None:
+    """Why ``pixels`` look blank (None: they look like an icon)."""
+    colours = len(np.unique((pixels // 8).reshape(-1, 3), axis=0))
+    if pixels.std() <= 15:
+        return f"{what} looks blank (pixel std {pixels.std():.1f})"
+    if colours <= min_colours:
+        return f"{what} has only {colours} distinct colours"
+    return None
+
+
+def eventually_not_blank(driver: Any, path: Path, element_id: str, what: str, min_colours: int = 100,
+                         timeout: float = WAIT_S) -> Image.Image:
+    """Screenshot until ``element_id`` shows a textured picture (tiles and icons load asynchronously);
+    fail with the last reason after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        image = screenshot(driver, path)
+        reason = blank_reason(element_pixels(image, driver, element_id), what, min_colours)
+        if reason is None:
+            return image
+        if time.monotonic() > deadline:
+            pytest.fail(reason)
+        time.sleep(0.2)
 
 
 def assert_not_blank(pixels: np.ndarray, what: str, min_colours: int = 100) -> None:
@@ -217,9 +261,8 @@ def test_served_atlas_renders_zooms_hovers_and_clicks(browser: Any, served_atlas
     wait_for(browser, f"Array.from(document.querySelectorAll('#cell-info .examples img'))"
                       f".filter(i => i.complete && i.naturalWidth > 0).length === {n_examples}",
              what="the dataset example thumbnails")
-    time.sleep(0.2)  # the enlarged icon is drawn when its tiles have loaded
-    assert_not_blank(element_pixels(screenshot(browser, artefacts / "http_panel.png"), browser, "panel-icon"),
-                     "the enlarged icon")
+    # the enlarged icon is drawn when its tiles have loaded
+    eventually_not_blank(browser, artefacts / "http_panel.png", "panel-icon", "the enlarged icon")
 
     # zoom in with the mouse wheel over the atlas: the finer level takes over
     stage = browser.find_element("id", "atlas").rect
@@ -230,9 +273,8 @@ def test_served_atlas_renders_zooms_hovers_and_clicks(browser: Any, served_atlas
     wait_for(browser, f"atlasViewer.currentLevel() === {fine}", what=f"the switch to level {fine}")
     wait_for(browser, "atlasViewer.levelFullyLoaded()", what=f"level {fine}'s tiles")
     assert any(f"level_{fine}_files/" in name for name in tile_requests(browser))
-    time.sleep(0.9)  # let the zoom animation settle before the picture
-    assert_not_blank(element_pixels(screenshot(browser, artefacts / "http_zoomed.png"), browser, "atlas"),
-                     "the zoomed-in atlas")
+    settle(browser, "the zoom animation to settle")
+    eventually_not_blank(browser, artefacts / "http_zoomed.png", "atlas", "the zoomed-in atlas")
 
 
 def test_picker_switches_atlas_and_shows_axes(browser: Any, small_atlas: SmallAtlas, tmp_path_factory: pytest.TempPathFactory,

@@ -25,7 +25,7 @@ from stages.tiles.viewer_assets import VIEWER_SOURCE
 from store import derived
 from tests.atlas_fixtures import SmallAtlas
 from tests.test_viewer_browser import (HEIGHT, WIDTH, artefacts, browser, cell_centre, load_cells,  # noqa: F401
-                                       move_pointer, screenshot, served_atlas, wait_for)
+                                       move_pointer, screenshot, served_atlas, settle, wait_for, WAIT_S)
 
 from selenium.webdriver.common.keys import Keys  # noqa: E402  (selenium present: test_viewer_browser imported it)
 
@@ -152,7 +152,7 @@ def test_highlighted_class_tints_the_right_cells(browser: Any, small_atlas: Smal
     assert first.get_attribute("data-kind") == "class" and first.get_attribute("data-index") == str(cls), first.text
     search.send_keys(Keys.ENTER)
     wait_for(browser, "atlasViewer.highlightReady()", what="the highlight values")
-    time.sleep(0.2)
+    settle(browser, "the highlight to be drawn")
     after = np.asarray(screenshot(browser, artefacts / "explore_highlight.png"), np.float64)
     assert browser.execute_script("return atlasViewer.highlight()") == {"kind": "class", "index": cls, "name": name}
     assert f"hl=class:{cls}" in browser.execute_script("return location.hash")
@@ -283,7 +283,7 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
     wait_for(browser, f"atlasViewer.selected() && atlasViewer.selected().cell === {target['cell']}", what="the click")
     browser.execute_script(f"atlasViewer.setHighlight('class', {cls})")
     wait_for(browser, "atlasViewer.highlightReady()", what="the highlight")
-    time.sleep(0.4)  # the viewport part of the hash is written once the view settles
+    settle(browser, "the view to settle")  # the viewport part of the hash is written once the view settles
     view = browser.execute_script("return atlasViewer.view()")
     link = browser.current_url
     assert f"cell={fine}:{target['cell']}" in link and f"hl=class:{cls}" in link and f"level={fine}" in link, link
@@ -361,10 +361,12 @@ def test_arrow_keys_move_the_selection_and_plus_minus_escape(browser: Any, small
 
     width = browser.execute_script("return atlasViewer.view().width")
     body_key(browser, "+")
-    time.sleep(1.0)
+    wait_for(browser, f"Math.abs(atlasViewer.view().width / {width / 1.5} - 1) < 0.02", what="the zoom in by 1.5")
+    settle(browser, "the zoom to end")
     assert browser.execute_script("return atlasViewer.view().width") == pytest.approx(width / 1.5, rel=0.02)
     body_key(browser, "-")
-    time.sleep(1.0)
+    wait_for(browser, f"Math.abs(atlasViewer.view().width / {width} - 1) < 0.02", what="the zoom back out")
+    settle(browser, "the zoom to end")
     assert browser.execute_script("return atlasViewer.view().width") == pytest.approx(width, rel=0.02)
     browser.execute_script("atlasViewer.setHighlight('class', arguments[0])", pick_class(small_atlas.store, coarse)[0])
     wait_for(browser, "atlasViewer.highlight() !== null", what="the highlight")
@@ -390,7 +392,7 @@ def test_download_saves_the_view_png_and_the_cell_json(browser: Any, small_atlas
     browser.find_element("id", "save-view").click()
     browser.find_element("id", "save-cell").click()
     view_png, cell_json = tmp_path / "atlas-main-view.png", tmp_path / f"atlas-main-level{coarse}-cell{cell['cell']}.json"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + WAIT_S  # a ceiling, not a speed requirement
     while not (view_png.exists() and cell_json.exists()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert view_png.exists() and cell_json.exists(), list(tmp_path.iterdir())

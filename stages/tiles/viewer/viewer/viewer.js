@@ -409,6 +409,7 @@
   function writeHash(push) {
     if (state.applying || !state.atlas) return;
     clearTimeout(state.hashTimer);
+    state.hashTimer = null;
     var hash = parts.hash.format(viewState());
     if (hash === window.location.hash) return;
     if (push) window.history.pushState(null, "", hash);
@@ -419,7 +420,7 @@
   function scheduleHash() {
     if (state.applying) return;
     clearTimeout(state.hashTimer);
-    state.hashTimer = setTimeout(function () { writeHash(false); }, 250);
+    state.hashTimer = setTimeout(function () { state.hashTimer = null; writeHash(false); }, 250);
   }
 
   /** Set the viewport from a parsed hash's view, then make sure its level is the one shown. */
@@ -721,6 +722,13 @@
     opacities: function () { return state.opacity.slice(); },
     tilesLoaded: function () { return state.tilesLoaded; },
     tileUrls: function () { return state.tileUrls.slice(); },
+    /** Whether the view is still moving (zoom or centre springs not at their targets) or its hash not yet written. */
+    animating: function () {
+      var vp = viewer && viewer.viewport;
+      return !!vp && !(vp.zoomSpring.isAtTargetValue() && vp.centerSpringX.isAtTargetValue() &&
+                       vp.centerSpringY.isAtTargetValue());
+    },
+    settled: function () { return !!viewer && state.opened && !window.atlasViewer.animating() && state.hashTimer === null; },
     levelFullyLoaded: function () { return !!viewer && state.opened && viewer.world.getItemAt(state.chosen).getFullyLoaded(); },
     /** Whether level `n`'s tiled image has drawn tiles (during a fade both have). */
     levelDrawn: function (n) {
