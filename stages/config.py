@@ -23,9 +23,18 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and where the store lives."""
 
-    source: str = Field("data/demo_photos", description="ImageFolder tree, flat folder, or a text file listing image paths")
+    source: str = Field("data/demo_photos", description="ImageFolder tree, flat folder, tar shards (folder, .tar or "
+                        "pattern shards-{000..009}.tar), a saved Hugging Face dataset, or a text file listing image paths")
     store: str = Field("data/store.zarr", description="the zarr store every stage reads and writes")
     atlas: str = Field("data/atlas", description="folder the exported atlas (viewer + tiles) is written to")
+    labels: str | None = Field(
+        None, description="labels for a folder of images: CSV path,label, LOC_val_solution.csv or "
+                          "ILSVRC2012_validation_ground_truth.txt (meta.mat beside it); docs/collect.md")
+    image_column: str = Field("image", description="image column of a saved Hugging Face dataset")
+    label_column: str = Field("label", description="label column of a saved Hugging Face dataset ('' or absent: none)")
+    max_images: int | None = Field(
+        None, ge=1, description="collect a seeded, class-balanced draw of at most this many images (None: all)")
+    per_class: int | None = Field(None, ge=1, description="at most this many images of each label in that draw")
 
 
 class ModelConfig(_Section):

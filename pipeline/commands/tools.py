@@ -78,7 +78,28 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"({int(store.done_blocks().sum())} done)")
     for key, value in store.counts().items():
         print(f"  {key}: {value}")
+    _print_labels(store, attrs)
     return 0
+
+
+def _print_labels(store, attrs) -> None:  # noqa: ANN001 - an AtlasStore and its attributes
+    """How many images have a known model class; one warning line when labels map to none."""
+    import numpy as np
+
+    from stages.collect.stage import unmatched_labels_warning
+    from stages.images.class_names import label_classes
+
+    classes = store.image_label_classes()
+    label_names = list(attrs.get("label_names") or [])
+    dataset = attrs.get("dataset", {})
+    known = int((classes >= 0).sum())
+    mapped = label_classes(label_names, list(attrs.get("class_names") or []))
+    print(f"images {classes.size}: {known} with a known model class ({100.0 * known / max(classes.size, 1):.1f}%), "
+          f"{len(label_names)} labels of which {int((mapped >= 0).sum())} are model classes"
+          + (f"; drawn: {dataset['selection']}" if dataset.get("selection") else ""))
+    warning = unmatched_labels_warning(label_names, np.asarray(mapped), str(dataset.get("source", store.path)))
+    if warning:
+        print(f"warning: {warning}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stages.images.decoding import decode_rgb
+from stages.images.decoding import Decoded, decode_rgb
+from stages.images.sources import ImageSource
 from stages.images.crops import render_view, view_box
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,16 @@ def work_items(block_inputs: dict[int, range], views_per_image: int) -> list[Wor
 class ViewDataset(Dataset):
     """Item -> (item index, uint8 views [n, S, S, 3] or None, skip reason or None)."""
 
-    def __init__(self, items: list[WorkItem], paths: list[str], settings: ViewSettings) -> None:
+    def __init__(self, items: list[WorkItem], images: ImageSource | list[str], settings: ViewSettings) -> None:
+        """``images``: the image source (tar members and dataset rows read from it), or plain paths."""
         self.items = items
-        self.paths = paths
+        self.images = images
         self.settings = settings
+
+    def _decode(self, image: int) -> Decoded:
+        if isinstance(self.images, ImageSource):
+            return self.images.decode(image, self.settings.max_pixels)
+        return decode_rgb(self.images[image], self.settings.max_pixels)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -72,7 +79,7 @@ class ViewDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
         item = self.items[index]
         s = self.settings
-        decoded = decode_rgb(self.paths[item.image], s.max_pixels)
+        decoded = self._decode(item.image)
         if decoded.image is None:
             return index, None, decoded.reason
         width, height = decoded.image.size

@@ -22,7 +22,7 @@ from stages.config import Config
 from stages.images.decoding import SKIP_REASONS
 from stages.model.device import select_device
 from store.errors import AtlasError
-from stages.images.sources import ImageSource, open_image_source
+from stages.images.sources import ImageSource, open_image_source, subsample
 from stages.images.class_names import label_classes
 from stages.model.registry import LoadedModel, load_model
 from stages.collect.attribution import HeadJVP, position_tangents, top_k
@@ -75,6 +75,10 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
         sampling["image_margin"] = c.image_margin
     dataset = {"source": str(config.data.source), "kind": source.kind, "fingerprint": source.fingerprint(),
                "n_images": len(source.records)}
+    if config.data.labels:  # recorded only when set: stores made before these options keep their identity
+        dataset["labels"] = str(config.data.labels)
+    if source.selection:  # the subsample drawn (data.max_images / data.per_class, collect.seed)
+        dataset["selection"] = source.selection
     return StoreSpec(model=model.identity(), dataset=dataset, sampling=sampling, channels=model.layer_shape[0],
                      n_images=len(source.records), views_per_image=c.views_per_image,
                      positions_per_image=c.positions_per_image, rows_per_chunk=c.rows_per_chunk, dtype=c.dtype,
@@ -161,12 +165,34 @@ def open_collect_store(config: Config, model: LoadedModel, source: ImageSource) 
              "params": config.model_dump(mode="json")}
     store = AtlasStore.create_or_open(config.data.store, store_spec(config, model, source), extra)
     if not store.images_written:
-        labels = np.array([r.label for r in source.records], np.int32)
+        labels = np.asarray(source.labels, np.int32)
         classes = label_classes(list(source.label_names), model.class_names)
         per_image = np.where(labels >= 0, classes[np.maximum(labels, 0)] if classes.size else -1, -1)
-        store.write_images([r.path for r in source.records], labels, per_image.astype(np.int32))
+        warning = unmatched_labels_warning(list(source.label_names), classes, str(config.data.source))
+        if warning:
+            log.warning(warning)
+        store.write_images(source.paths(), labels, per_image.astype(np.int32))
         store.mark_images_written()
     return store
+
+
+def unmatched_labels_warning(label_names: list[str], classes: np.ndarray, where: str) -> str | None:
+    """One line when a labelled-looking source has labels and none of them is a model class."""
+    if not label_names or (np.asarray(classes) >= 0).any():
+        return None
+    shown = ", ".join(repr(n) for n in label_names[:3]) + (", ..." if len(label_names) > 3 else "")
+    return (f"{where}: none of its {len(label_names)} labels ({shown}) is a class of the model, so label attribution, "
+            "label search and label colouring will be empty; name label folders by WNID (n01440764), class name or "
+            "index (281_tabby), or pass --labels FILE.csv")
+
+
+def open_source(config: Config) -> ImageSource:
+    """``data.source`` with ``data.labels``, and the subsample ``data.max_images`` / ``data.per_class`` asks for."""
+    d = config.data
+    source = open_image_source(d.source, d.labels, d.image_column, d.label_column)
+    for note in source.notes:
+        log.warning(note)
+    return subsample(source, d.max_images, d.per_class, config.collect.seed)
 
 
 def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | None = None,
@@ -178,7 +204,7 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     """
     t0 = time.perf_counter()
     c = config.collect
-    source = open_image_source(config.data.source)
+    source = open_source(config)
     model = load_model(config.model, device or select_device(c.device))
     _check_geometry(config, model)
     store = open_collect_store(config, model, source)
@@ -196,7 +222,7 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     step = _ModelStep(config, model, store, assembler, label_class)
     items = work_items(block_inputs, c.views_per_image)
     settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels)
-    loader = view_loader(ViewDataset(items, [r.path for r in source.records], settings), c.num_workers,
+    loader = view_loader(ViewDataset(items, source, settings), c.num_workers,
                          pin_memory=model.device.type == "cuda", worker_nice=c.worker_nice)
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
     setup_seconds = time.perf_counter() - t0

@@ -22,6 +22,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+MEMBER_SEP = "!/"  # stages/images/archives.py: ``shard.tar!/member.jpg``, ``dataset!/image/12``
+
 SKIP_REASONS: tuple[str, ...] = ("missing", "empty_file", "not_an_image", "decode_error", "too_many_pixels")
 
 #: Transparent pixels are composited on white. Cut-out objects (the tuxpaint stamps, product
@@ -155,6 +157,8 @@ def decode_rgb(path: str | Path, max_pixels: int) -> Decoded:
     """
     file = Path(path)
     try:
+        if not file.exists() and MEMBER_SEP in str(path):  # inside a tar shard or a saved dataset
+            return decode_member(str(path), max_pixels)
         if not file.exists():
             return _skip("missing", "no such file")
         if file.is_dir():
@@ -164,6 +168,16 @@ def decode_rgb(path: str | Path, max_pixels: int) -> Decoded:
     except OSError as exc:
         return _skip("missing", _describe(exc))
     return _decode_stream(file, max_pixels)
+
+
+def decode_member(path: str, max_pixels: int) -> Decoded:
+    """:func:`decode_rgb` for a member path ``container!/member`` (stages/images/archives.py)."""
+    from stages.images.archives import member_bytes
+
+    data = member_bytes(path)
+    if isinstance(data, str):
+        return _skip("missing" if data.startswith("no ") else "decode_error", data)
+    return decode_rgb_bytes(data, max_pixels)
 
 
 def decode_rgb_bytes(data: bytes, max_pixels: int) -> Decoded:
