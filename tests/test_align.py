@@ -98,6 +98,27 @@ def test_knn_overlap_and_cell_agreement() -> None:
     assert got.partner.tolist() == [0, -1]
 
 
+def test_label_ceiling_is_whether_a_cells_label_meets_its_members_own_predictions() -> None:
+    """A side's label ceiling (align.json, the aligned viewer): a cell's top-5 attributed classes against the 5
+    classes its own model most often predicts for the cell's members; cells without a label are not judged."""
+    from store.derived import CellLevel
+
+    members = [[0, 1, 2], [3, 4], [5, 6]]
+    offsets = np.cumsum([0] + [len(m) for m in members]).astype(np.int64)
+    level = CellLevel(n=2, i=np.array([0, 1, 0], np.int32), j=np.array([0, 0, 1], np.int32), count=np.diff(offsets),
+                      direction=np.zeros((3, 1), np.float32), attribution=None,
+                      top_idx=np.array([[7, 3, -1], [9, -1, -1], [-1, -1, -1]], np.int32),
+                      top_val=np.array([[2, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32),
+                      member_offsets=offsets, member_rows=np.concatenate(members).astype(np.int64))
+    row_top1 = np.array([3, 3, 5, 8, 8, 7, 7])  # cell 0's members: 3, 3, 5 (meets 3); cell 1's: 8, 8 (not 9)
+    meets = agreement.label_meets(level, row_top1)
+    assert meets[:2].tolist() == [1.0, 0.0] and np.isnan(meets[2])  # cell 2 has no label: not judged
+    assert agreement.ceiling(meets) == {"cells": 2, "meet": 1, "fraction": 0.5}
+    row_top1[[3, 4]] = 9  # now cell 1's members are predicted as its label
+    assert agreement.ceiling(agreement.label_meets(level, row_top1))["fraction"] == 1.0
+    assert np.isnan(agreement.ceiling(np.full(2, np.nan, np.float32))["fraction"])
+
+
 def test_command_line_specs() -> None:
     from pipeline.cli import main
     from pipeline.commands.align import parse_spec
@@ -193,6 +214,22 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
     assert np.array_equal(layouts["a"].rows, layouts["b"].rows)
     both = np.concatenate([layouts["a"].layout, layouts["b"].layout])
     assert both.min() == 0.0 and both.max() == 1.0  # one frame, normalised over both groups
+    from stages.render.fidelity import members_overlap
+
+    for key in "ab":  # each side's label ceiling: atlas fidelity's, per cell and level, pooled per side
+        top1 = stores[key].row_values("top_pred_idx")[:, 0]
+        pooled = []
+        for lv in report["levels"]:
+            level = derived.read_level(subsets[key], lv["n"], with_attribution=False)
+            want, labelled = members_overlap(level, top1), (level.top_idx[:, :5] >= 0).any(axis=1)
+            got = report["cells"][str(lv["n"])][key]["meets"]
+            assert len(got) == len(level) and all((g is None) == (not lab) for g, lab in zip(got, labelled))
+            assert [g for g in got if g is not None] == want[labelled].astype(float).tolist()
+            assert lv[f"labelled_{key}"] == int(labelled.sum()) > 0
+            assert lv[f"ceiling_{key}"] == pytest.approx(want[labelled].mean())
+            pooled += want[labelled].tolist()
+        assert report["sides"][key]["label_ceiling"] == {"cells": len(pooled), "meet": int(sum(pooled)),
+                                                         "fraction": pytest.approx(float(np.mean(pooled)))}
 
     capsys.readouterr()
     assert main(["align", "--params", str(params), "-q"]) == 0  # resumed: nothing left to do
@@ -252,6 +289,9 @@ def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_pa
         _wait(driver, "window.alignedViewer && alignedViewer.ready()", "both atlases to open")
         assert driver.execute_script("return alignedViewer.error()") is None
         assert driver.execute_script("return alignedViewer.levels()") == [2, 4]
+        for key in "ab":  # every side's name carries its label ceiling (n cells and the share)
+            ceiling = json.loads((out / "align.json").read_text())["sides"][key]["label_ceiling"]
+            assert f"of {ceiling['cells']} cells" in driver.find_element("id", f"ceiling-{key}").text
         view = lambda key: driver.execute_script("return alignedViewer.view(arguments[0])", key)  # noqa: E731
         home = view("a")
         assert view("b") == pytest.approx(home)
@@ -292,6 +332,7 @@ def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_pa
         assert boxes["a"]["top"] == pytest.approx(boxes["b"]["top"], abs=1)
         panel = driver.find_element("id", "agree").text
         assert f"cell ({cell['i']}, {cell['j']}) of 4\u00d74" in panel and "kNN overlap" in panel
+        assert "label vs members' predictions" in panel
         assert cell["classes"][0]["name"] in driver.find_element("id", "cell-a").text
         shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
         r = driver.find_element("id", "atlas-a").rect

@@ -12,6 +12,12 @@ Two measures, both on the aligned rows (row r of both sides: the same image loca
 
 Per level the summary also compares the labels of the cells the two sides both keep at the same
 grid position: the share whose top attributed class is the same, and whose top-5 classes meet.
+
+And per side, how far its labels can be trusted at all (the **label ceiling**, ``atlas fidelity``'s
+ceiling, :func:`stages.render.fidelity.members_overlap`): a cell's label is its members' mean
+attribution ``h . d logit / d h`` at one position, and it "meets" when its top-5 attributed classes
+include one of the 5 classes the side's own model most often predicts (top-1) for the cell's members.
+Two sides' labels can only agree as far as each side's labels track its own model.
 """
 
 from __future__ import annotations
@@ -90,6 +96,26 @@ def cell_of_rows(layout: NDArray[np.floating], rows: NDArray[np.integer], n: int
     out = np.full(n_rows, -1, np.int64)
     out[np.asarray(rows, np.int64)] = binning.flat_cell_ids(np.asarray(layout), n)
     return out
+
+
+def label_meets(level: CellLevel, row_top1: NDArray[np.integer]) -> NDArray[np.float32]:
+    """Per kept cell: 1 when its top-5 attributed classes meet its members' 5 most predicted classes, else 0;
+    NaN for a cell without a positively attributed class (no label to judge).
+
+    ``row_top1[r]`` is the side's own top-1 prediction for store row ``r`` (its ``top_pred_idx[:, 0]``).
+    """
+    from stages.render.fidelity import TOP, members_overlap
+
+    meets = members_overlap(level, np.asarray(row_top1)).astype(np.float32)
+    labelled = (level.top_idx[:, :TOP] >= 0).any(axis=1) if level.top_idx.size else np.zeros(len(level), bool)
+    return np.where(labelled, meets, np.nan).astype(np.float32)
+
+
+def ceiling(meets: NDArray[np.floating]) -> dict[str, Any]:
+    """``{"cells": labelled cells, "meet": how many meet, "fraction": meet / cells}`` of :func:`label_meets` values."""
+    ok = np.isfinite(meets)
+    n, hit = int(ok.sum()), int(np.sum(meets[ok] > 0.5))
+    return {"cells": n, "meet": hit, "fraction": hit / n if n else float("nan")}
 
 
 def _top(level: CellLevel, c: int, k: int) -> list[int]:

@@ -223,10 +223,18 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
         phases["render"] += time.perf_counter() - t
 
     t = time.perf_counter()
+    row_top1 = {key: _row_top1(stores[key]) for key in SIDES}
     levels, cells = _agreement(sub_config, subsets, acts, rows, stores["a"].n_rows,
-                               list(stores["a"].class_names) == list(stores["b"].class_names))
+                               list(stores["a"].class_names) == list(stores["b"].class_names), row_top1)
+    sides = {key: _side_report(getattr(pair, key), models[side_key(getattr(pair, key))]) for key in SIDES}
+    for key in SIDES:  # the side's label ceiling over every level's cells (atlas fidelity's ceiling)
+        meets = [np.asarray(cells[str(lv["n"])][key]["meets"], np.float32) for lv in levels]
+        sides[key]["label_ceiling"] = agreement.ceiling(np.concatenate(meets) if meets else np.zeros(0, np.float32))
+        log.info("align %s: side %s labels meet their members' own predictions in %s of %d labelled cells (%s)", name,
+                 key, _pct(sides[key]["label_ceiling"]["fraction"]), sides[key]["label_ceiling"]["cells"],
+                 ", ".join(f"level {lv['n']}: {_pct(lv['ceiling_' + key])}" for lv in levels))
     report = {"format": FORMAT, "version": VERSION, "name": name, "rows": int(len(rows)),
-              "sides": {key: _side_report(getattr(pair, key), models[side_key(getattr(pair, key))]) for key in SIDES},
+              "sides": sides,
               "maps": report_maps, "knn": a.knn, "knn_chance": min(a.knn, len(rows) - 1) / (len(rows) - 1),
               "levels": levels, "cells": cells}
     phases["agreement"] = time.perf_counter() - t
@@ -246,9 +254,19 @@ def _side_report(side: AlignModel, model: LoadedModel) -> dict[str, Any]:
             "layer_shape": list(model.layer_shape), "tokens": model.tokens}
 
 
+def _row_top1(store: AtlasStore) -> np.ndarray | None:
+    """The side's own top-1 prediction per store row (None: a store collected without the head)."""
+    return np.asarray(store.row_values("top_pred_idx"))[:, 0] if store.has_row_array("top_pred_idx") else None
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.0f}%"
+
+
 def _agreement(config: Config, subsets: dict[str, SubsetStore], acts: dict[str, np.ndarray], rows: np.ndarray,
-               n_rows: int, same_classes: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-level summary and per-cell arrays (the viewer's agreement figures)."""
+               n_rows: int, same_classes: bool, row_top1: dict[str, np.ndarray | None] | None = None,
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-level summary and per-cell arrays (the viewer's agreement figures, each side's label ceiling)."""
     k = config.align.knn
     overlap = agreement.knn_overlap(agreement.knn_indices(acts["a"], k), agreement.knn_indices(acts["b"], k))
     row_knn = np.full(n_rows, np.nan, np.float32)
@@ -260,9 +278,18 @@ def _agreement(config: Config, subsets: dict[str, SubsetStore], acts: dict[str, 
         placed = {key: agreement.cell_of_rows(layouts[key].layout, layouts[key].rows, n, n_rows) for key in SIDES}
         agree = {"a": agreement.cell_agreement(level["a"], level["b"], row_knn, placed["b"]),
                  "b": agreement.cell_agreement(level["b"], level["a"], row_knn, placed["a"])}
-        summaries.append(agreement.level_summary(level["a"], level["b"], agree["a"], agree["b"], same_classes))
+        summary = agreement.level_summary(level["a"], level["b"], agree["a"], agree["b"], same_classes)
+        meets = {}
+        for key in SIDES:
+            top1 = (row_top1 or {}).get(key)
+            meets[key] = (agreement.label_meets(level[key], top1) if top1 is not None
+                          else np.full(len(level[key]), np.nan, np.float32))
+            got = agreement.ceiling(meets[key])
+            summary[f"ceiling_{key}"], summary[f"labelled_{key}"] = got["fraction"], got["cells"]
+        summaries.append(summary)
         cells[str(n)] = {key: {"knn": _rounded(agree[key].knn), "same_cell": _rounded(agree[key].same_cell),
-                               "partner": agree[key].partner.tolist()} for key in SIDES}
+                               "partner": agree[key].partner.tolist(), "meets": _rounded(meets[key])}
+                         for key in SIDES}
     return summaries, cells
 
 

@@ -7,7 +7,11 @@
  * them in sync: the side the user moves leads and the other copies its view every frame (so both
  * show the same level), hover outlines the same cell on both sides, click selects it on both, and
  * the panel shows both cells with their agreement figures from align.js (kNN overlap, same-cell
- * share, top classes). window.alignedViewer is a small read-only hook for tests and benchmarks.
+ * share, top classes). A label is never shown without its credibility: each side's name carries its
+ * label ceiling (the share of its labelled cells whose top-5 attributed classes meet the 5 classes its
+ * own model most often predicts for the cell's members, and how many cells that is), and the tooltip and
+ * the panel say for the cell at hand whether its label meets its members' own predictions.
+ * window.alignedViewer is a small read-only hook for tests and benchmarks.
  */
 (function (parts) {
   "use strict";
@@ -103,7 +107,22 @@
     var lv = (state.align.cells || {})[String(n)];
     var arr = lv && lv[key];
     if (!arr || cell === null || cell === undefined) return null;
-    return { knn: arr.knn[cell], same: arr.same_cell[cell], partner: arr.partner[cell] };
+    return { knn: arr.knn[cell], same: arr.same_cell[cell], partner: arr.partner[cell],
+             meets: arr.meets ? arr.meets[cell] : undefined };
+  }
+
+  /** Whether a cell's label meets its members' own predictions, in words ("" when align.js does not say). */
+  function meetsText(ag) {
+    if (!ag || ag.meets === undefined) return "";
+    if (ag.meets === null) return "no label to judge";
+    return ag.meets ? "label meets its members' own predictions" : "label misses its members' own predictions";
+  }
+
+  /** A side's label ceiling in words: "labels meet members' predictions in 68% of 86 cells". */
+  function ceilingText(key) {
+    var side = ((state.align || {}).sides || {})[key], c = side && side.label_ceiling;
+    if (!c || !c.cells) return "";
+    return "labels meet members' own predictions in " + pct(c.fraction) + " of " + c.cells + " cells";
   }
 
   function placeBox(side, box, p) {
@@ -142,8 +161,9 @@
       if (!got || !got.cell) line.appendChild(document.createTextNode("no cell here (too few samples)"));
       else {
         var ag = agreementOf(key, p.n, got.cell.cell);
+        var judged = meetsText(ag);
         line.appendChild(document.createTextNode(got.cell.count + " samples: " + classLine(got.cell) +
-          (ag ? " \u00b7 kNN overlap " + pct(ag.knn) : "")));
+          (judged ? " (" + judged + ")" : "") + (ag ? " \u00b7 kNN overlap " + pct(ag.knn) : "")));
       }
       tip.appendChild(line);
     });
@@ -193,6 +213,10 @@
       ["samples", function (k) { return got[k] && got[k].cell ? String(got[k].cell.count) : "\u2014"; }],
       ["kNN overlap", function (k) { return ag[k] ? pct(ag[k].knn) : "\u2014"; }],
       ["same cell in other", function (k) { return ag[k] ? pct(ag[k].same) : "\u2014"; }],
+      ["label vs members' predictions", function (k) {
+        if (!ag[k] || ag[k].meets === undefined) return "\u2014";
+        return ag[k].meets === null ? "no label" : ag[k].meets ? "meets" : "misses";
+      }],
       ["top class", function (k) { var c = got[k] && got[k].cell && (got[k].cell.classes || [])[0]; return c ? c.name : "\u2014"; }],
       ["2nd, 3rd", function (k) {
         var cs = got[k] && got[k].cell ? (got[k].cell.classes || []).slice(1, 3) : [];
@@ -249,13 +273,20 @@
       num((m.a_to_b || {}).r2_test) + ", B\u2192A " + num((m.b_to_a || {}).r2_test) + ". " + align.rows +
       " image locations seen by both; kNN overlap by chance " + pct(align.knn_chance) + ".";
     box.appendChild(maps);
+    var credible = el("div", "ceilings");
+    credible.textContent = "How far each side's labels track its own model (a cell's top-5 attributed classes meet " +
+      "the 5 classes the model most often predicts for its members): " + SIDES.map(function (k) {
+        return k.toUpperCase() + " " + (ceilingText(k) || "not measured");
+      }).join("; ") + ". Labels of the two sides can only agree as far as both track their models.";
+    box.appendChild(credible);
     var table = el("table"), head = el("tr");
-    ["level", "cells A/B", "kNN A/B", "same cell", "top-1 =", "top-5 \u2229"].forEach(function (t) { head.appendChild(el("th", null, t)); });
+    ["level", "cells A/B", "kNN A/B", "same cell", "top-1 =", "top-5 \u2229", "labels meet A/B"].forEach(function (t) { head.appendChild(el("th", null, t)); });
     table.appendChild(head);
     (align.levels || []).forEach(function (lv) {
       var tr = el("tr");
       [lv.n + "\u00d7" + lv.n, lv.cells_a + "/" + lv.cells_b, pct(lv.knn_overlap_a) + "/" + pct(lv.knn_overlap_b),
-       pct(lv.same_cell_a) + "/" + pct(lv.same_cell_b), pct(lv.top1_agree), pct(lv.top5_overlap)].forEach(function (t) {
+       pct(lv.same_cell_a) + "/" + pct(lv.same_cell_b), pct(lv.top1_agree), pct(lv.top5_overlap),
+       pct(lv.ceiling_a) + "/" + pct(lv.ceiling_b)].forEach(function (t) {
         tr.appendChild(el("td", null, t));
       });
       table.appendChild(tr);
@@ -311,6 +342,7 @@
     return parts.data.loadAtlas(entry).then(function (atlas) {
       side.atlas = atlas;
       $("name-" + key).textContent = atlas.manifest.title || entry.title;
+      $("ceiling-" + key).textContent = ceilingText(key) ? "\u00b7 " + ceilingText(key) : "";
       return new Promise(function (resolve) {
         side.viewer.addOnceHandler("open", function () {
           var levels = atlas.levels, finest = levels[levels.length - 1], vp = side.viewer.viewport;
