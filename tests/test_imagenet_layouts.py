@@ -24,7 +24,8 @@ ROW_ARRAYS = ["activations", "yx", "top_pred_idx", "top_pred_logit", "attr_idx",
 
 
 def config(source: Path | str, store: Path, *extra: str):
-    sets = [f"data.source={source}", f"data.store={store}", "collect.views_per_image=2", "collect.positions_per_image=1",
+    """Small and fast: 96 px inputs (features.13.conv.0 is then 6 x 6), two views per image."""
+    sets = [f"data.source={source}", f"data.store={store}", "model.image_size=96", "collect.views_per_image=2", "collect.positions_per_image=1",
             "collect.rows_per_chunk=4", "collect.batch_size=4", "collect.num_workers=0", "collect.top_k=5"]
     return load_config(None, sets + list(extra))
 
