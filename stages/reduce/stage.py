@@ -100,8 +100,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _read_fit_rows(store: RowStore, fit_rows: NDArray[np.int64], progress: Progress | None) -> NDArray[np.float32]:
-    """Pass 1: the fitted rows' raw activations, cast to float32 one block at a time."""
+def read_fit_rows(store: RowStore, fit_rows: NDArray[np.int64], progress: Progress | None = None) -> NDArray[np.float32]:
+    """Pass 1: the fitted rows' raw activations (ascending row ids), cast to float32 one block at a time."""
     out = np.empty((len(fit_rows), store.channels), dtype=np.float32)
     for block in derived.iter_row_blocks([store.activations()], progress):
         lo, hi = np.searchsorted(fit_rows, [block.start, block.stop])
@@ -163,7 +163,7 @@ def run(config: Config, store: RowStore, progress: Progress | None = None) -> La
     log.info("reduce %s: %d valid rows, fitting %s on %d of them", where, len(valid_rows), cfg.method, len(fit_rows))
     n_blocks = len(store.activations().chunks[0])
     n_passes = 1 if len(fit_rows) == len(valid_rows) else 2
-    raw = _read_fit_rows(store, fit_rows, _offset_progress(progress, 0, n_passes * n_blocks))
+    raw = read_fit_rows(store, fit_rows, _offset_progress(progress, 0, n_passes * n_blocks))
     seconds["read_fit_rows"] = time.perf_counter() - t0
 
     t = time.perf_counter()

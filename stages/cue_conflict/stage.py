@@ -1,0 +1,161 @@
+"""``atlas cue-conflict``: does the model decide by texture or by shape, and where does texture win on the atlas?
+
+1. Every stimulus (:mod:`stages.cue_conflict.stimuli`) goes through the model as it is (224 x 224,
+   only the model's normalisation), in batches; one forward gives both the logits and the
+   activation map at the atlas layer (the model is cut there: trunk, then head).
+2. Shape bias by Geirhos et al.'s recipe (:mod:`stages.cue_conflict.shape_bias`), with counts per
+   category and a 95% interval.
+3. With an atlas (a store with layout and grid): each stimulus's interior positions are placed on
+   it and read through the cells' top attributed classes (:mod:`stages.cue_conflict.on_atlas`).
+4. ``cue_conflict.out`` (JSON) and, with ``cue_conflict.page``, an HTML page in the atlas folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from stages.config import Config
+from stages.cue_conflict import on_atlas
+from stages.cue_conflict.placement import build_placer
+from stages.cue_conflict.shape_bias import ShapeBias, decide, load_categories, shape_bias
+from stages.cue_conflict.stimuli import Stimulus, list_stimuli, load_pixels
+from stages.model.registry import LoadedModel, load_model
+from store.atlas_store import AtlasStore
+from store.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StimulusResult:
+    stimulus: Stimulus
+    decision: str
+    top1: str
+    outcome: str | None                     # shape / texture / other; None: no conflict
+    positions: list[str] = field(default_factory=list)  # on the atlas: one outcome per interior position
+    cells: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CueConflictResult:
+    model: str
+    layer: str
+    bias: ShapeBias
+    stimuli: list[StimulusResult]
+    atlas: dict[str, object] | None
+    cell_counts: NDArray[np.int64] | None
+    cell_texture: NDArray[np.float64] | None
+    level: int | None
+    out: Path
+    page: Path | None
+    seconds: float
+
+
+def forward(model: LoadedModel, pixels: NDArray[np.float32], device: torch.device
+            ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    """``[B, 3, S, S]`` in [0, 1] -> (softmax probabilities ``[B, classes]``, layer activations ``[B, H, W, C]``)."""
+    x = torch.from_numpy(pixels).to(device)
+    with torch.no_grad():
+        act, *cuts = model.trunk(model.normalize(x))
+        logits = model.head(act, *cuts).float()
+    probs = torch.softmax(logits, dim=1).double().cpu().numpy()
+    return probs, act.float().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def interior(acts: NDArray[np.float32], border: int) -> NDArray[np.float32]:
+    """``[H, W, C]`` -> ``[P, C]``: the positions the collect stage samples from (``collect.border`` cells off each side)."""
+    h, w, _ = acts.shape
+    b = border if h > 2 * border and w > 2 * border else 0
+    return acts[b:h - b, b:w - b].reshape(-1, acts.shape[-1])
+
+
+def run(config: Config, device: torch.device, *, store: AtlasStore | None = None, model: LoadedModel | None = None,
+        stimuli: str | Path | None = None, progress: Callable[[int], None] | None = None) -> CueConflictResult:
+    """Shape bias of ``config.model`` on the stimuli, and (given ``store``) where they land on its atlas."""
+    t0 = time.perf_counter()
+    cfg = config.cue_conflict
+    categories = load_categories()
+    items = list_stimuli(stimuli if stimuli is not None else cfg.stimuli, categories.names)
+    model = model if model is not None else load_model(config.model, device)
+    if len(model.class_names) != 1000:
+        raise AtlasError(f"cue-conflict needs an ImageNet-1k classifier; {model.name} has {len(model.class_names)} classes")
+    placer = None
+    if store is not None:
+        stored = (store.attrs.get("model") or {}).get("layer")
+        if stored and stored != model.layer:
+            raise AtlasError(f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer")
+        placer = build_placer(store, cfg.level)
+        of_class = categories.of_class(len(model.class_names))
+    results: list[StimulusResult] = []
+    all_cells: list[int] = []
+    all_outcomes: list[str] = []
+    for start in range(0, len(items), cfg.batch_size):
+        batch = items[start:start + cfg.batch_size]
+        probs, acts = forward(model, np.stack([load_pixels(s, model.image_size) for s in batch]), device)
+        for s, p, a, decision in zip(batch, probs, acts, decide(probs, categories)):
+            r = StimulusResult(s, decision, model.class_names[int(p.argmax())],
+                               None if not s.conflict else "shape" if decision == s.shape
+                               else "texture" if decision == s.texture else "other")
+            if placer is not None and s.conflict:
+                cells = placer.cells(interior(a, config.collect.border))
+                r.cells = cells.tolist()
+                r.positions = on_atlas.position_outcomes(cells, placer.level.top_idx, of_class, categories.index(s.shape),
+                                                         categories.index(s.texture), cfg.top_classes)
+                all_cells += r.cells
+                all_outcomes += r.positions
+            results.append(r)
+        if progress is not None:
+            progress(len(batch))
+    bias = shape_bias([r.decision for r in results], [r.stimulus.shape for r in results],
+                      [r.stimulus.texture for r in results])
+    atlas = counts = texture = None
+    if placer is not None:
+        leans = [on_atlas.stimulus_lean(r.positions) for r in results if r.stimulus.conflict]
+        atlas = {"level": cfg.level, "top_classes": cfg.top_classes, "border": config.collect.border,
+                 "positions": on_atlas.share(all_outcomes).as_dict(),
+                 "stimuli": {k: leans.count(k) for k in ("shape", "texture", "tie")}}
+        counts, texture = on_atlas.cell_texture_share(np.asarray(all_cells, np.int64), all_outcomes, len(placer.level))
+    result = CueConflictResult(model=model.name, layer=model.layer, bias=bias, stimuli=results, atlas=atlas,
+                               cell_counts=counts, cell_texture=texture, level=cfg.level if placer else None,
+                               out=Path(cfg.out), page=None, seconds=0.0)
+    write_report(result, Path(cfg.out))
+    if cfg.page and store is not None:
+        from stages.cue_conflict.page import write_page
+
+        result.page = write_page(config, store, result)
+    result.seconds = time.perf_counter() - t0
+    log.info("cue-conflict: %d stimuli, shape bias %s, %.1f s", len(results), bias.overall.bias, result.seconds)
+    return result
+
+
+def report(result: CueConflictResult) -> dict[str, object]:
+    """The JSON report: counts, rates and intervals, per category, and every stimulus's decision."""
+    b = result.bias
+    return {
+        "model": result.model, "layer": result.layer, "recipe": "Geirhos et al. 2019: mean probability per category, "
+        "decision = best category, same-category stimuli left out, shape / (shape + texture)",
+        "shape_bias": b.overall.as_dict(),
+        "by_shape_category": {k: v.as_dict() for k, v in b.by_shape.items()},
+        "by_texture_category": {k: v.as_dict() for k, v in b.by_texture.items()},
+        "atlas": result.atlas,
+        "stimuli": [{"file": r.stimulus.path.name, "shape": r.stimulus.shape, "texture": r.stimulus.texture,
+                     "decision": r.decision, "top1": r.top1, "outcome": r.outcome,
+                     **({"atlas_positions": dict(on_atlas.share(r.positions).counts)} if r.positions else {})}
+                    for r in result.stimuli],
+    }
+
+
+def write_report(result: CueConflictResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report(result), indent=1) + "\n")
+    tmp.replace(path)
