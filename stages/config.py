@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -23,10 +23,10 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and where the store lives."""
 
-    source: str = Field("data/demo_photos", description="ImageFolder tree, flat folder, tar shards (folder, .tar or "
+    source: str = Field("data/demo_photos", min_length=1, description="ImageFolder tree, flat folder, tar shards (folder, .tar or "
                         "pattern shards-{000..009}.tar), a saved Hugging Face dataset, or a text file listing image paths")
-    store: str = Field("data/store.zarr", description="the zarr store every stage reads and writes")
-    atlas: str = Field("data/atlas", description="folder the exported atlas (viewer + tiles) is written to")
+    store: str = Field("data/store.zarr", min_length=1, description="the zarr store every stage reads and writes")
+    atlas: str = Field("data/atlas", min_length=1, description="folder the exported atlas (viewer + tiles) is written to")
     labels: str | None = Field(
         None, description="labels for a folder of images: CSV path,label, LOC_val_solution.csv or "
                           "ILSVRC2012_validation_ground_truth.txt (meta.mat beside it); docs/collect.md")
@@ -139,7 +139,7 @@ class RenderConfig(_Section):
     seed: int = 0
     device: str = "auto"
     levels: list[int] | None = Field(
-        None, description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones"
+        None, min_length=1, description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones"
     )
     mixed_precision: bool = Field(False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it")
 
@@ -148,7 +148,7 @@ class TilesConfig(_Section):
     """The exported atlas: DZI tiles, per-cell overlay data, dataset examples (docs/method.md §7)."""
 
     levels: list[int] | None = Field(
-        None, description="levels to export (None: every level whose icons are completely rendered)"
+        None, min_length=1, description="levels to export (None: every level whose icons are completely rendered)"
     )
     tile_size: int = Field(256, ge=16, description="DZI tile side in pixels (OpenSeadragon's default 256)")
     overlap: int = Field(1, ge=0, le=8, description="DZI tile overlap in pixels")
@@ -201,6 +201,15 @@ class ClusterConfig(_Section):
     shards_per_worker: int = Field(
         4, ge=1, description="more shards than workers balance uneven shards and let a lost worker's share move"
     )
+
+    @field_validator("scheduler")
+    @classmethod
+    def _check_scheduler(cls, value: str | None) -> str | None:
+        import re
+
+        if value is None or value.endswith(".json") or re.fullmatch(r"([a-z]+://)?[^\s/]+:\d+", value):
+            return value
+        raise ValueError(f"{value!r} is neither a scheduler address (tcp://host:8786) nor a scheduler file (.json)")
 
 
 class RenderOverrides(_Section):

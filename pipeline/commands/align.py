@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import MultiAtlasBar, config_from_args
+from pipeline.commands.common import MultiAtlasBar, check_output_dir, config_from_args, param_label
 from store.errors import AtlasError
 
 
@@ -40,6 +40,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     from stages.model.device import select_device
 
     config = config_from_args(args)
+    check_output_dir(config.align.folder, param_label(args, "align.folder"))
+    check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     pairs = None
     if args.specs:
         if len(args.specs) != 2:

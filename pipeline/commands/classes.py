@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import MultiAtlasBar, ProgressBar, config_from_args, open_store
+from pipeline.commands.common import (MultiAtlasBar, ProgressBar, check_input_file, check_output_dir,
+                                      check_output_file, config_from_args, open_store, param_label)
 
 
 def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
@@ -18,6 +19,7 @@ def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
     from stages.model.device import select_device
 
     config = config_from_args(args)
+    check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     module = atlas if stage == "classes" else compare
     with MultiAtlasBar(stage, args.quiet) as bar:
         return module.run(config, open_store(config), select_device(config.render.device),
@@ -44,6 +46,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from stages.explain import stage as explain
 
     config = config_from_args(args)
+    check_output_file(config.explain.out, param_label(args, "explain.out"), writer="pil")
+    if config.explain.page:
+        check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
+    check_input_file(args.image, "image")
     result = explain.run(config, args.image, open_store(config), select_device(config.explain.device))
     print(f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
           f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s")
@@ -63,6 +69,10 @@ def cmd_sanity_check(args: argparse.Namespace) -> int:
     from stages.explain import sanity
 
     config = config_from_args(args)
+    check_output_file(config.sanity.out, param_label(args, "sanity.out"))
+    check_output_file(config.sanity.figure, param_label(args, "sanity.figure"), writer="matplotlib")
+    for image in args.images:
+        check_input_file(image, "image")
     with ProgressBar("randomized blocks", "block", args.quiet) as bar:
         result = sanity.run(config, list(args.images), select_device(config.sanity.device), progress=bar)
     for report in result.reports:
@@ -77,6 +87,7 @@ def cmd_dataset_map(args: argparse.Namespace) -> int:
     from stages.explain import dataset_map
 
     config = config_from_args(args)
+    check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     with ProgressBar("photos", "photo", args.quiet) as bar:
         r = dataset_map.run(config, select_device(config.dataset_map.device), progress=bar)
     print(f"dataset map: {r.items} items of {r.images} photos on a {r.grid}x{r.grid} grid -> {r.export} "

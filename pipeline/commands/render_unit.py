@@ -32,6 +32,22 @@ log = logging.getLogger(__name__)
 TARGET_HELP = "channel:N, neuron:N[:y:x], class:NAME_OR_INDEX or direction:PATH.npy"
 
 
+def check_target(target: str) -> None:
+    """The target's syntax (and a direction's file), before the model is loaded; one-line errors."""
+    kind, _, rest = target.partition(":")
+    parts = rest.split(":")
+    ok = {
+        "channel": rest.strip().lstrip("-").isdigit(),
+        "neuron": len(parts) in (1, 3) and all(p.strip().lstrip("-").isdigit() for p in parts),
+        "class": bool(rest.strip()),
+        "direction": bool(rest.strip()),
+    }.get(kind, False)
+    if not ok:
+        raise AtlasError(f"target {target!r} is not one of {TARGET_HELP}")
+    if kind == "direction" and not Path(rest).is_file():
+        raise AtlasError(f"target {target!r}: file {rest} not found; save a [C] vector with numpy.save")
+
+
 def parse_target(target: str, model: LoadedModel) -> tuple[Objective, bool]:
     """``(objective, needs_logits)`` for a target string; one-line errors for bad ones."""
     kind, _, rest = target.partition(":")

@@ -46,6 +46,11 @@ def summary_lines(timings: list[tuple[str, float]], atlas: Path) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.commands.common import check_output_dir, param_label
+
+    config = config_from_args(args)  # every output is checked before the first stage starts
+    check_output_dir(config.data.store, param_label(args, "data.store"))
+    check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     timings: list[tuple[str, float]] = []
     for name, command in stage_plan(args):
         print(f"== {name}", flush=True)

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import (ProgressBar, cluster_requested, config_from_args, open_store, parse_shard,
-                                      run_on_cluster)
+from pipeline.commands.common import (ProgressBar, check_output_dir, check_output_file, cluster_requested,
+                                      config_from_args, open_store, param_label, parse_shard, run_on_cluster)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from stages import collect
 
     config = config_from_args(args)
+    shard = parse_shard(args.shard)
+    check_output_dir(config.data.store, param_label(args, "data.store"))
     if cluster_requested(config):
         return run_on_cluster("collect", args, config)
-    shard = parse_shard(args.shard)
     with ProgressBar(f"collect {shard[0]}/{shard[1]}", "img", args.quiet) as bar:
         summary = collect.run(config, shard=shard, progress=bar.advance, on_start=bar.start)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
@@ -59,6 +60,7 @@ def cmd_plot_layout(args: argparse.Namespace) -> int:
     from pipeline.commands.layout_plot import plot_layout
 
     config = config_from_args(args)
+    check_output_file(args.out, "--out", writer="matplotlib")
     out = plot_layout(open_store(config), args.level, args.out, color_by=args.color_by)
     print(f"wrote {out}")
     return 0
@@ -69,9 +71,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from stages import render
 
     config = config_from_args(args)
+    shard = parse_shard(args.shard)
     if cluster_requested(config):
         return run_on_cluster("render", args, config)
-    shard = parse_shard(args.shard)
     with ProgressBar(f"render {shard[0]}/{shard[1]}", "icon", args.quiet) as bar:
         summary = render.run(config, open_store(config), select_device(config.render.device),
                              progress=bar.advance, on_start=bar.start, shard=shard)
@@ -85,13 +87,14 @@ def cmd_tiles(args: argparse.Namespace) -> int:
     from stages import tiles
 
     config = config_from_args(args)
+    shard = parse_shard(args.shard)
+    check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     if config.tiles.levels is None:  # "every rendered level" must not silently drop a level a shard left unfinished
         from store.progress import require_complete_render
 
         require_complete_render(open_store(config), needed_by="tiles")
     if cluster_requested(config):
         return run_on_cluster("tiles", args, config)
-    shard = parse_shard(args.shard)
     with ProgressBar(f"tiles {shard[0]}/{shard[1]}", "file", args.quiet) as bar:
         summary = tiles.run(config, open_store(config), progress=bar.advance, on_start=bar.start, shard=shard)
     r = summary.result

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import config_from_args, open_store
+from pipeline.commands.common import check_output_dir, check_output_file, config_from_args, open_store
+from store.errors import AtlasError
 
 
 def cmd_render_unit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stages.model.device import select_device
-    from pipeline.commands.render_unit import render_unit
+    from pipeline.commands.render_unit import check_target, render_unit
 
     config = config_from_args(args)
+    check_output_file(args.out, "--out", writer="pil")
+    check_target(args.target)
     r = config.render
     value = render_unit(config, args.target, Path(args.out), steps=r.steps, size=r.size, seed=r.seed,
                         device=select_device(r.device))
@@ -47,6 +50,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     from stages.model.registry import list_layers
 
+    if args.image_size < 16:
+        raise AtlasError(f"--image-size {args.image_size}: the input side must be at least 16 pixels, e.g. 224")
     for name, kind, shape in list_layers(args.model, args.image_size):
         print(f"{name:40s} {kind:24s} {'x'.join(str(s) for s in shape)}")
     return 0
@@ -55,6 +60,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from pipeline.demo.data import main_demo_data
 
+    check_output_dir(args.out_dir, "out_dir")
     return main_demo_data(args.out_dir, args.deb_root)
 
 
@@ -106,6 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve an exported atlas folder over HTTP until Ctrl-C (the export also opens from file://)."""
     from pipeline.serve import base_url, make_server
 
+    if not 0 <= args.port <= 65535:
+        raise AtlasError(f"--port {args.port}: a TCP port is 0..65535 (0 picks a free one)")
+    if not args.host.strip():
+        raise AtlasError("--host '': name the interface to bind, e.g. 127.0.0.1 (this machine only)")
     folder = args.folder or config_from_args(args).data.atlas
     server = make_server(folder, args.host, args.port)
     print(f"serving {folder} at {base_url(server)} (Ctrl-C stops)", flush=True)
@@ -120,6 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Done/total units per shard of collect and render; exit 1 while any is incomplete."""
     from pipeline.commands.cluster import status_lines
 
+    if args.shards is not None and args.shards < 1:
+        raise AtlasError(f"--shards {args.shards}: the array job's shard count is at least 1")
     lines, complete = status_lines(config_from_args(args), args.shards)
     print("\n".join(lines))
     return 0 if complete else 1
