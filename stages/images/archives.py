@@ -30,7 +30,7 @@ import numpy as np
 
 from store.errors import AtlasError
 
-from stages.images.decoding import MEMBER_SEP  # noqa: E402 - one definition
+MEMBER_SEP = "!/"  # ``shard.tar!/member.jpg``, ``dataset!/image/12``
 IMAGE_SUFFIXES = frozenset({"jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif"})
 _JSON_LABEL_KEYS = ("wnid", "synset", "label", "cls", "class", "class_name", "category")
 HF_EXTRA = "hf"

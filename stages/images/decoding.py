@@ -22,7 +22,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MEMBER_SEP = "!/"  # stages/images/archives.py: ``shard.tar!/member.jpg``, ``dataset!/image/12``
+from stages.images.archives import MEMBER_SEP, member_bytes
 
 SKIP_REASONS: tuple[str, ...] = ("missing", "empty_file", "not_an_image", "decode_error", "too_many_pixels")
 
@@ -172,8 +172,6 @@ def decode_rgb(path: str | Path, max_pixels: int) -> Decoded:
 
 def decode_member(path: str, max_pixels: int) -> Decoded:
     """:func:`decode_rgb` for a member path ``container!/member`` (stages/images/archives.py)."""
-    from stages.images.archives import member_bytes
-
     data = member_bytes(path)
     if isinstance(data, str):
         return _skip("missing" if data.startswith("no ") else "decode_error", data)

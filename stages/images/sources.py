@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.images.archives import (expand_braces, hf_labels, is_hf_dataset_dir, list_tar, load_hf,
+from stages.images.archives import (MEMBER_SEP, expand_braces, hf_labels, is_hf_dataset_dir, list_tar, load_hf,
                                     read_range)
-from stages.images.decoding import MEMBER_SEP, Decoded, decode_rgb, decode_rgb_bytes
+from stages.images.decoding import Decoded, decode_rgb, decode_rgb_bytes
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -223,24 +223,28 @@ def _open_file_list(list_file: Path) -> ImageSource:
     base = os.path.abspath(list_file.parent)
     rel: list[str] = []
     names: list[str | None] = []
+    label_strings: dict[str, str] = {}  # one string object per label, not one per line
+    slash = os.sep == "/"
     try:
         with open(list_file, encoding="utf-8") as handle:  # line by line: no second copy of a million lines
             for number, line in enumerate(handle, start=1):
                 parsed = _parse_list_line(line, list_file, number)
                 if parsed is not None:
-                    listed = os.path.expanduser(parsed[0])
-                    full = listed if os.path.isabs(listed) else os.path.join(base, listed)
-                    rel.append(Path(os.path.relpath(full, base)).as_posix())
-                    names.append(parsed[1])
+                    listed = os.path.expanduser(parsed[0]) if parsed[0].startswith("~") else parsed[0]
+                    # relpath(abspath(base/listed), base) == normpath(listed) for a relative path
+                    local = os.path.relpath(listed, base) if os.path.isabs(listed) else os.path.normpath(listed)
+                    rel.append(local if slash else Path(local).as_posix())
+                    names.append(None if parsed[1] is None else label_strings.setdefault(parsed[1], parsed[1]))
     except UnicodeDecodeError:
         raise AtlasError(
             f"{list_file}: not a UTF-8 text file; data.source must be a folder or a text file listing image paths"
         ) from None
     if not rel:
         raise AtlasError(f"{list_file}: list file is empty; add one image path per line (optionally path<TAB>label)")
-    order = sorted(range(len(rel)), key=rel.__getitem__)
-    rel = [rel[i] for i in order]
-    names = [names[i] for i in order]
+    if any(rel[i] > rel[i + 1] for i in range(len(rel) - 1)):  # a sorted list (the usual case) is kept as is
+        order = sorted(range(len(rel)), key=rel.__getitem__)
+        rel = [rel[i] for i in order]
+        names = [names[i] for i in order]
     return _with_labels(base, "filelist", rel, names)
 
 
