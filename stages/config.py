@@ -78,6 +78,9 @@ class CollectConfig(_Section):
     top_k: int = Field(20, ge=1, description="attributed classes stored per sample (indices + values)")
     top_predictions: int = Field(5, ge=1)
     max_pixels: int = Field(89_478_485, ge=1, description="images larger than this are skipped (decompression bombs)")
+    jpeg_draft: bool = Field(
+        False, description="decode JPEGs at least 2x larger than needed at 1/2-1/8 scale (Pillow draft mode; "
+                           "no view is upsampled); docs/collect.md")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
 

@@ -96,6 +96,7 @@ def _commands(tmp: Path, photos: str, store: str | None = None, atlas: str | Non
             "scale_collect": (["bench/scale.py", "collect", "--smoke", "--source", photos, "--work",
                                str(tmp / "scale_collect"), "--out", str(o("scale_collect"))], o("scale_collect")),
             "collect": (["bench/collect.py", "--smoke", "--source", photos, "--out", str(o("collect"))], o("collect")),
+            "decode": (["bench/decode.py", "--smoke", "--out", str(o("decode"))], o("decode")),
             "listing": (["bench/listing.py", "--smoke", "--work", str(tmp / "listing"), "--out", str(o("listing"))],
                         o("listing")),
         }

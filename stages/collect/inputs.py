@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -44,6 +45,18 @@ class ViewSettings:
     size: int
     seed: int
     max_pixels: int
+    draft_side: int = 0  # collect.jpeg_draft: see draft_side()
+
+
+def draft_side(jpeg_draft: bool, size: int, views_per_image: int, scale: tuple[float, float]) -> int:
+    """The short side a JPEG may be draft-decoded down to without any view being upsampled: the
+    whole image must keep ``size``; a crop of area fraction ``scale[0]`` with aspect <= 4/3 has a
+    short side >= sqrt(0.75 * scale[0]) of the image's short side. 0: off."""
+    if not jpeg_draft:
+        return 0
+    if views_per_image == 1:
+        return size
+    return int(math.ceil(size / math.sqrt(0.75 * scale[0])))
 
 
 def work_items(block_inputs: dict[int, range], views_per_image: int) -> list[WorkItem]:
@@ -70,8 +83,8 @@ class ViewDataset(Dataset):
 
     def _decode(self, image: int) -> Decoded:
         if isinstance(self.images, ImageSource):
-            return self.images.decode(image, self.settings.max_pixels)
-        return decode_rgb(self.images[image], self.settings.max_pixels)
+            return self.images.decode(image, self.settings.max_pixels, self.settings.draft_side)
+        return decode_rgb(self.images[image], self.settings.max_pixels, self.settings.draft_side)
 
     def __len__(self) -> int:
         return len(self.items)

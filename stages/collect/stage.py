@@ -27,7 +27,8 @@ from stages.images.class_names import label_classes
 from stages.model.registry import LoadedModel, load_model
 from stages.collect.attribution import HeadJVP, position_tangents, top_k
 from stages.collect.blocks import BlockAssembler, image_positions, interior_positions, to_layer_grid
-from stages.collect.inputs import ViewDataset, ViewSettings, WorkItem, to_normalized_input, view_loader, work_items
+from stages.collect.inputs import (ViewDataset, ViewSettings, WorkItem, draft_side, to_normalized_input, view_loader,
+                                   work_items)
 from store.atlas_store import AtlasStore, StoreSpec
 from store.shards import shard_blocks
 
@@ -44,6 +45,7 @@ class CollectSummary:
     skipped: dict[str, int]
     seconds: float                  # the whole run
     setup_seconds: float = 0.0      # model load, store open/creation, before the first input
+    input_wait_seconds: float = 0.0  # waiting for the decoding workers' next item (the first one included)
     store_counts: dict[str, int] = field(default_factory=dict)
     missing_blocks: int = 0
 
@@ -73,6 +75,8 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
                 "top_predictions": c.top_predictions, "max_pixels": c.max_pixels}
     if c.image_margin is not None:  # recorded only when on: stores sampled over the layer keep their identity
         sampling["image_margin"] = c.image_margin
+    if c.jpeg_draft:  # recorded only when on, as image_margin: JPEGs decoded at reduced scale
+        sampling["jpeg_draft"] = True
     dataset = {"source": str(config.data.source), "kind": source.kind, "fingerprint": source.fingerprint(),
                "n_images": len(source.records)}
     if config.data.labels:  # recorded only when set: stores made before these options keep their identity
@@ -221,10 +225,12 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     label_class = store.image_label_classes()
     step = _ModelStep(config, model, store, assembler, label_class)
     items = work_items(block_inputs, c.views_per_image)
-    settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels)
+    settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels,
+                            draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale)))
     loader = view_loader(ViewDataset(items, source, settings), c.num_workers,
                          pin_memory=model.device.type == "cuda", worker_nice=c.worker_nice)
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
+    input_wait = 0.0  # seconds the model waited for decoded views (docs/collect.md, bench/decode.py)
     setup_seconds = time.perf_counter() - t0
 
     def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
@@ -233,7 +239,9 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
             step(batch)
             report(len(batch))
 
+    waited = time.perf_counter()
     for index, views, reason in loader:
+        input_wait += time.perf_counter() - waited
         item = items[index]
         first = item.image * c.views_per_image
         if pending and pending[0][0].block != item.block:
@@ -244,12 +252,14 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
         if views is None:
             assembler.skip(item.block, range(first + item.view_start, first + item.view_stop), reason or "decode_error")
             report(item.view_stop - item.view_start)
+            waited = time.perf_counter()
             continue
         for k, view in enumerate(range(item.view_start, item.view_stop)):
             pending.append((item, first + view, views[k]))
         full = len(pending) - len(pending) % c.batch_size
         run_batches(pending[:full])
         pending = pending[full:]
+        waited = time.perf_counter()
     run_batches(pending)
     if assembler.unfinished:
         raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
@@ -257,7 +267,7 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     seconds = time.perf_counter() - t0
     summary = CollectSummary(store=str(store.path), shard=shard, blocks_run=len(blocks), inputs_run=total,
                              stored=assembler.stored, skipped=dict(assembler.skipped), seconds=seconds,
-                             setup_seconds=setup_seconds)
+                             setup_seconds=setup_seconds, input_wait_seconds=input_wait)
     store.record_run_summary({"shard": list(shard), "inputs_run": total, "seconds": round(seconds, 2)})
     summary.store_counts = store.counts()
     summary.missing_blocks = len(store.pending_blocks())

@@ -127,8 +127,13 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _decode_stream(stream: str | Path | IO[bytes], max_pixels: int) -> Decoded:
-    """Header first, then the pixels: the size check runs before any pixel is decoded."""
+def _decode_stream(stream: str | Path | IO[bytes], max_pixels: int, draft_side: int = 0) -> Decoded:
+    """Header first, then the pixels: the size check runs before any pixel is decoded.
+
+    ``draft_side`` > 0: a JPEG whose both sides are at least twice that is decoded at 1/2, 1/4 or
+    1/8 scale by libjpeg's DCT scaling (Pillow's draft mode), the smallest that keeps both sides
+    >= ``draft_side``; far less work than decoding every pixel of a 12-megapixel photo only to
+    shrink it to 224 (``collect.jpeg_draft``, docs/collect.md)."""
     with warnings.catch_warnings():
         # Our own max_pixels check below replaces Pillow's global bomb warning.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -138,6 +143,8 @@ def _decode_stream(stream: str | Path | IO[bytes], max_pixels: int) -> Decoded:
                 if width * height > max_pixels:
                     return _skip("too_many_pixels", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
                 image.seek(0)  # animated GIF / multi-page TIFF: the first frame
+                if draft_side > 0 and image.format == "JPEG" and min(width, height) >= 2 * draft_side:
+                    image.draft(None, (draft_side, draft_side))
                 image.load()
                 return Decoded(image=to_rgb(_upright(image)), reason=None)
         except Image.DecompressionBombError as exc:  # beyond Pillow's hard limit (2x its global)
@@ -148,7 +155,7 @@ def _decode_stream(stream: str | Path | IO[bytes], max_pixels: int) -> Decoded:
             return _skip("decode_error", _describe(exc))
 
 
-def decode_rgb(path: str | Path, max_pixels: int) -> Decoded:
+def decode_rgb(path: str | Path, max_pixels: int, draft_side: int = 0) -> Decoded:
     """Decode ``path`` to RGB with EXIF orientation applied, or say why it was skipped.
 
     Never raises for a bad file. Images with more than ``max_pixels`` pixels are refused from
@@ -158,7 +165,7 @@ def decode_rgb(path: str | Path, max_pixels: int) -> Decoded:
     file = Path(path)
     try:
         if not file.exists() and MEMBER_SEP in str(path):  # inside a tar shard or a saved dataset
-            return decode_member(str(path), max_pixels)
+            return decode_member(str(path), max_pixels, draft_side)
         if not file.exists():
             return _skip("missing", "no such file")
         if file.is_dir():
@@ -167,19 +174,19 @@ def decode_rgb(path: str | Path, max_pixels: int) -> Decoded:
             return _skip("empty_file", "0 bytes")
     except OSError as exc:
         return _skip("missing", _describe(exc))
-    return _decode_stream(file, max_pixels)
+    return _decode_stream(file, max_pixels, draft_side)
 
 
-def decode_member(path: str, max_pixels: int) -> Decoded:
+def decode_member(path: str, max_pixels: int, draft_side: int = 0) -> Decoded:
     """:func:`decode_rgb` for a member path ``container!/member`` (stages/images/archives.py)."""
     data = member_bytes(path)
     if isinstance(data, str):
         return _skip("missing" if data.startswith("no ") else "decode_error", data)
-    return decode_rgb_bytes(data, max_pixels)
+    return decode_rgb_bytes(data, max_pixels, draft_side)
 
 
-def decode_rgb_bytes(data: bytes, max_pixels: int) -> Decoded:
+def decode_rgb_bytes(data: bytes, max_pixels: int, draft_side: int = 0) -> Decoded:
     """:func:`decode_rgb` for bytes already in memory (e.g. a file read from a wheel)."""
     if not data:
         return _skip("empty_file", "0 bytes")
-    return _decode_stream(io.BytesIO(data), max_pixels)
+    return _decode_stream(io.BytesIO(data), max_pixels, draft_side)

@@ -125,15 +125,15 @@ class ImageSource:
             digest.update(f"{rel}\t{size}\t{names[self.labels[i]]}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
-    def decode(self, index: int, max_pixels: int) -> Decoded:
+    def decode(self, index: int, max_pixels: int, draft_side: int = 0) -> Decoded:
         """Image ``index`` as RGB, or the recorded reason why not (never raises for a bad file)."""
         if self.kind == "tar" and self.offsets is not None and self.sizes is not None:
             container = os.path.join(self.root, self.rel_paths[index].split(MEMBER_SEP, 1)[0])
             data = read_range(container, int(self.offsets[index]), int(self.sizes[index]))
             if isinstance(data, str):
                 return Decoded(None, "missing" if data.startswith("no ") else "decode_error", data)
-            return decode_rgb_bytes(data, max_pixels)
-        return decode_rgb(self.path(index), max_pixels)
+            return decode_rgb_bytes(data, max_pixels, draft_side)
+        return decode_rgb(self.path(index), max_pixels, draft_side)
 
     def labelled_counts(self) -> tuple[int, int]:
         """(images with a label, images)."""
