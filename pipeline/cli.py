@@ -109,6 +109,11 @@ COMMANDS: tuple[Command, ...] = (
             (arg("images", nargs="+", help="image files (the figure shows the first)"),)),
     Command("dataset-map", "whole photos laid out by the model's pooled features, exported as a photo atlas",
             f"{_CLASSES}:cmd_dataset_map", ("data", "model", "dataset_map")),
+    Command("patches", "patches read off a comparison atlas, pasted on photos of A to flip the model to B "
+            "(Carter et al. 2019): dynamic/static success, P(B), noise control", "pipeline.commands.patches:cmd_patches",
+            ("data", "model", "patches"),
+            (arg("pair", nargs="*", metavar="A B", help="photos of class A, patches toward class B (default: both "
+                 "directions of every compare.pairs)"),)),
     Command("align", "aligned atlases of two models or two layers (same image locations, linear maps, one layout)",
             "pipeline.commands.align:cmd_align", ("data", "align", "reduce", "render", "tiles"),
             (arg("specs", nargs="*", metavar="MODEL@LAYER[@WEIGHTS]",

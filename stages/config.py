@@ -385,6 +385,32 @@ class DatasetMapConfig(_Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
 
 
+class PatchesConfig(_Section):
+    """``atlas patches``: patches read off a class-comparison atlas, pasted on photos of class A to flip the
+    model to class B (Carter et al. 2019, "human-designed adversarial patches"; docs/experiments.md)."""
+
+    photos: str | None = Field(None, description="folder of photos of class A (one pair only); null: the store's "
+                                                 "photos labelled or predicted A")
+    cells: int = Field(8, ge=1, description="candidate cells: the ones farthest toward B on the comparison axis")
+    examples: int = Field(2, ge=0, description="dataset-example crops per candidate cell (besides its icon)")
+    keep: int = Field(10, ge=1, description="candidates measured: the best by the ranking proxy")
+    rank_photos: int = Field(10, ge=1, description="photos of A kept apart to rank the candidates (B-minus-A logit "
+                                                   "gain); at most all but one")
+    sizes: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], min_length=1,
+                               description="patch side / input side, every size at every corner (dynamic)")
+    static_size: float = Field(0.4, gt=0.0, le=1.0, description="the static placement's size (one for every photo)")
+    static_corner: Literal["top_left", "top_right", "bottom_left", "bottom_right"] = Field(
+        "bottom_right", description="the static placement's corner")
+    controls: int = Field(2, ge=0, description="noise patches and random-cell patches (each) measured as controls")
+    crop_px: int = Field(128, ge=8, description="dataset crops are cut from the photos at this side")
+    field: float = Field(0.33, gt=0.0, le=1.0, description="crop side / view side around the sample (tiles.example_field)")
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    out: str = Field("data/patches.json", description="the report (counts, rates, intervals); figures beside it")
+    page: bool = Field(True, description="write an HTML page per direction into the atlas folder, listed in the viewer")
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -400,3 +426,4 @@ class Config(_Section):
     sanity: SanityConfig = SanityConfig()
     dataset_map: DatasetMapConfig = DatasetMapConfig()
     align: AlignConfig = AlignConfig()
+    patches: PatchesConfig = PatchesConfig()
