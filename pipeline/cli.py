@@ -109,6 +109,9 @@ COMMANDS: tuple[Command, ...] = (
             (arg("images", nargs="+", help="image files (the figure shows the first)"),)),
     Command("dataset-map", "whole photos laid out by the model's pooled features, exported as a photo atlas",
             f"{_CLASSES}:cmd_dataset_map", ("data", "model", "dataset_map")),
+    Command("cue-conflict", "texture vs shape (Geirhos et al. 2019): shape bias by their recipe, and where the "
+            "stimuli land on the atlas", "pipeline.commands.experiments:cmd_cue_conflict",
+            ("data", "model", "collect", "cue_conflict")),
     Command("patches", "patches read off a comparison atlas, pasted on photos of A to flip the model to B "
             "(Carter et al. 2019): dynamic/static success, P(B), noise control", "pipeline.commands.patches:cmd_patches",
             ("data", "model", "patches"),

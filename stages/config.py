@@ -395,6 +395,21 @@ class PatchesConfig(_Section):
     examples: int = Field(2, ge=0, description="dataset-example crops per candidate cell (besides its icon)")
     keep: int = Field(10, ge=1, description="candidates measured: the best by the ranking proxy")
     rank_photos: int = Field(10, ge=1, description="photos of A kept apart to rank the candidates (B-minus-A logit "
+class CueConflictConfig(_Section):
+    """``atlas cue-conflict``: texture vs shape (Geirhos et al., ICLR 2019) by their recipe, and where the
+    stimuli land on the atlas (docs/experiments.md)."""
+
+    stimuli: str = Field("tests/data/cue-conflict-sample",
+                         description="folder of cue-conflict images named <shape><i>-<texture><j>.png (the repo "
+                                     "ships 160 of the 1,280; pass the full set's folder)")
+    level: int = Field(20, ge=1, description="grid level whose cells the stimuli's positions land in")
+    top_classes: int = Field(5, ge=1, description="a cell's top attributed classes read for its category")
+    batch_size: int = Field(16, ge=1)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    out: str = Field("data/cue_conflict.json", description="the report written (counts, rates, intervals)")
+    page: bool = Field(True, description="write an HTML page into the atlas folder (data.atlas), listed in the viewer")
+
+
                                                    "gain); at most all but one")
     sizes: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], min_length=1,
                                description="patch side / input side, every size at every corner (dynamic)")
@@ -427,3 +442,4 @@ class Config(_Section):
     dataset_map: DatasetMapConfig = DatasetMapConfig()
     align: AlignConfig = AlignConfig()
     patches: PatchesConfig = PatchesConfig()
+    cue_conflict: CueConflictConfig = CueConflictConfig()

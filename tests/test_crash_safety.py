@@ -124,7 +124,8 @@ def _outputs(root: Path) -> dict[str, object]:
 
 def _assert_resumed_like_uninterrupted(results: dict[str, dict], root: Path) -> None:
     for stage, r in results.items():
-        assert r["reference_exit"] == 0 and r["final_exit"] == 0, r
+        detail = {k: v for k, v in r.items() if k != "stderr"}
+        assert r["reference_exit"] == 0 and r["final_exit"] == 0, f"{detail}\nchildren's stderr:\n{r['stderr']}"
         assert r["reference_events"] > 0, f"{stage}: the reference run reported no write ({r})"
         assert r["kills"][0]["killed"], f"{stage}: the first run, held at a write, was not killed ({r})"
         assert all(code == 0 for code in r["checks"]), r

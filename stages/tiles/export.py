@@ -48,6 +48,7 @@ from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes,
 from stages.tiles.pyramid import compose_canvas, write_dzi
 from stages.tiles import integrity
 from stages.tiles.source import AtlasSource, fingerprint
+from store.atomic import remove_tree
 from store.errors import storage_error
 from store.shards import shard_blocks
 
@@ -296,10 +297,10 @@ def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -
         info = json.loads((part / "done.json").read_text())
         highlight[n] = info.get("highlight") or {}
         for name in (f"level_{n}.dzi", f"level_{n}_files", f"level_{n}"):
-            os.replace(part / name, new / name)
+            _link(part / name, new / name)
         if (part / "examples" / f"level_{n}").exists():
             (new / "examples").mkdir(exist_ok=True)
-            os.replace(part / "examples" / f"level_{n}", new / "examples" / f"level_{n}")
+            _link(part / "examples" / f"level_{n}", new / "examples" / f"level_{n}")
         levels.append({"n": n, "canvas_px": info["canvas_px"], "cell_px": source.icon_px, "cells": info["cells"],
                        "dzi": f"level_{n}.dzi", "tiles": f"level_{n}_files/", "tile_size": cfg.tile_size,
                        "overlap": cfg.overlap, "format": cfg.format, "cells_json": f"level_{n}/cells.json",
@@ -316,10 +317,29 @@ def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -
         os.replace(final, old)
     os.replace(new, final)
     shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)  # renamed away first: a kill here never leaves a staged level half deleted
     update_index(out, source)
     install_viewer(out)
     log.info("atlas %s assembled in %s (levels %s)", source.id, final, source.levels)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` (a file or a folder tree) at ``dst``, copying where the filesystem refuses links.
+
+    Not a move: the staged level stays whole until the new atlas folder is published, so a run
+    killed half way through assembling leaves every staged level as it was, and the next run
+    assembles again from it (a move would leave a level marked done with files missing).
+    """
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link_or_copy)
+    else:
+        link_or_copy(str(src), str(dst))
 
 
 def _write_minimap(source: AtlasSource, folder: Path, cfg: TilesConfig) -> None:

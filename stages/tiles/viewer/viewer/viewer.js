@@ -609,7 +609,7 @@
   function fillPicker(atlases) {
     var picker = $("picker");
     var groups = { main: "main atlas", "class": "class atlases", compare: "class comparisons",
-                   dataset: "dataset maps", explain: "explained images" };
+                   dataset: "dataset maps", explain: "explained images", experiment: "experiments" };
     Object.keys(groups).forEach(function (kind) {
       var items = atlases.filter(function (a) { return a.kind === kind; });
       if (!items.length) return;
