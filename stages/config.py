@@ -385,16 +385,6 @@ class DatasetMapConfig(_Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
 
 
-class PatchesConfig(_Section):
-    """``atlas patches``: patches read off a class-comparison atlas, pasted on photos of class A to flip the
-    model to class B (Carter et al. 2019, "human-designed adversarial patches"; docs/experiments.md)."""
-
-    photos: str | None = Field(None, description="folder of photos of class A (one pair only); null: the store's "
-                                                 "photos labelled or predicted A")
-    cells: int = Field(8, ge=1, description="candidate cells: the ones farthest toward B on the comparison axis")
-    examples: int = Field(2, ge=0, description="dataset-example crops per candidate cell (besides its icon)")
-    keep: int = Field(10, ge=1, description="candidates measured: the best by the ranking proxy")
-    rank_photos: int = Field(10, ge=1, description="photos of A kept apart to rank the candidates (B-minus-A logit "
 class CueConflictConfig(_Section):
     """``atlas cue-conflict``: texture vs shape (Geirhos et al., ICLR 2019) by their recipe, and where the
     stimuli land on the atlas (docs/experiments.md)."""
@@ -410,6 +400,16 @@ class CueConflictConfig(_Section):
     page: bool = Field(True, description="write an HTML page into the atlas folder (data.atlas), listed in the viewer")
 
 
+class PatchesConfig(_Section):
+    """``atlas patches``: patches read off a class-comparison atlas, pasted on photos of class A to flip the
+    model to class B (Carter et al. 2019, "human-designed adversarial patches"; docs/experiments.md)."""
+
+    photos: str | None = Field(None, description="folder of photos of class A (one pair only); null: the store's "
+                                                 "photos labelled or predicted A")
+    cells: int = Field(8, ge=1, description="candidate cells: the ones farthest toward B on the comparison axis")
+    examples: int = Field(2, ge=0, description="dataset-example crops per candidate cell (besides its icon)")
+    keep: int = Field(10, ge=1, description="candidates measured: the best by the ranking proxy")
+    rank_photos: int = Field(10, ge=1, description="photos of A kept apart to rank the candidates (B-minus-A logit "
                                                    "gain); at most all but one")
     sizes: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], min_length=1,
                                description="patch side / input side, every size at every corner (dynamic)")
@@ -441,5 +441,5 @@ class Config(_Section):
     sanity: SanityConfig = SanityConfig()
     dataset_map: DatasetMapConfig = DatasetMapConfig()
     align: AlignConfig = AlignConfig()
-    patches: PatchesConfig = PatchesConfig()
     cue_conflict: CueConflictConfig = CueConflictConfig()
+    patches: PatchesConfig = PatchesConfig()
