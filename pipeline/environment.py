@@ -19,7 +19,7 @@ REQUIRED = {
     "torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "umap": "umap-learn",
     "sklearn": "scikit-learn", "faiss": "faiss-cpu", "zarr": "zarr", "google_crc32c": "google-crc32c",
     "dask": "dask", "distributed": "dask[distributed]", "PIL": "pillow", "yaml": "pyyaml",
-    "pydantic": "pydantic", "tqdm": "tqdm", "filelock": "filelock", "matplotlib": "matplotlib",
+    "pydantic": "pydantic", "tqdm": "tqdm", "filelock": "filelock", "matplotlib": "matplotlib", "scipy": "scipy",
 }
 
 

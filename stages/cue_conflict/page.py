@@ -24,7 +24,7 @@ from store.errors import AtlasError
 from store.icons import IconStore
 
 if TYPE_CHECKING:
-    from stages.cue_conflict.stage import CueConflictResult
+    from stages.cue_conflict.result import CueConflictResult
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ Published: {PUBLISHED}.</p>
 
 def write_page(config: Config, store: AtlasStore, result: "CueConflictResult") -> Path | None:
     """Write the page (and register it in ``atlases.json``); None, with a warning, without an exported atlas."""
-    from stages.cue_conflict.stage import report
+    from stages.cue_conflict.result import report
     from stages.tiles.export import update_index
     from stages.tiles.source import AtlasSource
 

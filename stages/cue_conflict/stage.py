@@ -12,11 +12,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +24,14 @@ from numpy.typing import NDArray
 from stages.config import Config
 from stages.cue_conflict import on_atlas
 from stages.cue_conflict.placement import build_placer
-from stages.cue_conflict.shape_bias import ShapeBias, decide, load_categories, shape_bias
-from stages.cue_conflict.stimuli import Stimulus, list_stimuli, load_pixels
+from stages.cue_conflict.result import CueConflictResult, StimulusResult, write_report
+from stages.cue_conflict.shape_bias import decide, load_categories, shape_bias
+from stages.cue_conflict.stimuli import list_stimuli, load_pixels
 from stages.model.registry import LoadedModel, load_model
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StimulusResult:
-    stimulus: Stimulus
-    decision: str
-    top1: str
-    outcome: str | None                     # shape / texture / other; None: no conflict
-    positions: list[str] = field(default_factory=list)  # on the atlas: one outcome per interior position
-    cells: list[int] = field(default_factory=list)
-
-
-@dataclass
-class CueConflictResult:
-    model: str
-    layer: str
-    bias: ShapeBias
-    stimuli: list[StimulusResult]
-    atlas: dict[str, object] | None
-    cell_counts: NDArray[np.int64] | None
-    cell_texture: NDArray[np.float64] | None
-    level: int | None
-    out: Path
-    page: Path | None
-    seconds: float
 
 
 def forward(model: LoadedModel, pixels: NDArray[np.float32], device: torch.device
@@ -135,27 +109,3 @@ def run(config: Config, device: torch.device, *, store: AtlasStore | None = None
     result.seconds = time.perf_counter() - t0
     log.info("cue-conflict: %d stimuli, shape bias %s, %.1f s", len(results), bias.overall.bias, result.seconds)
     return result
-
-
-def report(result: CueConflictResult) -> dict[str, object]:
-    """The JSON report: counts, rates and intervals, per category, and every stimulus's decision."""
-    b = result.bias
-    return {
-        "model": result.model, "layer": result.layer, "recipe": "Geirhos et al. 2019: mean probability per category, "
-        "decision = best category, same-category stimuli left out, shape / (shape + texture)",
-        "shape_bias": b.overall.as_dict(),
-        "by_shape_category": {k: v.as_dict() for k, v in b.by_shape.items()},
-        "by_texture_category": {k: v.as_dict() for k, v in b.by_texture.items()},
-        "atlas": result.atlas,
-        "stimuli": [{"file": r.stimulus.path.name, "shape": r.stimulus.shape, "texture": r.stimulus.texture,
-                     "decision": r.decision, "top1": r.top1, "outcome": r.outcome,
-                     **({"atlas_positions": dict(on_atlas.share(r.positions).counts)} if r.positions else {})}
-                    for r in result.stimuli],
-    }
-
-
-def write_report(result: CueConflictResult, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report(result), indent=1) + "\n")
-    tmp.replace(path)
