@@ -349,6 +349,16 @@ class ExplainConfig(_Section):
     channel_patches: int = Field(4, ge=0, description="top dataset patches per channel, from the store")
     patch_px: int = Field(64, ge=8, description="side of a dataset patch in the channel view")
     page: bool = Field(True, description="write an HTML page into the atlas folder (data.atlas) and list it in the viewer")
+    layers: list[str] | None = Field(
+        None, description="layers of the evolving-understanding figure, e.g. features.3.conv.0,features.17.conv.0 or "
+                          "'default' (None: not drawn; docs/explain.md); also draws the first-layer filters and the "
+                          "strongest channels' activation maps, and needs no store")
+    layer_cells: int = Field(8, ge=1, description="at most this many cells per side: positions pooled in f x f blocks")
+    layer_icon_px: int = Field(40, ge=8, description="side of each rendered cell of the layers figure")
+    layer_steps: int = Field(64, ge=1, description="render steps of the layers figure's cells (tiny on CPU)")
+    layer_panel_px: int = Field(320, ge=32, description="side of one layer's panel in the layers figure")
+    maps_layer: str | None = Field(None, description="layer of the activation-maps figure (None: model.layer)")
+    maps_channels: int = Field(16, ge=1, description="strongest channels (largest mean) in the activation-maps figure")
 
 
 class SanityConfig(_Section):

@@ -47,6 +47,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_output_file(config.explain.out, param_label(args, "explain.out"), writer="pil")
+    if config.explain.layers is not None and not _has_store(config):
+        check_input_file(args.image, "image")
+        return _explain_layers_only(args, config)
     if config.explain.page:
         check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     check_input_file(args.image, "image")
@@ -61,6 +64,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"  {name}: {path}")
     if result.page is not None:
         print(f"  page: {result.page} (listed in the viewer's atlas picker)")
+    return 0
+
+
+def _has_store(config) -> bool:
+    from pathlib import Path
+
+    return Path(config.data.store).exists()
+
+
+def _explain_layers_only(args: argparse.Namespace, config) -> int:
+    """``atlas explain IMAGE --layers ...`` without a store: the layer figures, which need no atlas."""
+    from stages.explain import layers
+    from stages.model.device import select_device
+
+    r = layers.run_without_store(config, args.image, select_device(config.explain.device))
+    print(f"explain --layers: {', '.join(r.layers) or 'no layers'} in {r.seconds:.1f} s (no store at "
+          f"{config.data.store}: the atlas figures and the page need one, `atlas collect`)")
+    for name, path in r.figures.items():
+        print(f"  {name}: {path}")
     return 0
 
 

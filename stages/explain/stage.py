@@ -41,6 +41,7 @@ from stages.model.registry import LoadedModel, load_model
 from stages.classes.select import resolve_class
 from stages.explain import attribution as A
 from stages.explain import channels as channel_view
+from stages.explain import layers as layers_view
 from stages.explain import page as html_page
 from stages.explain import plots
 from stages.explain.cam import cam_layer
@@ -74,6 +75,7 @@ class ExplainResult:
     channels: list[int] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)
     page: Path | None = None
+    layers: layers_view.LayersResult | None = None                    # explain.layers: the evolving-understanding view
 
 
 def load_photo(path: str | Path, config: Config) -> Image.Image:
@@ -191,6 +193,7 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
     stored = (store.attrs.get("model") or {}).get("layer")
     if stored and stored != model.layer:
         raise AtlasError(f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer")
+    checked = layers_view.check_layers(config, model) if e.layers is not None else None  # bad names fail before any work
     acts = layer_activations(model, photo, device)
     h, w, c = acts.shape
     flat = acts.reshape(h * w, c)
@@ -264,6 +267,13 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
                                       rendered=chan_images[k], patches=patches[k]) for k, ch in enumerate(strongest)]
         figures["channels"] = plots.channels_figure(photo_np, chan_rows, model.layer, e.channel_patches, paths["channels"])
 
+    evolving = None
+    if checked is not None:
+        # the atlas layer is drawn with its nearest cells' icons, like the semantic dictionary
+        evolving = layers_view.run(config, photo, model, device, target, image_name=Path(image).name,
+                                   atlas=(model.layer, cells.direction, icons, e.level), checked=checked)
+        figures.update(evolving.figures)
+
     page = None
     if e.page:
         page = write_explain_page(config, image, store, model, cells, names, cell, cosine, groups, group_cell, group_cos,
@@ -274,7 +284,8 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
     return ExplainResult(out=target, level=e.level, grid=(h, w), cell=cell, cosine=cosine, groups=groups,
                          group_labels=labels, seconds=seconds, classes=classes,
                          probabilities=[float(probs[k]) for k in classes], group_cells=group_cell,
-                         group_contributions=contributions, maps=maps, channels=strongest, figures=figures, page=page)
+                         group_contributions=contributions, maps=maps, channels=strongest, figures=figures, page=page,
+                         layers=evolving)
 
 
 _CAPTIONS = {"attribution": "Attribution methods for the top predictions (rows: methods; columns: classes).",
@@ -282,7 +293,12 @@ _CAPTIONS = {"attribution": "Attribution methods for the top predictions (rows: 
                        "contribution to each class logit.",
              "channels": "Channel view: the strongest channels, their activation, feature visualization and top "
                          "dataset patches.",
-             "dictionary_groups": "The photo, its semantic dictionary, the NMF groups and their rendered directions."}
+             "dictionary_groups": "The photo, its semantic dictionary, the NMF groups and their rendered directions.",
+             "layers": "How understanding evolves across layers (Olah et al. 2018): each layer's positions (pooled to at "
+                       "most explain.layer_cells per side) as their rendered activation vectors, icon side proportional "
+                       "to the activation norm; the atlas layer shows its nearest cells' icons.",
+             "filters": "The first convolution's filters (BatchNorm folded in), each normalised on its own.",
+             "activation_maps": "Activation maps of the strongest channels (largest mean) at explain.maps_layer."}
 
 
 def write_explain_page(config: Config, image: str | Path, store: AtlasStore, model: LoadedModel,
