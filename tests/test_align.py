@@ -235,6 +235,17 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
     assert main(["align", "--params", str(params), "-q"]) == 0  # resumed: nothing left to do
     printed = capsys.readouterr().out
     assert " 0 icons rendered" in printed and "held-out R^2" in printed and "aligned.html" in printed
+    def pct(v: float) -> str:
+        return f"{100 * v:.1f}%" if abs(v) < 0.1 else f"{100 * v:.0f}%"
+
+    for key in "ab":  # each side's ceiling printed, per side and per level (a label never without its credibility)
+        side = report["sides"][key]
+        got = side["label_ceiling"]
+        assert (f"label ceiling {key} ({side['label']}): {pct(got['fraction'])} of its labelled cells "
+                f"({got['meet']} of {got['cells']})") in printed
+    for lv in report["levels"]:
+        assert (f"{pct(lv['ceiling_a'])} ({lv['labelled_a']}) / {pct(lv['ceiling_b'])} ({lv['labelled_b']})"
+                in printed)
     assert derived.read_layout(subsets["a"]).layout_id == layouts["a"].layout_id
 
     other = root / "other_photos"

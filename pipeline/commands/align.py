@@ -3,7 +3,9 @@
 Registered in :mod:`pipeline.cli`'s command table. The sides come from ``align.pairs`` or from two
 specs on the command line, ``MODEL@LAYER`` or ``MODEL@LAYER@WEIGHTS`` (a factory path such as
 ``stages.model.factories:efficientnet_lite0`` is a MODEL). Prints the held-out R^2 of both linear
-maps and the per-level agreement, which are also in ``align.json`` next to the exported pair.
+maps, the per-level agreement and each side's label ceiling (the share of its labelled cells whose top
+attributed classes meet its members' own predictions), which are also in ``align.json`` next to the
+exported pair.
 """
 
 from __future__ import annotations
@@ -59,12 +61,19 @@ def cmd_align(args: argparse.Namespace) -> int:
               f"(fit rows: {_fmt(m['a_to_b']['r2_fit'])}, {_fmt(m['b_to_a']['r2_fit'])})")
         chance = r.report.get("knn_chance")
         print(f"  level  cells a/b  matched  kNN overlap a/b (chance {_fmt(chance, True)})  same cell a/b  "
-              f"top-1 agree  top-5 meet")
+              f"top-1 agree  top-5 meet  label ceiling a/b (of cells)")
         for lv in r.levels:
             print(f"  {lv['n']:>5}  {lv['cells_a']:>4}/{lv['cells_b']:<4}  {lv['matched']:>7}  "
                   f"{_fmt(lv['knn_overlap_a'], True):>8}/{_fmt(lv['knn_overlap_b'], True):<8}"
                   f"{'':19}{_fmt(lv['same_cell_a'], True):>5}/{_fmt(lv['same_cell_b'], True):<6}  "
-                  f"{_fmt(lv['top1_agree'], True):>11}  {_fmt(lv['top5_overlap'], True):>10}")
+                  f"{_fmt(lv['top1_agree'], True):>11}  {_fmt(lv['top5_overlap'], True):>10}  "
+                  f"{_fmt(lv.get('ceiling_a'), True):>5} ({lv.get('labelled_a', 0)}) / "
+                  f"{_fmt(lv.get('ceiling_b'), True)} ({lv.get('labelled_b', 0)})")
+        for key, side in r.report.get("sides", {}).items():  # a label is never shown without its credibility
+            ceiling = side.get("label_ceiling") or {}
+            print(f"  label ceiling {key} ({side.get('label', '?')}): {_fmt(ceiling.get('fraction'), True)} of its "
+                  f"labelled cells ({ceiling.get('meet', 0)} of {ceiling.get('cells', 0)}) meet its own model's "
+                  f"predictions for their members")
         print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r.phases.items()))
         if r.export is not None:
             print(f"  synced viewer: {r.export.resolve()} (align.json beside it)")
