@@ -75,10 +75,10 @@ def _has_store(config) -> bool:
 
 def _explain_layers_only(args: argparse.Namespace, config) -> int:
     """``atlas explain IMAGE --layers ...`` without a store: the layer figures, which need no atlas."""
-    from stages.explain import layers
+    from stages.explain import stage as explain
     from stages.model.device import select_device
 
-    r = layers.run_without_store(config, args.image, select_device(config.explain.device))
+    r = explain.run_without_store(config, args.image, select_device(config.explain.device))
     print(f"explain --layers: {', '.join(r.layers) or 'no layers'} in {r.seconds:.1f} s (no store at "
           f"{config.data.store}: the atlas figures and the page need one, `atlas collect`)")
     for name, path in r.figures.items():

@@ -404,13 +404,3 @@ def run(config: Config, photo: Image.Image, model: LoadedModel, device: torch.de
     log.info("explain --layers: %s in %.1f s", ", ".join(layers), seconds)
     return LayersResult(layers=layers, views=views, filters_layer=filters_layer, maps_layer=maps_layer,
                         maps_channels=channels.tolist(), figures=figures, predictions=predictions, seconds=seconds)
-
-
-def run_without_store(config: Config, image: str | Path, device: torch.device) -> LayersResult:
-    """``atlas explain IMAGE --layers ...`` when ``data.store`` holds no store: the layer figures only."""
-    from stages.explain.stage import load_photo
-    from stages.model.registry import load_model
-
-    photo = load_photo(image, config)
-    model = load_model(config.model, device)
-    return run(config, photo, model, device, config.explain.out, image_name=Path(image).name)

@@ -341,3 +341,10 @@ def write_explain_page(config: Config, image: str | Path, store: AtlasStore, mod
 
 def _no_levels(*_args: object) -> None:
     raise RuntimeError("an explain entry of atlases.json has no levels")
+
+
+def run_without_store(config: Config, image: str | Path, device: torch.device) -> layers_view.LayersResult:
+    """``atlas explain IMAGE --layers ...`` when ``data.store`` holds no store: the layer figures only."""
+    photo = load_photo(image, config)
+    model = load_model(config.model, device)
+    return layers_view.run(config, photo, model, device, config.explain.out, image_name=Path(image).name)

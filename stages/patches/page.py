@@ -93,11 +93,13 @@ With so few test photos the intervals are wide: this shows what the atlas propos
 """
 
 
-def write_page(config: Config, store: AtlasStore, d: Direction, comp: Comparison) -> Path | None:
-    """Write the page and register it; None, with a warning, when the atlas folder has no exported atlas."""
+def write_page(config: Config, store: AtlasStore, d: Direction, comp: Comparison, *, slug: str,
+               report: dict[str, Any], published: str) -> Path | None:
+    """Write the page and register it; None, with a warning, when the atlas folder has no exported atlas.
+
+    ``slug``, ``report`` and ``published`` come from the stage (which imports this module, not the reverse)."""
     import logging
 
-    from stages.patches.stage import PUBLISHED, direction_report, direction_slug
     from stages.tiles.export import update_index
     from stages.tiles.source import AtlasSource
 
@@ -105,17 +107,16 @@ def write_page(config: Config, store: AtlasStore, d: Direction, comp: Comparison
     if not (atlas / "atlases.json").exists():
         logging.getLogger(__name__).warning("patches.page: %s holds no exported atlas (run `atlas tiles`); no page", atlas)
         return None
-    folder_id = f"{FOLDER}/{direction_slug(d)}"
+    folder_id = f"{FOLDER}/{slug}"
     folder = atlas / folder_id
     (folder / "patches").mkdir(parents=True, exist_ok=True)
     for k, o in enumerate(d.result.outcomes):
         Image.fromarray(np.clip(np.rint(o.patch.image * 255), 0, 255).astype(np.uint8)).save(folder / "patches" / f"{k}.png")
     if d.figure is not None and d.figure.exists():
         shutil.copyfile(d.figure, folder / "figure.png")
-    report = direction_report(d)
     page = folder / "index.html"
     tmp = folder / ".index.html.tmp"
-    tmp.write_text(render_html(report, PUBLISHED, comp.level.n))
+    tmp.write_text(render_html(report, published, comp.level.n))
     tmp.replace(page)
     model = store.attrs.get("model") or {}
     entry = AtlasSource(id=folder_id, kind="experiment", title=f"patches: {d.a[1]} photos -> {d.b[1]}", levels=[],

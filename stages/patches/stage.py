@@ -170,7 +170,8 @@ def run(config: Config, device: torch.device, pair: list[str] | None = None, *, 
         if cfg.page:
             from stages.patches.page import write_page
 
-            d.page = write_page(config, store, d, comp)
+            d.page = write_page(config, store, d, comp, slug=direction_slug(d), report=direction_report(d),
+                                published=PUBLISHED)
     result_all = PatchesResult(directions=out, out=Path(cfg.out), seconds=time.perf_counter() - t0)
     write_report(result_all, config)
     return result_all
