@@ -20,15 +20,17 @@ if TYPE_CHECKING:
         Level,
         activation_atlas,
         compose_level,
+        evolving_understanding,
         feature_vis,
         load_classifier,
         open_atlas,
         render_directions,
+        shape_bias,
     )
 
 __all__ = [
     "Atlas", "AtlasError", "AtlasResult", "Cell", "Layout", "Level", "activation_atlas", "compose_level",
-    "feature_vis", "load_classifier", "open_atlas", "render_directions",
+    "evolving_understanding", "feature_vis", "load_classifier", "open_atlas", "render_directions", "shape_bias",
 ]
 
 

@@ -217,3 +217,19 @@ def test_the_command_says_what_is_wrong_in_one_line(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 or "no store" in err[0], err
     assert err[-1].startswith("atlas cue-conflict: error:") and "no image named" in err[-1]
+
+
+def test_the_api_gives_the_stage_s_report(mobilenet, small_atlas: SmallAtlas, tmp_path: Path) -> None:
+    from pipeline import shape_bias
+
+    stimuli = _subset(tmp_path)
+    got = shape_bias(mobilenet, stimuli=stimuli, atlas=small_atlas.store.path, level=small_atlas.levels[-1])
+    config = Config.model_validate(small_atlas.config.model_dump())
+    config.cue_conflict.level, config.cue_conflict.page = small_atlas.levels[-1], False
+    config.cue_conflict.out = str(tmp_path / "cc.json")
+    cue_conflict.run(config, torch.device("cpu"), store=small_atlas.store, model=mobilenet, stimuli=stimuli)
+    want = json.loads((tmp_path / "cc.json").read_text())
+    assert got["shape_bias"] == want["shape_bias"] and got["atlas"] == want["atlas"]
+    assert [s["decision"] for s in got["stimuli"]] == [s["decision"] for s in want["stimuli"]]
+    with pytest.raises(AtlasError, match="shape_bias: atlas must be"):
+        shape_bias(mobilenet, stimuli=stimuli, atlas=42)  # type: ignore[arg-type]

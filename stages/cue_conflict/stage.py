@@ -53,8 +53,12 @@ def interior(acts: NDArray[np.float32], border: int) -> NDArray[np.float32]:
 
 
 def run(config: Config, device: torch.device, *, store: AtlasStore | None = None, model: LoadedModel | None = None,
-        stimuli: str | Path | None = None, progress: Callable[[int], None] | None = None) -> CueConflictResult:
-    """Shape bias of ``config.model`` on the stimuli, and (given ``store``) where they land on its atlas."""
+        stimuli: str | Path | None = None, progress: Callable[[int], None] | None = None,
+        write: bool = True) -> CueConflictResult:
+    """Shape bias of ``config.model`` on the stimuli, and (given ``store``) where they land on its atlas.
+
+    ``write``: the report (``cue_conflict.out``) and, with ``cue_conflict.page`` and a store, the page;
+    the Python API passes False and gets the result only."""
     t0 = time.perf_counter()
     cfg = config.cue_conflict
     categories = load_categories()
@@ -101,8 +105,9 @@ def run(config: Config, device: torch.device, *, store: AtlasStore | None = None
     result = CueConflictResult(model=model.name, layer=model.layer, bias=bias, stimuli=results, atlas=atlas,
                                cell_counts=counts, cell_texture=texture, level=cfg.level if placer else None,
                                out=Path(cfg.out), page=None, seconds=0.0)
-    write_report(result, Path(cfg.out))
-    if cfg.page and store is not None:
+    if write:
+        write_report(result, Path(cfg.out))
+    if write and cfg.page and store is not None:
         from stages.cue_conflict.page import write_page
 
         result.page = write_page(config, store, result)
