@@ -5,7 +5,7 @@ follows) and clicks the most populated cell of a level (both sides select it; th
 cells and their agreement), then saves the page as a PNG (the README's ``docs/aligned_viewer.png``)::
 
     python3 scripts/aligned_screenshot.py data/atlas/align/mobilenet_v2-vs-efficientnet_lite0 \\
-        --png docs/aligned_viewer.png --zoom 1.6 --level 12
+        --png docs/aligned_viewer.png --zoom 1.6 --level 10
 """
 
 from __future__ import annotations
