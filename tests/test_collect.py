@@ -128,6 +128,18 @@ def test_two_shards_equal_one_run_and_rerun_is_idempotent(photo_folder: Path, re
         np.testing.assert_array_equal(ours[name], ref[name], err_msg=name)
 
 
+def wait_for_done_blocks(proc: subprocess.Popen, path: Path, blocks: int) -> None:
+    """Wait until the collect process ``proc`` has finished ``blocks`` blocks of ``path`` (an event, with a
+    generous ceiling, not a speed requirement); it must still be running then."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if (path / "blocks" / "done" / "zarr.json").exists():
+            if int(zarr.open_group(str(path), mode="r")["blocks"]["done"][:].sum()) >= blocks:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"collect ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+
+
 def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Path, tmp_path: Path) -> None:
     path = tmp_path / "killed.zarr"
     args = [sys.executable, "-m", "pipeline.cli", "collect", "-q", "--params", str(REPO / "params.yaml"),
@@ -138,13 +150,7 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 600  # a ceiling, not a speed requirement
-    while time.time() < deadline and proc.poll() is None:
-        if (path / "blocks" / "done" / "zarr.json").exists():
-            if int(zarr.open_group(str(path), mode="r")["blocks"]["done"][:].sum()) >= 2:
-                break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"collect ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    wait_for_done_blocks(proc, path, 2)
     workers = psutil.Process(proc.pid).children(recursive=True)  # its image-decoding processes
     assert workers, "collect.num_workers 1 should have started a decoding worker"
     os.kill(proc.pid, signal.SIGKILL)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from stages.images.sources import open_image_source
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from tests.imagenet_fixtures import add_member, samples, write_tree
+from tests.test_collect import wait_for_done_blocks
 from tests.test_imagenet_layouts import ROW_ARRAYS, arrays, config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,13 +126,7 @@ def test_sigkill_mid_tar_then_resume_is_identical(data: dict[str, Path], tmp_pat
             "--num-workers", "1", "--top-k", "5", "--layer", "features.13.conv.0", "--image-size", "224"]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 600  # a ceiling, not a speed requirement
-    while time.time() < deadline and proc.poll() is None:
-        if (path / "blocks" / "done" / "zarr.json").exists():
-            if int(zarr.open_group(str(path), mode="r")["blocks"]["done"][:].sum()) >= 2:
-                break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"collect ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    wait_for_done_blocks(proc, path, 2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = zarr.open_group(str(path), mode="r")["blocks"]["done"][:]
