@@ -13,6 +13,13 @@ named after an ImageNet class are the labelled subset):
   information: the aspect ratio differs from the plain script's resize, so a photo or two may change.
 
 Usage: ``python3 scripts/top1_check.py [PHOTOS] [--json OUT]``; exit status 1 if the first two differ.
+
+``--view0 [MODEL ...]`` measures instead what ``collect.view0`` changes (docs/collect.md): the top-1 of
+view 0 as collect makes it (decode, ``view_box`` + ``render_view``, the in-place normalisation, trunk +
+head) with ``resize`` (the whole photo squashed to a square) and with ``eval`` (the weights' evaluation
+crop), per model (default: params.yaml's model, and EfficientNet-Lite0), with 95% Wilson intervals and
+the photos where the two settings disagree; and, as a check of the eval geometry, torchvision's own
+``Resize(R)`` + ``CenterCrop(S)`` on the same photos (its top-1 must match ``eval``'s on every photo).
 """
 
 from __future__ import annotations
@@ -84,11 +91,98 @@ def measure(photos: list[tuple[str, int]], layer: str = "_blocks.15._swish") -> 
             "same_prediction_every_photo": all(r["plain"] == r["same_input"] for r in rows), "rows": rows}
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n."""
+    import math
+
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def measure_view0(photos: list[tuple[str, int]], name: str, weights: str, layer: str, size: int = 224) -> dict:
+    """Top-1 of collect's view 0 with ``collect.view0`` resize and eval (and torchvision's eval transform)."""
+    import numpy as np
+    import torch
+    from torchvision import transforms
+
+    from stages.collect.inputs import eval_crop_for, to_normalized_input
+    from stages.config import ModelConfig
+    from stages.images.crops import render_view, view_box
+    from stages.images.decoding import decode_rgb
+    from stages.model.registry import load_model
+
+    model = load_model(ModelConfig(name=name, weights=weights, layer=layer, image_size=size), torch.device("cpu"))
+    crop = eval_crop_for(name, weights, size)
+    reference = transforms.Compose([transforms.Resize(crop[0]), transforms.CenterCrop(crop[1])])
+    rows = []
+    with torch.no_grad():
+        for path, cls in photos:
+            image = decode_rgb(path, 89_478_485).image
+            views = [render_view(image, view_box(*image.size, 0, 0, 1, (1.0, 1.0), 0), size),
+                     render_view(image, view_box(*image.size, 0, 0, 1, (1.0, 1.0), 0, eval_crop=crop), size),
+                     reference(image)]
+            x = to_normalized_input(np.stack([np.asarray(v, np.uint8) for v in views]), model.device, model.mean,
+                                    model.std)
+            act, *cuts = model.trunk(x)
+            top = model.head(act, *cuts).argmax(1).tolist()
+            rows.append({"path": path, "class": cls, "resize": top[0], "eval": top[1], "torchvision_eval": top[2]})
+    n = len(rows)
+    out: dict = {"model": name, "weights": weights, "eval_crop": list(crop), "photos": n, "rows": rows}
+    for key in ("resize", "eval", "torchvision_eval"):
+        k = sum(r[key] == r["class"] for r in rows)
+        out[key] = {"top1": k, "fraction": k / n if n else 0.0, "wilson95": list(wilson(k, n))}
+    out["only_resize_right"] = sum(r["resize"] == r["class"] != r["eval"] for r in rows)
+    out["only_eval_right"] = sum(r["eval"] == r["class"] != r["resize"] for r in rows)
+    out["eval_matches_torchvision"] = sum(r["eval"] == r["torchvision_eval"] for r in rows)
+    return out
+
+
+def main_view0(folder: str, models: list[str], json_out: str | None) -> int:
+    from pipeline.params import load_config
+    from stages.model.factories import EFFICIENTNET_LITE0
+
+    photos = labelled_photos(folder)
+    if not photos:
+        print(f"no photo in {folder} is in a folder named after an ImageNet class", file=sys.stderr)
+        return 2
+    base = load_config(REPO / "params.yaml").model
+    known = {base.name: (base.weights, base.layer), EFFICIENTNET_LITE0: ("DEFAULT", "_blocks.15")}
+    results = []
+    for name in models or list(known):
+        weights, layer = known.get(name, ("DEFAULT", None))
+        if layer is None:
+            print(f"--view0: no layer known for {name}; use one of {', '.join(known)}", file=sys.stderr)
+            return 2
+        r = measure_view0(photos, name, weights, layer)
+        results.append(r)
+        print(f"{name} ({weights}), view 0 top-1 on {r['photos']} labelled photos of {folder}:")
+        for key, what in (("resize", "collect.view0=resize (whole photo, squashed)"),
+                          ("eval", f"collect.view0=eval (short side {r['eval_crop'][0]}, centre {r['eval_crop'][1]})"),
+                          ("torchvision_eval", "torchvision Resize + CenterCrop (check)")):
+            lo, hi = r[key]["wilson95"]
+            print(f"  {what:52s} {r[key]['top1']:3d}/{r['photos']} = {100 * r[key]['fraction']:.1f}% "
+                  f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
+        print(f"  photos only resize gets right: {r['only_resize_right']}, only eval: {r['only_eval_right']}; "
+              f"eval = torchvision's prediction on {r['eval_matches_torchvision']}/{r['photos']}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("photos", nargs="?", default=str(REPO / "data" / "demo_photos"))
     parser.add_argument("--json", default=None, help="write the result here")
+    parser.add_argument("--view0", nargs="*", default=None, metavar="MODEL",
+                        help="compare collect.view0 resize vs eval instead (default models: params.yaml's, "
+                             "EfficientNet-Lite0)")
     args = parser.parse_args(argv)
+    if args.view0 is not None:
+        return main_view0(args.photos, args.view0, args.json)
     photos = labelled_photos(args.photos)
     if not photos:
         print(f"no photo in {args.photos} is in a folder named after an ImageNet class", file=sys.stderr)

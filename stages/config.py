@@ -81,6 +81,12 @@ class CollectConfig(_Section):
     jpeg_draft: bool = Field(
         False, description="decode JPEGs at least 2x larger than needed at 1/2-1/8 scale (Pillow draft mode; "
                            "no view is upsampled); docs/collect.md")
+    view0: Literal["resize", "eval"] = Field(
+        "resize",
+        description="view 0's transform: resize = the whole image squashed to image_size squared (the paper's "
+                    "reference collection); eval = the weights' evaluation transform, short side resized to R "
+                    "(torchvision's declared resize, else 256/224 x image_size) then centre-cropped to image_size; "
+                    "recorded in the store (docs/collect.md)")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stages.images.decoding import Decoded, decode_rgb
 from stages.images.sources import ImageSource
-from stages.images.crops import render_view, view_box
+from stages.images.crops import EvalCrop, render_view, view_box
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,45 @@ class ViewSettings:
     seed: int
     max_pixels: int
     draft_side: int = 0  # collect.jpeg_draft: see draft_side()
+    eval_crop: EvalCrop | None = None  # collect.view0=eval: (R, size), view 0 is Resize(R) + CenterCrop(size)
 
 
-def draft_side(jpeg_draft: bool, size: int, views_per_image: int, scale: tuple[float, float]) -> int:
+EVAL_RESIZE_RATIO = 256 / 224  # torchvision's classic evaluation transform: Resize(256) + CenterCrop(224)
+
+
+def eval_crop_for(name: str, weights: str, size: int) -> EvalCrop:
+    """``(R, size)`` of ``collect.view0: eval``: the weights' declared evaluation transform (a
+    torchvision weights enum's ``transforms()``: MobileNetV2 IMAGENET1K_V1 256/224, IMAGENET1K_V2
+    232/224), its resize scaled by ``size / crop`` when the model runs at another size; otherwise
+    (a state-dict file, a factory model: none declares one) ``round(256 / 224 * size)``."""
+    from stages.model.custom import is_import_path
+    from stages.model.registry import resolve_weights_enum
+
+    declared: tuple[int, int] | None = None
+    if not is_import_path(name):
+        try:
+            transform = resolve_weights_enum(name, weights).transforms()
+            declared = int(transform.resize_size[0]), int(transform.crop_size[0])
+        except Exception:  # noqa: BLE001 - a weights file, an unknown name: no declared transform
+            declared = None
+    if declared is None:
+        return int(round(EVAL_RESIZE_RATIO * size)), size
+    resize, crop = declared
+    return (resize if crop == size else int(round(resize * size / crop))), size
+
+
+def draft_side(jpeg_draft: bool, size: int, views_per_image: int, scale: tuple[float, float],
+               eval_crop: EvalCrop | None = None) -> int:
     """The short side a JPEG may be draft-decoded down to without any view being upsampled: the
-    whole image must keep ``size``; a crop of area fraction ``scale[0]`` with aspect <= 4/3 has a
-    short side >= sqrt(0.75 * scale[0]) of the image's short side. 0: off."""
+    whole image must keep ``size`` (``R`` when view 0 is the evaluation crop ``(R, size)``); a crop
+    of area fraction ``scale[0]`` with aspect <= 4/3 has a short side >= sqrt(0.75 * scale[0]) of
+    the image's short side. 0: off."""
     if not jpeg_draft:
         return 0
+    whole = size if eval_crop is None else max(size, eval_crop[0])
     if views_per_image == 1:
-        return size
-    return int(math.ceil(size / math.sqrt(0.75 * scale[0])))
+        return whole
+    return max(whole, int(math.ceil(size / math.sqrt(0.75 * scale[0]))))
 
 
 def work_items(block_inputs: dict[int, range], views_per_image: int) -> list[WorkItem]:
@@ -98,7 +126,7 @@ class ViewDataset(Dataset):
         width, height = decoded.image.size
         views = []
         for view in range(item.view_start, item.view_stop):
-            box = view_box(width, height, item.image, view, s.views_per_image, s.scale, s.seed)
+            box = view_box(width, height, item.image, view, s.views_per_image, s.scale, s.seed, eval_crop=s.eval_crop)
             views.append(np.asarray(render_view(decoded.image, box, s.size), dtype=np.uint8))
         return index, np.stack(views), None
 

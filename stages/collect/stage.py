@@ -27,8 +27,9 @@ from stages.images.class_names import label_classes
 from stages.model.registry import LoadedModel, load_model
 from stages.collect.attribution import HeadJVP, position_tangents, top_k
 from stages.collect.blocks import BlockAssembler, image_positions, interior_positions, to_layer_grid
-from stages.collect.inputs import (ViewDataset, ViewSettings, WorkItem, draft_side, to_normalized_input, view_loader,
-                                   work_items)
+from stages.collect.inputs import (ViewDataset, ViewSettings, WorkItem, draft_side, eval_crop_for, to_normalized_input,
+                                   view_loader, work_items)
+from stages.images.crops import EvalCrop
 from store.atlas_store import AtlasStore, StoreSpec
 from store.shards import shard_blocks
 
@@ -77,6 +78,9 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
         sampling["image_margin"] = c.image_margin
     if c.jpeg_draft:  # recorded only when on, as image_margin: JPEGs decoded at reduced scale
         sampling["jpeg_draft"] = True
+    eval_crop = view0_eval_crop(config)
+    if eval_crop is not None:  # recorded only when not the plain resize: earlier stores keep their identity
+        sampling["view0"] = {"transform": "eval", "resize": eval_crop[0], "crop": eval_crop[1]}
     dataset = {"source": str(config.data.source), "kind": source.kind, "fingerprint": source.fingerprint(),
                "n_images": len(source.records)}
     if config.data.labels:  # recorded only when set: stores made before these options keep their identity
@@ -87,6 +91,14 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
                      n_images=len(source.records), views_per_image=c.views_per_image,
                      positions_per_image=c.positions_per_image, rows_per_chunk=c.rows_per_chunk, dtype=c.dtype,
                      top_k=c.top_k, top_predictions=c.top_predictions)
+
+
+def view0_eval_crop(config: Config) -> EvalCrop | None:
+    """``collect.view0``: None for the plain resize of the whole image, ``(R, S)`` for the evaluation crop."""
+    if config.collect.view0 == "resize":
+        return None
+    m = config.model
+    return eval_crop_for(m.name, m.weights, m.image_size)
 
 
 def _check_geometry(config: Config, model: LoadedModel) -> None:
@@ -225,8 +237,10 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     label_class = store.image_label_classes()
     step = _ModelStep(config, model, store, assembler, label_class)
     items = work_items(block_inputs, c.views_per_image)
+    eval_crop = view0_eval_crop(config)
     settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels,
-                            draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale)))
+                            draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale),
+                                       eval_crop), eval_crop)
     loader = view_loader(ViewDataset(items, source, settings), c.num_workers,
                          pin_memory=model.device.type == "cuda", worker_nice=c.worker_nice)
     pending: list[tuple[WorkItem, int, np.ndarray]] = []

@@ -10,6 +10,13 @@ are crops in the style of torchvision's ``RandomResizedCrop`` (area fraction dra
 Every box is drawn from ``numpy.random.default_rng([seed, image_index, view])`` and nothing
 else, so a view is the same whichever worker decodes it, in whichever order, in whichever
 shard, and after a resume.
+
+``collect.view0`` chooses view 0's transform: ``resize`` (the default: the whole image squashed to
+a square, the paper's reference) or ``eval``, the weights' published evaluation transform (resize
+the short side to R, e.g. 256, then centre-crop ``size``, e.g. 224), given to :func:`view_box` as
+``eval_crop=(R, size)``. Its box is the centre crop expressed in the photo's own (fractional)
+pixel coordinates (:func:`eval_center_box`), so :func:`render_view` makes it in one resample, the
+same sampling grid as torchvision's ``Resize(R)`` + ``CenterCrop(size)``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ import math
 import numpy as np
 from PIL import Image
 
-Box = tuple[int, int, int, int]  # (left, top, right, bottom), PIL's convention
+Box = tuple[float, float, float, float]  # (left, top, right, bottom), PIL's convention; whole pixels but
+#                                          for view 0 under collect.view0=eval (eval_center_box)
+EvalCrop = tuple[int, int]  # (resize the short side to R, centre-crop S x S): collect.view0=eval
+VIEW0_TRANSFORMS = ("resize", "eval")
 
 _ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # torchvision RandomResizedCrop's default ratio
 _ATTEMPTS = 10  # as in RandomResizedCrop; afterwards the aspect limit is relaxed
@@ -60,6 +70,32 @@ def _crop_size(width: int, height: int, scale: tuple[float, float], rng: np.rand
     return _fitted_box(width, height, area)
 
 
+def eval_resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
+    """The image's size after torchvision's ``Resize(resize)`` (short side to ``resize``, long side
+    truncated: ``torchvision.transforms.functional._compute_resized_output_size``)."""
+    if width <= height:
+        return resize, int(resize * height / width)
+    return int(resize * width / height), resize
+
+
+def eval_center_box(width: int, height: int, resize: int, crop: int) -> Box:
+    """The box of ``Resize(resize)`` then ``CenterCrop(crop)`` in the original image's pixels.
+
+    The crop's offset in the resized image is torchvision's ``int(round((side - crop) / 2))``; the
+    box maps it back through each axis' own scale (``new_w / width``, ``new_h / height``, as the
+    two-step resize scales each axis). Exact for whole-pixel results: a square image with
+    ``resize == crop`` gives ``(0, 0, width, height)``.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if not 0 < crop <= resize:
+        raise ValueError(f"the evaluation crop needs 0 < crop <= resize, got crop {crop}, resize {resize}")
+    new_w, new_h = eval_resized_size(width, height, resize)
+    left = int(round((new_w - crop) / 2.0))
+    top = int(round((new_h - crop) / 2.0))
+    return (left * width / new_w, top * height / new_h, (left + crop) * width / new_w, (top + crop) * height / new_h)
+
+
 def view_box(
     width: int,
     height: int,
@@ -68,8 +104,11 @@ def view_box(
     views_per_image: int,
     scale: tuple[float, float],
     seed: int,
+    *,
+    eval_crop: EvalCrop | None = None,
 ) -> Box:
-    """The crop box of one view of one image: the whole image for view 0 (or a single view)."""
+    """The crop box of one view of one image: for view 0 (or a single view) the whole image, or with
+    ``eval_crop=(R, S)`` (``collect.view0: eval``) the centre crop of the evaluation transform."""
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if not 0 <= view < views_per_image:
@@ -77,7 +116,7 @@ def view_box(
     if not 0.0 < scale[0] <= scale[1] <= 1.0:
         raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
     if views_per_image == 1 or view == 0:
-        return (0, 0, width, height)
+        return (0, 0, width, height) if eval_crop is None else eval_center_box(width, height, *eval_crop)
     rng = view_rng(seed, image_index, view)
     w, h = _crop_size(width, height, scale, rng)
     left = int(rng.integers(0, width - w + 1))
@@ -90,9 +129,19 @@ def render_view(image: Image.Image, box: Box, size: int) -> Image.Image:
 
     Pillow's ``resize(box=...)`` filters over the source pixels of the box (antialiasing when
     shrinking, as torchvision's ``Resize`` does on PIL input), and the aspect ratio is not
-    kept, matching the reference's plain resize to 224x224.
+    kept, matching the reference's plain resize to 224x224. A fractional box (view 0 under
+    ``collect.view0: eval``) samples the same grid as resizing the whole image, then cropping.
     """
     left, top, right, bottom = box
     if not (0 <= left < right <= image.width and 0 <= top < bottom <= image.height):
         raise ValueError(f"box {box} is not inside the {image.width}x{image.height} image")
     return image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+
+
+def eval_crop_of(sampling: dict) -> EvalCrop | None:
+    """View 0's evaluation crop recorded in a store's sampling parameters (``attrs.sampling.view0``),
+    None for the plain resize: what a stage that re-renders a store's views passes to :func:`view_box`."""
+    view0 = sampling.get("view0")
+    if not view0 or view0.get("transform", "resize") == "resize":
+        return None
+    return int(view0["resize"]), int(view0["crop"])
