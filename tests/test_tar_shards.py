@@ -140,3 +140,47 @@ def test_sigkill_mid_tar_then_resume_is_identical(data: dict[str, Path], tmp_pat
     assert (final["status"] > 0).all()
     for name in ROW_ARRAYS + ["status", "label_class"]:
         np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
+
+
+def test_block_shards_read_only_their_own_members_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--shard i/n over tars of unequal size (3, 2, 4 images; blocks of 2 images; n = 2): the middle tar
+    straddles the boundary, and each task preads exactly its own members' bytes, once, and nothing of
+    the other task's (docs/collect.md: why block shards need not be aligned to tars). Every task lists
+    every tar's headers: the store's image order needs all of them, whichever way shards are cut."""
+    from stages.collect.inputs import ViewDataset, ViewSettings, work_items
+    from stages.images import archives, sources
+    from store.shards import shard_blocks
+
+    items = samples(3)
+    folder = tmp_path / "unequal"
+    folder.mkdir()
+    for t, (begin, end) in enumerate([(0, 3), (3, 5), (5, 9)]):
+        with tarfile.open(folder / f"train-{t:06d}.tar", "w") as archive:
+            for _, name, cls, data in items[begin:end]:
+                add_member(archive, f"{name.split('.')[0]}.jpg", data)
+                add_member(archive, f"{name.split('.')[0]}.cls", f"{cls}\n".encode())
+    listed: list[str] = []
+    real_list_tar = archives.list_tar
+    monkeypatch.setattr(sources, "list_tar", lambda p: listed.append(Path(p).name) or real_list_tar(p))
+    reads: list[tuple[str, int, int]] = []
+    real_read = archives.read_range
+    monkeypatch.setattr(sources, "read_range", lambda p, o, s: reads.append((Path(p).name, o, s)) or real_read(p, o, s))
+
+    per_task: list[list[tuple[str, int, int]]] = []
+    for shard in range(2):
+        listed.clear()
+        source = open_image_source(folder)
+        assert listed == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]  # every task lists all
+        n_blocks, per_block = 5, 2  # 9 inputs (1 view), 2 per block
+        blocks = {b: range(b * per_block, min((b + 1) * per_block, len(source))) for b in shard_blocks(n_blocks, shard, 2)}
+        dataset = ViewDataset(work_items(blocks, 1), source, ViewSettings(1, (1.0, 1.0), 32, 0, 10**8))
+        reads.clear()
+        assert all(dataset[i][2] is None for i in range(len(dataset)))
+        per_task.append(list(reads))
+        mine = [i for r in blocks.values() for i in r]
+        tar_of = [p.split("!/")[0] for p in source.rel_paths]
+        assert reads == [(tar_of[i], int(source.offsets[i]), int(source.sizes[i])) for i in mine]
+    assert {t for t, _, _ in per_task[0]} == {"train-000000.tar", "train-000001.tar"}
+    assert {t for t, _, _ in per_task[1]} == {"train-000001.tar", "train-000002.tar"}  # the middle tar: both tasks
+    assert not set(per_task[0]) & set(per_task[1])  # ... but no byte range twice
+    assert len(per_task[0]) + len(per_task[1]) == 9
