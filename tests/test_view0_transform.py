@@ -135,3 +135,23 @@ def test_view_dataset_default_is_the_whole_image(photo_folder: Path) -> None:
     settings = ViewSettings(1, SCALE, 224, 0, 89_478_485)
     _, views, _ = ViewDataset(work_items({0: range(1)}, 1), [str(path)], settings)[0]
     np.testing.assert_array_equal(views[0], np.asarray(render_view(photo, (0, 0, *photo.size), 224)))
+
+
+def test_dataset_example_thumbnails_cut_view_0_where_collect_saw_it() -> None:
+    """An eval store's view-0 rows are crops of the centre square: the tiles stage's thumbnails must be too."""
+    import numpy as np
+    from PIL import Image
+
+    from stages.images.crops import view_box
+    from stages.tiles.dataset_examples import RowGeometry, example_crop_box, example_thumbnail
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    plain = RowGeometry(views_per_image=2, positions_per_image=1, view_scale=(0.5, 1.0), seed=0, max_pixels=10**8,
+                        layer_hw=(7, 7))
+    evaluated = RowGeometry(**{**plain.__dict__, "eval_crop": (256, 224)})
+    box = view_box(400, 300, 0, 0, 2, (0.5, 1.0), 0, eval_crop=(256, 224))
+    want = photo.resize((32, 32), resample=Image.Resampling.LANCZOS, box=example_crop_box(box, (3, 3), (7, 7), 0.33))
+    got = example_thumbnail(photo, evaluated, 0, (3, 3), 32, 0.33)
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+    assert not np.array_equal(np.asarray(example_thumbnail(photo, plain, 0, (3, 3), 32, 0.33)), np.asarray(want))

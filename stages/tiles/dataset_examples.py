@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from stages.images.decoding import decode_rgb
-from stages.images.crops import Box, view_box
+from stages.images.crops import Box, eval_crop_of, view_box
 from store.view import RowStore
 from store import derived
 
@@ -189,6 +189,7 @@ class RowGeometry:
     seed: int
     max_pixels: int
     layer_hw: tuple[int, int]
+    eval_crop: tuple[int, int] | None = None  # view 0's evaluation crop (collect.view0: eval), None: plain resize
 
     @classmethod
     def from_store(cls, store: RowStore) -> "RowGeometry":
@@ -198,7 +199,8 @@ class RowGeometry:
         return cls(views_per_image=int(attrs.get("views_per_image", 1)),
                    positions_per_image=int(attrs.get("positions_per_image", 1)),
                    view_scale=tuple(sampling.get("view_scale", (1.0, 1.0))), seed=int(sampling.get("seed", 0)),
-                   max_pixels=int(sampling.get("max_pixels", 89_478_485)), layer_hw=(int(shape[1]), int(shape[2])))
+                   max_pixels=int(sampling.get("max_pixels", 89_478_485)), layer_hw=(int(shape[1]), int(shape[2])),
+                   eval_crop=eval_crop_of(sampling))
 
     @property
     def rows_per_image(self) -> int:
@@ -214,7 +216,8 @@ def example_thumbnail(photo: Image.Image, geo: "RowGeometry", row: int, yx: tupl
     decoded ``photo``: the view's box (:func:`view_box`), the ``field`` square around the position in
     it (:func:`example_crop_box`), resized with Lanczos (see the module docstring)."""
     image, view = geo.image_and_view(row)
-    box = view_box(photo.width, photo.height, image, view, geo.views_per_image, geo.view_scale, geo.seed)
+    box = view_box(photo.width, photo.height, image, view, geo.views_per_image, geo.view_scale, geo.seed,
+                   eval_crop=geo.eval_crop)
     crop = example_crop_box(box, yx, geo.layer_hw, field)
     return photo.resize((px, px), resample=Image.Resampling.LANCZOS, box=crop)
 
