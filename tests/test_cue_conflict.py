@@ -187,8 +187,10 @@ def test_the_stage_on_real_stimuli_and_a_real_atlas(small_atlas: SmallAtlas, mob
     config.data.atlas = str(atlas)
     config.cue_conflict.level, config.cue_conflict.out = small_atlas.levels[-1], str(tmp_path / "cc.json")
     torch.manual_seed(0)
+    reported: list[tuple[int, int]] = []
     r = cue_conflict.run(config, torch.device("cpu"), store=small_atlas.store, model=mobilenet,
-                         stimuli=_subset(tmp_path))
+                         stimuli=_subset(tmp_path), progress=lambda done, total: reported.append((done, total)))
+    assert reported[-1] == (16, 16) and [d for d, _ in reported] == sorted(d for d, _ in reported)
     report = json.loads((tmp_path / "cc.json").read_text())
     o = report["shape_bias"]
     assert o["shape"] + o["texture"] + o["other"] == o["total"] == 16 - o["left_out"]

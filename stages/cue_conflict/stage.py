@@ -53,7 +53,7 @@ def interior(acts: NDArray[np.float32], border: int) -> NDArray[np.float32]:
 
 
 def run(config: Config, device: torch.device, *, store: AtlasStore | None = None, model: LoadedModel | None = None,
-        stimuli: str | Path | None = None, progress: Callable[[int], None] | None = None,
+        stimuli: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
         write: bool = True) -> CueConflictResult:
     """Shape bias of ``config.model`` on the stimuli, and (given ``store``) where they land on its atlas.
 
@@ -92,7 +92,7 @@ def run(config: Config, device: torch.device, *, store: AtlasStore | None = None
                 all_outcomes += r.positions
             results.append(r)
         if progress is not None:
-            progress(len(batch))
+            progress(start + len(batch), len(items))  # (done, total), as every stage reports
     bias = shape_bias([r.decision for r in results], [r.stimulus.shape for r in results],
                       [r.stimulus.texture for r in results])
     atlas = counts = texture = None
