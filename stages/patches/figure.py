@@ -41,7 +41,8 @@ def draw_figure(d: Direction, photos: NDArray[np.float32], comp: Comparison, pat
     shown = list(r.outcomes[:rows]) + [o for o in r.controls if o.patch.kind == "noise"][:1]
     tests = r.test[:columns]
     ncol = 2 + 2 * len(tests)
-    fig, axes = plt.subplots(max(1, len(shown)), ncol, figsize=(1.7 * ncol, 1.95 * max(1, len(shown))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(shown)), ncol, figsize=(1.6 * ncol, 2.1 * max(1, len(shown))), squeeze=False,
+                             layout="constrained")
     for row, o in enumerate(shown):
         ax = axes[row]
         rate = o.summary()["dynamic"]
@@ -53,24 +54,23 @@ def draw_figure(d: Direction, photos: NDArray[np.float32], comp: Comparison, pat
                             fontsize=7)
         else:
             ax[1].text(0.5, 0.5, "(control:\nno cell)", ha="center", va="center", fontsize=7)
+            ax[1].axis("off")
         for k, i in enumerate(tests):
-            t = k  # position of photo i among the test photos
             before = r.clean[i]
             top = int(before.argmax())
             ax[2 + 2 * k].imshow(photos[i])
             ax[2 + 2 * k].set_title(f"before: {names[top][:14]}\nP({d.b[1][:10]}) {before[d.b[0]]:.2f}", fontsize=7)
-            j = int(o.best()[t])
-            after_top = int(o.result.top1[t, j])
-            ax[3 + 2 * k].imshow(np.clip(patched_image(o, photos[i], t), 0, 1))
+            j = int(o.best()[k])
+            after_top = int(o.result.top1[k, j])
+            ax[3 + 2 * k].imshow(np.clip(patched_image(o, photos[i], k), 0, 1))
             colour = "tab:red" if after_top == d.b[0] else "black"
-            ax[3 + 2 * k].set_title(f"after: {names[after_top][:14]}\nP({d.b[1][:10]}) {o.result.pb[t, j]:.2f}",
+            ax[3 + 2 * k].set_title(f"after: {names[after_top][:14]}\nP({d.b[1][:10]}) {o.result.pb[k, j]:.2f}",
                                     fontsize=7, color=colour)
         for a in ax:
             a.set_xticks([])
             a.set_yticks([])
-    fig.suptitle(f"Patches from the comparison atlas {comp.atlas_id}: photos of {d.a[1]} -> {d.b[1]} "
-                 f"(test photos {len(r.test)}; red: top-1 became {d.b[1]})", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"{comp.atlas_id}: photos of {d.a[1]} -> {d.b[1]}\n{len(r.test)} test photo(s); "
+                 f"red: top-1 became {d.b[1]}", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

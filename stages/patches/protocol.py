@@ -203,6 +203,9 @@ class Outcome:
             "p_b_after_dynamic": float(self.dynamic_pb().mean()) if self.n else None,
             "p_b_after_static": float(self.result.pb[:, self.static].mean()) if self.n else None,
             "best_placements": [self.where[int(j)].label() for j in best],
+            "flipped_dynamic": self.dynamic().tolist(),          # per test photo, in the report's test order
+            "flipped_static": self.static_flips().tolist(),
+            "p_b_after_dynamic_each": [round(float(v), 4) for v in self.dynamic_pb()],
         }
 
 
