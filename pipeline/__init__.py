@@ -24,13 +24,15 @@ if TYPE_CHECKING:
         feature_vis,
         load_classifier,
         open_atlas,
+        patch_attack,
         render_directions,
         shape_bias,
     )
 
 __all__ = [
     "Atlas", "AtlasError", "AtlasResult", "Cell", "Layout", "Level", "activation_atlas", "compose_level",
-    "evolving_understanding", "feature_vis", "load_classifier", "open_atlas", "render_directions", "shape_bias",
+    "evolving_understanding", "feature_vis", "load_classifier", "open_atlas", "patch_attack", "render_directions",
+    "shape_bias",
 ]
 
 

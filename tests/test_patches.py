@@ -18,6 +18,7 @@ from stages.config import Config
 from stages.patches.geometry import CORNERS, Placement, corner_origin, paste, patch_side, resize_patch
 from stages.patches.protocol import Patch, Rate, run_protocol, split_photos, uniform_noise, works
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from tests.atlas_fixtures import SmallAtlas
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
@@ -204,6 +205,25 @@ def test_real_model_run(patch_atlas, one_thread, capsys) -> None:  # noqa: ANN00
     assert entry["atlas"] in {e["id"] for e in index["atlases"]}
     page = (root / "atlas" / entry["page"]).read_text()
     assert "noise" in page and "95% CI" in page
+
+
+def test_the_api_gives_the_command_s_report(patch_atlas, one_thread, tmp_path: Path) -> None:  # noqa: ANN001
+    from pipeline import patch_attack
+    from pipeline.cli import main
+
+    store, params, a, b, root = patch_atlas
+    assert main(["patches", "-q", "--params", str(params), str(a), str(b)]) == 0
+    [want] = json.loads((root / "patches.json").read_text())["directions"]
+    p = yaml.safe_load(params.read_text())["patches"]
+    settings = {k: p[k] for k in ("photos", "cells", "examples", "keep", "controls", "rank_photos", "sizes",
+                                  "static_size", "crop_px")}
+    [got] = patch_attack(store.path, str(a), str(b), out=tmp_path / "api.json", **settings)
+    for key in ("photos", "overall", "controls"):
+        assert got[key] == want[key], key
+    assert [(q["kind"], q["dynamic"], q["static"]) for q in got["patches"]] == \
+        [(q["kind"], q["dynamic"], q["static"]) for q in want["patches"]]
+    with pytest.raises(AtlasError, match="patch_attack"):
+        patch_attack(store.path, str(a), str(b), keep=0)
 
 
 def _error(argv: list[str], capsys) -> str:  # noqa: ANN001

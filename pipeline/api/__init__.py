@@ -20,7 +20,7 @@ the results into PIL images and matplotlib figures.
 Modules: :mod:`.results` (Level, Cell, AtlasResult, compose_level), :mod:`.stored` (open_atlas,
 Atlas), :mod:`.in_memory` (activation_atlas, load_classifier, render_directions, feature_vis),
 :mod:`.common` (config defaults, argument checks, the notebook figure), :mod:`.experiments`
-(shape_bias, evolving_understanding: the experiments of docs/experiments.md).
+(shape_bias, evolving_understanding, patch_attack: the experiments of docs/experiments.md).
 
 Conventions: a level of ``n`` cells per side has its kept cells in the grid's order; cell ``k`` sits
 at column ``i[k]`` (layout x) and row ``j[k]`` (layout y, 0 at the top of a composed level). Models
@@ -33,7 +33,7 @@ what to do. The module logs (``logging``); it never prints.
 
 from __future__ import annotations
 
-from pipeline.api.experiments import evolving_understanding, shape_bias
+from pipeline.api.experiments import evolving_understanding, patch_attack, shape_bias
 from pipeline.api.in_memory import activation_atlas, feature_vis, load_classifier, render_directions
 from pipeline.api.results import AtlasResult, Cell, Level, compose_level
 from pipeline.api.stored import Atlas, open_atlas
@@ -42,5 +42,6 @@ from store.errors import AtlasError
 
 __all__ = [
     "Atlas", "AtlasError", "AtlasResult", "Cell", "Layout", "Level", "activation_atlas", "compose_level",
-    "evolving_understanding", "feature_vis", "load_classifier", "open_atlas", "render_directions", "shape_bias",
+    "evolving_understanding", "feature_vis", "load_classifier", "open_atlas", "patch_attack", "render_directions",
+    "shape_bias",
 ]

@@ -4,6 +4,8 @@
   given an atlas, where the cue-conflict stimuli land on it (``atlas cue-conflict``).
 - :func:`evolving_understanding`: one photo's positions rendered at several layers (Olah et al.
   2018), the first layer's filters and the strongest channels' maps (``atlas explain --layers``).
+- :func:`patch_attack`: patches read off a class-comparison atlas, pasted on photos of class A, and
+  how often they flip the model to B against noise controls (``atlas patches``).
 
 Each calls the stage code (:mod:`stages.cue_conflict`, :mod:`stages.explain.layers`) with the typed
 config's defaults, so the API and the CLI compute the same thing; nothing is written unless asked.
@@ -20,7 +22,7 @@ import torch
 from pipeline.api.common import _validated
 from pipeline.api.in_memory import ModelLike, _model
 from pipeline.api.stored import Atlas, open_atlas
-from stages.config import Config, CueConflictConfig, ExplainConfig
+from stages.config import Config, CueConflictConfig, ExplainConfig, PatchesConfig
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -75,3 +77,25 @@ def evolving_understanding(image: str | Path, layers: list[str] | tuple[str, ...
     photo = load_photo(image, cfg)
     result = run(cfg, photo, loaded, loaded.device, Path(out), image_name=Path(image).name)
     return dict(result.figures)
+
+
+def patch_attack(atlas: str | Path | Atlas, a: str, b: str, *, device: torch.device | None = None,
+                 **settings: Any) -> list[dict[str, Any]]:
+    """``atlas patches A B`` on a stored atlas whose comparison of ``a`` and ``b`` exists: one report per
+    direction (A -> B, and B -> A unless ``photos=`` names a folder of A's photos), with counts, rates and
+    95% intervals for each patch and each control. ``settings``: any ``patches`` parameter (``photos``,
+    ``keep``, ``sizes``, ``rank_photos``, ``out``, ...; docs/experiments.md). The JSON report (``out``) and
+    the figures are written beside it; no page.
+    """
+    from stages.patches.stage import direction_report, run
+
+    opened = open_atlas(atlas) if isinstance(atlas, (str, Path)) else atlas
+    if not isinstance(opened, Atlas):
+        raise AtlasError(f"patch_attack: atlas must be a store path or an Atlas (got {type(atlas).__name__})")
+    loaded = opened.load_model(device)
+    section = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()}, "page": False}
+    cfg = Config(patches=_validated(PatchesConfig, section, "patch_attack"))
+    cfg.data = cfg.data.model_copy(update={"store": str(opened.path)})
+    cfg.compare = cfg.compare.model_copy(update={"pairs": [(a, b)]})
+    result = run(cfg, loaded.device, [a, b], store=opened.store, model=loaded)  # type: ignore[arg-type]
+    return [direction_report(d) for d in result.directions]
