@@ -171,10 +171,10 @@ def write_page(config: Config, store: AtlasStore, result: "CueConflictResult") -
     tmp = folder / ".index.html.tmp"
     tmp.write_text(render_html(data, n, cells, thumbs))
     tmp.replace(page)
+    stored = store.attrs.get("model") or {}  # the index names the store's model, as every other entry does
     entry = AtlasSource(id=FOLDER, kind="experiment", title="texture vs shape (cue conflict)", levels=[],
                         cell_level=_no_levels, icon_level=_no_levels, minimap=_no_levels, class_names=[], icon_px=CELL_PX,
-                        model={"name": (store.attrs.get("model") or {}).get("name", result.model),
-                               "layer": (store.attrs.get("model") or {}).get("layer", result.layer)},
+                        model={"name": stored.get("name", result.model), "layer": stored.get("layer", result.layer)},
                         index={"page": f"{FOLDER}/index.html"})
     update_index(atlas, entry)
     return page
