@@ -38,8 +38,10 @@ def store_model_config(store: Any) -> ModelConfig:
     model = store.attrs.get("model") or {}
     missing = [k for k in ("name", "layer") if not model.get(k)]
     if missing:
-        raise SystemExit(f"store {store.path} records no model {', '.join(missing)} (attrs['model'] = {model!r}); "
-                         "benchmark a store written by `atlas collect`")
+        raise SystemExit(
+            f"store {store.path} records no model {', '.join(missing)} (attrs['model'] = {model!r}); "
+            "benchmark a store written by `atlas collect`"
+        )
     fields = {"name": model["name"], "layer": model["layer"]}
     if model.get("weights"):
         fields["weights"] = model["weights"]
@@ -61,11 +63,14 @@ def load_store_model(store_path: str | Path, device: Any = None) -> Any:
     model = load_model(store_model_config(store), device or torch.device("cpu"))
     want = (store.attrs.get("model") or {}).get("weights_sha256")
     if want and want != model.weights_sha256:
-        raise SystemExit(f"store {store_path} was collected with weights sha256 {want[:12]}..., this machine's "
-                         f"{model.name} {model.weights} file has {model.weights_sha256[:12]}...")
+        raise SystemExit(
+            f"store {store_path} was collected with weights sha256 {want[:12]}..., this machine's "
+            f"{model.name} {model.weights} file has {model.weights_sha256[:12]}..."
+        )
     if model.layer_shape[0] != store.channels:
-        raise SystemExit(f"store {store_path} has {store.channels} channels; {model.name} {model.layer} has "
-                         f"{model.layer_shape[0]}")
+        raise SystemExit(
+            f"store {store_path} has {store.channels} channels; {model.name} {model.layer} has {model.layer_shape[0]}"
+        )
     return model
 
 
@@ -80,8 +85,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def model_overrides(args: argparse.Namespace) -> list[str]:
     """``--set``-style overrides for the model flags that were given."""
-    return [f"model.{key}={value}" for key, value in
-            (("name", args.model), ("weights", args.weights), ("layer", args.layer)) if value is not None]
+    return [
+        f"model.{key}={value}"
+        for key, value in (("name", args.model), ("weights", args.weights), ("layer", args.layer))
+        if value is not None
+    ]
 
 
 def model_record(model: Any) -> dict[str, Any]:
@@ -93,10 +101,14 @@ def model_record(model: Any) -> dict[str, Any]:
 def machine_record() -> dict[str, Any]:
     """Where and when a result was measured."""
     torch = sys.modules.get("torch")  # only when the bench used it: importing it costs seconds
-    return {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            **({"torch": torch.__version__} if torch is not None else {}),
-            "load_avg": [round(v, 2) for v in os.getloadavg()]}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        **({"torch": torch.__version__} if torch is not None else {}),
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 def display_path(path: str | Path) -> str:

@@ -48,20 +48,29 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import add_model_flags, load_config, machine_record, model_overrides, model_record, write_json  # noqa: E402
-from stages.images.decoding import decode_rgb  # noqa: E402
-from stages.images.sources import open_image_source  # noqa: E402
-from stages.model.registry import load_model  # noqa: E402
-from stages.images.crops import render_view, view_box  # noqa: E402
+
 from stages.collect import stage as collect  # noqa: E402
 from stages.collect.blocks import interior_positions  # noqa: E402
 from stages.collect.inputs import to_model_input  # noqa: E402
+from stages.images.crops import render_view, view_box  # noqa: E402
+from stages.images.decoding import decode_rgb  # noqa: E402
+from stages.images.sources import open_image_source  # noqa: E402
+from stages.model.registry import load_model  # noqa: E402
 
 
-def _config(source: str, store: str, n_images: int, views: int, args: argparse.Namespace, head: bool,
-            positions: int = 1):
-    sets = [f"data.source={source}", f"data.store={store}", f"collect.views_per_image={views}",
-            f"collect.batch_size={args.batch_size}", f"collect.head={str(head).lower()}",
-            f"collect.positions_per_image={positions}", "collect.device=cpu", *model_overrides(args)]
+def _config(
+    source: str, store: str, n_images: int, views: int, args: argparse.Namespace, head: bool, positions: int = 1
+):
+    sets = [
+        f"data.source={source}",
+        f"data.store={store}",
+        f"collect.views_per_image={views}",
+        f"collect.batch_size={args.batch_size}",
+        f"collect.head={str(head).lower()}",
+        f"collect.positions_per_image={positions}",
+        "collect.device=cpu",
+        *model_overrides(args),
+    ]
     if args.workers is not None:
         sets.append(f"collect.num_workers={args.workers}")
     return load_config(args.params, sets)
@@ -86,8 +95,9 @@ def bench_naive(config, model, paths: list[str], positions: np.ndarray) -> float
         for image, path in enumerate(paths):
             for view in range(views):
                 img = decode_rgb(path, config.collect.max_pixels).image
-                box = view_box(img.width, img.height, image, view, views, tuple(config.collect.view_scale),
-                               config.collect.seed)
+                box = view_box(
+                    img.width, img.height, image, view, views, tuple(config.collect.view_scale), config.collect.seed
+                )
                 x = to_model_input(np.asarray(render_view(img, box, config.model.image_size))[None], model.device)
                 captured.clear()
                 with torch.no_grad():
@@ -104,7 +114,8 @@ def bench_trunk(config, model, n_inputs: int) -> tuple[float, float]:
     """(inputs/s, CPU seconds per input) of the trunk alone on one pre-made batch, after a warm-up."""
     batch = config.collect.batch_size
     x = model.normalize(torch.rand(batch, 3, config.model.image_size, config.model.image_size)).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     with torch.inference_mode():
         model.trunk(x)  # warm-up
         t0, c0 = time.perf_counter(), _cpu_seconds()
@@ -166,8 +177,9 @@ def bench_collect_cpu(config) -> tuple[float, int, float, float]:
     def progress(n: int) -> None:
         ticks.append((time.perf_counter(), n))
 
-    summary = collect.run(config, device=torch.device("cpu"), on_start=lambda _n: start.append(_cpu_seconds()),
-                          progress=progress)
+    summary = collect.run(
+        config, device=torch.device("cpu"), on_start=lambda _n: start.append(_cpu_seconds()), progress=progress
+    )
     cpu = (_cpu_seconds() - start[0]) / max(summary.inputs_run, 1)
     steady = summary.inputs_per_second
     if len(ticks) > 2:
@@ -176,8 +188,9 @@ def bench_collect_cpu(config) -> tuple[float, int, float, float]:
     return summary.inputs_per_second, summary.stored, cpu, steady
 
 
-def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp: Path, repeats: int,
-                    images: int, write_mb: float) -> dict[str, float]:
+def bench_checksums(
+    source: str, args: argparse.Namespace, store_path: str, tmp: Path, repeats: int, images: int, write_mb: float
+) -> dict[str, float]:
     """What the per-chunk crc32c checksums (store/zarrio.py) cost, measured in this run.
 
     Both variants run alternately ``repeats`` times each (in turn first) and the medians are
@@ -201,7 +214,7 @@ def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp:
     listing = _subset_source(source, images, sub)
     rates: dict[bool, list[float]] = {True: [], False: []}
     for k in range(repeats):
-        for checksums in ((True, False) if k % 2 == 0 else (False, True)):  # neither always goes first
+        for checksums in (True, False) if k % 2 == 0 else (False, True):  # neither always goes first
             config = _config(listing, str(sub / f"c{k}{checksums}.zarr"), images, args.views, args, head=False)
             with zarrio.without_checksums() if not checksums else contextlib.nullcontext():
                 rates[checksums].append(bench_collect(config)[0])
@@ -225,17 +238,24 @@ def bench_checksums(source: str, args: argparse.Namespace, store_path: str, tmp:
     acts, idx, val = (np.concatenate([a] * reps) for a in (acts, idx, val))
     seconds: dict[bool, list[float]] = {True: [], False: []}
     for k in range(repeats):
-        for checksums in ((True, False) if k % 2 == 0 else (False, True)):
+        for checksums in (True, False) if k % 2 == 0 else (False, True):
             t0 = time.perf_counter()
             with zarrio.without_checksums() if not checksums else contextlib.nullcontext():
-                AtlasStore.create_synthetic_for_tests(sub / f"w{k}{checksums}.zarr", acts, idx, val, rows_per_chunk=chunk)
+                AtlasStore.create_synthetic_for_tests(
+                    sub / f"w{k}{checksums}.zarr", acts, idx, val, rows_per_chunk=chunk
+                )
             seconds[checksums].append(time.perf_counter() - t0)
     mb = (acts.nbytes + idx.nbytes + val.nbytes) / 2**20
-    out = {"collect_inputs_per_second_checksums": float(np.median(rates[True])),
-           "collect_inputs_per_second_no_checksums": float(np.median(rates[False])),
-           "write_mb_per_second_checksums": mb / float(np.median(seconds[True])),
-           "write_mb_per_second_no_checksums": mb / float(np.median(seconds[False])), "write_mb": mb,
-           "crc_share": min(cpu["crc"]) / max(min(cpu["encode"]), 1e-9), "repeats": repeats, "images": images}
+    out = {
+        "collect_inputs_per_second_checksums": float(np.median(rates[True])),
+        "collect_inputs_per_second_no_checksums": float(np.median(rates[False])),
+        "write_mb_per_second_checksums": mb / float(np.median(seconds[True])),
+        "write_mb_per_second_no_checksums": mb / float(np.median(seconds[False])),
+        "write_mb": mb,
+        "crc_share": min(cpu["crc"]) / max(min(cpu["encode"]), 1e-9),
+        "repeats": repeats,
+        "images": images,
+    }
     out["collect_ratio"] = out["collect_inputs_per_second_checksums"] / out["collect_inputs_per_second_no_checksums"]
     out["write_ratio"] = out["write_mb_per_second_checksums"] / out["write_mb_per_second_no_checksums"]
     return out
@@ -245,9 +265,11 @@ SMOKE = {"images": 2, "views": 2, "batch_size": 2, "workers": 0, "naive_inputs":
 TRUNK = "bare trunk forward (batch {})"
 HEAD_OFF = "collect, head off (activations only)"
 HEAD_ON = "collect (+ logits + JVP attribution)"
-EXTRA = {"p3": "collect, 3 positions per input (the demo's setting)",
-         "before": "collect (+ logits + attribution, before: torch.func.jvp per position)",
-         "p3_before": "collect, 3 positions per input, before (torch.func.jvp per position)"}
+EXTRA = {
+    "p3": "collect, 3 positions per input (the demo's setting)",
+    "before": "collect (+ logits + attribution, before: torch.func.jvp per position)",
+    "p3_before": "collect, 3 positions per input, before (torch.func.jvp per position)",
+}
 
 
 def main() -> None:
@@ -287,16 +309,21 @@ def main() -> None:
                 with attribution_before() if before else contextlib.nullcontext():
                     rate, stored, cpu_s, steady_rate = bench_collect_cpu(config)
                 return rate, cpu_s, stored, steady_rate
+
             return run
 
         def trunk_row():
             rate, cpu_s = bench_trunk(cfg_head, model, n_inputs)
             return rate, cpu_s, 0, rate
 
-        variants = {trunk_name: trunk_row,
-                    HEAD_OFF: collect_row(False), HEAD_ON: collect_row(True, keep="a.zarr"),
-                    EXTRA["p3"]: collect_row(True, 3), EXTRA["before"]: collect_row(True, before=True),
-                    EXTRA["p3_before"]: collect_row(True, 3, before=True)}
+        variants = {
+            trunk_name: trunk_row,
+            HEAD_OFF: collect_row(False),
+            HEAD_ON: collect_row(True, keep="a.zarr"),
+            EXTRA["p3"]: collect_row(True, 3),
+            EXTRA["before"]: collect_row(True, before=True),
+            EXTRA["p3_before"]: collect_row(True, 3, before=True),
+        }
         runs: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         steady: dict[str, list[float]] = {name: [] for name in variants}
@@ -306,50 +333,81 @@ def main() -> None:
         naive_cpu = (_cpu_seconds() - c0) / (naive_images * args.views)
         names = list(variants)
         for k in range(args.repeats):
-            for name in names[k % len(names):] + names[:k % len(names)]:  # round-robin: each row leads once
+            for name in names[k % len(names) :] + names[: k % len(names)]:  # round-robin: each row leads once
                 rate, cpu_per_input, n, steady_rate = variants[name]()
                 runs[name].append(rate)
                 steady[name].append(steady_rate)
                 cpu[name].append(cpu_per_input)
                 stored = n if name == HEAD_ON else stored
-        checksums = bench_checksums(args.source, args, str(tmp / "a.zarr"), tmp, 1 if args.smoke else 4,
-                                    len(paths) if args.smoke else min(len(paths), 8), 1 if args.smoke else 64)
+        checksums = bench_checksums(
+            args.source,
+            args,
+            str(tmp / "a.zarr"),
+            tmp,
+            1 if args.smoke else 4,
+            len(paths) if args.smoke else min(len(paths), 8),
+            1 if args.smoke else 64,
+        )
     best = {name: max(rates) for name, rates in runs.items()}
     best_steady = {name: max(rates) for name, rates in steady.items()}
     naive, trunk = naive_rate, best[trunk_name]
-    rows = {"naive (whole model, batch 1, hook)": naive, trunk_name: trunk, HEAD_OFF: best[HEAD_OFF],
-            HEAD_ON: best[HEAD_ON]}
+    rows = {
+        "naive (whole model, batch 1, hook)": naive,
+        trunk_name: trunk,
+        HEAD_OFF: best[HEAD_OFF],
+        HEAD_ON: best[HEAD_ON],
+    }
     extra = {name: best[name] for name in EXTRA.values()}
     cpu_per_input = {"naive (whole model, batch 1, hook)": naive_cpu, **{name: min(v) for name, v in cpu.items()}}
-    print(f"\ncollect benchmark: {n_inputs} inputs ({len(paths)} real photos x {args.views} views), "
-          f"{model.name} {model.layer}, CPU x{os.cpu_count()} ({args.threads} threads), torch {torch.__version__}, "
-          f"best of {args.repeats} round-robin runs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':70s} {'inputs/s':>9s} {'vs naive':>9s} {'vs trunk':>9s} {'steady':>7s} {'vs trunk':>9s} "
-          f"{'CPU ms/input':>13s} {'CPU vs trunk':>13s}")
+    print(
+        f"\ncollect benchmark: {n_inputs} inputs ({len(paths)} real photos x {args.views} views), "
+        f"{model.name} {model.layer}, CPU x{os.cpu_count()} ({args.threads} threads), torch {torch.__version__}, "
+        f"best of {args.repeats} round-robin runs, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'variant':70s} {'inputs/s':>9s} {'vs naive':>9s} {'vs trunk':>9s} {'steady':>7s} {'vs trunk':>9s} "
+        f"{'CPU ms/input':>13s} {'CPU vs trunk':>13s}"
+    )
     for name, rate in {**rows, **extra}.items():
         st = best_steady.get(name, rate)
-        print(f"{name:70s} {rate:9.1f} {rate / naive:8.2f}x {rate / trunk:8.0%} {st:7.1f} {st / trunk:8.0%} "
-              f"{1000 * cpu_per_input[name]:13.1f} {cpu_per_input[trunk_name] / cpu_per_input[name]:12.0%}")
-    print(f"checksums (crc32c per chunk; medians of {checksums['repeats']} alternating runs): collect head off "
-          f"{checksums['collect_inputs_per_second_checksums']:.1f} vs "
-          f"{checksums['collect_inputs_per_second_no_checksums']:.1f} inputs/s without = {checksums['collect_ratio']:.3f}x; "
-          f"store writes {checksums['write_mb_per_second_checksums']:.1f} vs "
-          f"{checksums['write_mb_per_second_no_checksums']:.1f} MB/s without = {checksums['write_ratio']:.3f}x; "
-          f"CRC CPU time = {checksums['crc_share']:.2%} of zstd compression")
-    result = {"model": model_record(model), "checksums": checksums, "smoke": args.smoke, "inputs": n_inputs, "images": len(paths),
-              "views": args.views, "batch_size": args.batch_size, "workers": cfg_head.collect.num_workers,
-              "worker_nice": cfg_head.collect.worker_nice, "threads": args.threads,
-              "stored": stored, "cpu_count": os.cpu_count(), **machine_record(), "repeats": args.repeats,
-              "inputs_per_second": rows,
-              "ratios": {name: {"vs_naive": rate / naive, "vs_trunk": rate / trunk} for name, rate in rows.items()},
-              "extra_inputs_per_second": extra,
-              "extra_ratios": {name: {"vs_trunk": rate / trunk} for name, rate in extra.items()},
-              "runs_inputs_per_second": runs,
-              "steady_inputs_per_second": best_steady,
-              "steady_ratios_vs_trunk": {name: rate / trunk for name, rate in best_steady.items()},
-              "runs_steady_inputs_per_second": steady,
-              "cpu_seconds_per_input": cpu_per_input,
-              "cpu_ratios_vs_trunk": {name: cpu_per_input[trunk_name] / v for name, v in cpu_per_input.items()}}
+        print(
+            f"{name:70s} {rate:9.1f} {rate / naive:8.2f}x {rate / trunk:8.0%} {st:7.1f} {st / trunk:8.0%} "
+            f"{1000 * cpu_per_input[name]:13.1f} {cpu_per_input[trunk_name] / cpu_per_input[name]:12.0%}"
+        )
+    print(
+        f"checksums (crc32c per chunk; medians of {checksums['repeats']} alternating runs): collect head off "
+        f"{checksums['collect_inputs_per_second_checksums']:.1f} vs "
+        f"{checksums['collect_inputs_per_second_no_checksums']:.1f} inputs/s without = {checksums['collect_ratio']:.3f}x; "
+        f"store writes {checksums['write_mb_per_second_checksums']:.1f} vs "
+        f"{checksums['write_mb_per_second_no_checksums']:.1f} MB/s without = {checksums['write_ratio']:.3f}x; "
+        f"CRC CPU time = {checksums['crc_share']:.2%} of zstd compression"
+    )
+    result = {
+        "model": model_record(model),
+        "checksums": checksums,
+        "smoke": args.smoke,
+        "inputs": n_inputs,
+        "images": len(paths),
+        "views": args.views,
+        "batch_size": args.batch_size,
+        "workers": cfg_head.collect.num_workers,
+        "worker_nice": cfg_head.collect.worker_nice,
+        "threads": args.threads,
+        "stored": stored,
+        "cpu_count": os.cpu_count(),
+        **machine_record(),
+        "repeats": args.repeats,
+        "inputs_per_second": rows,
+        "ratios": {name: {"vs_naive": rate / naive, "vs_trunk": rate / trunk} for name, rate in rows.items()},
+        "extra_inputs_per_second": extra,
+        "extra_ratios": {name: {"vs_trunk": rate / trunk} for name, rate in extra.items()},
+        "runs_inputs_per_second": runs,
+        "steady_inputs_per_second": best_steady,
+        "steady_ratios_vs_trunk": {name: rate / trunk for name, rate in best_steady.items()},
+        "runs_steady_inputs_per_second": steady,
+        "cpu_seconds_per_input": cpu_per_input,
+        "cpu_ratios_vs_trunk": {name: cpu_per_input[trunk_name] / v for name, v in cpu_per_input.items()},
+    }
     print(f"wrote {write_json(args.out, result)}")
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import add_model_flags, load_config, machine_record, model_overrides, model_record, write_json  # noqa: E402
+from benchlib import add_model_flags, load_config, machine_record, model_overrides, model_record, write_json
 
 SIZES = [(500, 375), (1600, 1200), (4032, 3024)]
 
@@ -43,7 +43,7 @@ def _photo(size: tuple[int, int], seed: int) -> bytes:
     return out.getvalue()
 
 
-def _decode_rate(paths: list[Path], settings, repeats: int) -> float:  # noqa: ANN001
+def _decode_rate(paths: list[Path], settings, repeats: int) -> float:
     from stages.collect.inputs import ViewDataset, work_items
 
     items = work_items({0: range(0, len(paths) * settings.views_per_image)}, settings.views_per_image)
@@ -59,7 +59,7 @@ def _decode_rate(paths: list[Path], settings, repeats: int) -> float:  # noqa: A
     return len(paths) / best
 
 
-def _model_rate(config, batches: int, batch: int) -> float:  # noqa: ANN001
+def _model_rate(config, batches: int, batch: int) -> float:
     import torch
 
     from stages.model.registry import load_model
@@ -67,7 +67,9 @@ def _model_rate(config, batches: int, batch: int) -> float:  # noqa: ANN001
 
     install_default_weights()
     model = load_model(config.model, torch.device("cpu"))
-    x = torch.rand(batch, 3, config.model.image_size, config.model.image_size).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, config.model.image_size, config.model.image_size).contiguous(
+        memory_format=torch.channels_last
+    )
     with torch.inference_mode():
         x = model.normalize(x)
         model.trunk(x)  # warm-up
@@ -97,9 +99,15 @@ def main() -> int:
     base = load_config(args.params, model_overrides(args))
     size, scale = base.model.image_size, tuple(base.collect.view_scale)
     batch = 4 if args.smoke else 32
-    result: dict = {"model": model_record(base.model), "machine": machine_record(), "views_per_image": args.views,
-                    "images_per_size": args.images, "threads": torch.get_num_threads(),
-                    "model_images_per_s": round(_model_rate(base, 1 if args.smoke else 3, batch), 1), "sizes": {}}
+    result: dict = {
+        "model": model_record(base.model),
+        "machine": machine_record(),
+        "views_per_image": args.views,
+        "images_per_size": args.images,
+        "threads": torch.get_num_threads(),
+        "model_images_per_s": round(_model_rate(base, 1 if args.smoke else 3, batch), 1),
+        "sizes": {},
+    }
     print(f"model trunk: {result['model_images_per_s']} images/s", flush=True)
     for w, h in SIZES:
         folder = work / f"{w}x{h}"
@@ -114,9 +122,16 @@ def main() -> int:
             settings = ViewSettings(args.views, scale, size, 0, base.collect.max_pixels, side)
             key = "draft" if draft else "full"
             row[f"decode_{key}_images_per_s"] = round(_decode_rate(paths, settings, args.repeats), 1)
-            sets = [f"data.source={folder}", f"data.store={work / f'{w}_{key}.zarr'}", "collect.num_workers=1",
-                    f"collect.views_per_image={args.views}", "collect.positions_per_image=1",
-                    f"collect.batch_size={batch}", f"collect.rows_per_chunk={batch}", f"collect.jpeg_draft={draft}"]
+            sets = [
+                f"data.source={folder}",
+                f"data.store={work / f'{w}_{key}.zarr'}",
+                "collect.num_workers=1",
+                f"collect.views_per_image={args.views}",
+                "collect.positions_per_image=1",
+                f"collect.batch_size={batch}",
+                f"collect.rows_per_chunk={batch}",
+                f"collect.jpeg_draft={draft}",
+            ]
             summary = collect.run(load_config(args.params, model_overrides(args) + sets), device=torch.device("cpu"))
             busy = summary.seconds - summary.setup_seconds
             row[f"collect_{key}_inputs_per_s"] = round(summary.inputs_per_second, 1)

@@ -32,25 +32,27 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import display_path, load_store_model, machine_record, model_record, write_json  # noqa: E402
-from stages.model.registry import LoadedModel  # noqa: E402
+
 from stages.featurevis import AtlasDirection, Channel, FourierImage, layer_forward, render  # noqa: E402
 from stages.featurevis.fold_bn import fold_batchnorm  # noqa: E402
-from stages.render.stage import centre_cossim  # noqa: E402
 from stages.grid.whitening import whitening_matrix  # noqa: E402
+from stages.model.registry import LoadedModel  # noqa: E402
+from stages.render.stage import centre_cossim  # noqa: E402
 from store import derived  # noqa: E402
 from store.atlas_store import AtlasStore  # noqa: E402
 
 log = logging.getLogger("gallery")
 
 
-def real_directions(store_path: Path, count: int, seed: int = 0,
-                    level_n: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def real_directions(
+    store_path: Path, count: int, seed: int = 0, level_n: int | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """``count`` real cell-like directions ``[count, C]``, the whitening S ``[C, C]``, and where from:
     the most populated cells of grid level ``level_n`` (default: the coarsest)."""
     store = AtlasStore.open(store_path, mode="r")
     try:
         levels = derived.grid_levels(store)
-    except Exception:  # noqa: BLE001 - no grid yet: fall back to pseudo-cells
+    except Exception:
         levels = []
     if levels:
         n = levels[0] if level_n is None else level_n
@@ -75,15 +77,33 @@ def pick_channels(n_channels: int, k: int) -> list[int]:
     return fit if len(fit) == k else [int(c) for c in np.linspace(0, n_channels - 1, k).round()]
 
 
-def render_cells(model: LoadedModel, directions: np.ndarray, s: np.ndarray | None, steps: int, size: int,
-                 seed: int = 0, cosine: str = "raw") -> tuple[np.ndarray, np.ndarray, float]:
+def render_cells(
+    model: LoadedModel,
+    directions: np.ndarray,
+    s: np.ndarray | None,
+    steps: int,
+    size: int,
+    seed: int = 0,
+    cosine: str = "raw",
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Icons, raw-direction cos-sims and seconds for ``directions`` (one batch; the render defaults)."""
     v = torch.as_tensor(directions, dtype=torch.float32)
     module = fold_batchnorm(model.module, model.layer, model.normalize)  # as the render stage does
     with layer_forward(module, model.layer, normalize=model.normalize) as forward:
-        result = render(forward, AtlasDirection(model.layer, v, whitening=None if s is None else torch.as_tensor(s).float(),
-                                                cos_power=4.0, cosine=cosine),
-                        FourierImage(len(v), (size, size)), steps=steps, device=model.device, seed=seed)
+        result = render(
+            forward,
+            AtlasDirection(
+                model.layer,
+                v,
+                whitening=None if s is None else torch.as_tensor(s).float(),
+                cos_power=4.0,
+                cosine=cosine,
+            ),
+            FourierImage(len(v), (size, size)),
+            steps=steps,
+            device=model.device,
+            seed=seed,
+        )
         cos = centre_cossim(forward, model.layer, result.images, v, model.device)
     return result.images, cos, result.seconds
 
@@ -91,12 +111,19 @@ def render_cells(model: LoadedModel, directions: np.ndarray, s: np.ndarray | Non
 def render_channels(model: LoadedModel, channels: list[int], steps: int, size: int) -> np.ndarray:
     module = fold_batchnorm(model.module, model.layer, model.normalize)
     with layer_forward(module, model.layer, normalize=model.normalize) as forward:
-        return render(forward, Channel(model.layer, channels), FourierImage(len(channels), (size, size)),
-                      steps=steps, device=model.device, seed=0).images
+        return render(
+            forward,
+            Channel(model.layer, channels),
+            FourierImage(len(channels), (size, size)),
+            steps=steps,
+            device=model.device,
+            seed=0,
+        ).images
 
 
-def sheet(rows: list[tuple[str, np.ndarray]], captions: list[list[str]] | None = None, label_w: int = 120,
-          gap: int = 4) -> Image.Image:
+def sheet(
+    rows: list[tuple[str, np.ndarray]], captions: list[list[str]] | None = None, label_w: int = 120, gap: int = 4
+) -> Image.Image:
     """Rows of uint8 icons ``[k, S, S, 3]`` with a label on the left, optional caption under each."""
     size = rows[0][1].shape[1]
     cols = max(len(icons) for _, icons in rows)
@@ -127,16 +154,34 @@ def gallery(args: argparse.Namespace, model: LoadedModel) -> dict:
     ch_icons = render_channels(model, channels, args.steps, args.size)
     cell_icons, cos, seconds = render_cells(model, directions, s, args.steps, args.size)
     half = (len(cell_icons) + 1) // 2
-    rows = [("channels", ch_icons), (f"cells 1-{half}", cell_icons[:half]),
-            (f"cells {half + 1}-{len(cell_icons)}", cell_icons[half:])]
+    rows = [
+        ("channels", ch_icons),
+        (f"cells 1-{half}", cell_icons[:half]),
+        (f"cells {half + 1}-{len(cell_icons)}", cell_icons[half:]),
+    ]
     caps = [[f"ch {c}" for c in channels], [f"cos {c:.2f}" for c in cos[:half]], [f"cos {c:.2f}" for c in cos[half:]]]
     out = args.png or REPO / "docs" / "gallery.png"
     save_small(sheet([r for r in rows if len(r[1])], [c for c, r in zip(caps, rows) if len(r[1])]), out)
-    log.info("wrote %s (%d KB): %s, %d steps, %d px; mean cos %.3f", out, out.stat().st_size // 1024, where,
-             args.steps, args.size, float(cos.mean()))
-    return {"directions": where, "png": str(out), "channels": channels, "cells": len(cell_icons),
-            "cells_seconds": round(seconds, 2), "cells_icons_per_s": round(len(cell_icons) / seconds, 3),
-            "mean_cossim": round(float(cos.mean()), 4), "steps": args.steps, "size": args.size}
+    log.info(
+        "wrote %s (%d KB): %s, %d steps, %d px; mean cos %.3f",
+        out,
+        out.stat().st_size // 1024,
+        where,
+        args.steps,
+        args.size,
+        float(cos.mean()),
+    )
+    return {
+        "directions": where,
+        "png": str(out),
+        "channels": channels,
+        "cells": len(cell_icons),
+        "cells_seconds": round(seconds, 2),
+        "cells_icons_per_s": round(len(cell_icons) / seconds, 3),
+        "mean_cossim": round(float(cos.mean()), 4),
+        "steps": args.steps,
+        "size": args.size,
+    }
 
 
 def steps_figure(args: argparse.Namespace, model: LoadedModel) -> dict:
@@ -147,8 +192,15 @@ def steps_figure(args: argparse.Namespace, model: LoadedModel) -> dict:
         icons, cos, seconds = render_cells(model, directions, s, steps, args.size)
         rows.append((f"{steps} steps\n{len(icons) / seconds:.2f} icons/s", icons))
         caps.append([f"cos {c:.2f}" for c in cos])
-        table.append({"steps": steps, "icons": len(icons), "seconds": round(seconds, 2),
-                      "icons_per_s": round(len(icons) / seconds, 3), "mean_cossim": round(float(cos.mean()), 4)})
+        table.append(
+            {
+                "steps": steps,
+                "icons": len(icons),
+                "seconds": round(seconds, 2),
+                "icons_per_s": round(len(icons) / seconds, 3),
+                "mean_cossim": round(float(cos.mean()), 4),
+            }
+        )
         log.info("%s", table[-1])
     out = args.png or REPO / "docs" / "render_steps.png"
     save_small(sheet(rows, caps), out)
@@ -161,23 +213,41 @@ SMOKE = {"steps": 2, "size": 32, "cells": 4, "channels": 2, "cells_steps": 2, "s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, default=REPO / "data" / "store.zarr",
-                        help="store with a grid (or at least activations); its model and layer are used")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=REPO / "data" / "store.zarr",
+        help="store with a grid (or at least activations); its model and layer are used",
+    )
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--size", type=int, default=80)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--level", type=int, default=None, help="grid level the cells come from (default: the coarsest)")
+    parser.add_argument(
+        "--level", type=int, default=None, help="grid level the cells come from (default: the coarsest)"
+    )
     parser.add_argument("--cells", type=int, default=16, help="cells in the gallery")
     parser.add_argument("--channels", type=int, default=8, help="channels in the gallery")
     parser.add_argument("--cells-steps", type=int, default=8, help="cells in the steps figure")
-    parser.add_argument("--steps-list", type=lambda v: [int(x) for x in v.split(",")], default=[64, 128, 256, 512],
-                        help="step counts of the steps figure")
+    parser.add_argument(
+        "--steps-list",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[64, 128, 256, 512],
+        help="step counts of the steps figure",
+    )
     parser.add_argument("--steps-figure", action="store_true")
     parser.add_argument("--smoke", action="store_true", help=f"tiny run of the same path: {SMOKE}")
-    parser.add_argument("--png", type=Path, default=None,
-                        help="figure (default docs/gallery.png, or docs/render_steps.png with --steps-figure)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON (default bench/results/gallery.json, or render_steps.json with --steps-figure)")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        help="figure (default docs/gallery.png, or docs/render_steps.png with --steps-figure)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON (default bench/results/gallery.json, or render_steps.json with --steps-figure)",
+    )
     args = parser.parse_args()
     if args.smoke:
         vars(args).update(SMOKE)
@@ -188,8 +258,17 @@ def main() -> None:
     t = time.perf_counter()
     result = (steps_figure if args.steps_figure else gallery)(args, model)
     out = args.out or REPO / "bench" / "results" / ("render_steps.json" if args.steps_figure else "gallery.json")
-    write_json(out, {"store": display_path(args.store), "model": model_record(model), "smoke": args.smoke,
-                     "threads": torch.get_num_threads(), **machine_record(), **result})
+    write_json(
+        out,
+        {
+            "store": display_path(args.store),
+            "model": model_record(model),
+            "smoke": args.smoke,
+            "threads": torch.get_num_threads(),
+            **machine_record(),
+            **result,
+        },
+    )
     log.info("wrote %s; done in %.0f s", out, time.perf_counter() - t)
 
 

@@ -112,11 +112,29 @@ def main() -> int:
         shutil.rmtree(root)
     work.mkdir(parents=True, exist_ok=True)
     made_s = make_tree(root, args.entries, args.classes)
-    result = {"entries": args.entries, "classes": args.classes, "make_tree_s": round(made_s, 1),
-              "max_images": args.max_images, "per_class": args.per_class}
+    result = {
+        "entries": args.entries,
+        "classes": args.classes,
+        "make_tree_s": round(made_s, 1),
+        "max_images": args.max_images,
+        "per_class": args.per_class,
+    }
     for kind, source in (("tree", root), ("list_file", root.with_suffix(".txt"))):
-        run = subprocess.run([sys.executable, __file__, "--measure", str(source), "--max-images", str(args.max_images),
-                              "--per-class", str(args.per_class)], capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--measure",
+                str(source),
+                "--max-images",
+                str(args.max_images),
+                "--per-class",
+                str(args.per_class),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result[kind] = json.loads(run.stdout.strip().splitlines()[-1])
         print(kind, result[kind], flush=True)
     if not args.keep:

@@ -71,8 +71,15 @@ class Synthetic:
     (5 shared by its group).
     """
 
-    def __init__(self, seed: int = 0, channels: int = CHANNELS, n_groups: int = 20, n_sub: int = 10,
-                 latent: int = 10, rank: int = 6):
+    def __init__(
+        self,
+        seed: int = 0,
+        channels: int = CHANNELS,
+        n_groups: int = 20,
+        n_sub: int = 10,
+        latent: int = 10,
+        rank: int = 6,
+    ):
         g = np.random.default_rng(seed)
         k = n_groups * n_sub
         groups = g.normal(0, 1.0, (n_groups, latent))
@@ -83,8 +90,9 @@ class Synthetic:
         self.weights = g.dirichlet(np.ones(k) * 2.0)
         self.labels_of_cluster = np.arange(k) // n_sub
         shared = np.stack([g.choice(N_CLASSES, 5, replace=False) for _ in range(n_groups)])
-        self.classes = np.stack([np.concatenate([shared[c // n_sub], g.choice(N_CLASSES, TOP_K - 5, replace=False)])
-                                 for c in range(k)]).astype(np.int16)
+        self.classes = np.stack(
+            [np.concatenate([shared[c // n_sub], g.choice(N_CLASSES, TOP_K - 5, replace=False)]) for c in range(k)]
+        ).astype(np.int16)
         self.class_scale = np.sort(g.exponential(1.0, (k, TOP_K)), axis=1)[:, ::-1].astype(np.float32)
         self.seed = seed
 
@@ -99,8 +107,12 @@ class Synthetic:
             x[rows] += z[rows] @ self.local[c]
         np.maximum(x, 0, out=x)
         val = self.class_scale[cluster] * (1 + 0.2 * rb.normal(size=(n, TOP_K)).astype(np.float32))
-        return {"activations": x.astype(np.float16), "attr_idx": self.classes[cluster],
-                "attr_val": val.astype(np.float16), "label": self.labels_of_cluster[cluster].astype(np.int32)}
+        return {
+            "activations": x.astype(np.float16),
+            "attr_idx": self.classes[cluster],
+            "attr_val": val.astype(np.float16),
+            "label": self.labels_of_cluster[cluster].astype(np.int32),
+        }
 
 
 class Replicated:
@@ -146,8 +158,12 @@ class Replicated:
         t = np.where(rows < len(self.acts), 0.0, rb.uniform(0, 0.5, n)).astype(np.float32)[:, None]
         x = (1 - t) * self.acts[a].astype(np.float32) + t * self.acts[b].astype(np.float32)
         x *= np.where(t > 0, 1 + self.noise * rb.normal(size=x.shape), 1.0).astype(np.float32)
-        return {"activations": np.maximum(x, 0).astype(self.acts.dtype), "attr_idx": self.idx[a],
-                "attr_val": self.val[a], "label": self.labels[a].astype(np.int32)}
+        return {
+            "activations": np.maximum(x, 0).astype(self.acts.dtype),
+            "attr_idx": self.idx[a],
+            "attr_val": self.val[a],
+            "label": self.labels[a].astype(np.int32),
+        }
 
 
 def make_store(path: Path, n: int, source: str | None, rows_per_chunk: int = 4096) -> dict[str, Any]:
@@ -161,29 +177,49 @@ def make_store(path: Path, n: int, source: str | None, rows_per_chunk: int = 409
     k = data.block(0, 1)["attr_idx"].shape[1]
     # the real store's model record (name, weights hash, layer): these rows are that layer's activations
     model = data.model if source else {"name": "synthetic", "layer": "synthetic"}
-    spec = StoreSpec(model=model, dataset={"fingerprint": f"bench-{source or 'synthetic'}-{n}"},
-                     sampling={}, channels=channels, n_images=n, views_per_image=1, positions_per_image=1,
-                     rows_per_chunk=rows_per_chunk, dtype="float16", top_k=k, top_predictions=1)
+    spec = StoreSpec(
+        model=model,
+        dataset={"fingerprint": f"bench-{source or 'synthetic'}-{n}"},
+        sampling={},
+        channels=channels,
+        n_images=n,
+        views_per_image=1,
+        positions_per_image=1,
+        rows_per_chunk=rows_per_chunk,
+        dtype="float16",
+        top_k=k,
+        top_predictions=1,
+    )
     if path.exists():
         import shutil
 
         shutil.rmtree(path)
-    store = AtlasStore.create_or_open(path, spec, {"class_names": names, "label_names": getattr(data, "label_names", []),
-                                                       "skip_reasons": []})
+    store = AtlasStore.create_or_open(
+        path, spec, {"class_names": names, "label_names": getattr(data, "label_names", []), "skip_reasons": []}
+    )
     labels = np.empty(n, np.int32)
     for block in range(store.n_blocks):
         rows = store.block_row_range(block)
         b = data.block(rows.start, len(rows))
-        labels[rows.start:rows.stop] = b["label"]
-        store.write_block(block, BlockData(
-            status=np.full(len(rows), schema.STATUS_STORED, np.uint8), activations=b["activations"],
-            rows={"attr_idx": b["attr_idx"], "attr_val": b["attr_val"], "yx": np.zeros((len(rows), 2), np.int16)}))
+        labels[rows.start : rows.stop] = b["label"]
+        store.write_block(
+            block,
+            BlockData(
+                status=np.full(len(rows), schema.STATUS_STORED, np.uint8),
+                activations=b["activations"],
+                rows={"attr_idx": b["attr_idx"], "attr_val": b["attr_val"], "yx": np.zeros((len(rows), 2), np.int16)},
+            ),
+        )
     store.write_images([f"bench/{i}" for i in range(n)], labels, np.full(n, -1, np.int32))
-    return {"source": f"{len(data.acts):,} real rows of {source}, extended x{n / len(data.acts):.1f} by "
-                      "interpolating toward a random one of each row's 10 nearest real rows (t ~ U(0, 0.5), "
-                      "2% multiplicative noise)" if source
-            else "synthetic: ReLU of a 10-d latent mixture (20 groups x 10 sub-clusters) lifted to 512-d + rank-6 local spread + noise",
-            "channels": channels, "model": {k: model[k] for k in ("name", "weights", "layer") if k in model}}
+    return {
+        "source": f"{len(data.acts):,} real rows of {source}, extended x{n / len(data.acts):.1f} by "
+        "interpolating toward a random one of each row's 10 nearest real rows (t ~ U(0, 0.5), "
+        "2% multiplicative noise)"
+        if source
+        else "synthetic: ReLU of a 10-d latent mixture (20 groups x 10 sub-clusters) lifted to 512-d + rank-6 local spread + noise",
+        "channels": channels,
+        "model": {k: model[k] for k in ("name", "weights", "layer") if k in model},
+    }
 
 
 # --------------------------------------------------------------------------------- children
@@ -213,13 +249,18 @@ def child_stage(args: dict[str, Any]) -> dict[str, Any]:
     store = AtlasStore.open(args["store"])
     r = reduce.run(config, store)
     t_reduce = time.perf_counter() - t0
-    out: dict[str, Any] = {"reduce_s": t_reduce, "reduce_parts_s": {k: round(v, 1) for k, v in r.seconds.items()},
-                           "n_fit": r.n_fit, "n_placed": r.n_placed}
+    out: dict[str, Any] = {
+        "reduce_s": t_reduce,
+        "reduce_parts_s": {k: round(v, 1) for k, v in r.seconds.items()},
+        "n_fit": r.n_fit,
+        "n_placed": r.n_placed,
+    }
     if args.get("grid"):
         t = time.perf_counter()
         g = grid.run(config, store)
-        out.update(grid_s=time.perf_counter() - t, grid_parts_s={k: round(v, 1) for k, v in g.seconds.items()},
-                   cells=g.cells)
+        out.update(
+            grid_s=time.perf_counter() - t, grid_parts_s={k: round(v, 1) for k, v in g.seconds.items()}, cells=g.cells
+        )
     out["stage_s"] = time.perf_counter() - t0
     out["peak_rss_gb"] = _peak_rss_gb()
     layout = derived.read_layout(store)
@@ -273,13 +314,20 @@ CHILDREN = {"stage": child_stage, "baseline": child_baseline, "plot": child_plot
 def run_child(name: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its wall time includes imports and numba JIT."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", name, json.dumps(args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         log.error("%s failed:\n%s", name, proc.stderr[-4000:])
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
-                "process_s": wall}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
+            "process_s": wall,
+        }
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_s"] = wall
     return result
@@ -293,13 +341,20 @@ def _table(rows: list[dict[str, Any]]) -> str:
         if "error" in r:
             lines.append(f"{r['name']:44s} {r['rows']:>9,d}  FAILED: {r['error']}")
             continue
-        lines.append(f"{r['name']:44s} {r['rows']:>9,d} {r['n_fit']:>8,d} {r['process_s']:>10.1f} "
-                     f"{r['stage_s']:>8.1f} {r['peak_rss_gb']:>8.2f} {r['trustworthiness']:>9.4f}")
+        lines.append(
+            f"{r['name']:44s} {r['rows']:>9,d} {r['n_fit']:>8,d} {r['process_s']:>10.1f} "
+            f"{r['stage_s']:>8.1f} {r['peak_rss_gb']:>8.2f} {r['trustworthiness']:>9.4f}"
+        )
     return "\n".join(lines)
 
 
-SMOKE = {"rows": 1000, "compare_rows": 1000, "method": "pca", "trust_rows": 300,
-         "overrides": ["grid.levels=[4,8]", "reduce.n_neighbors=10"]}
+SMOKE = {
+    "rows": 1000,
+    "compare_rows": 1000,
+    "method": "pca",
+    "trust_rows": 300,
+    "overrides": ["grid.levels=[4,8]", "reduce.n_neighbors=10"],
+}
 
 
 def _parse_args() -> argparse.Namespace:
@@ -312,10 +367,20 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "reduce.json"))
     parser.add_argument("--skip-compare", action="store_true", help="only the 1M run")
     parser.add_argument("--params", default=str(REPO / "params.yaml"), help="parameters file of the stages")
-    parser.add_argument("--method", default=None, choices=["umap", "pca"],
-                        help="reduce.method of every run (default: the parameters file's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="extra parameter override for every stage run (repeatable)")
+    parser.add_argument(
+        "--method",
+        default=None,
+        choices=["umap", "pca"],
+        help="reduce.method of every run (default: the parameters file's)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="extra parameter override for every stage run (repeatable)",
+    )
     parser.add_argument("--trust-rows", type=int, default=TRUST_ROWS, help="trustworthiness subsample")
     parser.add_argument("--plot-level", type=int, default=None, help="level of the layout plot (default: the 2nd)")
     parser.add_argument("--smoke", action="store_true", help=f"tiny run of every process: {SMOKE}")
@@ -329,8 +394,9 @@ def _parse_args() -> argparse.Namespace:
     return args
 
 
-def _build_stores(sizes: list[int], source: str | None, work: Path, results: dict[str, Any],
-                  trust_rows: int) -> dict[int, Path]:
+def _build_stores(
+    sizes: list[int], source: str | None, work: Path, results: dict[str, Any], trust_rows: int
+) -> dict[int, Path]:
     """One store per size (in a child process) and a seeded trustworthiness subsample for each."""
     stores: dict[int, Path] = {}
     for n in dict.fromkeys(sizes):
@@ -351,40 +417,64 @@ def main() -> None:
         print(json.dumps(CHILDREN[args.child](json.loads(args.child_args)), default=float))
         return
     default_store = REPO / "data" / "store.zarr"
-    source = None if args.synthetic else (args.store or (str(default_store) if (default_store / "zarr.json").exists() else None))
+    source = (
+        None
+        if args.synthetic
+        else (args.store or (str(default_store) if (default_store / "zarr.json").exists() else None))
+    )
     work, out = Path(args.workdir), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     config = load_config(args.params, args.overrides)
     results: dict[str, Any] = {
         "smoke": args.smoke,
         "machine": {**machine_record(), "load_avg_start": os.getloadavg()},
-        "trustworthiness": {"rows": args.trust_rows, "n_neighbors": TRUST_NEIGHBORS, "metric": "cosine",
-                            "space": "raw activations vs the 2-D embedding before normalisation"},
-        "config": config.reduce.model_dump(mode="json"), "grid_levels": config.grid.levels,
+        "trustworthiness": {
+            "rows": args.trust_rows,
+            "n_neighbors": TRUST_NEIGHBORS,
+            "metric": "cosine",
+            "space": "raw activations vs the 2-D embedding before normalisation",
+        },
+        "config": config.reduce.model_dump(mode="json"),
+        "grid_levels": config.grid.levels,
         "runs": [],
     }
-    stores = _build_stores([args.rows] + ([] if args.skip_compare else [args.compare_rows]), source, work, results,
-                           args.trust_rows)
+    stores = _build_stores(
+        [args.rows] + ([] if args.skip_compare else [args.compare_rows]), source, work, results, args.trust_rows
+    )
     base = {"params": args.params}
 
     def measure(name: str, kind: str, n: int, overrides: list[str], **extra: Any) -> None:
         log.info("running %s", name)
-        r = run_child(kind, {"store": str(stores[n]), "eval_rows": str(work / f"eval_{n}.npy"), **base,
-                             "overrides": args.overrides + overrides, **extra}, timeout=2400)
+        r = run_child(
+            kind,
+            {
+                "store": str(stores[n]),
+                "eval_rows": str(work / f"eval_{n}.npy"),
+                **base,
+                "overrides": args.overrides + overrides,
+                **extra,
+            },
+            timeout=2400,
+        )
         results["runs"].append({"name": name, "rows": n, **r})
         log.info("%s: %s", name, {k: v for k, v in r.items() if not isinstance(v, dict)})
         _write(results, out)
 
     measure(f"reduce+grid, defaults ({args.rows:,})", "stage", args.rows, [], grid=True)
     plot_level = args.plot_level or config.grid.levels[min(1, len(config.grid.levels) - 1)]
-    results["plot"] = run_child("plot", {"store": str(stores[args.rows]), "level": plot_level,
-                                         "out": str(out.with_name(out.stem + "_layout.png"))}, timeout=600)
+    results["plot"] = run_child(
+        "plot",
+        {"store": str(stores[args.rows]), "level": plot_level, "out": str(out.with_name(out.stem + "_layout.png"))},
+        timeout=600,
+    )
     if not args.skip_compare:
         m = args.compare_rows
         library = {"umap": "umap-learn defaults", "pca": "sklearn PCA"}.get(config.reduce.method, config.reduce.method)
         measure(f"{library}, all rows", "baseline", m, [])
         measure("reduce, defaults", "stage", m, [])
-        measure(f"reduce, fit on {m // 5:,} + place (1:4 as at 1M)", "stage", m, [f"reduce.fit_samples={max(100, m // 5)}"])
+        measure(
+            f"reduce, fit on {m // 5:,} + place (1:4 as at 1M)", "stage", m, [f"reduce.fit_samples={max(100, m // 5)}"]
+        )
         measure("reduce, deterministic: false", "stage", m, ["reduce.deterministic=false"])
     results["machine"]["load_avg_end"] = os.getloadavg()
     _write(results, out)

@@ -51,9 +51,10 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import display_path, load_store_model, machine_record, model_record, write_json  # noqa: E402
 from gallery import real_directions  # noqa: E402
-from stages.model.registry import LoadedModel, build_classifier  # noqa: E402
+
 from stages.featurevis import AtlasDirection, FourierImage, Objective, layer_forward, render  # noqa: E402
 from stages.featurevis.fold_bn import fold_batchnorm  # noqa: E402
+from stages.model.registry import LoadedModel, build_classifier  # noqa: E402
 from stages.render.stage import centre_cossim  # noqa: E402
 
 log = logging.getLogger("bench.render")
@@ -63,17 +64,23 @@ log = logging.getLogger("bench.render")
 class Row:
     name: str
     icons: int
-    seconds: float       # wall
-    cpu_seconds: float   # this process's CPU time over the same span: what other jobs on the machine do not inflate
+    seconds: float  # wall
+    cpu_seconds: float  # this process's CPU time over the same span: what other jobs on the machine do not inflate
     cossim: np.ndarray
     runs_seconds: tuple[float, ...] = ()  # wall time of every repeat (``--repeat``); seconds is their minimum
 
     def as_dict(self) -> dict[str, float | str | int]:
-        return {"name": self.name, "icons": self.icons, "seconds": round(self.seconds, 2),
-                "icons_per_s": round(self.icons / self.seconds, 4), "cpu_seconds": round(self.cpu_seconds, 2),
-                "icons_per_cpu_s": round(self.icons / self.cpu_seconds, 4),
-                "mean_cossim": round(float(self.cossim.mean()), 4), "median_cossim": round(float(np.median(self.cossim)), 4),
-                "runs_seconds": [round(t, 2) for t in self.runs_seconds or (self.seconds,)]}
+        return {
+            "name": self.name,
+            "icons": self.icons,
+            "seconds": round(self.seconds, 2),
+            "icons_per_s": round(self.icons / self.seconds, 4),
+            "cpu_seconds": round(self.cpu_seconds, 2),
+            "icons_per_cpu_s": round(self.icons / self.cpu_seconds, 4),
+            "mean_cossim": round(float(self.cossim.mean()), 4),
+            "median_cossim": round(float(np.median(self.cossim)), 4),
+            "runs_seconds": [round(t, 2) for t in self.runs_seconds or (self.seconds,)],
+        }
 
 
 def best_of(repeat: int, measure: Callable[[], Row | None]) -> Row | None:
@@ -82,9 +89,12 @@ def best_of(repeat: int, measure: Callable[[], Row | None]) -> Row | None:
     runs = [measure() for _ in range(repeat)]
     if runs[0] is None:
         return None
-    return dataclasses.replace(runs[0], seconds=min(r.seconds for r in runs),
-                               cpu_seconds=min(r.cpu_seconds for r in runs),
-                               runs_seconds=tuple(r.seconds for r in runs))
+    return dataclasses.replace(
+        runs[0],
+        seconds=min(r.seconds for r in runs),
+        cpu_seconds=min(r.cpu_seconds for r in runs),
+        runs_seconds=tuple(r.seconds for r in runs),
+    )
 
 
 class CentreCosine(Objective):
@@ -103,7 +113,9 @@ def engine_row(name: str, model: LoadedModel, objective: Objective, v: Tensor, s
     t, c = time.perf_counter(), time.process_time()
     module = fold_batchnorm(model.module, model.layer, model.normalize)
     with layer_forward(module, model.layer, normalize=model.normalize) as forward:
-        result = render(forward, objective, FourierImage(len(v), (size, size)), steps=steps, device=model.device, seed=0)
+        result = render(
+            forward, objective, FourierImage(len(v), (size, size)), steps=steps, device=model.device, seed=0
+        )
         seconds, cpu = time.perf_counter() - t, time.process_time() - c
         return Row(name, len(v), seconds, cpu, centre_cossim(forward, model.layer, result.images, v, model.device))
 
@@ -113,8 +125,11 @@ def lucent_row(model: LoadedModel, v: Tensor, steps: int, size: int) -> Row | No
         from lucent.optvis import objectives, param
         from lucent.optvis import render as lucent_render
     except ImportError as exc:
-        log.warning("lucent row skipped: torch-lucent is not installed (%s); "
-                    "pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1", exc)
+        log.warning(
+            "lucent row skipped: torch-lucent is not installed (%s); "
+            "pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1",
+            exc,
+        )
         return None
     # lucent's hooks are never removed: give it its own copy of the (plain, contiguous) model.
     net = copy.deepcopy(build_classifier(model.name, model.weights)[0]).eval()
@@ -124,14 +139,25 @@ def lucent_row(model: LoadedModel, v: Tensor, steps: int, size: int) -> Row | No
     for k in range(len(v)):
         torch.manual_seed(k)
         out = lucent_render.render_vis(
-            net, objectives.direction_neuron(layer, v[k]), param_f=lambda: param.image(size),
-            thresholds=(steps,), show_image=False, progress=False, fixed_image_size=size)
+            net,
+            objectives.direction_neuron(layer, v[k]),
+            param_f=lambda: param.image(size),
+            thresholds=(steps,),
+            show_image=False,
+            progress=False,
+            fixed_image_size=size,
+        )
         images.append(out[-1][0])
     seconds, cpu = time.perf_counter() - t, time.process_time() - c
     pixels = (np.clip(np.stack(images), 0, 1) * 255).round().astype(np.uint8)
     with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
-        return Row("lucent (direction_neuron, 1 at a time)", len(v), seconds, cpu,
-                   centre_cossim(forward, model.layer, pixels, v, model.device))
+        return Row(
+            "lucent (direction_neuron, 1 at a time)",
+            len(v),
+            seconds,
+            cpu,
+            centre_cossim(forward, model.layer, pixels, v, model.device),
+        )
 
 
 SMOKE = {"icons": 2, "steps": 2, "size": 32}
@@ -139,10 +165,18 @@ SMOKE = {"icons": 2, "steps": 2, "size": 32}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, default=REPO / "data" / "store.zarr",
-                        help="store with a grid (or at least activations); its model and layer are used")
-    parser.add_argument("--level", type=int, default=None,
-                        help="grid level whose most populated cells are rendered (default: the coarsest)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=REPO / "data" / "store.zarr",
+        help="store with a grid (or at least activations); its model and layer are used",
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="grid level whose most populated cells are rendered (default: the coarsest)",
+    )
     parser.add_argument("--icons", type=int, default=32)
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--size", type=int, default=80)
@@ -163,33 +197,58 @@ def main() -> None:
     w = torch.as_tensor(s).float()
     measures = [
         *([] if args.no_lucent else [lambda: lucent_row(model, v, args.steps, args.size)]),
-        lambda: engine_row("engine, cos-sim objective (batched)", model, CentreCosine(model.layer, v), v, args.steps,
-                           args.size),
-        *(lambda cosine=cosine: engine_row(
-            f"engine, atlas objective ({cosine} cosine)", model,
-            AtlasDirection(model.layer, v, whitening=w, cos_power=4.0, cosine=cosine), v, args.steps, args.size)
-          for cosine in ("raw", "lucid")),
+        lambda: engine_row(
+            "engine, cos-sim objective (batched)", model, CentreCosine(model.layer, v), v, args.steps, args.size
+        ),
+        *(
+            lambda cosine=cosine: engine_row(
+                f"engine, atlas objective ({cosine} cosine)",
+                model,
+                AtlasDirection(model.layer, v, whitening=w, cos_power=4.0, cosine=cosine),
+                v,
+                args.steps,
+                args.size,
+            )
+            for cosine in ("raw", "lucid")
+        ),
     ]
     rows = [r for r in (best_of(args.repeat, m) for m in measures) if r is not None]
     base = rows[0] if rows[0].name.startswith("lucent") else None
-    print(f"\n{model.name} {model.layer}: {len(v)} icons, {args.size} px, {args.steps} steps, {args.threads} thread(s), "
-          f"directions: {where}")
+    print(
+        f"\n{model.name} {model.layer}: {len(v)} icons, {args.size} px, {args.steps} steps, {args.threads} thread(s), "
+        f"directions: {where}"
+    )
     print(f"{'':46s} {'icons/s':>8s} {'x lucent':>9s} {'/CPU s':>8s} {'x lucent':>9s} {'mean cos':>9s} {'median':>7s}")
     for r in rows:
         ratio = f"{(r.icons / r.seconds) / (base.icons / base.seconds):8.1f}x" if base else "      n/a"
         cpu_ratio = f"{base.cpu_seconds / r.cpu_seconds:8.1f}x" if base else "      n/a"
-        print(f"{r.name:46s} {r.icons / r.seconds:8.3f} {ratio} {r.icons / r.cpu_seconds:8.3f} {cpu_ratio} "
-              f"{r.cossim.mean():9.3f} {np.median(r.cossim):7.3f}")
-    out = write_json(args.out, {
-        "store": display_path(args.store), "model": model_record(model), "smoke": args.smoke,
-        "icons": len(v), "size": args.size, "steps": args.steps, "threads": args.threads, "repeat": args.repeat,
-        "directions": where,
-        **machine_record(),
-        "rows": [r.as_dict() for r in rows],
-        "lucent": "measured" if base else "skipped (--no-lucent or torch-lucent not installed)",
-        "speedup_vs_lucent": {r.name: round((r.icons / r.seconds) / (base.icons / base.seconds), 2) for r in rows}
-        if base else None,
-        "cpu_speedup_vs_lucent": {r.name: round(base.cpu_seconds / r.cpu_seconds, 2) for r in rows} if base else None})
+        print(
+            f"{r.name:46s} {r.icons / r.seconds:8.3f} {ratio} {r.icons / r.cpu_seconds:8.3f} {cpu_ratio} "
+            f"{r.cossim.mean():9.3f} {np.median(r.cossim):7.3f}"
+        )
+    out = write_json(
+        args.out,
+        {
+            "store": display_path(args.store),
+            "model": model_record(model),
+            "smoke": args.smoke,
+            "icons": len(v),
+            "size": args.size,
+            "steps": args.steps,
+            "threads": args.threads,
+            "repeat": args.repeat,
+            "directions": where,
+            **machine_record(),
+            "rows": [r.as_dict() for r in rows],
+            "lucent": "measured" if base else "skipped (--no-lucent or torch-lucent not installed)",
+            "speedup_vs_lucent": {r.name: round((r.icons / r.seconds) / (base.icons / base.seconds), 2) for r in rows}
+            if base
+            else None,
+            "cpu_speedup_vs_lucent": {r.name: round(base.cpu_seconds / r.cpu_seconds, 2) for r in rows}
+            if base
+            else None,
+        },
+    )
     print(f"wrote {out}")
 
 

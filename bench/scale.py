@@ -75,8 +75,9 @@ def wait(started: tuple[str, subprocess.Popen, float]) -> Proc:
     name, proc, t0 = started
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Proc(name, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20,
-                proc.returncode)
+    return Proc(
+        name, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20, proc.returncode
+    )
 
 
 def run(name: str, args: list[str], log_dir: Path) -> Proc:
@@ -126,12 +127,31 @@ def bench_collect(args: argparse.Namespace) -> None:
 
     model = {k: v for k, v in (("name", args.model), ("weights", args.weights), ("layer", args.layer)) if v}
     model = {**load_config(args.params).model.model_dump(), **model}
-    common = ["collect", "-q", "--params", str(args.params), "--source", str(args.source), "--store", str(store),
-              "--views-per-image", str(views), "--positions-per-image", "1", "--batch-size", str(args.batch_size),
-              "--rows-per-chunk", str(args.rows_per_chunk), *_model_sets(model), *_extra_sets(args)]
+    common = [
+        "collect",
+        "-q",
+        "--params",
+        str(args.params),
+        "--source",
+        str(args.source),
+        "--store",
+        str(store),
+        "--views-per-image",
+        str(views),
+        "--positions-per-image",
+        "1",
+        "--batch-size",
+        str(args.batch_size),
+        "--rows-per-chunk",
+        str(args.rows_per_chunk),
+        *_model_sets(model),
+        *_extra_sets(args),
+    ]
     t0 = time.perf_counter()
-    running = [start(f"collect shard {i}/{args.shards}", [*common, "--shard", f"{i}/{args.shards}"], logs)
-               for i in range(args.shards)]
+    running = [
+        start(f"collect shard {i}/{args.shards}", [*common, "--shard", f"{i}/{args.shards}"], logs)
+        for i in range(args.shards)
+    ]
     name, victim, _ = running[0]
     done_before = _wait_for_kill(store, victim, args.kill_after, args.kill_after_blocks)
     killed = victim.poll() is None
@@ -147,11 +167,19 @@ def bench_collect(args: argparse.Namespace) -> None:
     inputs = s.n_inputs
     extra = {
         "model": model_record(s.attrs.get("model") or {}),
-        "photos": photos, "views_per_image": views, "inputs": inputs, "shards": args.shards,
-        "kill_after_s": args.kill_after, "kill_after_blocks": args.kill_after_blocks, "killed": killed,
-        "blocks_done_at_kill": done_before, "blocks": s.n_blocks,
-        "complete": bool(s.done_blocks().all()), "store_counts": counts,
-        "wall_s": round(wall, 1), "inputs_per_s_wall": round(inputs / wall, 2),
+        "photos": photos,
+        "views_per_image": views,
+        "inputs": inputs,
+        "shards": args.shards,
+        "kill_after_s": args.kill_after,
+        "kill_after_blocks": args.kill_after_blocks,
+        "killed": killed,
+        "blocks_done_at_kill": done_before,
+        "blocks": s.n_blocks,
+        "complete": bool(s.done_blocks().all()),
+        "store_counts": counts,
+        "wall_s": round(wall, 1),
+        "inputs_per_s_wall": round(inputs / wall, 2),
         "cpu_s_per_input": round(sum(p.cpu_s for p in procs) / inputs, 4),
         "inputs_per_cpu_s": round(inputs / sum(p.cpu_s for p in procs), 2),
     }
@@ -165,7 +193,7 @@ def _done_blocks(store: Path) -> int:
 
     try:
         return int(AtlasStore.open(store, mode="r").done_blocks().sum())
-    except Exception:  # noqa: BLE001 - not created yet (or mid-creation): nothing done
+    except Exception:
         return 0
 
 
@@ -199,8 +227,10 @@ def bench_stages(args: argparse.Namespace) -> None:
     procs = []
     if not (store / "zarr.json").exists() or args.rebuild:
         t0 = time.perf_counter()
-        code = ("import sys, json; sys.path[:0] = ['bench', '.']; from pathlib import Path; from reduce import make_store; "
-                f"print(json.dumps(make_store(Path({str(store)!r}), {args.rows}, {str(args.real)!r})))")
+        code = (
+            "import sys, json; sys.path[:0] = ['bench', '.']; from pathlib import Path; from reduce import make_store; "
+            f"print(json.dumps(make_store(Path({str(store)!r}), {args.rows}, {str(args.real)!r})))"
+        )
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(out.stderr[-2000:])
@@ -215,33 +245,85 @@ def bench_stages(args: argparse.Namespace) -> None:
 
     config = load_config(REPO / "params.yaml", args.overrides)
     level = args.render_level
-    procs.append(run(f"reduce ({config.reduce.method}, fit {config.reduce.fit_samples:,} + place)",
-                     ["reduce", *common], logs))
+    procs.append(
+        run(f"reduce ({config.reduce.method}, fit {config.reduce.fit_samples:,} + place)", ["reduce", *common], logs)
+    )
     procs.append(run(f"grid (levels {', '.join(map(str, config.grid.levels))})", ["grid", *common], logs))
-    procs.append(run(f"render level {level} shard {args.render_shard}",
-                     ["render", *common, "--set", f"render.levels=[{level}]", "--shard", args.render_shard], logs))
+    procs.append(
+        run(
+            f"render level {level} shard {args.render_shard}",
+            ["render", *common, "--set", f"render.levels=[{level}]", "--shard", args.render_shard],
+            logs,
+        )
+    )
     if args.tiles:
-        tiles_out = args.tiles_out or (Path(args.out).with_name(Path(args.out).stem + "_tiles.json") if args.out
-                                       else REPO / "bench" / "results" / "scale_tiles.json")
-        procs.append(run(f"tiles (level {level}, examples)", ["tiles", *common, "--atlas", str(args.work / "atlas_m1"),
-                                                              "--set", f"tiles.levels=[{level}]"], logs))
-        procs.append(run("tiles bench, all levels (bench/tiles.py)",
-                         ["bench/tiles.py", "--store", str(store), "--fill-missing", "--out", str(tiles_out),
-                          *(["--smoke"] if args.smoke else [])], logs))
+        tiles_out = args.tiles_out or (
+            Path(args.out).with_name(Path(args.out).stem + "_tiles.json")
+            if args.out
+            else REPO / "bench" / "results" / "scale_tiles.json"
+        )
+        procs.append(
+            run(
+                f"tiles (level {level}, examples)",
+                ["tiles", *common, "--atlas", str(args.work / "atlas_m1"), "--set", f"tiles.levels=[{level}]"],
+                logs,
+            )
+        )
+        procs.append(
+            run(
+                "tiles bench, all levels (bench/tiles.py)",
+                [
+                    "bench/tiles.py",
+                    "--store",
+                    str(store),
+                    "--fill-missing",
+                    "--out",
+                    str(tiles_out),
+                    *(["--smoke"] if args.smoke else []),
+                ],
+                logs,
+            )
+        )
     s = AtlasStore.open(store, mode="r")
     from store import derived
 
     cells = {n: len(derived.read_level(s, n, with_attribution=False).count) for n in derived.grid_levels(s)}
-    _write(args, procs, {"model": model_record(model), "real": str(args.real), "rows": s.n_rows,
-                         "cells_per_level": cells, "render_level": level})
+    _write(
+        args,
+        procs,
+        {
+            "model": model_record(model),
+            "real": str(args.real),
+            "rows": s.n_rows,
+            "cells_per_level": cells,
+            "render_level": level,
+        },
+    )
 
 
 SMOKE = {
-    "collect": {"inputs": 16, "rows_per_chunk": 2, "batch_size": 4, "kill_after": 120.0, "kill_after_blocks": 1,
-                "overrides": ["collect.num_workers=0", "collect.device=cpu"]},
-    "stages": {"rows": 1000, "render_level": 4, "rebuild": True,
-               "overrides": ["reduce.method=pca", "reduce.n_neighbors=10", "grid.levels=[4,8]", "render.steps=2",
-                             "render.size=32", "render.device=cpu", "tiles.examples=1"]},
+    "collect": {
+        "inputs": 16,
+        "rows_per_chunk": 2,
+        "batch_size": 4,
+        "kill_after": 120.0,
+        "kill_after_blocks": 1,
+        "overrides": ["collect.num_workers=0", "collect.device=cpu"],
+    },
+    "stages": {
+        "rows": 1000,
+        "render_level": 4,
+        "rebuild": True,
+        "overrides": [
+            "reduce.method=pca",
+            "reduce.n_neighbors=10",
+            "grid.levels=[4,8]",
+            "render.steps=2",
+            "render.size=32",
+            "render.device=cpu",
+            "tiles.examples=1",
+        ],
+    },
 }
 
 
@@ -254,8 +336,12 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32, help="collect batch size")
     parser.add_argument("--kill-after", type=float, default=600.0)
-    parser.add_argument("--kill-after-blocks", type=int, default=None,
-                        help="kill shard 0 as soon as the store has this many finished blocks (or --kill-after s)")
+    parser.add_argument(
+        "--kill-after-blocks",
+        type=int,
+        default=None,
+        help="kill shard 0 as soon as the store has this many finished blocks (or --kill-after s)",
+    )
     parser.add_argument("--rows-per-chunk", type=int, default=1024, help="collect block size (smaller: finer resume)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="collect: parameters file")
     parser.add_argument("--model", default=None, help="collect: classifier (default: params.yaml's)")
@@ -267,12 +353,22 @@ def main() -> None:
     parser.add_argument("--render-level", type=int, default=20, help="the level rendered and exported by the CLI")
     parser.add_argument("--render-shard", default="0/1", help="render all of the level (0/1) or one shard of it")
     parser.add_argument("--tiles", action="store_true")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="parameter override for every CLI process (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="parameter override for every CLI process (repeatable)",
+    )
     parser.add_argument("--smoke", action="store_true", help="toy sizes of the same processes (see above)")
     parser.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/scale_<part>.json)")
-    parser.add_argument("--tiles-out", type=Path, default=None,
-                        help="bench/tiles.py's JSON (default: <out>_tiles.json, or bench/results/scale_tiles.json)")
+    parser.add_argument(
+        "--tiles-out",
+        type=Path,
+        default=None,
+        help="bench/tiles.py's JSON (default: <out>_tiles.json, or bench/results/scale_tiles.json)",
+    )
     args = parser.parse_args()
     if args.smoke:
         smoke = SMOKE[args.part]

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import load_config, machine_record, model_record, store_model_config, write_json  # noqa: E402
+
 from stages.tiles.export import export_atlas  # noqa: E402
 from stages.tiles.geometry import DziGeometry  # noqa: E402
 from stages.tiles.source import AtlasSource, store_minimap  # noqa: E402
@@ -55,13 +56,18 @@ def donor_icons(icons: IconStore) -> IconLevel:
         level = icons.read_level(n)
         for b in np.flatnonzero(level.done):
             rows = icons.batch_range(n, int(b))
-            parts.append(level.icons[rows.start:rows.stop])
-            objective.append(level.objective[rows.start:rows.stop])
-            cossim.append(level.cossim[rows.start:rows.stop])
+            parts.append(level.icons[rows.start : rows.stop])
+            objective.append(level.objective[rows.start : rows.stop])
+            cossim.append(level.cossim[rows.start : rows.stop])
     if not parts:
         raise SystemExit(f"{icons.path} has no rendered icon at all; run `atlas render` first")
-    return IconLevel(n=0, icons=np.concatenate(parts), objective=np.concatenate(objective),
-                     cossim=np.concatenate(cossim), done=np.ones(1, bool))
+    return IconLevel(
+        n=0,
+        icons=np.concatenate(parts),
+        objective=np.concatenate(objective),
+        cossim=np.concatenate(cossim),
+        done=np.ones(1, bool),
+    )
 
 
 def bench_source(store: AtlasStore, levels: list[int], fill_missing: bool) -> tuple[AtlasSource, dict[int, str]]:
@@ -83,8 +89,13 @@ def bench_source(store: AtlasStore, levels: list[int], fill_missing: bool) -> tu
             return icons.read_level(n)
         k = len(derived.read_level(store, n, with_attribution=False))
         pick = np.arange(k) % len(donor.icons)
-        return IconLevel(n=n, icons=donor.icons[pick], objective=donor.objective[pick], cossim=donor.cossim[pick],
-                         done=np.ones(1, bool))
+        return IconLevel(
+            n=n,
+            icons=donor.icons[pick],
+            objective=donor.objective[pick],
+            cossim=donor.cossim[pick],
+            done=np.ones(1, bool),
+        )
 
     source = dataclasses.replace(base, levels=chosen, icon_level=icon_level, fingerprint=f"bench-{time.time()}")
     return source, {n: kind[n] for n in chosen}
@@ -93,12 +104,19 @@ def bench_source(store: AtlasStore, levels: list[int], fill_missing: bool) -> tu
 def _any_source(store: AtlasStore, icons: IconStore) -> AtlasSource:
     """An AtlasSource of the store when no level is complete (``from_store`` would refuse it)."""
     model = store.attrs.get("model") or {}
-    return AtlasSource(id="main", kind="main", title=f"{model.get('name')} {model.get('layer')}", levels=[],
-                       cell_level=lambda n: derived.read_level(store, n, with_attribution=False),
-                       icon_level=icons.read_level, minimap=lambda k, seed: store_minimap(store, k, seed),
-                       class_names=list(store.class_names),
-                       model={"name": model.get("name"), "layer": model.get("layer")},
-                       icon_px=int(icons.group.attrs["size"]), store=store)
+    return AtlasSource(
+        id="main",
+        kind="main",
+        title=f"{model.get('name')} {model.get('layer')}",
+        levels=[],
+        cell_level=lambda n: derived.read_level(store, n, with_attribution=False),
+        icon_level=icons.read_level,
+        minimap=lambda k, seed: store_minimap(store, k, seed),
+        class_names=list(store.class_names),
+        model={"name": model.get("name"), "layer": model.get("layer")},
+        icon_px=int(icons.group.attrs["size"]),
+        store=store,
+    )
 
 
 SMOKE = {"examples": 1}
@@ -133,9 +151,18 @@ def main() -> None:
             result = export_atlas(one, work / f"level_{n}", cfg)
             seconds = time.perf_counter() - t0
             side = n * source.icon_px
-            rows.append({"level": n, "icons": kinds[n], "cells": result.cells[n], "canvas_px": side,
-                         "tiles": result.tiles, "examples": result.examples, "seconds": round(seconds, 2),
-                         "dzi_levels": DziGeometry(side, side, cfg.tile_size, cfg.overlap).n_levels})
+            rows.append(
+                {
+                    "level": n,
+                    "icons": kinds[n],
+                    "cells": result.cells[n],
+                    "canvas_px": side,
+                    "tiles": result.tiles,
+                    "examples": result.examples,
+                    "seconds": round(seconds, 2),
+                    "dzi_levels": DziGeometry(side, side, cfg.tile_size, cfg.overlap).n_levels,
+                }
+            )
             print(f"  level {n}: {seconds:.1f} s", flush=True)
         t0 = time.perf_counter()
         export_atlas(source, work / "all", cfg)
@@ -143,22 +170,38 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\ntiles export of {args.store} ({model.name} {model.layer}; {source.icon_px} px icons, {cfg.format} "
-          f"q{cfg.quality}, {cfg.examples} examples/cell, tile {cfg.tile_size}, {os.cpu_count()} cores)")
+    print(
+        f"\ntiles export of {args.store} ({model.name} {model.layer}; {source.icon_px} px icons, {cfg.format} "
+        f"q{cfg.quality}, {cfg.examples} examples/cell, tile {cfg.tile_size}, {os.cpu_count()} cores)"
+    )
     print(f"{'level':>6} {'icons':>11} {'cells':>6} {'canvas':>7} {'tiles':>6} {'examples':>8} {'seconds':>8}")
     for r in rows:
-        print(f"{r['level']:>6} {r['icons']:>11} {r['cells']:>6} {r['canvas_px']:>7} {r['tiles']:>6} "
-              f"{r['examples']:>8} {r['seconds']:>8.1f}")
+        print(
+            f"{r['level']:>6} {r['icons']:>11} {r['cells']:>6} {r['canvas_px']:>7} {r['tiles']:>6} "
+            f"{r['examples']:>8} {r['seconds']:>8.1f}"
+        )
     print(f"all levels in one export: {all_seconds:.1f} s (target <= 120 s); peak RSS {peak_mb:.0f} MB")
     if any(r["icons"] == "substitute" for r in rows):
-        print("substitute = the level's icons were not rendered; real icons of another level were repeated "
-              "(timing only, not an atlas)")
-    out = {"store": args.store, "model": model_record(model), "smoke": args.smoke, "icon_px": source.icon_px,
-           "format": cfg.format, "quality": cfg.quality,
-           "tile_size": cfg.tile_size, "examples_per_cell": cfg.examples, "example_search": cfg.example_search,
-           "levels": rows, "all_levels_seconds": round(all_seconds, 2), "peak_rss_mb": round(peak_mb),
-           "substitute_note": "icons 'substitute': real rendered icons of another level repeated; timing only",
-           **machine_record()}
+        print(
+            "substitute = the level's icons were not rendered; real icons of another level were repeated "
+            "(timing only, not an atlas)"
+        )
+    out = {
+        "store": args.store,
+        "model": model_record(model),
+        "smoke": args.smoke,
+        "icon_px": source.icon_px,
+        "format": cfg.format,
+        "quality": cfg.quality,
+        "tile_size": cfg.tile_size,
+        "examples_per_cell": cfg.examples,
+        "example_search": cfg.example_search,
+        "levels": rows,
+        "all_levels_seconds": round(all_seconds, 2),
+        "peak_rss_mb": round(peak_mb),
+        "substitute_note": "icons 'substitute': real rendered icons of another level repeated; timing only",
+        **machine_record(),
+    }
     print(f"wrote {write_json(args.out, out)}")
 
 

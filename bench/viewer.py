@@ -50,9 +50,17 @@ from benchlib import machine_record, write_json  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 800
 FRAME_MS = 1000 / 60
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-         "--disable-extensions"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+]
 
 
 # ------------------------------------------------------------------------------- the browser
@@ -69,8 +77,10 @@ def browser(profile: Path) -> Any:
     for flag in FLAGS + [f"--user-data-dir={profile}", "--disk-cache-size=1", "--media-cache-size=1"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+    )
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     driver.set_script_timeout(60)
@@ -103,10 +113,17 @@ def resource_bytes(driver: Any, atlas: Path) -> dict[str, Any]:
     base = driver.execute_script("return location.href.split('#')[0].replace(/index\\.html$/, '')")
     files = ["atlases.js"] + driver.execute_script("return atlasViewer.loadedFiles()")
     data = sum((atlas / unquote(f)).stat().st_size for f in files)
-    tiles = [u[len(base):] if u.startswith(base) else u for u in driver.execute_script("return atlasViewer.tileUrls()")]
+    tiles = [
+        u[len(base) :] if u.startswith(base) else u for u in driver.execute_script("return atlasViewer.tileUrls()")
+    ]
     tile_bytes = sum((atlas / unquote(u)).stat().st_size for u in tiles)
-    return {"data_bytes": data, "data_files": files, "tiles": len(tiles), "tile_bytes": tile_bytes,
-            "all_bytes": data + tile_bytes}
+    return {
+        "data_bytes": data,
+        "data_files": files,
+        "tiles": len(tiles),
+        "tile_bytes": tile_bytes,
+        "all_bytes": data + tile_bytes,
+    }
 
 
 # ------------------------------------------------------------------------------- measurements
@@ -118,14 +135,22 @@ def open_page(driver: Any, url: str) -> dict[str, float]:
     wait(driver, "window.atlasViewer && atlasViewer.ready() && atlasViewer.cellsReady() && atlasViewer.marks().tiles")
     wall = time.perf_counter() - t0
     marks = driver.execute_script("return atlasViewer.marks()")
-    nav = driver.execute_script("var t = performance.getEntriesByType('navigation')[0]; "
-                                "return {dom: t.domContentLoadedEventEnd, load: t.loadEventEnd}")
+    nav = driver.execute_script(
+        "var t = performance.getEntriesByType('navigation')[0]; "
+        "return {dom: t.domContentLoadedEventEnd, load: t.loadEventEnd}"
+    )
     error = driver.execute_script("return atlasViewer.error()")
     if error:
         raise SystemExit(f"the viewer reported: {error}")
-    return {"dom_ms": nav["dom"], "load_ms": nav["load"], "open_ms": marks["open"], "cells_ms": marks["cells"],
-            "tiles_ms": marks["tiles"], "ready_ms": max(marks["open"], marks["cells"], marks["tiles"]),
-            "wall_s": wall}
+    return {
+        "dom_ms": nav["dom"],
+        "load_ms": nav["load"],
+        "open_ms": marks["open"],
+        "cells_ms": marks["cells"],
+        "tiles_ms": marks["tiles"],
+        "ready_ms": max(marks["open"], marks["cells"], marks["tiles"]),
+        "wall_s": wall,
+    }
 
 
 def zoom_to_level(driver: Any, n: int, cx: float, cy: float) -> float:
@@ -185,8 +210,9 @@ def draw_work(driver: Any, cx: float, cy: float, steps: int = 30) -> dict[str, f
     driver.execute_script("atlasViewer.resetPerf()")
     for k in range(steps):
         dx = view["width"] * 0.02 * np.sin(k / 3)
-        driver.execute_script("atlasViewer.setView(arguments[0], arguments[1], arguments[2])",
-                              cx + dx, cy, view["width"])
+        driver.execute_script(
+            "atlasViewer.setView(arguments[0], arguments[1], arguments[2])", cx + dx, cy, view["width"]
+        )
     return driver.execute_script("return atlasViewer.perf().draw")
 
 
@@ -194,13 +220,18 @@ def data_load(driver: Any, srcs: list[Path], work: Path) -> dict[str, Any]:
     """ms and bytes to load these data scripts on a bare page (no viewer), from file://."""
     page = work / "data_load.html"
     tags = "".join(f'<script src="{p.resolve().as_uri()}"></script>' for p in srcs)
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'>{tags}</head><body>"
-                    "<script>window.done = performance.now();</script></body></html>")
+    page.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'>{tags}</head><body>"
+        "<script>window.done = performance.now();</script></body></html>"
+    )
     driver.get("about:blank")
     driver.get(page.as_uri())
     wait(driver, "window.done !== undefined")
-    return {"data_ready_ms": driver.execute_script("return window.done"),
-            "data_bytes": sum(p.stat().st_size for p in srcs), "data_files": len(srcs)}
+    return {
+        "data_ready_ms": driver.execute_script("return window.done"),
+        "data_bytes": sum(p.stat().st_size for p in srcs),
+        "data_files": len(srcs),
+    }
 
 
 def baseline(driver: Any, atlas: Path, entry: dict[str, Any], work: Path, repeats: int = 3) -> dict[str, Any]:
@@ -235,7 +266,9 @@ def smoke_export(root: Path) -> Path:
     px = 32
 
     def cells(n: int) -> CellLevel:
-        ij = [(i, j) for j in range(n) for i in range(n) if ((i + 0.5) / n - 0.5) ** 2 + ((j + 0.5) / n - 0.5) ** 2 < 0.2]
+        ij = [
+            (i, j) for j in range(n) for i in range(n) if ((i + 0.5) / n - 0.5) ** 2 + ((j + 0.5) / n - 0.5) ** 2 < 0.2
+        ]
         i = np.array([a for a, _ in ij], np.int32)
         j = np.array([b for _, b in ij], np.int32)
         quad = (i >= n // 2).astype(int) + 2 * (j >= n // 2)
@@ -247,10 +280,19 @@ def smoke_export(root: Path) -> Path:
         top = np.argsort(-attribution, axis=1)[:, :5].astype(np.int32)
         top[np.take_along_axis(attribution, top, 1) <= 0] = -1  # the grid's padding: positive classes only
         offsets = np.r_[0, np.cumsum(count)].astype(np.int64)
-        return CellLevel(n=n, i=i, j=j, count=count, direction=np.zeros((len(ij), 1), np.float32),
-                         attribution=attribution, top_idx=top, top_val=np.where(top >= 0, np.take_along_axis(attribution, np.maximum(top, 0), 1), 0),
-                         member_offsets=offsets, member_rows=np.arange(offsets[-1], dtype=np.int64),
-                         class_names=names)
+        return CellLevel(
+            n=n,
+            i=i,
+            j=j,
+            count=count,
+            direction=np.zeros((len(ij), 1), np.float32),
+            attribution=attribution,
+            top_idx=top,
+            top_val=np.where(top >= 0, np.take_along_axis(attribution, np.maximum(top, 0), 1), 0),
+            member_offsets=offsets,
+            member_rows=np.arange(offsets[-1], dtype=np.int64),
+            class_names=names,
+        )
 
     def icons(n: int) -> IconLevel:
         level = cells(n)
@@ -260,10 +302,15 @@ def smoke_export(root: Path) -> Path:
             h, w = p.shape[:2]
             s = min(h, w) // 4
             y0, x0 = int((j + 0.5) / n * (h - s)), int((i + 0.5) / n * (w - s))
-            out.append(np.asarray(Image.fromarray(p[y0:y0 + s, x0:x0 + s]).resize((px, px))))
+            out.append(np.asarray(Image.fromarray(p[y0 : y0 + s, x0 : x0 + s]).resize((px, px))))
         k = len(out)
-        return IconLevel(n=n, icons=np.stack(out), objective=np.ones(k, np.float32), cossim=np.full(k, 0.8, np.float32),
-                         done=np.ones(1, bool))
+        return IconLevel(
+            n=n,
+            icons=np.stack(out),
+            objective=np.ones(k, np.float32),
+            cossim=np.full(k, 0.8, np.float32),
+            done=np.ones(1, bool),
+        )
 
     def minimap(k: int, seed: int) -> MiniMap:
         rng = np.random.default_rng(seed)
@@ -271,9 +318,19 @@ def smoke_export(root: Path) -> Path:
         label = np.array([classes[int(x >= 0.5) + 2 * int(y >= 0.5)] for x, y in xy], np.int32)
         return MiniMap(x=xy[:, 0], y=xy[:, 1], label=label)
 
-    source = AtlasSource(id="main", kind="main", title="smoke export (photo crops, not an atlas)", levels=[4, 8],
-                         cell_level=cells, icon_level=icons, minimap=minimap, class_names=names,
-                         model={"name": "mobilenet_v2", "layer": "smoke"}, icon_px=px, fingerprint="smoke")
+    source = AtlasSource(
+        id="main",
+        kind="main",
+        title="smoke export (photo crops, not an atlas)",
+        levels=[4, 8],
+        cell_level=cells,
+        icon_level=icons,
+        minimap=minimap,
+        class_names=names,
+        model={"name": "mobilenet_v2", "layer": "smoke"},
+        icon_px=px,
+        fingerprint="smoke",
+    )
     export_atlas(source, root, TilesConfig(tile_size=64, examples=0))
     return root
 
@@ -287,6 +344,8 @@ def large_export(store_path: Path, donor_path: Path, out: Path, levels: list[int
     data and the tiles, not on which icon is drawn, so the icons are timing substitutes and the
     atlas is titled so. Cells, classes, highlight values, labels and examples are the store's own.
     """
+    from tiles import donor_icons  # bench/tiles.py: every rendered icon batch of an icon store
+
     from stages.config import TilesConfig
     from stages.tiles.export import export_atlas
     from stages.tiles.source import AtlasSource, store_minimap
@@ -294,25 +353,32 @@ def large_export(store_path: Path, donor_path: Path, out: Path, levels: list[int
     from store.atlas_store import AtlasStore
     from store.icons import IconLevel, IconStore
 
-    from tiles import donor_icons  # bench/tiles.py: every rendered icon batch of an icon store
-
     store = AtlasStore.open(store_path, mode="r")
     pool = donor_icons(IconStore.open(donor_path))
 
     def icon_level(n: int) -> IconLevel:
         k = len(derived.read_level(store, n, with_attribution=False))
         pick = np.arange(k) % len(pool.icons)
-        return IconLevel(n=n, icons=pool.icons[pick], objective=pool.objective[pick], cossim=pool.cossim[pick],
-                         done=np.ones(1, bool))
+        return IconLevel(
+            n=n, icons=pool.icons[pick], objective=pool.objective[pick], cossim=pool.cossim[pick], done=np.ones(1, bool)
+        )
 
     model = store.attrs.get("model") or {}
     source = AtlasSource(
-        id="main", kind="main",
+        id="main",
+        kind="main",
         title=f"{model.get('name')} {model.get('layer')}: {store.n_rows:,} rows (icons: real icons of another atlas repeated)",
-        levels=levels, cell_level=lambda n: derived.read_level(store, n, with_attribution=True), icon_level=icon_level,
-        minimap=lambda k, seed: store_minimap(store, k, seed), class_names=list(store.class_names),
-        model={"name": model.get("name"), "layer": model.get("layer")}, icon_px=int(pool.icons.shape[1]), store=store,
-        label_names=[str(v) for v in store.attrs.get("label_names") or []], fingerprint=f"large-{store_path}-{donor_path}")
+        levels=levels,
+        cell_level=lambda n: derived.read_level(store, n, with_attribution=True),
+        icon_level=icon_level,
+        minimap=lambda k, seed: store_minimap(store, k, seed),
+        class_names=list(store.class_names),
+        model={"name": model.get("name"), "layer": model.get("layer")},
+        icon_px=int(pool.icons.shape[1]),
+        store=store,
+        label_names=[str(v) for v in store.attrs.get("label_names") or []],
+        fingerprint=f"large-{store_path}-{donor_path}",
+    )
     t0 = time.perf_counter()
     export_atlas(source, out, TilesConfig(examples=examples))
     print(f"exported {store_path} levels {levels} into {out} in {time.perf_counter() - t0:.0f} s")
@@ -327,7 +393,9 @@ def save_png(driver: Any, path: Path) -> None:
     from PIL import Image
 
     image = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
-    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
+        path, optimize=True
+    )
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 
@@ -363,10 +431,14 @@ def readme_shots(atlas: Path, out: Path, highlight: str | None, work: Path) -> d
         box.send_keys(Keys.ENTER)
         wait(driver, "atlasViewer.highlightReady()")
         hl = driver.execute_script("return atlasViewer.highlight()")
-        values = [(driver.execute_script(f"return atlasViewer.highlightValue({coarse}, {c['cell']})") or 0, c) for c in cells]
+        values = [
+            (driver.execute_script(f"return atlasViewer.highlightValue({coarse}, {c['cell']})") or 0, c) for c in cells
+        ]
         best = max(values, key=lambda v: v[0])[1]
         b = best["bounds"]
-        p = driver.execute_script("return atlasViewer.worldToClient(arguments[0], arguments[1])", (b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+        p = driver.execute_script(
+            "return atlasViewer.worldToClient(arguments[0], arguments[1])", (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        )
         point(driver, p["x"], p["y"])
         wait(driver, "!document.getElementById('tooltip').hidden")
         time.sleep(0.5)
@@ -422,8 +494,15 @@ def measure(atlas: Path, search_text: str | None, work: Path, moves: int, repeat
             ms = zoom_to_level(driver, n, cx, cy)
             cells_js = atlas / entry["path"] / f"level_{n}" / "cells.js"
             loads = driver.execute_script("return atlasViewer.levelLoads()")
-            per_level.append({"level": n, "cells": out["cells"][str(n)], "cells_js_bytes": cells_js.stat().st_size,
-                              "cells_load_ms": round(loads[str(n)], 1), "cells_wait_after_zoom_ms": round(ms, 1)})
+            per_level.append(
+                {
+                    "level": n,
+                    "cells": out["cells"][str(n)],
+                    "cells_js_bytes": cells_js.stat().st_size,
+                    "cells_load_ms": round(loads[str(n)], 1),
+                    "cells_wait_after_zoom_ms": round(ms, 1),
+                }
+            )
         out["per_level"] = per_level
         time.sleep(0.3)
         out["hover_finest"] = hover_work(driver, moves)
@@ -432,8 +511,12 @@ def measure(atlas: Path, search_text: str | None, work: Path, moves: int, repeat
             finest = str(levels[-1])
             if search_text is None:  # the class with support in most cells of the finest level
                 best, most = 0, -1
-                for c in index_hl["levels"][finest]["classes"][:: max(1, len(index_hl["levels"][finest]["classes"]) // 50)]:
-                    rec = json.loads((atlas / entry["path"] / f"level_{finest}" / "highlight" / f"class_{c}.json").read_text())
+                for c in index_hl["levels"][finest]["classes"][
+                    :: max(1, len(index_hl["levels"][finest]["classes"]) // 50)
+                ]:
+                    rec = json.loads(
+                        (atlas / entry["path"] / f"level_{finest}" / "highlight" / f"class_{c}.json").read_text()
+                    )
                     if len(rec["cells"]) > most:
                         best, most = c, len(rec["cells"])
                 search_text = index_hl["classes"][best]
@@ -451,24 +534,37 @@ def measure(atlas: Path, search_text: str | None, work: Path, moves: int, repeat
 
 def table(r: dict[str, Any]) -> str:
     lazy, eager = r["baseline"]["lazy"], r["baseline"]["eager"]
-    lines = [f"levels {r['levels']}, cells per level {r['cells']}",
-             f"median of {len(r['file']['runs'])} fresh opens (ms since navigation):",
-             f"{'opened via':10s} {'atlas open ms':>13s} {'cells ms':>9s} {'tiles ms':>9s} {'data scripts':>12s} "
-             f"{'data KB':>8s} {'tiles':>6s} {'tiles KB':>9s}"]
+    lines = [
+        f"levels {r['levels']}, cells per level {r['cells']}",
+        f"median of {len(r['file']['runs'])} fresh opens (ms since navigation):",
+        f"{'opened via':10s} {'atlas open ms':>13s} {'cells ms':>9s} {'tiles ms':>9s} {'data scripts':>12s} "
+        f"{'data KB':>8s} {'tiles':>6s} {'tiles KB':>9s}",
+    ]
     for how in ("file", "http"):
         t = r[how]
-        lines.append(f"{how:10s} {t['open_ms']:13.0f} {t['cells_ms']:9.0f} {t['tiles_ms']:9.0f} {len(t['data_files']):12d} "
-                     f"{t['data_bytes'] / 1024:8.1f} {t['tiles']:6d} {t['tile_bytes'] / 1024:9.1f}")
+        lines.append(
+            f"{how:10s} {t['open_ms']:13.0f} {t['cells_ms']:9.0f} {t['tiles_ms']:9.0f} {len(t['data_files']):12d} "
+            f"{t['data_bytes'] / 1024:8.1f} {t['tiles']:6d} {t['tile_bytes'] / 1024:9.1f}"
+        )
     lines.append(f"data needed at open, loaded on a bare page from file:// (best of {len(r['file']['runs'])}):")
     for name, b in (("lazy (now)", lazy), ("eager (before)", eager)):
-        lines.append(f"  {name:16s} {b['data_files']:3d} scripts {b['data_bytes'] / 1024:10.1f} KB {b['data_ready_ms']:8.0f} ms")
-    lines.append(f"  lazy / eager: {lazy['data_bytes'] / eager['data_bytes']:.3f}x the bytes, "
-                 f"{lazy['data_ready_ms'] / eager['data_ready_ms']:.2f}x the time")
-    lines.append(f"{'level':>6s} {'cells':>6s} {'cells.js KB':>12s} {'load ms':>8s}   (request to cells indexed, in the page)")
+        lines.append(
+            f"  {name:16s} {b['data_files']:3d} scripts {b['data_bytes'] / 1024:10.1f} KB {b['data_ready_ms']:8.0f} ms"
+        )
+    lines.append(
+        f"  lazy / eager: {lazy['data_bytes'] / eager['data_bytes']:.3f}x the bytes, "
+        f"{lazy['data_ready_ms'] / eager['data_ready_ms']:.2f}x the time"
+    )
+    lines.append(
+        f"{'level':>6s} {'cells':>6s} {'cells.js KB':>12s} {'load ms':>8s}   (request to cells indexed, in the page)"
+    )
     for lv in r["per_level"]:
-        lines.append(f"{lv['level']:>6d} {lv['cells']:>6d} {lv['cells_js_bytes'] / 1024:12.1f} {lv['cells_load_ms']:8.0f}")
-    lines.append(f"{'work per event (ms)':28s} {'n':>4s} {'mean':>7s} {'p95':>7s} {'max':>7s}   "
-                 f"(one frame = {FRAME_MS:.1f} ms)")
+        lines.append(
+            f"{lv['level']:>6d} {lv['cells']:>6d} {lv['cells_js_bytes'] / 1024:12.1f} {lv['cells_load_ms']:8.0f}"
+        )
+    lines.append(
+        f"{'work per event (ms)':28s} {'n':>4s} {'mean':>7s} {'p95':>7s} {'max':>7s}   (one frame = {FRAME_MS:.1f} ms)"
+    )
     for key in ("hover_home", "hover_finest", "search", "draw_highlight_finest", "hover_highlight_finest"):
         if key in r:
             w = r[key]
@@ -486,22 +582,41 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="opens per mode (the table shows the median; smoke: 1)")
     parser.add_argument("--label", default=None, help="what the atlas is, for the JSON (e.g. '1M-row atlas')")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.json"))
-    parser.add_argument("--export-from", default=None, metavar="STORE",
-                        help="first export STORE's grid into ATLAS with --donor-icons (a large atlas, e.g. 1M rows)")
-    parser.add_argument("--donor-icons", default=str(REPO / "data" / "store.icons.zarr"),
-                        help="rendered icons repeated in cell order for --export-from (timing substitutes)")
+    parser.add_argument(
+        "--export-from",
+        default=None,
+        metavar="STORE",
+        help="first export STORE's grid into ATLAS with --donor-icons (a large atlas, e.g. 1M rows)",
+    )
+    parser.add_argument(
+        "--donor-icons",
+        default=str(REPO / "data" / "store.icons.zarr"),
+        help="rendered icons repeated in cell order for --export-from (timing substitutes)",
+    )
     parser.add_argument("--levels", default="20,40,80,160", help="levels for --export-from")
     parser.add_argument("--examples", type=int, default=4, help="dataset examples per cell for --export-from")
-    parser.add_argument("--shots", default=None, help="also write the README pictures (viewer_labels.png, "
-                        "viewer_highlight.png, viewer_midfade.png) into this folder, e.g. docs")
-    parser.add_argument("--shot-class", default=None, help="class highlighted in viewer_highlight.png "
-                        "(default: the most frequent top class of the coarsest level)")
+    parser.add_argument(
+        "--shots",
+        default=None,
+        help="also write the README pictures (viewer_labels.png, "
+        "viewer_highlight.png, viewer_midfade.png) into this folder, e.g. docs",
+    )
+    parser.add_argument(
+        "--shot-class",
+        default=None,
+        help="class highlighted in viewer_highlight.png (default: the most frequent top class of the coarsest level)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_viewer_"))
     try:
         if args.export_from:
-            large_export(Path(args.export_from), Path(args.donor_icons), Path(args.atlas),
-                         [int(v) for v in args.levels.split(",")], args.examples)
+            large_export(
+                Path(args.export_from),
+                Path(args.donor_icons),
+                Path(args.atlas),
+                [int(v) for v in args.levels.split(",")],
+                args.examples,
+            )
         atlas = smoke_export(work / "atlas") if args.smoke else Path(args.atlas)
         if not (atlas / "atlases.json").is_file():
             raise SystemExit(f"{atlas} is not an exported atlas (no atlases.json); run `atlas tiles` or pass --smoke")
@@ -514,8 +629,14 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(result))
-    record = {"atlas": "smoke export" if args.smoke else str(atlas), "label": args.label or ("smoke" if args.smoke else None),
-              "viewport": [WIDTH, HEIGHT], "frame_ms": FRAME_MS, **result, "machine": machine_record()}
+    record = {
+        "atlas": "smoke export" if args.smoke else str(atlas),
+        "label": args.label or ("smoke" if args.smoke else None),
+        "viewport": [WIDTH, HEIGHT],
+        "frame_ms": FRAME_MS,
+        **result,
+        "machine": machine_record(),
+    }
     print(f"wrote {write_json(args.out, record)}")
     return 0
 

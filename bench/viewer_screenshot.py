@@ -33,12 +33,21 @@ from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine_record, model_record, write_json  # noqa: E402
-from pipeline.serve import serve_in_thread  # noqa: E402
+from benchlib import machine_record, model_record, write_json
+
+from pipeline.serve import serve_in_thread
 
 WIDTH, HEIGHT = 1280, 800
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 
 def browser() -> Any:
@@ -47,8 +56,10 @@ def browser() -> Any:
     for flag in FLAGS + [f"--user-data-dir={tempfile.mkdtemp(prefix='atlas-chromium-')}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+    )
     return driver
 
 
@@ -84,7 +95,9 @@ def atlas_folder(atlas: Path, atlas_id: str) -> Path:
     index = json.loads((atlas / "atlases.json").read_text())
     paths = {a["id"]: a["path"] for a in index["atlases"]}
     if atlas_id not in paths:
-        raise SystemExit(f"--atlas-id {atlas_id!r} is not in {atlas / 'atlases.json'}; choose one of: {', '.join(paths)}")
+        raise SystemExit(
+            f"--atlas-id {atlas_id!r} is not in {atlas / 'atlases.json'}; choose one of: {', '.join(paths)}"
+        )
     return atlas / paths[atlas_id]
 
 
@@ -95,6 +108,7 @@ def centre_cells(folder: Path, n: int) -> list[dict[str, Any]]:
     def key(c: dict[str, Any]) -> float:
         x0, y0, x1, y1 = c["bounds"]
         return ((x0 + x1) / 2 - 0.5) ** 2 + ((y0 + y1) / 2 - 0.45) ** 2 - 1e-5 * c["count"]
+
     return sorted(cells, key=key)
 
 
@@ -114,9 +128,14 @@ def screenshot(driver: Any, folder: Path, out: Path, zoom: int, settle: float = 
     wait(driver, "atlasViewer.levelFullyLoaded()")
     n = driver.execute_script("return atlasViewer.currentLevel()")
     cells = centre_cells(folder, n)
-    where = [driver.execute_script("return atlasViewer.worldToClient(arguments[0], arguments[1])",
-                                   (c["bounds"][0] + c["bounds"][2]) / 2, (c["bounds"][1] + c["bounds"][3]) / 2)
-             for c in cells[:2]]
+    where = [
+        driver.execute_script(
+            "return atlasViewer.worldToClient(arguments[0], arguments[1])",
+            (c["bounds"][0] + c["bounds"][2]) / 2,
+            (c["bounds"][1] + c["bounds"][3]) / 2,
+        )
+        for c in cells[:2]
+    ]
     point(driver, where[0]["x"], where[0]["y"], click=True)
     wait(driver, "Array.from(document.querySelectorAll('#cell-info .examples img')).every(i => i.complete)")
     point(driver, where[1]["x"], where[1]["y"])
@@ -124,7 +143,9 @@ def screenshot(driver: Any, folder: Path, out: Path, zoom: int, settle: float = 
     time.sleep(0.6 * settle)
     image = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
     # 256 colours (dithered) keep the PNG a few hundred KB; the icons' noise defeats plain deflate
-    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(out, optimize=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
+        out, optimize=True
+    )
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KB), level {n}, clicked cell {cells[0]['cell']}")
     return {"png": str(out), "png_kb": round(out.stat().st_size / 1024), "level": n, "clicked_cell": cells[0]["cell"]}
 
@@ -134,8 +155,13 @@ def main() -> int:
     parser.add_argument("atlas", nargs="?", default="data/atlas")
     parser.add_argument("--png", default="docs/viewer.png", help="the screenshot")
     parser.add_argument("--zoom", type=int, default=0, help="mouse-wheel steps before the screenshot (0: home view)")
-    parser.add_argument("--out", "--json", dest="out", default="bench/results/viewer_screenshot.json",
-                        help="the timings (JSON; bench/results/viewer.json is bench/viewer.py's)")
+    parser.add_argument(
+        "--out",
+        "--json",
+        dest="out",
+        default="bench/results/viewer_screenshot.json",
+        help="the timings (JSON; bench/results/viewer.json is bench/viewer.py's)",
+    )
     parser.add_argument("--atlas-id", default="main", help="which atlas of the export to show (atlases.json id)")
     parser.add_argument("--smoke", action="store_true", help="home view, short settle pauses")
     args = parser.parse_args()
@@ -149,8 +175,10 @@ def main() -> int:
     driver = browser()
     try:
         folder, hash_ = atlas_folder(atlas, args.atlas_id), f"#{args.atlas_id}"
-        rows = {"file": open_timed(driver, (atlas / "index.html").resolve().as_uri() + hash_),
-                "http": open_timed(driver, url + hash_)}
+        rows = {
+            "file": open_timed(driver, (atlas / "index.html").resolve().as_uri() + hash_),
+            "http": open_timed(driver, url + hash_),
+        }
         shot = screenshot(driver, folder, Path(args.png), args.zoom, settle=0.25 if args.smoke else 1.0)
     finally:
         driver.quit()
@@ -158,9 +186,20 @@ def main() -> int:
     print(f"{'opened via':10s} {'page load s':>12s} {'atlas open s':>13s} {'tiles loaded s':>15s}")
     for how, r in rows.items():
         print(f"{how:10s} {r['page_load_s']:12.2f} {r['atlas_open_s']:13.2f} {r['tiles_loaded_s']:15.2f}")
-    write_json(args.out, {"atlas": str(atlas), "atlas_id": args.atlas_id, "model": model_record(model),
-                          "smoke": args.smoke, "viewport": [WIDTH, HEIGHT], "zoom": args.zoom, "timings": rows,
-                          "screenshot": shot, **machine_record()})
+    write_json(
+        args.out,
+        {
+            "atlas": str(atlas),
+            "atlas_id": args.atlas_id,
+            "model": model_record(model),
+            "smoke": args.smoke,
+            "viewport": [WIDTH, HEIGHT],
+            "zoom": args.zoom,
+            "timings": rows,
+            "screenshot": shot,
+            **machine_record(),
+        },
+    )
     print(f"wrote {args.out}")
     return 0
 

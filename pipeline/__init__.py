@@ -30,8 +30,20 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "Atlas", "AtlasError", "AtlasResult", "Cell", "Layout", "Level", "activation_atlas", "compose_level",
-    "evolving_understanding", "feature_vis", "load_classifier", "open_atlas", "patch_attack", "render_directions",
+    "Atlas",
+    "AtlasError",
+    "AtlasResult",
+    "Cell",
+    "Layout",
+    "Level",
+    "activation_atlas",
+    "compose_level",
+    "evolving_understanding",
+    "feature_vis",
+    "load_classifier",
+    "open_atlas",
+    "patch_attack",
+    "render_directions",
     "shape_bias",
 ]
 

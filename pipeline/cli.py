@@ -27,19 +27,25 @@ if __name__ == "__main__" and (_problem := interpreter_problem()):
     print(_problem, file=sys.stderr)
     sys.exit(2)
 
-from pydantic import BaseModel  # noqa: E402 - after the interpreter check above
+from pydantic import BaseModel
 
-from pipeline.params import list_hint  # noqa: E402
-from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT  # noqa: E402
-from stages.config import Config  # noqa: E402
-from store.errors import AtlasError, storage_error  # noqa: E402
+from pipeline.params import list_hint
+from pipeline.serve import DEFAULT_HOST, DEFAULT_PORT
+from stages.config import Config
+from store.errors import AtlasError, storage_error
 
 log = logging.getLogger("atlas")
 
 # flags that read better than --<section-field>
-_ALIASES = {"data.source": "--source", "data.store": "--store", "data.atlas": "--atlas",
-            "model.name": "--model", "model.weights": "--weights", "model.layer": "--layer",
-            "model.image_size": "--image-size"}
+_ALIASES = {
+    "data.source": "--source",
+    "data.store": "--store",
+    "data.atlas": "--atlas",
+    "model.name": "--model",
+    "model.weights": "--weights",
+    "model.layer": "--layer",
+    "model.image_size": "--image-size",
+}
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,10 @@ class Command:
 
     name: str
     help: str
-    run: str                                  # "module:function", imported when the command runs
-    sections: tuple[str, ...] = ()            # params.yaml sections it reads (each gets its flags)
+    run: str  # "module:function", imported when the command runs
+    sections: tuple[str, ...] = ()  # params.yaml sections it reads (each gets its flags)
     args: tuple[Arg, ...] = ()
-    params_file: bool = True                  # --params / --set / -q
+    params_file: bool = True  # --params / --set / -q
 
 
 _SHARD = "process shard i of n (array jobs), e.g. 3/64"
@@ -72,79 +78,217 @@ _CLASSES = "pipeline.commands.classes"
 _TOOLS = "pipeline.commands.tools"
 
 COMMANDS: tuple[Command, ...] = (
-    Command("collect", "sample activations, logits and attributions into the store", f"{_STAGES}:cmd_collect",
-            ("data", "model", "collect", "cluster"), (arg("--shard", default="0/1", help=_SHARD),)),
-    Command("reduce", "lay the collected activations out in 2-D (UMAP / t-SNE / PCA)", f"{_STAGES}:cmd_reduce",
-            ("data", "reduce")),
-    Command("grid", "bin the layout into cells at every zoom level; whitening matrix", f"{_STAGES}:cmd_grid",
-            ("data", "grid")),
-    Command("plot-layout", "PNG scatter/density of the layout with one level's grid", f"{_STAGES}:cmd_plot_layout",
-            ("data",), (arg("--out", default="data/layout.png"),
-                        arg("--level", type=int, default=None, help="grid level to draw (cells per side)"),
-                        arg("--color-by", choices=["label", "top_class"], default="top_class"))),
-    Command("render", "render every kept cell's icon by feature visualization", f"{_STAGES}:cmd_render",
-            ("data", "model", "render", "cluster"),
-            (arg("--shard", default="0/1", help="render shard i of n of the batches, e.g. 3/16"),)),
-    Command("render-unit", "feature visualization of one neuron/channel/class/direction", f"{_TOOLS}:cmd_render_unit",
-            ("model", "render"),
-            (arg("target", help="channel:N | neuron:N[:y:x] | class:NAME_OR_INDEX | direction:PATH.npy"),
-             arg("--out", default="unit.png"))),
-    Command("fidelity", "feed every icon back through the model; print how faithful it is", f"{_TOOLS}:cmd_fidelity",
-            ("data", "model", "render")),
-    Command("run", "run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml",
-            "pipeline.commands.run:cmd_run",
-            ("data", "model", "collect", "reduce", "grid", "render", "cluster", "tiles", "classes", "compare"),
-            (arg("--shard", default="0/1", help=argparse.SUPPRESS),)),
-    Command("tiles", "export the rendered levels as a deep-zoom web atlas (viewer + tiles)", f"{_STAGES}:cmd_tiles",
-            ("data", "tiles", "cluster"),
-            (arg("--shard", default="0/1", help="export shard i of n of the levels, e.g. 1/4 (docs/tiles.md)"),)),
-    Command("classes", "class-filtered atlases of classes.names (select -> reduce -> grid -> render -> export)",
-            f"{_CLASSES}:cmd_classes", ("data", "classes", "model", "reduce", "render", "tiles")),
-    Command("compare", "class-comparison atlases of compare.pairs (x: attribution a vs b, y: 1-D t-SNE)",
-            f"{_CLASSES}:cmd_compare", ("data", "compare", "model", "reduce", "render", "tiles")),
-    Command("explain", "one image through the atlas: dictionary, NMF building blocks, attribution methods, channels",
-            f"{_CLASSES}:cmd_explain", ("data", "explain", "model", "render"), (arg("image", help="an image file"),)),
-    Command("sanity-check", "randomization sanity checks of the attribution methods (Adebayo et al. 2018): table + JSON",
-            f"{_CLASSES}:cmd_sanity_check", ("model", "sanity"),
-            (arg("images", nargs="+", help="image files (the figure shows the first)"),)),
-    Command("dataset-map", "whole photos laid out by the model's pooled features, exported as a photo atlas",
-            f"{_CLASSES}:cmd_dataset_map", ("data", "model", "dataset_map")),
-    Command("cue-conflict", "texture vs shape (Geirhos et al. 2019): shape bias by their recipe, and where the "
-            "stimuli land on the atlas", "pipeline.commands.experiments:cmd_cue_conflict",
-            ("data", "model", "collect", "cue_conflict")),
-    Command("patches", "patches read off a comparison atlas, pasted on photos of A to flip the model to B "
-            "(Carter et al. 2019): dynamic/static success, P(B), noise control", "pipeline.commands.patches:cmd_patches",
-            ("data", "model", "patches"),
-            (arg("pair", nargs="*", metavar="A B", help="photos of class A, patches toward class B (default: both "
-                 "directions of every compare.pairs)"),)),
-    Command("align", "aligned atlases of two models or two layers (same image locations, linear maps, one layout)",
-            "pipeline.commands.align:cmd_align", ("data", "align", "reduce", "render", "tiles"),
-            (arg("specs", nargs="*", metavar="MODEL@LAYER[@WEIGHTS]",
-                 help="the two sides of one aligned atlas (default: every pair of align.pairs)"),)),
-    Command("layers", "list a model's layer names and output shapes", f"{_TOOLS}:cmd_layers", (),
-            (arg("model", help="torchvision model name (mobilenet_v2, vit_b_16, ...) or package.module:factory"),
-             arg("--image-size", type=int, default=224)), params_file=False),
-    Command("demo-data", "assemble the offline real-photo demo set (ImageFolder)", f"{_TOOLS}:cmd_demo_data", (),
-            (arg("out_dir"), arg("--deb-root", default="data/debs/root",
-                                 help="where scripts/fetch_demo_packages.sh unpacked")), params_file=False),
-    Command("install-weights", "put the embedded MobileNetV2 weights into torchvision's cache",
-            f"{_TOOLS}:cmd_install_weights", params_file=False),
-    Command("status", "done/total units per shard of collect and render; which shard to rerun", f"{_TOOLS}:cmd_status",
-            ("data",), (arg("--shards", type=int, default=None,
-                            help="shard count of the array job (default: collect's last recorded run; render: 1)"),)),
+    Command(
+        "collect",
+        "sample activations, logits and attributions into the store",
+        f"{_STAGES}:cmd_collect",
+        ("data", "model", "collect", "cluster"),
+        (arg("--shard", default="0/1", help=_SHARD),),
+    ),
+    Command(
+        "reduce",
+        "lay the collected activations out in 2-D (UMAP / t-SNE / PCA)",
+        f"{_STAGES}:cmd_reduce",
+        ("data", "reduce"),
+    ),
+    Command(
+        "grid",
+        "bin the layout into cells at every zoom level; whitening matrix",
+        f"{_STAGES}:cmd_grid",
+        ("data", "grid"),
+    ),
+    Command(
+        "plot-layout",
+        "PNG scatter/density of the layout with one level's grid",
+        f"{_STAGES}:cmd_plot_layout",
+        ("data",),
+        (
+            arg("--out", default="data/layout.png"),
+            arg("--level", type=int, default=None, help="grid level to draw (cells per side)"),
+            arg("--color-by", choices=["label", "top_class"], default="top_class"),
+        ),
+    ),
+    Command(
+        "render",
+        "render every kept cell's icon by feature visualization",
+        f"{_STAGES}:cmd_render",
+        ("data", "model", "render", "cluster"),
+        (arg("--shard", default="0/1", help="render shard i of n of the batches, e.g. 3/16"),),
+    ),
+    Command(
+        "render-unit",
+        "feature visualization of one neuron/channel/class/direction",
+        f"{_TOOLS}:cmd_render_unit",
+        ("model", "render"),
+        (
+            arg("target", help="channel:N | neuron:N[:y:x] | class:NAME_OR_INDEX | direction:PATH.npy"),
+            arg("--out", default="unit.png"),
+        ),
+    ),
+    Command(
+        "fidelity",
+        "feed every icon back through the model; print how faithful it is",
+        f"{_TOOLS}:cmd_fidelity",
+        ("data", "model", "render"),
+    ),
+    Command(
+        "run",
+        "run the whole pipeline (collect -> reduce -> grid -> ...) with params.yaml",
+        "pipeline.commands.run:cmd_run",
+        ("data", "model", "collect", "reduce", "grid", "render", "cluster", "tiles", "classes", "compare"),
+        (arg("--shard", default="0/1", help=argparse.SUPPRESS),),
+    ),
+    Command(
+        "tiles",
+        "export the rendered levels as a deep-zoom web atlas (viewer + tiles)",
+        f"{_STAGES}:cmd_tiles",
+        ("data", "tiles", "cluster"),
+        (arg("--shard", default="0/1", help="export shard i of n of the levels, e.g. 1/4 (docs/tiles.md)"),),
+    ),
+    Command(
+        "classes",
+        "class-filtered atlases of classes.names (select -> reduce -> grid -> render -> export)",
+        f"{_CLASSES}:cmd_classes",
+        ("data", "classes", "model", "reduce", "render", "tiles"),
+    ),
+    Command(
+        "compare",
+        "class-comparison atlases of compare.pairs (x: attribution a vs b, y: 1-D t-SNE)",
+        f"{_CLASSES}:cmd_compare",
+        ("data", "compare", "model", "reduce", "render", "tiles"),
+    ),
+    Command(
+        "explain",
+        "one image through the atlas: dictionary, NMF building blocks, attribution methods, channels",
+        f"{_CLASSES}:cmd_explain",
+        ("data", "explain", "model", "render"),
+        (arg("image", help="an image file"),),
+    ),
+    Command(
+        "sanity-check",
+        "randomization sanity checks of the attribution methods (Adebayo et al. 2018): table + JSON",
+        f"{_CLASSES}:cmd_sanity_check",
+        ("model", "sanity"),
+        (arg("images", nargs="+", help="image files (the figure shows the first)"),),
+    ),
+    Command(
+        "dataset-map",
+        "whole photos laid out by the model's pooled features, exported as a photo atlas",
+        f"{_CLASSES}:cmd_dataset_map",
+        ("data", "model", "dataset_map"),
+    ),
+    Command(
+        "cue-conflict",
+        "texture vs shape (Geirhos et al. 2019): shape bias by their recipe, and where the stimuli land on the atlas",
+        "pipeline.commands.experiments:cmd_cue_conflict",
+        ("data", "model", "collect", "cue_conflict"),
+    ),
+    Command(
+        "patches",
+        "patches read off a comparison atlas, pasted on photos of A to flip the model to B "
+        "(Carter et al. 2019): dynamic/static success, P(B), noise control",
+        "pipeline.commands.patches:cmd_patches",
+        ("data", "model", "patches"),
+        (
+            arg(
+                "pair",
+                nargs="*",
+                metavar="A B",
+                help="photos of class A, patches toward class B (default: both directions of every compare.pairs)",
+            ),
+        ),
+    ),
+    Command(
+        "align",
+        "aligned atlases of two models or two layers (same image locations, linear maps, one layout)",
+        "pipeline.commands.align:cmd_align",
+        ("data", "align", "reduce", "render", "tiles"),
+        (
+            arg(
+                "specs",
+                nargs="*",
+                metavar="MODEL@LAYER[@WEIGHTS]",
+                help="the two sides of one aligned atlas (default: every pair of align.pairs)",
+            ),
+        ),
+    ),
+    Command(
+        "layers",
+        "list a model's layer names and output shapes",
+        f"{_TOOLS}:cmd_layers",
+        (),
+        (
+            arg("model", help="torchvision model name (mobilenet_v2, vit_b_16, ...) or package.module:factory"),
+            arg("--image-size", type=int, default=224),
+        ),
+        params_file=False,
+    ),
+    Command(
+        "demo-data",
+        "assemble the offline real-photo demo set (ImageFolder)",
+        f"{_TOOLS}:cmd_demo_data",
+        (),
+        (
+            arg("out_dir"),
+            arg("--deb-root", default="data/debs/root", help="where scripts/fetch_demo_packages.sh unpacked"),
+        ),
+        params_file=False,
+    ),
+    Command(
+        "install-weights",
+        "put the embedded MobileNetV2 weights into torchvision's cache",
+        f"{_TOOLS}:cmd_install_weights",
+        params_file=False,
+    ),
+    Command(
+        "status",
+        "done/total units per shard of collect and render; which shard to rerun",
+        f"{_TOOLS}:cmd_status",
+        ("data",),
+        (
+            arg(
+                "--shards",
+                type=int,
+                default=None,
+                help="shard count of the array job (default: collect's last recorded run; render: 1)",
+            ),
+        ),
+    ),
     Command("info", "summarise a store", f"{_TOOLS}:cmd_info", ("data",)),
-    Command("verify", "check every chunk, group and exported file; report corrupt/missing/stale pieces (exit 1)",
-            "pipeline.commands.verify:cmd_verify", ("data",),
-            (arg("--repair", action="store_true",
-                 help="mark the damaged collect blocks / render batches / groups for redo by the ordinary commands"),)),
-    Command("migrate", "rewrite a store of an older schema version (and its groups) with chunk checksums",
-            "pipeline.commands.verify:cmd_migrate", ("data",)),
-    Command("serve", "serve an exported atlas folder (viewer) over HTTP on 127.0.0.1", f"{_TOOLS}:cmd_serve", (),
-            (arg("folder", nargs="?", default=None, help="the export folder (default: data.atlas from params.yaml)"),
-             arg("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)"),
-             arg("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}, this machine only)"),
-             arg("--params", default="params.yaml", help="parameters file (for the default folder)")),
-            params_file=False),
+    Command(
+        "verify",
+        "check every chunk, group and exported file; report corrupt/missing/stale pieces (exit 1)",
+        "pipeline.commands.verify:cmd_verify",
+        ("data",),
+        (
+            arg(
+                "--repair",
+                action="store_true",
+                help="mark the damaged collect blocks / render batches / groups for redo by the ordinary commands",
+            ),
+        ),
+    ),
+    Command(
+        "migrate",
+        "rewrite a store of an older schema version (and its groups) with chunk checksums",
+        "pipeline.commands.verify:cmd_migrate",
+        ("data",),
+    ),
+    Command(
+        "serve",
+        "serve an exported atlas folder (viewer) over HTTP on 127.0.0.1",
+        f"{_TOOLS}:cmd_serve",
+        (),
+        (
+            arg("folder", nargs="?", default=None, help="the export folder (default: data.atlas from params.yaml)"),
+            arg(
+                "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)"
+            ),
+            arg("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}, this machine only)"),
+            arg("--params", default="params.yaml", help="parameters file (for the default folder)"),
+        ),
+        params_file=False,
+    ),
 )
 
 
@@ -157,9 +301,14 @@ def _add_section_flags(parser: argparse.ArgumentParser, section: str) -> None:
         if flag in parser._option_string_actions:  # e.g. seed in collect and reduce: --reduce-seed
             flag = f"--{section}-{name.replace('_', '-')}"
         hint = list_hint(key)
-        group.add_argument(flag, dest=f"param:{key}", metavar="A,B" if hint else "VALUE", default=None,
-                           help=f"{info.description or ''} [built-in default {info.default!r}; "
-                                f"params.yaml overrides it{'; ' + hint if hint else ''}]".strip())
+        group.add_argument(
+            flag,
+            dest=f"param:{key}",
+            metavar="A,B" if hint else "VALUE",
+            default=None,
+            help=f"{info.description or ''} [built-in default {info.default!r}; "
+            f"params.yaml overrides it{'; ' + hint if hint else ''}]".strip(),
+        )
         flags = parser.get_default("_param_flags") or {}
         parser.set_defaults(_param_flags={**flags, key: flag})  # names the flag in errors about its value
 
@@ -170,8 +319,12 @@ def _add_command(sub: Any, command: Command) -> None:
         parser.add_argument(*a.flags, **a.options)
     if command.params_file:
         parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-        parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                            help="override any parameter, e.g. --set collect.batch_size=64 (repeatable)")
+        parser.add_argument(
+            "--set",
+            action="append",
+            metavar="SECTION.KEY=VALUE",
+            help="override any parameter, e.g. --set collect.batch_size=64 (repeatable)",
+        )
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     else:
         parser.set_defaults(set=None)

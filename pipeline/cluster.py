@@ -51,7 +51,7 @@ class ShardResult:
     shard: tuple[int, int]
     worker: str
     device: str
-    units_run: int       # collect: inputs; render: icons; tiles: tiles + example thumbnails
+    units_run: int  # collect: inputs; render: icons; tiles: tiles + example thumbnails
     seconds: float
 
 
@@ -61,7 +61,7 @@ def cluster_requested(cfg: ClusterConfig) -> bool:
 
 
 @contextmanager
-def open_client(cfg: ClusterConfig) -> Iterator["Client"]:
+def open_client(cfg: ClusterConfig) -> Iterator[Client]:
     """A client of the configured cluster; a LocalCluster is closed on exit, a remote one is left running."""
     import dask
     from distributed import Client, LocalCluster
@@ -71,14 +71,18 @@ def open_client(cfg: ClusterConfig) -> Iterator["Client"]:
         try:
             if cfg.scheduler.endswith(".json"):
                 if not target.exists():
-                    raise AtlasError(f"cluster.scheduler: scheduler file {target} does not exist; start the "
-                                     "scheduler with --scheduler-file or pass its tcp:// address")
+                    raise AtlasError(
+                        f"cluster.scheduler: scheduler file {target} does not exist; start the "
+                        "scheduler with --scheduler-file or pass its tcp:// address"
+                    )
                 client = Client(scheduler_file=str(target), timeout="20s")
             else:
                 client = Client(cfg.scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
-            raise AtlasError(f"cluster.scheduler {cfg.scheduler!r} is unreachable ({type(exc).__name__}); "
-                             "start the scheduler or fix --scheduler") from None
+            raise AtlasError(
+                f"cluster.scheduler {cfg.scheduler!r} is unreachable ({type(exc).__name__}); "
+                "start the scheduler or fix --scheduler"
+            ) from None
         with client:
             yield client
         return
@@ -89,8 +93,9 @@ def open_client(cfg: ClusterConfig) -> Iterator["Client"]:
     environ = dict(os.environ)
     try:
         with dask.config.set({"distributed.worker.daemon": False}):
-            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
-                                   processes=True, dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker, processes=True, dashboard_address=None
+            )
     finally:
         os.environ.clear()
         os.environ.update(environ)
@@ -142,8 +147,11 @@ def _worker_setup(config: Config) -> str:
     worker = get_worker()
     torch.set_num_threads(max(1, int(worker.state.nthreads)))
     if multiprocessing.current_process().daemon and config.collect.num_workers > 0:
-        log.warning("dask worker %s is daemonic: collect decodes in-process (collect.num_workers 0); "
-                    "set distributed.worker.daemon: false to decode in parallel", worker.name)
+        log.warning(
+            "dask worker %s is daemonic: collect decodes in-process (collect.num_workers 0); "
+            "set distributed.worker.daemon: false to decode in parallel",
+            worker.name,
+        )
         config.collect.num_workers = 0
     return str(worker.name)
 
@@ -181,14 +189,17 @@ def _tiles_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardRe
 
 
 _TASKS: dict[str, Callable[[dict[str, Any], tuple[int, int]], ShardResult]] = {
-    "collect": _collect_shard, "render": _render_shard, "tiles": _tiles_shard}
+    "collect": _collect_shard,
+    "render": _render_shard,
+    "tiles": _tiles_shard,
+}
 
 
 # ------------------------------------------------------------------------------ the run
 def run_sharded(
     stage: str,
     config: Config,
-    client: "Client",
+    client: Client,
     n_shards: int,
     progress: Callable[[int], None] | None = None,
 ) -> list[ShardResult]:
@@ -203,20 +214,29 @@ def run_sharded(
         raise AtlasError(f"stage {stage!r} cannot run on a cluster; sharded stages: {', '.join(_TASKS)}")
     payload = config.model_dump(mode="json")
     token = uuid.uuid4().hex[:8]
-    futures = {client.submit(_TASKS[stage], payload, (i, n_shards), key=f"atlas-{stage}-{i}-of-{n_shards}-{token}",
-                             pure=False): i for i in range(n_shards)}
+    futures = {
+        client.submit(
+            _TASKS[stage], payload, (i, n_shards), key=f"atlas-{stage}-{i}-of-{n_shards}-{token}", pure=False
+        ): i
+        for i in range(n_shards)
+    }
     t0 = time.perf_counter()
     results: list[ShardResult] = []
     failed: list[tuple[int, BaseException]] = []
     for future in as_completed(futures):
         try:
             results.append(future.result())
-        except Exception as exc:  # noqa: BLE001 - reported below, naming the shard
+        except Exception as exc:
             failed.append((futures[future], exc))
         if progress is not None:
             progress(1)
-    log.info("%s: %d shards on %d workers in %.1f s", stage, n_shards,
-             len({r.worker for r in results}), time.perf_counter() - t0)
+    log.info(
+        "%s: %d shards on %d workers in %.1f s",
+        stage,
+        n_shards,
+        len({r.worker for r in results}),
+        time.perf_counter() - t0,
+    )
     if failed:
         raise AtlasError(_failure_line(stage, n_shards, failed))
     return sorted(results, key=lambda r: r.shard)

@@ -16,10 +16,23 @@ import sys
 #: import name -> distribution name, for every runtime dependency in pyproject.toml
 #: (tests/test_environment.py keeps the two lists equal)
 REQUIRED = {
-    "torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "umap": "umap-learn",
-    "sklearn": "scikit-learn", "faiss": "faiss-cpu", "zarr": "zarr", "google_crc32c": "google-crc32c",
-    "dask": "dask", "distributed": "dask[distributed]", "PIL": "pillow", "yaml": "pyyaml",
-    "pydantic": "pydantic", "tqdm": "tqdm", "filelock": "filelock", "matplotlib": "matplotlib", "scipy": "scipy",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "numpy": "numpy",
+    "umap": "umap-learn",
+    "sklearn": "scikit-learn",
+    "faiss": "faiss-cpu",
+    "zarr": "zarr",
+    "google_crc32c": "google-crc32c",
+    "dask": "dask",
+    "distributed": "dask[distributed]",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "pydantic": "pydantic",
+    "tqdm": "tqdm",
+    "filelock": "filelock",
+    "matplotlib": "matplotlib",
+    "scipy": "scipy",
 }
 
 
@@ -42,7 +55,9 @@ def interpreter_problem(required: dict[str, str] = REQUIRED) -> str | None:
     if not missing:
         return None
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-    return (f"atlas: this Python ({sys.executable}) lacks the project's packages ({shown}); run the "
-            "interpreter the project was installed into: activate its environment (e.g. `source "
-            ".venv/bin/activate`) or call `<env>/bin/python -m pipeline.cli ...`; `dvc repro` runs each "
-            "stage with the `python3` first on PATH, so activate the environment first (docs/dvc.md)")
+    return (
+        f"atlas: this Python ({sys.executable}) lacks the project's packages ({shown}); run the "
+        "interpreter the project was installed into: activate its environment (e.g. `source "
+        ".venv/bin/activate`) or call `<env>/bin/python -m pipeline.cli ...`; `dvc repro` runs each "
+        "stage with the `python3` first on PATH, so activate the environment first (docs/dvc.md)"
+    )

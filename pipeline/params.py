@@ -41,8 +41,9 @@ class Override:
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
     parts = dotted.split(".")
     if not all(parts):
-        raise AtlasError(f"{origin}: '{dotted}' is not a parameter name; write section.key=value, "
-                         "e.g. collect.batch_size=64")
+        raise AtlasError(
+            f"{origin}: '{dotted}' is not a parameter name; write section.key=value, e.g. collect.batch_size=64"
+        )
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -53,6 +54,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> N
 
 
 # ------------------------------------------------------------------------- field types
+
 
 def field_annotation(key: str) -> Any:
     """The type annotation of the parameter ``section.key`` (None when there is no such parameter)."""
@@ -71,7 +73,8 @@ def _without_none(annotation: Any) -> tuple[Any, bool]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) < len(typing.get_args(annotation)):
-            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
+            union = typing.Union[tuple(args)]  # noqa: UP007 (a union built at run time from a tuple)
+            return (args[0] if len(args) == 1 else union), True
     return annotation, False
 
 
@@ -124,16 +127,18 @@ def _comma_list(raw: str, item: Any, origin: str) -> list[Any]:
         return []
     parts = [p.strip() for p in raw.split(",")]
     if not all(parts):
-        raise AtlasError(f"{origin}: empty item in the comma list {raw!r}; write the items without empty ones, "
-                         "e.g. a,b")
+        raise AtlasError(
+            f"{origin}: empty item in the comma list {raw!r}; write the items without empty ones, e.g. a,b"
+        )
     if not _is_pair(item):
         return [_scalar(p) for p in parts]
     pairs = []
     for p in parts:
         sides = [s.strip() for s in p.split(":")]
         if len(sides) != 2 or not all(sides):
-            raise AtlasError(f"{origin}: {p!r} is not a pair; write A:B pairs separated by commas, "
-                             "e.g. lemon:orange,tabby:tiger cat")
+            raise AtlasError(
+                f"{origin}: {p!r} is not a pair; write A:B pairs separated by commas, e.g. lemon:orange,tabby:tiger cat"
+            )
         pairs.append([_scalar(s) for s in sides])
     return pairs
 
@@ -169,6 +174,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 # ------------------------------------------------------------------------- errors
+
 
 def _example(key: str) -> str:
     """A value of ``key`` as it is typed on the command line (its built-in default, or a sample)."""
@@ -213,7 +219,11 @@ def _format_validation_error(err: ValidationError, origin: str, overrides: list[
         known = ", ".join(model.model_fields) if hasattr(model, "model_fields") else ""
         msg = f"unknown parameter; known here: {known}"
     shown = first.get("input")
-    extra = f" (got {shown!r})" if "input" in first and not isinstance(shown, dict) and first["type"] != "extra_forbidden" else ""
+    extra = (
+        f" (got {shown!r})"
+        if "input" in first and not isinstance(shown, dict) and first["type"] != "extra_forbidden"
+        else ""
+    )
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     culprit = _culprit(tuple(first["loc"]), overrides or [], msg)
     key = ".".join(str(p) for p in first["loc"][:2] if not isinstance(p, int))
@@ -223,20 +233,26 @@ def _format_validation_error(err: ValidationError, origin: str, overrides: list[
         if first["type"] == "extra_forbidden":
             fix = "use one of the known names"
         elif culprit.flag is not None:
-            fix = (f"give {culprit.flag} {hint}, e.g. {culprit.flag} {_example(culprit.key)}" if hint
-                   else f"pass {culprit.flag} a valid value (built-in default: {_example(culprit.key)})")
+            fix = (
+                f"give {culprit.flag} {hint}, e.g. {culprit.flag} {_example(culprit.key)}"
+                if hint
+                else f"pass {culprit.flag} a valid value (built-in default: {_example(culprit.key)})"
+            )
         else:
-            fix = (f"give {culprit.key} {hint}, e.g. --set {culprit.key}={_example(culprit.key)}" if hint
-                   else f"give {culprit.key} a valid value, e.g. --set {culprit.key}={_example(culprit.key)}")
+            fix = (
+                f"give {culprit.key} {hint}, e.g. --set {culprit.key}={_example(culprit.key)}"
+                if hint
+                else f"give {culprit.key} a valid value, e.g. --set {culprit.key}={_example(culprit.key)}"
+            )
     elif origin == "defaults":
         fix = "fix the parameter"
     else:
-        fix = (f"fix it in {origin} ({hint if hint else 'a valid value'}) or override it with "
-               f"--set {key or where}=...")
+        fix = f"fix it in {origin} ({hint if hint else 'a valid value'}) or override it with --set {key or where}=..."
     return f"{origin}: {where}: {msg}{extra}{more}; {fix}"
 
 
 # ------------------------------------------------------------------------- loading
+
 
 def _as_override(item: str | Override) -> Override:
     if isinstance(item, Override):
@@ -247,8 +263,9 @@ def _as_override(item: str | Override) -> Override:
     return Override(key.strip(), raw, origin=f"--set {item}")
 
 
-def load_config(path: str | Path | None = DEFAULT_PARAMS,
-                overrides: list[str] | list[Override] | list[str | Override] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = DEFAULT_PARAMS, overrides: list[str] | list[Override] | list[str | Override] | None = None
+) -> Config:
     """Read ``params.yaml`` (missing file: all defaults), apply overrides, validate."""
     tree: dict[str, Any] = {}
     origin = str(path) if path is not None else "defaults"
@@ -263,8 +280,9 @@ def load_config(path: str | Path | None = DEFAULT_PARAMS,
             raise AtlasError(f"{path}:{where} is not valid YAML; fix the syntax") from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise AtlasError(f"{path}: cannot read the parameters file ({reason}); pass a readable YAML file "
-                             "with --params") from None
+            raise AtlasError(
+                f"{path}: cannot read the parameters file ({reason}); pass a readable YAML file with --params"
+            ) from None
         if not isinstance(loaded, dict):
             raise AtlasError(f"{path}: expected a mapping of sections (data, model, collect, ...)")
         tree = loaded

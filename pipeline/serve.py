@@ -55,7 +55,7 @@ class AtlasRequestHandler(http.server.SimpleHTTPRequestHandler):
             return None
         return super().send_head()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 
@@ -73,12 +73,16 @@ def check_atlas_folder(folder: str | Path) -> Path:
     if not path.is_dir():
         raise AtlasError(f"{path}: no such folder; export an atlas first (atlas tiles) or pass its folder")
     if not (path / "index.html").is_file():
-        raise AtlasError(f"{path}: no index.html, so this is not an exported atlas; run `atlas tiles` "
-                         "(it writes the viewer) or pass the export folder")
+        raise AtlasError(
+            f"{path}: no index.html, so this is not an exported atlas; run `atlas tiles` "
+            "(it writes the viewer) or pass the export folder"
+        )
     return path
 
 
-def make_server(folder: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> http.server.ThreadingHTTPServer:
+def make_server(
+    folder: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> http.server.ThreadingHTTPServer:
     """A threading HTTP server rooted at ``folder`` (port 0: any free port; see ``server_address``)."""
     root = check_atlas_folder(folder)
     handler = partial(AtlasRequestHandler, directory=str(root.resolve()))
@@ -92,7 +96,9 @@ def make_server(folder: str | Path, host: str = DEFAULT_HOST, port: int = DEFAUL
         raise AtlasError(f"cannot listen on {host}:{port}: {exc}") from None
 
 
-def serve_in_thread(folder: str | Path, host: str = DEFAULT_HOST, port: int = 0) -> tuple[http.server.ThreadingHTTPServer, str]:
+def serve_in_thread(
+    folder: str | Path, host: str = DEFAULT_HOST, port: int = 0
+) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Start serving in a daemon thread; return the server (call ``shutdown()``) and its base URL."""
     server = make_server(folder, host, port)
     threading.Thread(target=server.serve_forever, name="atlas-serve", daemon=True).start()

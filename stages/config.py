@@ -23,24 +23,35 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and where the store lives."""
 
-    source: str = Field("data/demo_photos", min_length=1, description="ImageFolder tree, flat folder, tar shards (folder, .tar or "
-                        "pattern shards-{000..009}.tar), a saved Hugging Face dataset, or a text file listing image paths")
+    source: str = Field(
+        "data/demo_photos",
+        min_length=1,
+        description="ImageFolder tree, flat folder, tar shards (folder, .tar or "
+        "pattern shards-{000..009}.tar), a saved Hugging Face dataset, or a text file listing image paths",
+    )
     store: str = Field("data/store.zarr", min_length=1, description="the zarr store every stage reads and writes")
-    atlas: str = Field("data/atlas", min_length=1, description="folder the exported atlas (viewer + tiles) is written to")
+    atlas: str = Field(
+        "data/atlas", min_length=1, description="folder the exported atlas (viewer + tiles) is written to"
+    )
     labels: str | None = Field(
-        None, description="labels for a folder of images: CSV path,label, LOC_val_solution.csv or "
-                          "ILSVRC2012_validation_ground_truth.txt (meta.mat beside it); docs/collect.md")
+        None,
+        description="labels for a folder of images: CSV path,label, LOC_val_solution.csv or "
+        "ILSVRC2012_validation_ground_truth.txt (meta.mat beside it); docs/collect.md",
+    )
     image_column: str = Field("image", description="image column of a saved Hugging Face dataset")
     label_column: str = Field("label", description="label column of a saved Hugging Face dataset ('' or absent: none)")
     max_images: int | None = Field(
-        None, ge=1, description="collect a seeded, class-balanced draw of at most this many images (None: all)")
+        None, ge=1, description="collect a seeded, class-balanced draw of at most this many images (None: all)"
+    )
     per_class: int | None = Field(None, ge=1, description="at most this many images of each label in that draw")
 
 
 class ModelConfig(_Section):
     """Which classifier and which layer the atlas maps."""
 
-    name: str = Field("mobilenet_v2", description="a torchvision classifier name (mobilenet_v2, googlenet, resnet50, ...)")
+    name: str = Field(
+        "mobilenet_v2", description="a torchvision classifier name (mobilenet_v2, googlenet, resnet50, ...)"
+    )
     weights: str = Field(
         "IMAGENET1K_V1",
         description="torchvision weights enum name (DEFAULT, IMAGENET1K_V1, ...) or a path to a state-dict file",
@@ -48,7 +59,7 @@ class ModelConfig(_Section):
     layer: str = Field(
         "features.13.conv.0",
         description="module name whose output is mapped (built-in: the mixed4c analogue; the demo's params.yaml "
-                    "uses features.17.conv.0, see README); `atlas layers MODEL` lists them",
+        "uses features.17.conv.0, see README); `atlas layers MODEL` lists them",
     )
     image_size: int = Field(224, gt=15, description="input side in pixels (the reference resized to 224x224)")
 
@@ -61,17 +72,23 @@ class CollectConfig(_Section):
     positions_per_image: int = Field(1, ge=1, description="random spatial positions sampled per view (reference: 1)")
     border: int = Field(1, ge=0, description="spatial border cells excluded from sampling (the article avoided edges)")
     image_margin: float | None = Field(
-        None, ge=0.0, lt=0.5,
+        None,
+        ge=0.0,
+        lt=0.5,
         description="off (null): positions drawn over the layer's cells (minus border); a fraction m: positions "
-                    "drawn in image coordinates, uniform over [m, 1 - m)^2 of the view, and mapped to the layer's "
-                    "own grid, so stores of other layers or models with the same seed sample the same image "
-                    "locations (atlas align; border is then not used)")
+        "drawn in image coordinates, uniform over [m, 1 - m)^2 of the view, and mapped to the layer's "
+        "own grid, so stores of other layers or models with the same seed sample the same image "
+        "locations (atlas align; border is then not used)",
+    )
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(2, ge=0, description="DataLoader decoding processes")
     worker_nice: int = Field(
-        10, ge=0, le=19,
+        10,
+        ge=0,
+        le=19,
         description="niceness added to the decoding processes: on a machine whose cores the model's threads "
-                    "already fill, decoding runs in their gaps instead of stalling them (docs/collect.md)")
+        "already fill, decoding runs in their gaps instead of stalling them (docs/collect.md)",
+    )
     rows_per_chunk: int = Field(4096, ge=1, description="store rows (samples) per zarr chunk; also the resumable unit")
     dtype: Literal["float16", "float32"] = "float16"
     head: bool = Field(True, description="run the layers above for logits and attributions (off: activations only)")
@@ -79,19 +96,22 @@ class CollectConfig(_Section):
     top_predictions: int = Field(5, ge=1)
     max_pixels: int = Field(89_478_485, ge=1, description="images larger than this are skipped (decompression bombs)")
     jpeg_draft: bool = Field(
-        False, description="decode JPEGs at least 2x larger than needed at 1/2-1/8 scale (Pillow draft mode; "
-                           "no view is upsampled); docs/collect.md")
+        False,
+        description="decode JPEGs at least 2x larger than needed at 1/2-1/8 scale (Pillow draft mode; "
+        "no view is upsampled); docs/collect.md",
+    )
     view0: Literal["resize", "eval"] = Field(
         "resize",
         description="view 0's transform: resize = the whole image squashed to image_size squared (the paper's "
-                    "reference collection); eval = the weights' evaluation transform, short side resized to R "
-                    "(torchvision's declared resize, else 256/224 x image_size) then centre-cropped to image_size; "
-                    "recorded in the store (docs/collect.md)")
+        "reference collection); eval = the weights' evaluation transform, short side resized to R "
+        "(torchvision's declared resize, else 256/224 x image_size) then centre-cropped to image_size; "
+        "recorded in the store (docs/collect.md)",
+    )
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
 
     @model_validator(mode="after")
-    def _check_scale(self) -> "CollectConfig":
+    def _check_scale(self) -> CollectConfig:
         lo, hi = self.view_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"view_scale must satisfy 0 < min <= max <= 1 (got {list(self.view_scale)})")
@@ -107,7 +127,9 @@ class ReduceConfig(_Section):
     metric: Literal["cosine", "euclidean"] = "cosine"
     n_epochs: int | None = Field(None, ge=1, description="None: umap-learn's default for the fitted size")
     init: Literal["pca", "spectral", "random"] = "pca"
-    fit_samples: int = Field(200_000, ge=100, description="UMAP is fitted on at most this many samples; the rest are placed")
+    fit_samples: int = Field(
+        200_000, ge=100, description="UMAP is fitted on at most this many samples; the rest are placed"
+    )
     pca_dims: int | None = Field(64, ge=2, description="PCA before the neighbour search (None: off)")
     deterministic: bool = Field(True, description="seeded, single-threaded UMAP: identical layouts run to run")
     seed: int = 0
@@ -119,8 +141,10 @@ class ReduceConfig(_Section):
     )
     place_nprobe: int = Field(16, ge=1, description="IVF lists searched per placed row (16: recall@1 0.999 measured)")
     knn: Literal["auto", "exact", "nndescent"] = Field(
-        "auto", description="UMAP's neighbour graph: exact (faiss; nothing to compile) or umap-learn's NN-descent "
-                            "(approximate; numba compiles it in every process); auto: exact below 50k fitted rows")
+        "auto",
+        description="UMAP's neighbour graph: exact (faiss; nothing to compile) or umap-learn's NN-descent "
+        "(approximate; numba compiles it in every process); auto: exact below 50k fitted rows",
+    )
 
 
 class GridConfig(_Section):
@@ -142,15 +166,20 @@ class RenderConfig(_Section):
     lr: float = Field(0.05, gt=0.0)
     cos_power: float = Field(4.0, ge=0.0, description="p in dot * cos^p (whitened notebooks: 4)")
     cosine: Literal["raw", "lucid"] = Field(
-        "raw", description="cos term: true cosine with the raw cell direction, or the lucid notebook's dot/|h| (docs/render.md)"
+        "raw",
+        description="cos term: true cosine with the raw cell direction, or the lucid notebook's dot/|h| (docs/render.md)",
     )
     whiten: bool = True
     seed: int = 0
     device: str = "auto"
     levels: list[int] | None = Field(
-        None, min_length=1, description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones"
+        None,
+        min_length=1,
+        description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones",
     )
-    mixed_precision: bool = Field(False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it")
+    mixed_precision: bool = Field(
+        False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it"
+    )
 
 
 class TilesConfig(_Section):
@@ -166,12 +195,17 @@ class TilesConfig(_Section):
     density_scaling: bool = Field(
         True, description="shrink sparse cells' icons: side x min(1, sqrt(density x n / mean n)) (production viewer)"
     )
-    density: float = Field(1.0, gt=0.0, description="the 'density' factor of that formula (1: mean-count cells fill the cell)")
+    density: float = Field(
+        1.0, gt=0.0, description="the 'density' factor of that formula (1: mean-count cells fill the cell)"
+    )
     background: str = Field("#ffffff", description="canvas colour where no icon is drawn (any Pillow colour)")
     examples: int = Field(4, ge=0, description="dataset examples per cell (0: none)")
     example_px: int = Field(64, ge=8, description="side of an example thumbnail in pixels")
     example_field: float = Field(
-        0.33, gt=0.0, le=1.0, description="side of an example's crop as a fraction of its view (~ the layer's receptive field)"
+        0.33,
+        gt=0.0,
+        le=1.0,
+        description="side of an example's crop as a fraction of its view (~ the layer's receptive field)",
     )
     example_search: Literal["members", "all"] = Field(
         "members", description="examples among the cell's members (fast) or all store rows (exact faiss search)"
@@ -184,13 +218,15 @@ class TilesConfig(_Section):
     seed: int = Field(0, description="seed of the mini-map subsample")
 
     @model_validator(mode="after")
-    def _check_background(self) -> "TilesConfig":
+    def _check_background(self) -> TilesConfig:
         from PIL import ImageColor
 
         try:
             ImageColor.getrgb(self.background)
         except ValueError:
-            raise ValueError(f"background {self.background!r} is not a colour Pillow knows (e.g. '#ffffff', 'white')") from None
+            raise ValueError(
+                f"background {self.background!r} is not a colour Pillow knows (e.g. '#ffffff', 'white')"
+            ) from None
         return self
 
 
@@ -206,7 +242,9 @@ class ClusterConfig(_Section):
     )
     workers: int = Field(0, ge=0, description="start a local dask cluster of this many worker processes (0: none)")
     threads_per_worker: int = Field(1, ge=1, description="threads of each local worker (torch uses as many)")
-    shards: int | None = Field(None, ge=1, description="shards (one task each) a stage is split into (None: workers x shards_per_worker)")
+    shards: int | None = Field(
+        None, ge=1, description="shards (one task each) a stage is split into (None: workers x shards_per_worker)"
+    )
     shards_per_worker: int = Field(
         4, ge=1, description="more shards than workers balance uneven shards and let a lost worker's share move"
     )
@@ -233,7 +271,7 @@ class RenderOverrides(_Section):
     attempts: int | None = Field(None, ge=1, description="attempts per icon (production class atlases: 3)")
     batch_size: int | None = Field(None, ge=1, description="icons per batch (production class atlases: 64)")
 
-    def apply(self, render: "RenderConfig") -> "RenderConfig":
+    def apply(self, render: RenderConfig) -> RenderConfig:
         """``render`` with these overrides, every level of the subset's grid rendered."""
         changes = {k: v for k, v in self.model_dump().items() if v is not None}
         return RenderConfig.model_validate({**render.model_dump(), **changes, "levels": None})
@@ -244,30 +282,48 @@ class ClassesConfig(_Section):
 
     names: list[str | int] = Field([], description="classes to build an atlas for, by name or index (several per run)")
     mode: Literal["winner", "topk", "both"] = Field(
-        "both", description="winner: the class is the row's largest attribution; topk: the top_k rows by positive "
-        "attribution; both: their union (the reference's and/or)")
+        "both",
+        description="winner: the class is the row's largest attribution; topk: the top_k rows by positive "
+        "attribution; both: their union (the reference's and/or)",
+    )
     top_k: int = Field(2000, ge=1, description="rows kept by the topk rule (reference: about 2,000-3,000)")
-    min_rows: int = Field(50, ge=2, description="fewer selected rows than this is an error (raise top_k or change mode)")
-    method: Literal["umap", "tsne"] = Field("umap", description="2-D layout; the article found t-SNE better for class atlases")
+    min_rows: int = Field(
+        50, ge=2, description="fewer selected rows than this is an error (raise top_k or change mode)"
+    )
+    method: Literal["umap", "tsne"] = Field(
+        "umap", description="2-D layout; the article found t-SNE better for class atlases"
+    )
     n_neighbors: int = Field(20, ge=2, description="UMAP neighbours (issue: 20; docs/method.md §8: 20)")
-    min_dist: float = Field(0.02, ge=0.0, description="UMAP min_dist (issue and production: 0.02; the class notebook: 0.01)")
+    min_dist: float = Field(
+        0.02, ge=0.0, description="UMAP min_dist (issue and production: 0.02; the class notebook: 0.01)"
+    )
     metric: Literal["cosine", "euclidean"] = "cosine"
     grid: int = Field(8, ge=1, description="cells per side of the one level (reference: 8 x 8)")
-    min_count: int = Field(4, ge=0, description="cells with at most this many members are dropped (reference: keep > 4)")
+    min_count: int = Field(
+        4, ge=0, description="cells with at most this many members are dropped (reference: keep > 4)"
+    )
     whitening: Literal["store", "subset"] = Field(
-        "store", description="whiten icons with the whole store's matrix (a few hundred rows cannot estimate a "
-        "C x C second moment) or with the subset's own")
+        "store",
+        description="whiten icons with the whole store's matrix (a few hundred rows cannot estimate a "
+        "C x C second moment) or with the subset's own",
+    )
     render: RenderOverrides = RenderOverrides()
 
 
 class CompareConfig(_Section):
     """Class-comparison atlases (docs/method.md §8: x = attribution difference, y = 1-D t-SNE)."""
 
-    pairs: list[tuple[str | int, str | int]] = Field([], description="[a, b] class pairs (names or indices); a is drawn left")
-    mode: Literal["winner", "topk", "both"] = Field("both", description="row selection of each class (see classes.mode)")
+    pairs: list[tuple[str | int, str | int]] = Field(
+        [], description="[a, b] class pairs (names or indices); a is drawn left"
+    )
+    mode: Literal["winner", "topk", "both"] = Field(
+        "both", description="row selection of each class (see classes.mode)"
+    )
     top_k: int = Field(2000, ge=1, description="rows kept per class by the topk rule")
     min_rows: int = Field(50, ge=2, description="fewer rows (union of both classes) than this is an error")
-    percentile: float = Field(99.0, gt=0.0, le=100.0, description="x = (attr_a - attr_b) / this percentile of |difference|")
+    percentile: float = Field(
+        99.0, gt=0.0, le=100.0, description="x = (attr_a - attr_b) / this percentile of |difference|"
+    )
     tsne_perplexity: float = Field(30.0, gt=0.0, description="the 1-D t-SNE of the y axis (sklearn's default)")
     tsne_metric: Literal["cosine", "euclidean"] = Field("cosine", description="reference: cosine")
     seed: int = 0
@@ -303,14 +359,19 @@ class AlignConfig(_Section):
     views_per_image: int = Field(4, ge=1, description="views per photo collected for both sides (collect's crops)")
     positions_per_image: int = Field(2, ge=1, description="image locations sampled per view, the same for both sides")
     image_margin: float = Field(
-        0.143, ge=0.0, lt=0.5,
+        0.143,
+        ge=0.0,
+        lt=0.5,
         description="image locations are drawn in [m, 1 - m)^2 of the view (0.143 ~ 1/7: the edge cells of a 7x7 "
-                    "layer, like collect.border 1)")
+        "layer, like collect.border 1)",
+    )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of photos held out to score the linear maps")
     ridge: list[float] = Field(
-        [0.01, 0.1, 1.0, 10.0], min_length=1,
+        [0.01, 0.1, 1.0, 10.0],
+        min_length=1,
         description="ridge penalties of the linear maps, relative to the mean eigenvalue of A^T A; with several, "
-                    "grouped cross-validation on the fit photos picks one")
+        "grouped cross-validation on the fit photos picks one",
+    )
     knn: int = Field(10, ge=1, description="neighbours compared per location for the kNN overlap")
     levels: list[int] = Field([10], min_length=1, description="grid levels of the aligned atlases (cells per side)")
     min_count: int = Field(5, ge=0, description="cells with at most this many samples are dropped (recipe: > 5)")
@@ -318,7 +379,7 @@ class AlignConfig(_Section):
     render: RenderOverrides = RenderOverrides()
 
     @model_validator(mode="after")
-    def _check_ridge(self) -> "AlignConfig":
+    def _check_ridge(self) -> AlignConfig:
         if any(not r > 0 for r in self.ridge):
             raise ValueError(f"ridge penalties must be positive (got {self.ridge})")
         return self
@@ -344,21 +405,30 @@ class ExplainConfig(_Section):
     out: str = Field("data/explain.png", description="the PNG written; the other figures go next to it (<stem>_*.png)")
     top_classes: int = Field(5, ge=1, description="predicted classes explained (the top-k of the softmax)")
     classes: list[str | int] = Field([], description="more classes to explain, by name or ImageNet index")
-    methods: list[ExplainMethod] = Field(list(EXPLAIN_METHODS), description="attribution methods drawn (docs/explain.md)")
+    methods: list[ExplainMethod] = Field(
+        list(EXPLAIN_METHODS), description="attribution methods drawn (docs/explain.md)"
+    )
     batch_size: int = Field(16, ge=1, description="images per forward/backward of the attribution methods")
     occlusion_window: int = Field(32, ge=1, description="side of the grey occluding square in input pixels")
     occlusion_stride: int = Field(16, ge=1, description="step of the occluding square in input pixels")
-    occlusion_baseline: float = Field(0.5, ge=0.0, le=1.0, description="grey value of the square, in [0, 1] input units")
+    occlusion_baseline: float = Field(
+        0.5, ge=0.0, le=1.0, description="grey value of the square, in [0, 1] input units"
+    )
     grad_cam_layer: str | None = Field(
-        None, description="layer of Grad-CAM (None: the CAM layer where the model has one, else model.layer)")
+        None, description="layer of Grad-CAM (None: the CAM layer where the model has one, else model.layer)"
+    )
     channels: int = Field(6, ge=0, description="strongest channels of the channel view (0: no channel view)")
     channel_patches: int = Field(4, ge=0, description="top dataset patches per channel, from the store")
     patch_px: int = Field(64, ge=8, description="side of a dataset patch in the channel view")
-    page: bool = Field(True, description="write an HTML page into the atlas folder (data.atlas) and list it in the viewer")
+    page: bool = Field(
+        True, description="write an HTML page into the atlas folder (data.atlas) and list it in the viewer"
+    )
     layers: list[str] | None = Field(
-        None, description="layers of the evolving-understanding figure, e.g. features.3.conv.0,features.17.conv.0 or "
-                          "'default' (None: not drawn; docs/explain.md); also draws the first-layer filters and the "
-                          "strongest channels' activation maps, and needs no store")
+        None,
+        description="layers of the evolving-understanding figure, e.g. features.3.conv.0,features.17.conv.0 or "
+        "'default' (None: not drawn; docs/explain.md); also draws the first-layer filters and the "
+        "strongest channels' activation maps, and needs no store",
+    )
     layer_cells: int = Field(8, ge=1, description="at most this many cells per side: positions pooled in f x f blocks")
     layer_icon_px: int = Field(40, ge=8, description="side of each rendered cell of the layers figure")
     layer_steps: int = Field(64, ge=1, description="render steps of the layers figure's cells (tiny on CPU)")
@@ -372,12 +442,16 @@ class SanityConfig(_Section):
 
     methods: list[ExplainMethod] = Field(
         ["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "cam", "grad_cam"],
-        description="methods tested (occlusion is allowed but costs a full sweep per step)")
+        description="methods tested (occlusion is allowed but costs a full sweep per step)",
+    )
     blocks: int | None = Field(None, ge=1, description="blocks randomized from the top, cumulatively (None: all)")
     threshold: float = Field(
-        0.5, ge=-1.0, le=1.0,
+        0.5,
+        ge=-1.0,
+        le=1.0,
         description="a method fails when its mean rank correlation with the trained map over the cascade (or under "
-                    "class randomization) is above this")
+        "class randomization) is above this",
+    )
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
     out: str = Field("data/sanity.json", description="the JSON report")
@@ -405,9 +479,11 @@ class CueConflictConfig(_Section):
     """``atlas cue-conflict``: texture vs shape (Geirhos et al., ICLR 2019) by their recipe, and where the
     stimuli land on the atlas (docs/experiments.md)."""
 
-    stimuli: str = Field("tests/data/cue-conflict-sample",
-                         description="folder of cue-conflict images named <shape><i>-<texture><j>.png (the repo "
-                                     "ships 160 of the 1,280; pass the full set's folder)")
+    stimuli: str = Field(
+        "tests/data/cue-conflict-sample",
+        description="folder of cue-conflict images named <shape><i>-<texture><j>.png (the repo "
+        "ships 160 of the 1,280; pass the full set's folder)",
+    )
     level: int = Field(20, ge=1, description="grid level whose cells the stimuli's positions land in")
     top_classes: int = Field(5, ge=1, description="a cell's top attributed classes read for its category")
     batch_size: int = Field(16, ge=1)
@@ -420,21 +496,32 @@ class PatchesConfig(_Section):
     """``atlas patches``: patches read off a class-comparison atlas, pasted on photos of class A to flip the
     model to class B (Carter et al. 2019, "human-designed adversarial patches"; docs/experiments.md)."""
 
-    photos: str | None = Field(None, description="folder of photos of class A (one pair only); null: the store's "
-                                                 "photos labelled or predicted A")
+    photos: str | None = Field(
+        None,
+        description="folder of photos of class A (one pair only); null: the store's photos labelled or predicted A",
+    )
     cells: int = Field(8, ge=1, description="candidate cells: the ones farthest toward B on the comparison axis")
     examples: int = Field(2, ge=0, description="dataset-example crops per candidate cell (besides its icon)")
     keep: int = Field(10, ge=1, description="candidates measured: the best by the ranking proxy")
-    rank_photos: int = Field(10, ge=1, description="photos of A kept apart to rank the candidates (B-minus-A logit "
-                                                   "gain); at most all but one")
-    sizes: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], min_length=1,
-                               description="patch side / input side, every size at every corner (dynamic)")
+    rank_photos: int = Field(
+        10,
+        ge=1,
+        description="photos of A kept apart to rank the candidates (B-minus-A logit gain); at most all but one",
+    )
+    sizes: list[float] = Field(
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        min_length=1,
+        description="patch side / input side, every size at every corner (dynamic)",
+    )
     static_size: float = Field(0.4, gt=0.0, le=1.0, description="the static placement's size (one for every photo)")
     static_corner: Literal["top_left", "top_right", "bottom_left", "bottom_right"] = Field(
-        "bottom_right", description="the static placement's corner")
+        "bottom_right", description="the static placement's corner"
+    )
     controls: int = Field(2, ge=0, description="noise patches and random-cell patches (each) measured as controls")
     crop_px: int = Field(128, ge=8, description="dataset crops are cut from the photos at this side")
-    field: float = Field(0.33, gt=0.0, le=1.0, description="crop side / view side around the sample (tiles.example_field)")
+    field: float = Field(
+        0.33, gt=0.0, le=1.0, description="crop side / view side around the sample (tiles.example_field)"
+    )
     batch_size: int = Field(32, ge=1)
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")

@@ -18,11 +18,11 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from store import schema
 from store.atomic import lock_for, write_aside
 from store.errors import AtlasError
-from store import schema
-from store.zarrio import create_array, dask_array, open_group, read, read_rows, writable
 from store.metadata import first_difference, json_ready
+from store.zarrio import create_array, dask_array, open_group, read, read_rows, writable
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 class StoreSpec:
     """What a store holds; two runs may share a store only if their specs are equal."""
 
-    model: dict[str, Any]      # name, weights, weights_sha256, layer, image_size, layer_shape, ...
-    dataset: dict[str, Any]    # source, kind, fingerprint, n_images
-    sampling: dict[str, Any]   # views_per_image, positions_per_image, border, seed, dtype, top_k, ...
+    model: dict[str, Any]  # name, weights, weights_sha256, layer, image_size, layer_shape, ...
+    dataset: dict[str, Any]  # source, kind, fingerprint, n_images
+    sampling: dict[str, Any]  # views_per_image, positions_per_image, border, seed, dtype, top_k, ...
     channels: int
     n_images: int
     views_per_image: int
@@ -49,16 +49,20 @@ class StoreSpec:
         return max(1, self.rows_per_chunk // self.positions_per_image)
 
     def identity(self) -> dict[str, Any]:
-        return {"schema_version": schema.SCHEMA_VERSION, "model": self.model,
-                "dataset": self.dataset, "sampling": self.sampling}
+        return {
+            "schema_version": schema.SCHEMA_VERSION,
+            "model": self.model,
+            "dataset": self.dataset,
+            "sampling": self.sampling,
+        }
 
 
 @dataclass
 class BlockData:
     """Everything collect produces for one block, row-aligned with the block's rows."""
 
-    status: np.ndarray          # [inputs_in_block] uint8
-    activations: np.ndarray     # [rows, C]
+    status: np.ndarray  # [inputs_in_block] uint8
+    activations: np.ndarray  # [rows, C]
     rows: dict[str, np.ndarray]  # name in schema.ROW_ARRAYS -> [rows, ...]
 
 
@@ -75,21 +79,26 @@ def open_foreign_checked(p: Path, mode: str) -> zarr.Group:
     if not p.exists():
         raise AtlasError(f"store {p} does not exist; run `atlas collect` first (or pass --store)")
     if (p / ".zgroup").exists() or (p / ".zarray").exists():
-        raise AtlasError(f"store {p} is a zarr v2 store (written by another tool; {_expected()}); "
-                         "choose another --store path")
+        raise AtlasError(
+            f"store {p} is a zarr v2 store (written by another tool; {_expected()}); choose another --store path"
+        )
     if not (p / "zarr.json").exists():
         raise AtlasError(f"store {p} is not a zarr store (no zarr.json; {_expected()}); choose another --store path")
     try:
         group = open_group(p, mode=mode)
     except AtlasError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any zarr failure is an unreadable store
-        raise AtlasError(f"store {p} cannot be opened as a zarr group ({type(exc).__name__}: {exc}; {_expected()}); "
-                         "run `atlas verify` on it, or collect into a new store") from None
+    except Exception as exc:
+        raise AtlasError(
+            f"store {p} cannot be opened as a zarr group ({type(exc).__name__}: {exc}; {_expected()}); "
+            "run `atlas verify` on it, or collect into a new store"
+        ) from None
     fmt = group.attrs.get("format")
     if fmt != schema.FORMAT_NAME:
-        raise AtlasError(f"store {p} is not an activation-atlas store (format {fmt!r}, schema version "
-                         f"{group.attrs.get('schema_version')!r}; {_expected()}); choose another --store path")
+        raise AtlasError(
+            f"store {p} is not an activation-atlas store (format {fmt!r}, schema version "
+            f"{group.attrs.get('schema_version')!r}; {_expected()}); choose another --store path"
+        )
     return group
 
 
@@ -102,22 +111,26 @@ class AtlasStore:
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r+") -> "AtlasStore":
+    def open(cls, path: str | Path, mode: str = "r+") -> AtlasStore:
         """Open an existing store; refuse anything that is not one of ours at this schema."""
         p = Path(path)
         group = open_foreign_checked(p, mode)
         version = group.attrs.get("schema_version")
         if version != schema.SCHEMA_VERSION:
             if version in schema.MIGRATABLE_VERSIONS:
-                raise AtlasError(f"store {p} has schema version {version}, this version reads {schema.SCHEMA_VERSION} "
-                                 f"(checksummed chunks); run `atlas migrate --store {p}` to rewrite it in place, "
-                                 "or collect into a new store")
-            raise AtlasError(f"store {p} has schema version {version!r}, this version reads {schema.SCHEMA_VERSION}; "
-                             "use the activation-atlas version that wrote it, or collect into a new store")
+                raise AtlasError(
+                    f"store {p} has schema version {version}, this version reads {schema.SCHEMA_VERSION} "
+                    f"(checksummed chunks); run `atlas migrate --store {p}` to rewrite it in place, "
+                    "or collect into a new store"
+                )
+            raise AtlasError(
+                f"store {p} has schema version {version!r}, this version reads {schema.SCHEMA_VERSION}; "
+                "use the activation-atlas version that wrote it, or collect into a new store"
+            )
         return cls(p, group)
 
     @classmethod
-    def create_or_open(cls, path: str | Path, spec: StoreSpec, extra_attrs: dict[str, Any]) -> "AtlasStore":
+    def create_or_open(cls, path: str | Path, spec: StoreSpec, extra_attrs: dict[str, Any]) -> AtlasStore:
         """Create the pre-sized store, or reopen it if it was made by the same spec.
 
         A file lock beside the store makes this safe when n shards start at once.
@@ -141,14 +154,19 @@ class AtlasStore:
             )
 
     @classmethod
-    def _create(cls, p: Path, spec: StoreSpec, extra_attrs: dict[str, Any], locked: bool = False) -> "AtlasStore":
+    def _create(cls, p: Path, spec: StoreSpec, extra_attrs: dict[str, Any], locked: bool = False) -> AtlasStore:
         """Build the empty store aside and publish it whole (store/atomic.py): a kill during
         creation leaves no half-made store that the next run would refuse as foreign."""
         with write_aside(p, locked=locked) as tmp:
             cls._build(tmp, spec, extra_attrs)
-        log.info("created store %s: %d images x %d views x %d positions = %d rows", p, spec.n_images,
-                 spec.views_per_image, spec.positions_per_image, spec.n_images * spec.views_per_image
-                 * spec.positions_per_image)
+        log.info(
+            "created store %s: %d images x %d views x %d positions = %d rows",
+            p,
+            spec.n_images,
+            spec.views_per_image,
+            spec.positions_per_image,
+            spec.n_images * spec.views_per_image * spec.positions_per_image,
+        )
         return cls(p, open_group(p, mode="r+"))
 
     @staticmethod
@@ -167,8 +185,14 @@ class AtlasStore:
         inputs = group.create_group(schema.INPUTS)
         create_array(inputs, "status", shape=(n_inputs,), chunks=(bi,), dtype="uint8", fill_value=schema.STATUS_PENDING)
         samples = group.create_group(schema.SAMPLES)
-        create_array(samples, "activations", shape=(n_rows, spec.channels), chunks=(chunk_rows, spec.channels),
-                     dtype=spec.dtype, fill_value=0)
+        create_array(
+            samples,
+            "activations",
+            shape=(n_rows, spec.channels),
+            chunks=(chunk_rows, spec.channels),
+            dtype=spec.dtype,
+            fill_value=0,
+        )
         trailing = {"2": 2, "top_predictions": spec.top_predictions, "top_k": spec.top_k}
         for name, (dtype, key, fill) in schema.ROW_ARRAYS.items():
             shape = (n_rows,) if key is None else (n_rows, trailing[key])
@@ -176,10 +200,19 @@ class AtlasStore:
             create_array(samples, name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
         blocks = group.create_group(schema.BLOCKS)
         create_array(blocks, "done", shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
-        attrs = {"format": schema.FORMAT_NAME, **json_ready(spec.identity()), **json_ready(extra_attrs),
-                 "channels": spec.channels, "n_images": spec.n_images, "n_inputs": n_inputs, "n_rows": n_rows,
-                 "views_per_image": spec.views_per_image, "positions_per_image": spec.positions_per_image,
-                 "block_inputs": bi, "n_blocks": n_blocks}
+        attrs = {
+            "format": schema.FORMAT_NAME,
+            **json_ready(spec.identity()),
+            **json_ready(extra_attrs),
+            "channels": spec.channels,
+            "n_images": spec.n_images,
+            "n_inputs": n_inputs,
+            "n_rows": n_rows,
+            "views_per_image": spec.views_per_image,
+            "positions_per_image": spec.positions_per_image,
+            "block_inputs": bi,
+            "n_blocks": n_blocks,
+        }
         group.attrs.update(attrs)
 
     def derived_path(self, name: str) -> Path:
@@ -289,14 +322,16 @@ class AtlasStore:
         rows = self.block_row_range(block)
         inputs = self.block_input_range(block)
         if data.activations.shape[0] != len(rows) or data.status.shape[0] != len(inputs):
-            raise ValueError(f"block {block}: got {data.activations.shape[0]} rows / {data.status.shape[0]} "
-                             f"inputs, expected {len(rows)} / {len(inputs)}")
+            raise ValueError(
+                f"block {block}: got {data.activations.shape[0]} rows / {data.status.shape[0]} "
+                f"inputs, expected {len(rows)} / {len(inputs)}"
+            )
         samples = self.group[schema.SAMPLES]
         sl = slice(rows.start, rows.stop)
         writable(samples["activations"])[sl] = data.activations.astype(samples["activations"].dtype, copy=False)
         for name, values in data.rows.items():
             writable(samples[name])[sl] = values.astype(samples[name].dtype, copy=False)
-        writable(self.group[schema.INPUTS]["status"])[inputs.start:inputs.stop] = data.status
+        writable(self.group[schema.INPUTS]["status"])[inputs.start : inputs.stop] = data.status
         writable(self.group[schema.BLOCKS]["done"])[block] = 1
 
     def record_run_summary(self, summary: dict[str, Any]) -> None:
@@ -314,8 +349,11 @@ class AtlasStore:
     def counts(self) -> dict[str, int]:
         status = self.input_status()
         reasons = list(self.group.attrs.get("skip_reasons", []))
-        out = {"inputs": int(status.size), "stored": int((status == schema.STATUS_STORED).sum()),
-               "pending": int((status == schema.STATUS_PENDING).sum())}
+        out = {
+            "inputs": int(status.size),
+            "stored": int((status == schema.STATUS_STORED).sum()),
+            "pending": int((status == schema.STATUS_PENDING).sum()),
+        }
         for i, reason in enumerate(reasons):
             out[f"skipped_{reason}"] = int((status == schema.STATUS_FIRST_SKIP + i).sum())
         out["skipped"] = int((status >= schema.STATUS_FIRST_SKIP).sum())
@@ -389,14 +427,23 @@ class AtlasStore:
         labels: np.ndarray | None = None,
         class_names: list[str] | None = None,
         rows_per_chunk: int = 1024,
-    ) -> "AtlasStore":
+    ) -> AtlasStore:
         """A complete store from arrays (one image per row, one view, one position), no model."""
         n, c = activations.shape
         k = attr_idx.shape[1] if attr_idx is not None else 1
-        spec = StoreSpec(model={"name": "synthetic", "layer": "none"}, dataset={"fingerprint": "synthetic"},
-                         sampling={}, channels=c, n_images=n, views_per_image=1, positions_per_image=1,
-                         rows_per_chunk=rows_per_chunk, dtype=str(activations.dtype) if activations.dtype in
-                         (np.float16, np.float32) else "float32", top_k=k, top_predictions=1)
+        spec = StoreSpec(
+            model={"name": "synthetic", "layer": "none"},
+            dataset={"fingerprint": "synthetic"},
+            sampling={},
+            channels=c,
+            n_images=n,
+            views_per_image=1,
+            positions_per_image=1,
+            rows_per_chunk=rows_per_chunk,
+            dtype=str(activations.dtype) if activations.dtype in (np.float16, np.float32) else "float32",
+            top_k=k,
+            top_predictions=1,
+        )
         names = class_names or [f"class_{i}" for i in range(int(attr_idx.max()) + 1 if attr_idx is not None else 1)]
         store = cls._create(Path(path), spec, {"class_names": names, "label_names": [], "skip_reasons": []})
         labels = np.full(n, -1, np.int32) if labels is None else labels
@@ -407,6 +454,10 @@ class AtlasStore:
             extra = {"yx": np.zeros((len(rows), 2), np.int16)}
             if attr_idx is not None and attr_val is not None:
                 extra["attr_idx"], extra["attr_val"] = attr_idx[sl], attr_val[sl]
-            store.write_block(block, BlockData(status=np.full(len(rows), schema.STATUS_STORED, np.uint8),
-                                               activations=activations[sl], rows=extra))
+            store.write_block(
+                block,
+                BlockData(
+                    status=np.full(len(rows), schema.STATUS_STORED, np.uint8), activations=activations[sl], rows=extra
+                ),
+            )
         return store

@@ -139,8 +139,8 @@ class Leftover:
     """A hidden folder or partial file a run left behind."""
 
     path: Path
-    owner: str        # "<host> pid <pid>" or "unknown"
-    removable: bool   # provably abandoned: this host, and its process is gone
+    owner: str  # "<host> pid <pid>" or "unknown"
+    removable: bool  # provably abandoned: this host, and its process is gone
 
 
 def _alive(pid: int) -> bool:

@@ -52,5 +52,6 @@ def storage_error(exc: OSError, path: object) -> Exception:
     if fix is None:
         return exc
     reason = exc.strerror or name
-    return StorageError(f"cannot write {path}: {reason}; {fix}, then rerun the same command (it resumes; "
-                        "nothing half-written was kept)")
+    return StorageError(
+        f"cannot write {path}: {reason}; {fix}, then rerun the same command (it resumes; nothing half-written was kept)"
+    )

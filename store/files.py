@@ -36,8 +36,9 @@ def _files(folder: Path) -> list[Path]:
 def write_manifest(folder: str | Path, inputs: dict[str, Any]) -> Path:
     """Hash every file under ``folder`` into ``folder/checksums.json`` (written aside, then renamed)."""
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
-             for p in _files(folder)}
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(folder)
+    }
     manifest = {"format": FORMAT, "version": VERSION, "inputs": inputs, "files": files}
     target = folder / MANIFEST
     tmp = target.with_name(f".{MANIFEST}.tmp")

@@ -57,8 +57,8 @@ FIDELITY = "fidelity"
 class IconsSpec:
     """What an icons group is made from: reuse it only if all of this matches."""
 
-    grid: dict[str, Any]    # layout_id, fingerprint (refuse on change)
-    model: dict[str, Any]   # name, weights_sha256, layer (refuse on change)
+    grid: dict[str, Any]  # layout_id, fingerprint (refuse on change)
+    model: dict[str, Any]  # name, weights_sha256, layer (refuse on change)
     params: dict[str, Any]  # render params incl. seed (recreate on change)
     levels: dict[int, int]  # N -> kept cells
     size: int
@@ -70,19 +70,19 @@ class IconLevel:
     """The rendered icons of one level, row-aligned with the level's kept cells."""
 
     n: int
-    icons: NDArray[np.uint8]       # [K, S, S, 3]
+    icons: NDArray[np.uint8]  # [K, S, S, 3]
     objective: NDArray[np.float32]  # [K]
-    cossim: NDArray[np.float32]     # [K]
-    done: NDArray[np.bool_]         # [batches]
+    cossim: NDArray[np.float32]  # [K]
+    done: NDArray[np.bool_]  # [batches]
 
 
 @dataclass(frozen=True)
 class FidelityArrays:
     """Per-icon fidelity of one level (see ``stages.render.fidelity``)."""
 
-    cossim: NDArray[np.float32]         # [K] icon fed at its own size
-    overlap: NDArray[np.bool_]          # [K] top-5 predictions meet the cell's top-5 classes
-    top_pred: NDArray[np.int32]         # [K, 5] predicted classes, icon at its own size
+    cossim: NDArray[np.float32]  # [K] icon fed at its own size
+    overlap: NDArray[np.bool_]  # [K] top-5 predictions meet the cell's top-5 classes
+    top_pred: NDArray[np.int32]  # [K, 5] predicted classes, icon at its own size
     cossim_resized: NDArray[np.float32]  # [K] icon resized to the model's input size
     overlap_resized: NDArray[np.bool_]  # [K]
 
@@ -96,7 +96,7 @@ class IconStore:
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> "IconStore":
+    def open(cls, path: str | Path, mode: str = "r") -> IconStore:
         """Open an existing icons group for reading (fidelity, tiles)."""
         p = Path(path)
         if not (p / "zarr.json").exists():
@@ -104,12 +104,14 @@ class IconStore:
         group = open_group(p, mode=mode)
         fmt, version = group.attrs.get("format"), group.attrs.get("version")
         if fmt != FORMAT or version != VERSION:
-            raise AtlasError(f"{p} is not an icons group of version {VERSION} (found format {fmt!r}, version "
-                             f"{version!r}); `atlas migrate` rewrites version 1, else delete it and run `atlas render`")
+            raise AtlasError(
+                f"{p} is not an icons group of version {VERSION} (found format {fmt!r}, version "
+                f"{version!r}); `atlas migrate` rewrites version 1, else delete it and run `atlas render`"
+            )
         return cls(p, group)
 
     @classmethod
-    def open_for_render(cls, path: str | Path, spec: IconsSpec) -> "IconStore":
+    def open_for_render(cls, path: str | Path, spec: IconsSpec) -> IconStore:
         """Reopen a matching group (to resume), recreate it on new params, refuse another atlas.
 
         A file lock beside the group makes this safe when n shards start at once.
@@ -119,13 +121,18 @@ class IconStore:
             if (p / "zarr.json").exists():
                 store = cls.open(p, mode="r+")
                 attrs = store.group.attrs
-                diff = first_difference({"grid": attrs.get("grid"), "model": attrs.get("model")},
-                                         json_ready({"grid": spec.grid, "model": spec.model}), holder="icons")
+                diff = first_difference(
+                    {"grid": attrs.get("grid"), "model": attrs.get("model")},
+                    json_ready({"grid": spec.grid, "model": spec.model}),
+                    holder="icons",
+                )
                 if diff:
                     raise AtlasError(f"icons {p} were rendered for another atlas ({diff}); delete {p} to render again")
                 diff = first_difference(
                     {"params": attrs.get("params"), "levels": attrs.get("levels")},
-                    json_ready({"params": spec.params, "levels": spec.levels}), holder="icons")
+                    json_ready({"params": spec.params, "levels": spec.levels}),
+                    holder="icons",
+                )
                 if diff is None:
                     return store
                 log.warning("render params changed (%s): deleting %s and rendering again", diff, p)
@@ -133,7 +140,7 @@ class IconStore:
             return cls._create(p, spec)
 
     @classmethod
-    def _create(cls, p: Path, spec: IconsSpec) -> "IconStore":
+    def _create(cls, p: Path, spec: IconsSpec) -> IconStore:
         """Build the empty group aside and publish it (the caller holds the lock beside ``p``)."""
         s, bs = spec.size, spec.batch_size
         with write_aside(p, locked=True) as tmp:
@@ -141,14 +148,27 @@ class IconStore:
             for n, k in spec.levels.items():
                 sub = group.create_group(f"level_{n}")
                 rows = max(k, 1)
-                create_array(sub, "icons", shape=(k, s, s, 3), chunks=(min(bs, rows), s, s, 3), dtype="uint8",
-                             fill_value=0)
+                create_array(
+                    sub, "icons", shape=(k, s, s, 3), chunks=(min(bs, rows), s, s, 3), dtype="uint8", fill_value=0
+                )
                 create_array(sub, "objective", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
                 create_array(sub, "cossim", shape=(k,), chunks=(min(bs, rows),), dtype="float32", fill_value=np.nan)
                 create_array(sub, "done", shape=(-(-k // bs),), chunks=(1,), dtype="uint8", fill_value=0)
                 sub.attrs.update({"n": int(n), "cells": int(k)})
-            group.attrs.update(json_ready({"format": FORMAT, "version": VERSION, "grid": spec.grid, "model": spec.model,
-                                           "params": spec.params, "levels": spec.levels, "size": s, "batch_size": bs}))
+            group.attrs.update(
+                json_ready(
+                    {
+                        "format": FORMAT,
+                        "version": VERSION,
+                        "grid": spec.grid,
+                        "model": spec.model,
+                        "params": spec.params,
+                        "levels": spec.levels,
+                        "size": s,
+                        "batch_size": bs,
+                    }
+                )
+            )
         log.info("created icons %s: %s cells per level, %d px, batches of %d", p, spec.levels, s, bs)
         return cls(p, open_group(p, mode="r+"))
 
@@ -183,7 +203,9 @@ class IconStore:
 
     def _level(self, n: int) -> zarr.Group:
         if f"level_{n}" not in self.group:
-            raise AtlasError(f"icons {self.path} have no level {n}; rendered levels: {', '.join(map(str, self.levels))}")
+            raise AtlasError(
+                f"icons {self.path} have no level {n}; rendered levels: {', '.join(map(str, self.levels))}"
+            )
         return self.group[f"level_{n}"]
 
     # ----------------------------------------------------------------------------- batches
@@ -205,8 +227,14 @@ class IconStore:
             sub[FIDELITY].attrs.update({"complete": False})
             del sub[FIDELITY]
 
-    def write_batch(self, n: int, batch: int, icons: NDArray[np.uint8], objective: NDArray[np.floating],
-                    cossim: NDArray[np.floating]) -> None:
+    def write_batch(
+        self,
+        n: int,
+        batch: int,
+        icons: NDArray[np.uint8],
+        objective: NDArray[np.floating],
+        cossim: NDArray[np.floating],
+    ) -> None:
         """Write one batch's arrays, then mark it done (the mark is the commit point)."""
         rows = self.batch_range(n, batch)
         if icons.shape[0] != len(rows):
@@ -221,8 +249,13 @@ class IconStore:
 
     def read_level(self, n: int) -> IconLevel:
         sub = self._level(n)
-        return IconLevel(n=n, icons=read(sub["icons"]), objective=read(sub["objective"]),
-                         cossim=read(sub["cossim"]), done=np.asarray(read(sub["done"]), dtype=bool))
+        return IconLevel(
+            n=n,
+            icons=read(sub["icons"]),
+            objective=read(sub["objective"]),
+            cossim=read(sub["cossim"]),
+            done=np.asarray(read(sub["done"]), dtype=bool),
+        )
 
     def complete(self, n: int) -> bool:
         return bool(self.done(n).all())

@@ -23,7 +23,8 @@ from store import schema
 from store.atlas_store import AtlasStore, open_foreign_checked
 from store.atomic import lock_for, write_aside
 from store.errors import AtlasError
-from store.icons import FORMAT as ICONS_FORMAT, VERSION as ICONS_VERSION
+from store.icons import FORMAT as ICONS_FORMAT
+from store.icons import VERSION as ICONS_VERSION
 from store.subset import ROWS, STAGE_GROUPS, SubsetStore
 from store.zarrio import chunk_grid, create_array, has_checksum, open_group, writable
 
@@ -37,8 +38,15 @@ def _copy(src: zarr.Group, dst: zarr.Group) -> None:
             sub.attrs.update(dict(member.attrs))
             _copy(member, sub)
             continue
-        array = create_array(dst, name, shape=member.shape, chunks=member.chunks, dtype=member.dtype,
-                             fill_value=member.fill_value, attributes=dict(member.attrs))
+        array = create_array(
+            dst,
+            name,
+            shape=member.shape,
+            chunks=member.chunks,
+            dtype=member.dtype,
+            fill_value=member.fill_value,
+            attributes=dict(member.attrs),
+        )
         out = writable(array)
         for coords in np.ndindex(*chunk_grid(member)):
             out.set_block_selection(coords, member.get_block_selection(coords))
@@ -92,8 +100,10 @@ def migrate_store(path: str | Path) -> list[str]:
     lines = []
     if version != schema.SCHEMA_VERSION:
         if version not in schema.MIGRATABLE_VERSIONS:
-            raise AtlasError(f"store {p} has schema version {version!r}; `atlas migrate` rewrites versions "
-                             f"{', '.join(map(str, schema.MIGRATABLE_VERSIONS))} as {schema.SCHEMA_VERSION}")
+            raise AtlasError(
+                f"store {p} has schema version {version!r}; `atlas migrate` rewrites versions "
+                f"{', '.join(map(str, schema.MIGRATABLE_VERSIONS))} as {schema.SCHEMA_VERSION}"
+            )
         rewrite_group(p, {"schema_version": schema.SCHEMA_VERSION})
         lines.append(f"{p}: schema version {version} -> {schema.SCHEMA_VERSION}, every chunk checksummed")
     store = AtlasStore.open(p)
@@ -109,6 +119,8 @@ def migrate_store(path: str | Path) -> list[str]:
         if not updates.get("rows_token") and not needs_rewrite(target):
             continue
         rewrite_group(target, updates)
-        lines.append(f"{target}: rewritten with chunk checksums" + (" (icons version 2)" if "version" in updates else ""))
+        lines.append(
+            f"{target}: rewritten with chunk checksums" + (" (icons version 2)" if "version" in updates else "")
+        )
     log.info("migrated %s: %d groups rewritten", p, len(lines))
     return lines

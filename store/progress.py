@@ -45,9 +45,9 @@ class ShardProgress:
 class StageProgress:
     """Per-shard progress of one stage over one store."""
 
-    stage: str          # collect | render
-    unit: str           # what a done flag counts: blocks | batches
-    where: str          # the store or icons path
+    stage: str  # collect | render
+    unit: str  # what a done flag counts: blocks | batches
+    where: str  # the store or icons path
     shards: list[ShardProgress]
 
     @property
@@ -90,7 +90,7 @@ def shard_progress(done: NDArray[np.bool_], n_shards: int) -> list[ShardProgress
     out = []
     for i in range(n_shards):
         units = shard_blocks(len(flags), i, n_shards)
-        out.append(ShardProgress(i, n_shards, int(flags[units.start:units.stop].sum()), len(units)))
+        out.append(ShardProgress(i, n_shards, int(flags[units.start : units.stop].sum()), len(units)))
     return out
 
 

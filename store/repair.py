@@ -53,8 +53,11 @@ def _repair_batches(path: Path, units: set[Any]) -> str:
         by_level[n].append(b)
     for n, batches in by_level.items():
         icons.mark_batches_not_done(n, batches)
-    return f"{path}: " + "; ".join(f"level {n} batches {', '.join(map(str, b))}" for n, b in by_level.items()) \
+    return (
+        f"{path}: "
+        + "; ".join(f"level {n} batches {', '.join(map(str, b))}" for n, b in by_level.items())
         + " marked not done (render redoes them)"
+    )
 
 
 def _repair_fidelity(path: Path, units: set[Any]) -> str:
@@ -80,7 +83,12 @@ def _repair_file(path: Path, _units: set[Any]) -> str:
 
 
 _REPAIRS: dict[str, Callable[[Path, set[Any]], str]] = {
-    "blocks": _repair_blocks, "images": _repair_images, "batches": _repair_batches, "fidelity": _repair_fidelity,
-    "incomplete": _repair_incomplete, "remove": _repair_remove, "file": _repair_file,
+    "blocks": _repair_blocks,
+    "images": _repair_images,
+    "batches": _repair_batches,
+    "fidelity": _repair_fidelity,
+    "incomplete": _repair_incomplete,
+    "remove": _repair_remove,
+    "file": _repair_file,
 }
 _ORDER = ("blocks", "images", "incomplete", "batches", "fidelity", "remove", "file")

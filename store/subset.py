@@ -47,7 +47,7 @@ STAGE_GROUPS = ("layout", "grid", "whitening", "icons")
 class SubsetStore:
     """Rows ``rows`` of ``parent`` under the name ``name`` (see the module docstring)."""
 
-    def __init__(self, parent: "AtlasStore", name: str, rows: NDArray[np.integer], base: Path | None = None) -> None:
+    def __init__(self, parent: AtlasStore, name: str, rows: NDArray[np.integer], base: Path | None = None) -> None:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"subset name {name!r} must be a plain, non-empty file-name part")
         self.parent = parent
@@ -58,8 +58,9 @@ class SubsetStore:
 
     # ----------------------------------------------------------------------------- persistence
     @classmethod
-    def create(cls, parent: "AtlasStore", name: str, rows: NDArray[np.integer], attrs: dict[str, Any],
-               base: Path | None = None) -> "SubsetStore":
+    def create(
+        cls, parent: AtlasStore, name: str, rows: NDArray[np.integer], attrs: dict[str, Any], base: Path | None = None
+    ) -> SubsetStore:
         """Persist ``rows`` (ascending, unique, valid in the parent) and how they were chosen.
 
         An existing subset with the same rows and ``attrs`` is kept as it is (its derived groups
@@ -83,7 +84,7 @@ class SubsetStore:
         return subset
 
     @classmethod
-    def open(cls, parent: "AtlasStore", name: str, base: Path | None = None) -> "SubsetStore":
+    def open(cls, parent: AtlasStore, name: str, base: Path | None = None) -> SubsetStore:
         """The subset persisted under ``name`` (made earlier by :meth:`create`)."""
         probe = cls(parent, name, np.zeros(0, np.int64), base)
         stored = probe._stored()
@@ -187,13 +188,15 @@ class SubsetStore:
         return self.parent.image_paths()
 
 
-def _checked_rows(parent: "AtlasStore", name: str, rows: NDArray[np.integer]) -> NDArray[np.int64]:
+def _checked_rows(parent: AtlasStore, name: str, rows: NDArray[np.integer]) -> NDArray[np.int64]:
     out = np.asarray(rows, dtype=np.int64).ravel()
     if out.size and (out.min() < 0 or out.max() >= parent.n_rows):
         raise AtlasError(f"subset {name}: row ids must lie in 0..{parent.n_rows - 1} of store {parent.path}")
     out = np.unique(out)
     invalid = ~np.asarray(parent.valid_mask(), dtype=bool)[out]
     if invalid.any():
-        raise AtlasError(f"subset {name}: {int(invalid.sum())} selected rows of store {parent.path} were never "
-                         "stored (skipped or pending inputs); select among the valid rows")
+        raise AtlasError(
+            f"subset {name}: {int(invalid.sum())} selected rows of store {parent.path} were never "
+            "stored (skipped or pending inputs); select among the valid rows"
+        )
     return out

@@ -51,7 +51,7 @@ DAMAGE = ("corrupt", "missing", "unreadable", "stale", "unfinished")
 class Repair:
     """One mark-for-redo action: ``kind`` on the group at ``path`` for ``units``."""
 
-    kind: str          # blocks | images | batches | fidelity | incomplete | subset_rows | remove | file
+    kind: str  # blocks | images | batches | fidelity | incomplete | subset_rows | remove | file
     path: str
     units: tuple[int, ...] = ()
 
@@ -60,10 +60,10 @@ class Repair:
 class Problem:
     """One damaged, missing, stale or unfinished piece, with the command that fixes it."""
 
-    kind: str          # corrupt | missing | unreadable | stale | unfinished | leftover
-    path: str          # the file or group
+    kind: str  # corrupt | missing | unreadable | stale | unfinished | leftover
+    path: str  # the file or group
     detail: str
-    fix: str           # what to run (after ``--repair`` where it says so)
+    fix: str  # what to run (after ``--repair`` where it says so)
     repair: Repair | None = None
 
     def line(self) -> str:
@@ -97,7 +97,9 @@ def metadata_problems(root: Path, fix: str, repair: Repair | None) -> list[Probl
         try:
             json.loads(meta.read_text())
         except (ValueError, UnicodeDecodeError, OSError) as exc:
-            out.append(Problem("unreadable", str(meta), f"metadata is not valid JSON ({type(exc).__name__})", fix, repair))
+            out.append(
+                Problem("unreadable", str(meta), f"metadata is not valid JSON ({type(exc).__name__})", fix, repair)
+            )
     return out
 
 
@@ -109,12 +111,25 @@ def partial_files(root: Path) -> list[Path]:
 def _leftover_problems(final: Path, report: Report) -> None:
     for item in leftovers_beside(final):
         what = "abandoned (its process is gone)" if item.removable else f"owned by {item.owner}, maybe still running"
-        report.add(Problem("leftover", str(item.path), f"hidden folder of a run, {what}",
-                           "--repair removes it" if item.removable else "remove it by hand once no run uses it",
-                           Repair("remove", str(item.path)) if item.removable else None))
+        report.add(
+            Problem(
+                "leftover",
+                str(item.path),
+                f"hidden folder of a run, {what}",
+                "--repair removes it" if item.removable else "remove it by hand once no run uses it",
+                Repair("remove", str(item.path)) if item.removable else None,
+            )
+        )
     for part in partial_files(final):
-        report.add(Problem("leftover", str(part), "partial chunk file of a killed write (never read)",
-                           "--repair removes it", Repair("file", str(part))))
+        report.add(
+            Problem(
+                "leftover",
+                str(part),
+                "partial chunk file of a killed write (never read)",
+                "--repair removes it",
+                Repair("file", str(part)),
+            )
+        )
 
 
 def _arrays(group: zarr.Group, prefix: str = "") -> Iterable[tuple[str, zarr.Array]]:
@@ -132,16 +147,18 @@ def _chunk_units(array: zarr.Array, chunk: int, unit_rows: int) -> range:
     return range(start // unit_rows, -(-stop // unit_rows))
 
 
-def check_array(array: zarr.Array, where: str, wanted: Callable[[int], bool], fix: str,
-                repair: Callable[[int], Repair | None]) -> list[Problem]:
+def check_array(
+    array: zarr.Array, where: str, wanted: Callable[[int], bool], fix: str, repair: Callable[[int], Repair | None]
+) -> list[Problem]:
     """Problems of the chunks of ``array`` whose first-axis index ``wanted`` says must be on disk."""
     out = []
     grid = chunk_grid(array)
     if not grid or 0 in grid:
         return out
     if not has_checksum(array):
-        out.append(Problem("unreadable", where, "written without chunk checksums (an older version)",
-                           "atlas migrate", None))
+        out.append(
+            Problem("unreadable", where, "written without chunk checksums (an older version)", "atlas migrate", None)
+        )
     for coords in np.ndindex(*grid):
         if not wanted(coords[0]):
             continue
@@ -149,8 +166,9 @@ def check_array(array: zarr.Array, where: str, wanted: Callable[[int], bool], fi
         if problem is not None:
             kind = "missing" if problem == "missing" else "corrupt"
             key = array.metadata.encode_chunk_key(tuple(int(c) for c in coords))
-            out.append(Problem(kind, f"{where}/{key}", f"chunk {'.'.join(map(str, coords))} {problem}", fix,
-                               repair(coords[0])))
+            out.append(
+                Problem(kind, f"{where}/{key}", f"chunk {'.'.join(map(str, coords))} {problem}", fix, repair(coords[0]))
+            )
     return out
 
 
@@ -161,7 +179,7 @@ def _open(path: Path, report: Report, fix: str, repair: Repair | None) -> zarr.G
         return None
     try:
         return open_group(path, mode="r")
-    except Exception as exc:  # noqa: BLE001 - any failure to open is an unreadable group
+    except Exception as exc:
         report.add(Problem("unreadable", str(path), f"cannot be opened ({type(exc).__name__}: {exc})", fix, repair))
         return None
 
@@ -178,8 +196,15 @@ def verify_collect(store: AtlasStore, report: Report) -> None:
         problem = check_chunk(blocks, coords)
         if problem is not None and problem != "missing":  # a missing flag chunk is "not done"
             damaged_flags.add(coords[0])
-            report.add(Problem("corrupt", f"{root}/{schema.BLOCKS}/done/{blocks.metadata.encode_chunk_key(coords)}",
-                               f"done flag of block {coords[0]} {problem}", fix, Repair("blocks", root, (coords[0],))))
+            report.add(
+                Problem(
+                    "corrupt",
+                    f"{root}/{schema.BLOCKS}/done/{blocks.metadata.encode_chunk_key(coords)}",
+                    f"done flag of block {coords[0]} {problem}",
+                    fix,
+                    Repair("blocks", root, (coords[0],)),
+                )
+            )
     done = np.zeros(store.n_blocks, dtype=bool)
     if not damaged_flags:
         done = store.done_blocks()
@@ -187,8 +212,9 @@ def verify_collect(store: AtlasStore, report: Report) -> None:
         for b in range(store.n_blocks):
             done[b] = b not in damaged_flags and bool(np.asarray(blocks[b]))
     bi = int(group.attrs["block_inputs"])
-    per_row = [(f"{schema.SAMPLES}/{name}", bi * store.positions_per_image)
-               for name in ("activations", *schema.ROW_ARRAYS)]
+    per_row = [
+        (f"{schema.SAMPLES}/{name}", bi * store.positions_per_image) for name in ("activations", *schema.ROW_ARRAYS)
+    ]
     for name, unit_rows in [*per_row, (f"{schema.INPUTS}/status", bi)]:
         if name not in group:
             report.add(Problem("missing", f"{root}/{name}", "array missing", "collect into a new store"))
@@ -205,14 +231,18 @@ def verify_collect(store: AtlasStore, report: Report) -> None:
     if store.images_written:
         for name in ("path", "label", "label_class"):
             array = group[schema.IMAGES][name]
-            report.problems.extend(check_array(array, f"{root}/{schema.IMAGES}/{name}", lambda _c: True, fix,
-                                               lambda _c: Repair("images", root)))
+            report.problems.extend(
+                check_array(
+                    array, f"{root}/{schema.IMAGES}/{name}", lambda _c: True, fix, lambda _c: Repair("images", root)
+                )
+            )
     report.checked.append(f"store {root}: {int(done.sum())}/{store.n_blocks} blocks done")
 
 
 # --------------------------------------------------------------------------------- whole groups
-def verify_whole(path: Path, what: str, report: Report, fix: str,
-                 stale: Callable[[zarr.Group], str | None] = lambda _g: None) -> zarr.Group | None:
+def verify_whole(
+    path: Path, what: str, report: Report, fix: str, stale: Callable[[zarr.Group], str | None] = lambda _g: None
+) -> zarr.Group | None:
     """A group written whole (layout, grid, whitening, subset rows): all chunks, complete, not stale."""
     mark = Repair("incomplete", str(path))
     group = _open(path, report, fix, Repair("remove", str(path)))
@@ -233,7 +263,7 @@ def verify_whole(path: Path, what: str, report: Report, fix: str,
 def _attrs(path: Path) -> dict[str, Any] | None:
     try:
         return dict(open_group(path, mode="r").attrs) if (path / "zarr.json").exists() else None
-    except Exception:  # noqa: BLE001 - unreadable: reported by its own check
+    except Exception:
         return None
 
 
@@ -251,8 +281,13 @@ def verify_derived(store: Any, report: Report, fix_for: Callable[[Path], str]) -
         return None
 
     def layout_id_stale(group: zarr.Group) -> str | None:
-        source = Path(group.attrs["source"]).with_name(Path(group.attrs["source"]).name.replace(".whitening.zarr", ".layout.zarr")) \
-            if group.attrs.get("source") else layout_path
+        source = (
+            Path(group.attrs["source"]).with_name(
+                Path(group.attrs["source"]).name.replace(".whitening.zarr", ".layout.zarr")
+            )
+            if group.attrs.get("source")
+            else layout_path
+        )
         layout = _attrs(source)
         if layout is None:
             return None  # no layout to compare with (deleted, or never copied here): nothing to claim
@@ -260,8 +295,11 @@ def verify_derived(store: Any, report: Report, fix_for: Callable[[Path], str]) -
             return f"made from layout {group.attrs.get('layout_id')}, {source} is {layout.get('layout_id')} now"
         return None
 
-    for path, what, stale in ((layout_path, "layout", layout_stale), (grid_path, "grid", layout_id_stale),
-                              (whitening_path, "whitening", layout_id_stale)):
+    for path, what, stale in (
+        (layout_path, "layout", layout_stale),
+        (grid_path, "grid", layout_id_stale),
+        (whitening_path, "whitening", layout_id_stale),
+    ):
         if path.exists():
             verify_whole(path, what, report, fix_for(path), stale)
         _leftover_problems(path, report)
@@ -290,28 +328,47 @@ def verify_icons(path: Path, store: Any, report: Report, fix: str) -> None:
             problem = check_chunk(flags, coords)
             if problem is not None and problem != "missing":
                 bad_flags.add(coords[0])
-                report.add(Problem("corrupt", f"{where}/level_{n}/done/{flags.metadata.encode_chunk_key(coords)}",
-                                   f"done flag of level {n} batch {coords[0]} {problem}", fix,
-                                   Repair("batches", where, (n, coords[0]))))
-        done = icons.done(n) if not bad_flags else np.array(
-            [b not in bad_flags and bool(np.asarray(flags[b])) for b in range(icons.n_batches(n))], dtype=bool)
+                report.add(
+                    Problem(
+                        "corrupt",
+                        f"{where}/level_{n}/done/{flags.metadata.encode_chunk_key(coords)}",
+                        f"done flag of level {n} batch {coords[0]} {problem}",
+                        fix,
+                        Repair("batches", where, (n, coords[0])),
+                    )
+                )
+        done = (
+            icons.done(n)
+            if not bad_flags
+            else np.array(
+                [b not in bad_flags and bool(np.asarray(flags[b])) for b in range(icons.n_batches(n))], dtype=bool
+            )
+        )
         rendered += int(done.sum())
         bs = icons.batch_size
         for name in ("icons", "objective", "cossim"):
             array = sub[name]
 
-            def wanted(chunk: int, array: zarr.Array = array) -> bool:
+            def wanted(chunk: int, array: zarr.Array = array, done: np.ndarray = done, bs: int = bs) -> bool:
                 return any(done[u] for u in _chunk_units(array, chunk, bs) if u < len(done))
 
-            def repair(chunk: int, array: zarr.Array = array, n: int = n) -> Repair:
+            def repair(
+                chunk: int, array: zarr.Array = array, n: int = n, done: np.ndarray = done, bs: int = bs
+            ) -> Repair:
                 return Repair("batches", where, (n, *(u for u in _chunk_units(array, chunk, bs) if u < len(done))))
 
             report.problems.extend(check_array(array, f"{where}/level_{n}/{name}", wanted, fix, repair))
         if FIDELITY in sub and sub[FIDELITY].attrs.get("complete", False):
             for name, array in _arrays(sub[FIDELITY]):
-                report.problems.extend(check_array(array, f"{where}/level_{n}/{FIDELITY}/{name}", lambda _c: True,
-                                                   "atlas verify --repair, then atlas fidelity",
-                                                   lambda _c, n=n: Repair("fidelity", where, (n,))))
+                report.problems.extend(
+                    check_array(
+                        array,
+                        f"{where}/level_{n}/{FIDELITY}/{name}",
+                        lambda _c: True,
+                        "atlas verify --repair, then atlas fidelity",
+                        lambda _c, n=n: Repair("fidelity", where, (n,)),
+                    )
+                )
     reason = icons_stale(icons, store)
     if reason:
         report.add(Problem("stale", where, reason, f"delete {where}, then {fix.split('then ')[-1]}"))
@@ -358,8 +415,9 @@ def verify_subsets(store: AtlasStore, report: Report) -> None:
                 subset = SubsetStore.open(store, name, base=folder)
             except AtlasError:
                 continue  # unfinished or damaged rows: reported above
-            verify_derived(subset, report, lambda p, c=command: rewrite_command(p) if p.name.endswith(".icons.zarr")
-                           else c)
+            verify_derived(
+                subset, report, lambda p, c=command: rewrite_command(p) if p.name.endswith(".icons.zarr") else c
+            )
 
 
 # --------------------------------------------------------------------------------- entry point
@@ -367,16 +425,20 @@ def verify_store(path: str | Path) -> Report:
     """Check the collect store at ``path`` and every group derived from it (see the module docstring)."""
     p = Path(path)
     report = Report()
-    broken = metadata_problems(p, "restore the file from a backup, or collect into a new store", None) \
-        if p.is_dir() else []
+    broken = (
+        metadata_problems(p, "restore the file from a backup, or collect into a new store", None) if p.is_dir() else []
+    )
     if broken:
         report.problems.extend(broken)
         return report
     try:
         store = AtlasStore.open(p, mode="r")
     except AtlasError as exc:
-        report.add(Problem("unreadable", str(p), str(exc),
-                           "atlas migrate" if "atlas migrate" in str(exc) else "see the message"))
+        report.add(
+            Problem(
+                "unreadable", str(p), str(exc), "atlas migrate" if "atlas migrate" in str(exc) else "see the message"
+            )
+        )
         return report
     verify_collect(store, report)
     _leftover_problems(p, report)

@@ -71,8 +71,10 @@ class GuardedLocalStore(LocalStore):
         if self._inode is None and inode is not None:
             self._inode = inode
         elif inode != self._inode:
-            raise AtlasError(f"{self.root} was replaced or removed by another process while this one was writing "
-                             "it; rerun the command (the other process's output is complete and kept)")
+            raise AtlasError(
+                f"{self.root} was replaced or removed by another process while this one was writing "
+                "it; rerun the command (the other process's output is complete and kept)"
+            )
 
     async def _set(self, key: str, value: Any, exclusive: bool = False) -> None:
         if not self.read_only:
@@ -168,7 +170,7 @@ def check_chunk(array: zarr.Array, coords: tuple[int, ...]) -> str | None:
         return "missing"
     try:
         array.get_block_selection(tuple(int(c) for c in coords))
-    except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt chunk
+    except Exception as exc:
         return f"cannot be decoded ({type(exc).__name__})"
     return None
 
@@ -183,8 +185,13 @@ def rewrite_command(group_root: str | Path) -> str:
     root = Path(group_root)
     parent = root.parent.name
     stage = "collect"
-    for suffix, name in ((".layout.zarr", "reduce"), (".grid.zarr", "grid"), (".whitening.zarr", "grid"),
-                         (".icons.zarr", "render"), (".rows.zarr", "rows")):
+    for suffix, name in (
+        (".layout.zarr", "reduce"),
+        (".grid.zarr", "grid"),
+        (".whitening.zarr", "grid"),
+        (".icons.zarr", "render"),
+        (".rows.zarr", "rows"),
+    ):
         if root.name.endswith(suffix):
             stage = name
     if parent.endswith(".classes") or parent.endswith(".compare"):
@@ -236,12 +243,16 @@ def checksum_error(array: zarr.Array, rows: tuple[int, int] | None = None) -> At
     found = bad_chunks(array, rows) or bad_chunks(array)
     where = f"{root}: array {array.path}"
     if not found:
-        return ChecksumError(f"{where}: a chunk failed its checksum while being read; run `atlas verify` "
-                             f"to find it, then `{rewrite_command(root)}`")
+        return ChecksumError(
+            f"{where}: a chunk failed its checksum while being read; run `atlas verify` "
+            f"to find it, then `{rewrite_command(root)}`"
+        )
     coords, problem = found[0]
     more = f" (and {len(found) - 1} more chunks)" if len(found) > 1 else ""
-    return ChecksumError(f"{where}: chunk {'.'.join(map(str, coords))} ({chunk_file(array, coords)}) {problem}{more}; "
-                         f"rewrite it with `{rewrite_command(root)}`")
+    return ChecksumError(
+        f"{where}: chunk {'.'.join(map(str, coords))} ({chunk_file(array, coords)}) {problem}{more}; "
+        f"rewrite it with `{rewrite_command(root)}`"
+    )
 
 
 def read(array: zarr.Array, selection: Any = Ellipsis) -> np.ndarray:
@@ -280,5 +291,12 @@ class _CheckedChunks:
 
 def dask_array(array: zarr.Array) -> da.Array:
     """``array`` as a dask array with its own chunks, every chunk read through :func:`read`."""
-    return da.from_array(_CheckedChunks(array), chunks=array.chunks, name=f"checked-zarr-{uuid.uuid4().hex}",
-                         asarray=False, lock=False, fancy=False, meta=np.empty((0,) * array.ndim, array.dtype))
+    return da.from_array(
+        _CheckedChunks(array),
+        chunks=array.chunks,
+        name=f"checked-zarr-{uuid.uuid4().hex}",
+        asarray=False,
+        lock=False,
+        fancy=False,
+        meta=np.empty((0,) * array.ndim, array.dtype),
+    )

@@ -36,12 +36,12 @@ LEVELS = [3, 6]
 class SmallAtlas:
     """What ``small_atlas`` built (all paths inside one session temp folder)."""
 
-    config: Config       # data.source / data.store / data.atlas point at the folders below
-    store: AtlasStore    # collected store with layout, grid (LEVELS), whitening and icons
-    atlas_dir: Path      # the exported atlas (config.data.atlas)
-    photos: Path         # the ImageFolder the store was collected from
-    levels: list[int]    # exported levels, coarse to fine
-    seconds: float       # how long building it took
+    config: Config  # data.source / data.store / data.atlas point at the folders below
+    store: AtlasStore  # collected store with layout, grid (LEVELS), whitening and icons
+    atlas_dir: Path  # the exported atlas (config.data.atlas)
+    photos: Path  # the ImageFolder the store was collected from
+    levels: list[int]  # exported levels, coarse to fine
+    seconds: float  # how long building it took
 
     @property
     def index_html(self) -> Path:
@@ -84,8 +84,14 @@ def build_small_atlas(root: Path, photos: Path, model: LoadedModel) -> SmallAtla
         tiles.run(cfg, store)
     finally:
         torch.set_num_threads(threads)
-    return SmallAtlas(config=cfg, store=store, atlas_dir=Path(cfg.data.atlas), photos=photos, levels=LEVELS,
-                      seconds=time.perf_counter() - t0)
+    return SmallAtlas(
+        config=cfg,
+        store=store,
+        atlas_dir=Path(cfg.data.atlas),
+        photos=photos,
+        levels=LEVELS,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 @pytest.fixture(scope="session")

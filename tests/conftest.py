@@ -25,8 +25,12 @@ def mobilenet() -> LoadedModel:
 def _real_photos() -> list[tuple[str, np.ndarray]]:
     import skimage.data
 
-    return [("cat", skimage.data.chelsea()), ("astronaut", skimage.data.astronaut()),
-            ("coffee", skimage.data.coffee()), ("rocket", skimage.data.rocket())]
+    return [
+        ("cat", skimage.data.chelsea()),
+        ("astronaut", skimage.data.astronaut()),
+        ("coffee", skimage.data.coffee()),
+        ("rocket", skimage.data.rocket()),
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -41,8 +41,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,8 +61,10 @@ def run_stage(stage: str, config: Any, model: Any) -> None:
     cpu = torch.device("cpu")
     store = AtlasStore.open(config.data.store)
     runs: dict[str, Callable[[], Any]] = {
-        "reduce": lambda: reduce.run(config, store), "grid": lambda: grid.run(config, store),
-        "render": lambda: render.run(config, store, cpu, model=model), "tiles": lambda: tiles.run(config, store),
+        "reduce": lambda: reduce.run(config, store),
+        "grid": lambda: grid.run(config, store),
+        "render": lambda: render.run(config, store, cpu, model=model),
+        "tiles": lambda: tiles.run(config, store),
         "classes": lambda: classes.run(config, store, cpu, model=model),
         "compare": lambda: compare.run(config, store, cpu, model=model),
     }
@@ -97,15 +100,21 @@ def _accepted_groups(store: Any, ref: Any) -> str | None:
                 return f"{what} of {store.path} was accepted but differs from the uninterrupted run"
         return None
 
-    checks = [("layout", lambda s: [(x := derived.read_layout(s)).rows, x.layout, x.embedding, x.fitted]),
-              ("whitening", lambda s: [derived.read_whitening(s).matrix])]
+    checks = [
+        ("layout", lambda s: [(x := derived.read_layout(s)).rows, x.layout, x.embedding, x.fitted]),
+        ("whitening", lambda s: [derived.read_whitening(s).matrix]),
+    ]
     try:
         levels = derived.grid_levels(ref)
     except AtlasError:
         levels = []
     for n in levels:
-        checks.append((f"grid level {n}", lambda s, n=n: [(lv := derived.read_level(s, n)).i, lv.j, lv.count,
-                                                          lv.direction, lv.member_rows]))
+        checks.append(
+            (
+                f"grid level {n}",
+                lambda s, n=n: [(lv := derived.read_level(s, n)).i, lv.j, lv.count, lv.direction, lv.member_rows],
+            )
+        )
     for what, read in checks:
         problem = same(what, read)
         if problem:
@@ -121,7 +130,7 @@ def _accepted_groups(store: Any, ref: Any) -> str | None:
             done, level, want = icons.done(n), icons.read_level(n), ref_icons.read_level(n)
             for b in np.flatnonzero(done):
                 rows = icons.batch_range(n, int(b))
-                if not np.array_equal(level.icons[rows.start:rows.stop], want.icons[rows.start:rows.stop]):
+                if not np.array_equal(level.icons[rows.start : rows.stop], want.icons[rows.start : rows.stop]):
                     return f"icons level {n} batch {b} of {path} marked done but differ from the uninterrupted run"
     return None
 
@@ -138,12 +147,14 @@ def _accepted_export(atlas: Path, ref_atlas: Path) -> str | None:
             if problem:
                 return problem
     for done in atlas.glob(".*.staging/level_*/done.json"):
-        slug = done.parent.parent.name[1:-len(".staging")].replace("__", "/")
+        slug = done.parent.parent.name[1 : -len(".staging")].replace("__", "/")
         n = done.parent.name
         ref = ref_atlas / slug
         for name in (f"{n}.dzi", f"{n}_files", n):
             a, b = done.parent / name, ref / name
-            problem = _same_files(a, b) if b.is_dir() else (None if a.read_bytes() == b.read_bytes() else f"{a} differs")
+            problem = (
+                _same_files(a, b) if b.is_dir() else (None if a.read_bytes() == b.read_bytes() else f"{a} differs")
+            )
             if problem:
                 return f"staged level marked done: {problem}"
     return None
@@ -179,7 +190,7 @@ def fork(target: Callable[[], int]) -> int:
         code = 1
         try:
             code = target()
-        except BaseException:  # noqa: BLE001 - the child reports and exits, never returns
+        except BaseException:
             traceback.print_exc()
         finally:
             sys.stdout.flush()
@@ -211,6 +222,7 @@ def _report_writes(events: int, acks: int) -> None:
                 return real(*args, **kwargs)
             finally:
                 gate()
+
         return call
 
     os.replace, os.rename = watched(real_replace), watched(real_rename)  # type: ignore[assignment]
@@ -272,8 +284,14 @@ def job(spec: dict[str, Any], model: Any) -> dict[str, Any]:
     ref = watched_run(run(reference))
     seconds = time.monotonic() - t0
     events = ref["events"]
-    out: dict[str, Any] = {"stage": stage, "reference_exit": ref["exit"], "reference_seconds": round(seconds, 2),
-                           "reference_events": events, "kills": [], "checks": []}
+    out: dict[str, Any] = {
+        "stage": stage,
+        "reference_exit": ref["exit"],
+        "reference_seconds": round(seconds, 2),
+        "reference_events": events,
+        "kills": [],
+        "checks": [],
+    }
     for k in range(spec.get("kills", 3)):
         # the first kill held at an event of the first half of the run (it must land); the others
         # at any event plus a random delay; a run that finishes first leaves a complete output,
@@ -313,10 +331,12 @@ def main() -> None:
     import dask.array  # noqa: F401
     import faiss  # noqa: F401
     import PIL.Image  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
+    import sklearn.decomposition
     import sklearn.manifold  # noqa: F401
+
     from stages.classes import atlas, compare  # noqa: F401
     from stages.tiles import stage  # noqa: F401
+
     for spec in specs:
         print("RESULT " + json.dumps(job(spec, model)), flush=True)
 

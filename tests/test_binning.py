@@ -10,14 +10,16 @@ from stages.grid import binning
 
 def test_boundaries_zero_one_and_internal_edges() -> None:
     n = 4
-    layout = np.array([
-        [0.0, 0.0],                          # the origin: first cell
-        [1.0, 1.0],                          # exactly 1.0: the last cell is closed
-        [0.25, 0.5],                         # on internal edges: the cell to the right / above
-        [np.nextafter(0.25, 0.0), 0.75],     # a hair below an edge: the cell to the left
-        [1.0, 0.0],
-        [0.999999, np.float32(0.75)],
-    ])
+    layout = np.array(
+        [
+            [0.0, 0.0],  # the origin: first cell
+            [1.0, 1.0],  # exactly 1.0: the last cell is closed
+            [0.25, 0.5],  # on internal edges: the cell to the right / above
+            [np.nextafter(0.25, 0.0), 0.75],  # a hair below an edge: the cell to the left
+            [1.0, 0.0],
+            [0.999999, np.float32(0.75)],
+        ]
+    )
     i, j = binning.cell_indices(layout, n)
     np.testing.assert_array_equal(i, [0, 3, 1, 0, 3, 3])
     np.testing.assert_array_equal(j, [0, 3, 2, 3, 0, 3])
@@ -56,8 +58,8 @@ def test_empty_cells_and_min_count() -> None:
     ids = binning.flat_cell_ids(layout, 2)
     counts = np.bincount(ids, minlength=4)
     np.testing.assert_array_equal(counts, [7, 1, 0, 6])
-    np.testing.assert_array_equal(binning.kept_cells(counts, 5), [0, 3])   # count > 5
-    np.testing.assert_array_equal(binning.kept_cells(counts, 6), [0])      # 6 is not > 6
+    np.testing.assert_array_equal(binning.kept_cells(counts, 5), [0, 3])  # count > 5
+    np.testing.assert_array_equal(binning.kept_cells(counts, 6), [0])  # 6 is not > 6
     np.testing.assert_array_equal(binning.kept_cells(counts, 0), [0, 1, 3])  # empty cell never kept
 
 
@@ -69,7 +71,7 @@ def test_cell_sums_equal_direct_numpy_including_chunked_float16() -> None:
     np.testing.assert_allclose(binning.cell_sums(ids, values, 9), direct, rtol=1e-12)
     totals = np.zeros((9, 16))
     for start in range(0, 500, 64):
-        binning.add_cell_sums(totals, ids[start:start + 64], values[start:start + 64])
+        binning.add_cell_sums(totals, ids[start : start + 64], values[start : start + 64])
     np.testing.assert_allclose(totals, direct, rtol=1e-12)
     means = totals / np.bincount(ids, minlength=9)[:, None]
     np.testing.assert_allclose(means[4], values[ids == 4].astype(np.float64).mean(0), rtol=1e-12)

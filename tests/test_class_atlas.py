@@ -17,18 +17,17 @@ import pytest
 import torch
 import yaml
 
-from stages.config import Config
-
 from pipeline.params import load_config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel
 from stages.classes import atlas as class_atlas
 from stages.classes import compare as class_compare
-from stages.grid import stage as grid
-from stages.reduce import stage as reduce
 from stages.classes.select import class_values
+from stages.config import Config
+from stages.grid import stage as grid
+from stages.model.registry import LoadedModel
+from stages.reduce import stage as reduce
 from store import derived
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.subset import SubsetStore
 from tests.atlas_fixtures import SmallAtlas
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
@@ -129,16 +128,21 @@ def test_class_atlas_end_to_end(class_store: AtlasStore, mobilenet: LoadedModel,
     assert manifest["kind"] == "class" and [lv["n"] for lv in manifest["levels"]] == [8]
     assert len(json.loads((out / "level_8" / "cells.json").read_text())) == result.cells
     index = json.loads((tmp_path / "atlas" / "atlases.json").read_text())
-    assert {"id": f"class/{result.slug}", "class": {"index": cls, "name": class_store.class_names[cls]}}.items() <= \
-        next(e for e in index["atlases"] if e["id"] == f"class/{result.slug}").items()
+    assert {
+        "id": f"class/{result.slug}",
+        "class": {"index": cls, "name": class_store.class_names[cls]},
+    }.items() <= next(e for e in index["atlases"] if e["id"] == f"class/{result.slug}").items()
 
 
 def test_too_few_rows_and_unknown_class(class_store: AtlasStore, mobilenet: LoadedModel, tmp_path: Path) -> None:
     cfg = _tiny(class_store, tmp_path / "atlas")
     cls = _top_classes(class_store, 1)[0]
     cfg.classes.names, cfg.classes.mode, cfg.classes.top_k = [str(cls)], "topk", 3
-    with pytest.raises(AtlasError, match=rf"class {cls} .*'topk' selects 3 rows, fewer than classes.min_rows = 10; "
-                                         r".*raise classes.top_k"):
+    with pytest.raises(
+        AtlasError,
+        match=rf"class {cls} .*'topk' selects 3 rows, fewer than classes.min_rows = 10; "
+        r".*raise classes.top_k",
+    ):
         class_atlas.run(cfg, class_store, torch.device("cpu"), model=mobilenet)
     cfg.classes.names = ["tabbby cat"]
     with pytest.raises(AtlasError, match="classes.names: no class named 'tabbby cat'.*close matches: tabby, "):
@@ -171,9 +175,13 @@ def test_params_and_dvc_name_the_class_folders() -> None:
     outs = {s: {next(iter(o)) if isinstance(o, dict) else o for o in stages[s]["outs"]} for s in ("classes", "compare")}
     assert str(class_atlas.classes_folder(store)) in outs["classes"] and "${data.atlas}/class" in outs["classes"]
     assert str(class_compare.compare_folder(store)) in outs["compare"] and "${data.atlas}/compare" in outs["compare"]
-    all_outs = [(name, next(iter(o)) if isinstance(o, dict) else o) for name, s in stages.items() for o in s.get("outs", [])]
-    paths = [(name, o.replace("${data.atlas}", cfg.data.atlas).replace("${data.store}", cfg.data.store).rstrip("/"))
-             for name, o in all_outs]
+    all_outs = [
+        (name, next(iter(o)) if isinstance(o, dict) else o) for name, s in stages.items() for o in s.get("outs", [])
+    ]
+    paths = [
+        (name, o.replace("${data.atlas}", cfg.data.atlas).replace("${data.store}", cfg.data.store).rstrip("/"))
+        for name, o in all_outs
+    ]
     for n1, p1 in paths:  # DVC refuses an output inside another stage's output
         for n2, p2 in paths:
             assert n1 == n2 or not p2.startswith(p1 + "/"), f"{n2} output {p2} lies inside {n1} output {p1}"

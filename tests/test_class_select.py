@@ -5,26 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store.errors import AtlasError
 from stages.classes.select import class_slug, class_values, resolve_class, select_rows, topk_rows, winner_mask
+from store.errors import AtlasError
 
 # Six rows, top-3 attributions each (sorted descending, as collect stores them); class 7 is ours.
-IDX = np.array([
-    [7, 2, 3],     # 0: 7 wins with 0.9
-    [2, 7, 3],     # 1: 7 second (0.5), 2 wins
-    [7, 1, 2],     # 2: 7 "wins" but every value is negative
-    [3, 4, 5],     # 3: 7 not stored
-    [1, 7, -1],    # 4: 7 second with 0.8, a missing slot
-    [7, 0, 1],     # 5: 7 wins with 0.5
-], np.int16)
-VAL = np.array([
-    [0.9, 0.1, 0.0],
-    [1.2, 0.5, 0.2],
-    [-0.1, -0.2, -0.3],
-    [0.4, 0.3, 0.2],
-    [1.0, 0.8, 0.0],
-    [0.5, 0.4, 0.1],
-], np.float16)
+IDX = np.array(
+    [
+        [7, 2, 3],  # 0: 7 wins with 0.9
+        [2, 7, 3],  # 1: 7 second (0.5), 2 wins
+        [7, 1, 2],  # 2: 7 "wins" but every value is negative
+        [3, 4, 5],  # 3: 7 not stored
+        [1, 7, -1],  # 4: 7 second with 0.8, a missing slot
+        [7, 0, 1],  # 5: 7 wins with 0.5
+    ],
+    np.int16,
+)
+VAL = np.array(
+    [
+        [0.9, 0.1, 0.0],
+        [1.2, 0.5, 0.2],
+        [-0.1, -0.2, -0.3],
+        [0.4, 0.3, 0.2],
+        [1.0, 0.8, 0.0],
+        [0.5, 0.4, 0.1],
+    ],
+    np.float16,
+)
 
 
 def test_winner_is_the_largest_stored_positive_value() -> None:

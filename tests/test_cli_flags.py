@@ -27,7 +27,7 @@ from store.errors import AtlasError
 # input that is missing where that is the cheap way to stop (no model is ever loaded)
 BASE_POSITIONALS = {
     "render-unit": ["direction:missing.npy"],
-    "explain": ["photo.jpg"],                 # exists; the store does not
+    "explain": ["photo.jpg"],  # exists; the store does not
     "sanity-check": ["missing.jpg"],
     "layers": ["no_such_model_xyz"],
     "demo-data": ["blocker.txt/sub"],
@@ -51,8 +51,20 @@ def _malformed(ws: Path) -> dict[str, str]:
     }
 
 
-SET_VALUES = ["", "abc", "=1", ".x=1", "collect.bogus=1", "data=1", "grid.levels=", "grid.levels=10,,20",
-              "explain.methods=[unclosed", "collect.batch_size.x=1", "compare.pairs=lemon", "align.pairs=a,b"]
+SET_VALUES = [
+    "",
+    "abc",
+    "=1",
+    ".x=1",
+    "collect.bogus=1",
+    "data=1",
+    "grid.levels=",
+    "grid.levels=10,,20",
+    "explain.methods=[unclosed",
+    "collect.batch_size.x=1",
+    "compare.pairs=lemon",
+    "align.pairs=a,b",
+]
 
 
 # positionals that name a folder to be written: any name is a valid folder, so only the ones that cannot be
@@ -96,7 +108,7 @@ def _cases(parser: argparse.ArgumentParser, command: str, ws: Path) -> list[tupl
             keep = OUTPUT_FOLDERS.get((command, action.dest), tuple(values))
             for what, value in ((w, v) for w, v in values.items() if w in keep):
                 args = list(base)
-                args[positional:positional + 1] = [value]
+                args[positional : positional + 1] = [value]
                 cases.append((f"{action.dest} ({what}: {value!r})", [command, *args]))
             positional += 1
             continue
@@ -105,9 +117,13 @@ def _cases(parser: argparse.ArgumentParser, command: str, ws: Path) -> list[tupl
             cases += [(f"--set {v!r}", [command, *base, "--set", v]) for v in SET_VALUES]
             continue
         if flag == "--params":
-            for what, value in {"missing": str(ws / "missing.yaml"), "a folder": str(ws / "params_dir"),
-                                "empty": "", "not a mapping": str(ws / "scalar.yaml"),
-                                "not YAML": str(ws / "photo.jpg")}.items():
+            for what, value in {
+                "missing": str(ws / "missing.yaml"),
+                "a folder": str(ws / "params_dir"),
+                "empty": "",
+                "not a mapping": str(ws / "scalar.yaml"),
+                "not YAML": str(ws / "photo.jpg"),
+            }.items():
                 cases.append((f"--params ({what})", [command, *base, "--params", value]))
             continue
         for what, value in values.items():
@@ -129,9 +145,13 @@ WALKED = [c.name for c in cli.COMMANDS if c.name != "install-weights"]  # takes 
 
 
 @pytest.mark.parametrize("command", WALKED)
-def test_every_flag_of_every_command_fails_with_one_line(command: str, workspace: Path, parser: argparse.ArgumentParser,
-                                                          capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_flag_of_every_command_fails_with_one_line(
+    command: str,
+    workspace: Path,
+    parser: argparse.ArgumentParser,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(workspace)
     monkeypatch.setattr(cli, "build_parser", lambda: parser)  # one parser for the whole walk
     failures = []
@@ -140,7 +160,7 @@ def test_every_flag_of_every_command_fails_with_one_line(command: str, workspace
     for what, argv in cases:
         try:
             code, out, err = _run(argv, capsys)
-        except Exception as exc:  # noqa: BLE001 - escaping main() is exactly what is looked for
+        except Exception as exc:
             failures.append(f"{what}: {type(exc).__name__}: {exc}")
             continue
         lines = [line for line in err.splitlines() if line.strip()]
@@ -156,25 +176,36 @@ def test_every_flag_of_every_command_fails_with_one_line(command: str, workspace
 
 # ------------------------------------------------------------------------- lists on the command line
 
+
 def _flag_config(parser: argparse.ArgumentParser, argv: list[str]):
     from pipeline.commands.common import config_from_args
 
     return config_from_args(parser.parse_args(argv))
 
 
-@pytest.mark.parametrize("key, comma, yaml_list, expected", [
-    ("explain.methods", "saliency,cam", "[saliency, cam]", ["saliency", "cam"]),
-    ("explain.methods", "saliency", "[saliency]", ["saliency"]),
-    ("grid.levels", "10,20", "[10, 20]", [10, 20]),
-    ("grid.levels", " 10 , 20 ", "[10,20]", [10, 20]),
-    ("grid.levels", "10", "[10]", [10]),
-    ("render.levels", "10", "[10]", [10]),
-    ("classes.names", "tiger cat,281", "['tiger cat', 281]", ["tiger cat", 281]),
-    ("compare.pairs", "lemon:orange,tabby:281", "[[lemon, orange], [tabby, 281]]", [("lemon", "orange"), ("tabby", 281)]),
-    ("collect.view_scale", "0.5,1", "[0.5, 1.0]", (0.5, 1.0)),
-    ("align.ridge", "0.1,1", "[0.1, 1]", [0.1, 1.0]),
-])
-def test_comma_lists_and_yaml_lists_parse_to_the_same_value(key: str, comma: str, yaml_list: str, expected: object) -> None:
+@pytest.mark.parametrize(
+    "key, comma, yaml_list, expected",
+    [
+        ("explain.methods", "saliency,cam", "[saliency, cam]", ["saliency", "cam"]),
+        ("explain.methods", "saliency", "[saliency]", ["saliency"]),
+        ("grid.levels", "10,20", "[10, 20]", [10, 20]),
+        ("grid.levels", " 10 , 20 ", "[10,20]", [10, 20]),
+        ("grid.levels", "10", "[10]", [10]),
+        ("render.levels", "10", "[10]", [10]),
+        ("classes.names", "tiger cat,281", "['tiger cat', 281]", ["tiger cat", 281]),
+        (
+            "compare.pairs",
+            "lemon:orange,tabby:281",
+            "[[lemon, orange], [tabby, 281]]",
+            [("lemon", "orange"), ("tabby", 281)],
+        ),
+        ("collect.view_scale", "0.5,1", "[0.5, 1.0]", (0.5, 1.0)),
+        ("align.ridge", "0.1,1", "[0.1, 1]", [0.1, 1.0]),
+    ],
+)
+def test_comma_lists_and_yaml_lists_parse_to_the_same_value(
+    key: str, comma: str, yaml_list: str, expected: object
+) -> None:
     section, name = key.split(".")
     via_comma = getattr(getattr(load_config(None, [f"{key}={comma}"]), section), name)
     via_yaml = getattr(getattr(load_config(None, [f"{key}={yaml_list}"]), section), name)
@@ -202,8 +233,9 @@ def _error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
-def test_errors_name_where_the_value_came_from(workspace: Path, capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_name_where_the_value_came_from(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(workspace)
     line = _error_line(["explain", "photo.jpg", "--methods", "saliency,camm"], capsys)
     assert "--methods: explain.methods.1:" in line and "'camm'" in line and "e.g. --methods saliency," in line
@@ -228,31 +260,37 @@ def test_errors_name_where_the_value_came_from(workspace: Path, capsys: pytest.C
     assert "--port" in line
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    # the case: no extension on explain's PNG; the store is missing too, but the output is checked first
-    (["explain", "photo.jpg", "--methods", "[saliency]", "--out", "x"], "--out (explain.out) x: no extension"),
-    (["explain", "photo.jpg", "--out", "x.txt"], "extension '.txt'"),
-    (["explain", "photo.jpg", "--out", "blocker.txt/x.png"], "blocker.txt is a file"),
-    (["explain", "photo.jpg", "--atlas", "blocker.txt"], "--atlas (data.atlas) blocker.txt: is a file"),
-    (["plot-layout", "--out", "layout"], "--out layout: no extension"),
-    (["render-unit", "channel:3", "--out", "unit"], "--out unit: no extension"),
-    (["render-unit", "chanel:3"], "target 'chanel:3' is not one of"),
-    (["sanity-check", "photo.jpg", "--figure", "fig"], "--figure (sanity.figure) fig: no extension"),
-    (["sanity-check", "photo.jpg", "--out", "blocker.txt/r.json"], "--out (sanity.out)"),
-    (["sanity-check", "missing.jpg"], "image missing.jpg: not found"),
-    (["collect", "--store", "blocker.txt/s.zarr"], "--store (data.store)"),
-    (["run", "--atlas", "blocker.txt/atlas"], "--atlas (data.atlas)"),
-    (["tiles", "--atlas", "photo.jpg"], "is a file, not a folder"),
-    (["demo-data", "blocker.txt"], "out_dir blocker.txt: is a file"),
-])
-def test_outputs_are_checked_before_any_work(argv: list[str], fragment: str, workspace: Path,
-                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        # the case: no extension on explain's PNG; the store is missing too, but the output is checked first
+        (["explain", "photo.jpg", "--methods", "[saliency]", "--out", "x"], "--out (explain.out) x: no extension"),
+        (["explain", "photo.jpg", "--out", "x.txt"], "extension '.txt'"),
+        (["explain", "photo.jpg", "--out", "blocker.txt/x.png"], "blocker.txt is a file"),
+        (["explain", "photo.jpg", "--atlas", "blocker.txt"], "--atlas (data.atlas) blocker.txt: is a file"),
+        (["plot-layout", "--out", "layout"], "--out layout: no extension"),
+        (["render-unit", "channel:3", "--out", "unit"], "--out unit: no extension"),
+        (["render-unit", "chanel:3"], "target 'chanel:3' is not one of"),
+        (["sanity-check", "photo.jpg", "--figure", "fig"], "--figure (sanity.figure) fig: no extension"),
+        (["sanity-check", "photo.jpg", "--out", "blocker.txt/r.json"], "--out (sanity.out)"),
+        (["sanity-check", "missing.jpg"], "image missing.jpg: not found"),
+        (["collect", "--store", "blocker.txt/s.zarr"], "--store (data.store)"),
+        (["run", "--atlas", "blocker.txt/atlas"], "--atlas (data.atlas)"),
+        (["tiles", "--atlas", "photo.jpg"], "is a file, not a folder"),
+        (["demo-data", "blocker.txt"], "out_dir blocker.txt: is a file"),
+    ],
+)
+def test_outputs_are_checked_before_any_work(
+    argv: list[str], fragment: str, workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(workspace)
     assert fragment in _error_line(argv, capsys)
     assert not (workspace / "data").exists()  # nothing was written
 
 
-def test_params_file_errors(workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_params_file_errors(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(workspace)
     (workspace / "params_dir").mkdir(exist_ok=True)
     assert "not a file" in _error_line(["grid", "--params", "params_dir"], capsys)
@@ -261,15 +299,19 @@ def test_params_file_errors(workspace: Path, capsys: pytest.CaptureFixture[str],
         load_config(None, ["grid.levels=[1,"])
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["serve", "--port", "70000"], "--port 70000"),
-    (["serve", "--port", "-1"], "--port -1"),
-    (["serve", "--host", ""], "--host ''"),
-    (["layers", "mobilenet_v2", "--image-size", "0"], "--image-size 0"),
-    (["status", "--shards", "0"], "--shards 0"),
-])
-def test_numbers_out_of_range_stop_before_the_work(argv: list[str], fragment: str, workspace: Path,
-                                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["serve", "--port", "70000"], "--port 70000"),
+        (["serve", "--port", "-1"], "--port -1"),
+        (["serve", "--host", ""], "--host ''"),
+        (["layers", "mobilenet_v2", "--image-size", "0"], "--image-size 0"),
+        (["status", "--shards", "0"], "--shards 0"),
+    ],
+)
+def test_numbers_out_of_range_stop_before_the_work(
+    argv: list[str], fragment: str, workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(workspace)
     (workspace / "data" / "atlas").mkdir(parents=True)  # serve's default folder exists: the flag itself must stop it
     assert fragment in _error_line(argv, capsys)

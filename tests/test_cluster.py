@@ -5,12 +5,11 @@ Real MobileNetV2 and real photos; one LocalCluster for the module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import os
 import re
 import shlex
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,26 +17,33 @@ import torch
 import zarr
 
 from pipeline.cli import build_parser
-from pipeline.commands.common import parse_shard as _parse_shard
 from pipeline.cli import main as cli_main
 from pipeline.cluster import cuda_index, open_client, run_sharded, worker_rank
-from store.progress import collect_progress, render_progress, shard_progress
-from stages.config import ClusterConfig, Config
+from pipeline.commands.common import parse_shard as _parse_shard
 from pipeline.params import load_config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel
 from stages.collect import stage as collect
+from stages.config import ClusterConfig, Config
+from stages.model.registry import LoadedModel
 from stages.reduce import stage as reduce
 from stages.render import stage as render
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.icons import IconStore
+from store.progress import collect_progress, render_progress, shard_progress
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 from tests.test_render import LEVELS, tiny_atlas, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 ROW_ARRAYS = ["activations", "yx", "top_pred_idx", "top_pred_logit", "attr_idx", "attr_val", "attr_label"]
-COLLECT = {"views_per_image": 3, "positions_per_image": 2, "rows_per_chunk": 4, "batch_size": 5, "num_workers": 0,
-           "top_k": 7, "device": "cpu"}
+COLLECT = {
+    "views_per_image": 3,
+    "positions_per_image": 2,
+    "rows_per_chunk": 4,
+    "batch_size": 5,
+    "num_workers": 0,
+    "top_k": 7,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +72,9 @@ def test_shard_progress_counts_done_units_per_contiguous_range() -> None:
 
 
 def test_worker_rank_and_gpu_choice() -> None:
-    assert worker_rank(3) == 3                       # LocalCluster names workers 0..n-1
-    assert worker_rank("SLURMCluster-7") == 7        # dask-jobqueue: one process per job
-    assert worker_rank("SLURMCluster-7-1") == 1      # second process of job 7
+    assert worker_rank(3) == 3  # LocalCluster names workers 0..n-1
+    assert worker_rank("SLURMCluster-7") == 7  # dask-jobqueue: one process per job
+    assert worker_rank("SLURMCluster-7-1") == 1  # second process of job 7
     assert worker_rank("gpu-worker") == 0
     assert [cuda_index(r, 4) for r in range(6)] == [0, 1, 2, 3, 0, 1]
     with pytest.raises(ValueError):
@@ -76,13 +82,22 @@ def test_worker_rank_and_gpu_choice() -> None:
 
 
 # ------------------------------------------------------------------------------ on the cluster
-def test_collect_on_two_workers_equals_one_process(photo_folder: Path, tmp_path: Path, client,
-                                                   one_thread, capsys: pytest.CaptureFixture[str]) -> None:
+def test_collect_on_two_workers_equals_one_process(
+    photo_folder: Path, tmp_path: Path, client, one_thread, capsys: pytest.CaptureFixture[str]
+) -> None:
     single = tmp_path / "single.zarr"
     collect.run(load_config(None, _collect_sets(photo_folder, single)), device=torch.device("cpu"))
     sharded = tmp_path / "sharded.zarr"
-    argv = ["collect", "-q", "--params", str(tmp_path / "none.yaml"), "--scheduler", client.scheduler.address,
-            "--shards", "4"]
+    argv = [
+        "collect",
+        "-q",
+        "--params",
+        str(tmp_path / "none.yaml"),
+        "--scheduler",
+        client.scheduler.address,
+        "--shards",
+        "4",
+    ]
     (tmp_path / "none.yaml").write_text("{}\n")
     for item in _collect_sets(photo_folder, sharded):
         argv += ["--set", item]
@@ -95,8 +110,7 @@ def test_collect_on_two_workers_equals_one_process(photo_folder: Path, tmp_path:
     assert ours["done"].all()
 
 
-def test_render_on_two_workers_equals_one_process(tmp_path: Path, mobilenet: LoadedModel, client,
-                                                  one_thread) -> None:
+def test_render_on_two_workers_equals_one_process(tmp_path: Path, mobilenet: LoadedModel, client, one_thread) -> None:
     cfg = tiny_config()
     whole = tiny_atlas(tmp_path / "a" / "s.zarr", mobilenet)
     render.run(cfg, whole, torch.device("cpu"), model=mobilenet)
@@ -128,8 +142,9 @@ def test_a_failing_shard_is_one_line_naming_it(tmp_path: Path, client) -> None:
 
 
 # ------------------------------------------------------------------------------ completeness
-def test_missing_collect_shard_is_named_and_reduce_refuses(photo_folder: Path, tmp_path: Path, one_thread,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_collect_shard_is_named_and_reduce_refuses(
+    photo_folder: Path, tmp_path: Path, one_thread, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "store.zarr"
     cfg = load_config(None, _collect_sets(photo_folder, path, views_per_image=1, rows_per_chunk=2))
     for i in (0, 1, 3):  # 4 inputs, one per block; shard 2 of 4 never ran
@@ -157,8 +172,9 @@ def test_missing_collect_shard_is_named_and_reduce_refuses(photo_folder: Path, t
     assert "4/4 blocks done, complete" in capsys.readouterr().out
 
 
-def test_tiles_refuses_an_unfinished_render(tmp_path: Path, mobilenet: LoadedModel, one_thread,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_tiles_refuses_an_unfinished_render(
+    tmp_path: Path, mobilenet: LoadedModel, one_thread, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
     render.run(tiny_config(), store, torch.device("cpu"), shard=(1, 2), model=mobilenet)  # shard 0/2 never ran
     params = tmp_path / "params.yaml"
@@ -194,8 +210,11 @@ def test_slurm_examples_use_real_cli_flags_and_match_their_array_size() -> None:
         default_n = re.search(r"N=\$\{SLURM_ARRAY_TASK_COUNT:-(\d+)\}", text)
         if array or default_n:
             assert array and default_n and int(array.group(1)) + 1 == int(default_n.group(1)), script.name
-        env = {"SLURM_ARRAY_TASK_ID": "3", "N": default_n.group(1) if default_n else "1",
-               "((SLURM_CPUS_PER_TASK - 1))": "7"}
+        env = {
+            "SLURM_ARRAY_TASK_ID": "3",
+            "N": default_n.group(1) if default_n else "1",
+            "((SLURM_CPUS_PER_TASK - 1))": "7",
+        }
         commands = [line.split("||")[0] for line in text.splitlines() if line.startswith("atlas ")]
         assert commands, f"{script.name} runs no atlas command"
         for line in commands:
@@ -205,7 +224,7 @@ def test_slurm_examples_use_real_cli_flags_and_match_their_array_size() -> None:
             if getattr(args, "shard", "0/1") != "0/1":
                 assert _parse_shard(args.shard) == (3, int(env["N"]))
     chain = (REPO / "docs" / "cluster" / "submit_chain.sh").read_text()
-    assert chain.count("--dependency=\"afterok:") == 3
+    assert chain.count('--dependency="afterok:') == 3
 
 
 def test_local_cluster_leaves_this_process_environment_alone() -> None:

@@ -16,22 +16,27 @@ import torch
 import zarr
 from PIL import Image
 
-from stages.config import ModelConfig
 from pipeline.cli import main as cli_main
-from stages.config import Config
 from pipeline.params import load_config
-from store.errors import AtlasError
-from stages.images.crops import render_view, view_box
 from stages.collect import stage as collect
+from stages.config import Config, ModelConfig
+from stages.images.crops import render_view, view_box
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 
 REPO = Path(__file__).resolve().parents[1]
 ROW_ARRAYS = ["activations", "yx", "top_pred_idx", "top_pred_logit", "attr_idx", "attr_val", "attr_label"]
 
 
 def _config(source: Path, store: Path, **collect_overrides: object) -> Config:
-    base = {"views_per_image": 3, "positions_per_image": 2, "rows_per_chunk": 4, "batch_size": 5,
-            "num_workers": 0, "top_k": 7}
+    base = {
+        "views_per_image": 3,
+        "positions_per_image": 2,
+        "rows_per_chunk": 4,
+        "batch_size": 5,
+        "num_workers": 0,
+        "top_k": 7,
+    }
     base.update(collect_overrides)
     sets = [f"data.source={source}", f"data.store={store}"] + [f"collect.{k}={v}" for k, v in base.items()]
     return load_config(None, sets)
@@ -114,8 +119,9 @@ def test_label_attribution_matches_the_topk_value(reference_store: Path) -> None
     assert (np.diff(vals, axis=1) <= 1e-3).all(), "top-k attributions are sorted, largest first"
 
 
-def test_two_shards_equal_one_run_and_rerun_is_idempotent(photo_folder: Path, reference_store: Path,
-                                                          tmp_path: Path) -> None:
+def test_two_shards_equal_one_run_and_rerun_is_idempotent(
+    photo_folder: Path, reference_store: Path, tmp_path: Path
+) -> None:
     path = tmp_path / "sharded.zarr"
     cfg = _config(photo_folder, path)
     first = collect.run(cfg, shard=(1, 2), device=torch.device("cpu"))
@@ -142,10 +148,33 @@ def wait_for_done_blocks(proc: subprocess.Popen, path: Path, blocks: int) -> Non
 
 def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Path, tmp_path: Path) -> None:
     path = tmp_path / "killed.zarr"
-    args = [sys.executable, "-m", "pipeline.cli", "collect", "-q", "--params", str(REPO / "params.yaml"),
-            "--source", str(photo_folder), "--store", str(path), "--views-per-image", "12",
-            "--positions-per-image", "2", "--rows-per-chunk", "4", "--batch-size", "5", "--num-workers", "1",
-            "--top-k", "7", "--layer", ModelConfig().layer]  # the in-process reference's layer, not params.yaml's
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "collect",
+        "-q",
+        "--params",
+        str(REPO / "params.yaml"),
+        "--source",
+        str(photo_folder),
+        "--store",
+        str(path),
+        "--views-per-image",
+        "12",
+        "--positions-per-image",
+        "2",
+        "--rows-per-chunk",
+        "4",
+        "--batch-size",
+        "5",
+        "--num-workers",
+        "1",
+        "--top-k",
+        "7",
+        "--layer",
+        ModelConfig().layer,
+    ]  # the in-process reference's layer, not params.yaml's
     # the CLI processes must use this process's thread count: float sums (and so the float16 rows)
     # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -163,8 +192,13 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     assert resumed.returncode == 0, resumed.stderr[-800:]
     final = _arrays(path)
     assert final["done"].all() and (final["status"] == 1).all()
-    assert AtlasStore.open(path).counts() == {"inputs": 48, "stored": 48, "pending": 0, "skipped": 0,
-                                              **{f"skipped_{r}": 0 for r in AtlasStore.open(path).attrs["skip_reasons"]}}
+    assert AtlasStore.open(path).counts() == {
+        "inputs": 48,
+        "stored": 48,
+        "pending": 0,
+        "skipped": 0,
+        **{f"skipped_{r}": 0 for r in AtlasStore.open(path).attrs["skip_reasons"]},
+    }
     # every input exactly once, at its fixed address: identical to an uninterrupted run
     whole = tmp_path / "whole.zarr"
     collect.run(_config(photo_folder, whole, views_per_image=12), device=torch.device("cpu"))
@@ -182,8 +216,12 @@ def _write_bad_files(folder: Path) -> dict[str, str]:
     data = good.read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     Image.new("RGB", (3000, 3000), (120, 30, 200)).save(folder / "huge.png")
-    return {"empty.jpg": "empty_file", "notes.png": "not_an_image", "truncated.jpg": "decode_error",
-            "huge.png": "too_many_pixels"}
+    return {
+        "empty.jpg": "empty_file",
+        "notes.png": "not_an_image",
+        "truncated.jpg": "decode_error",
+        "huge.png": "too_many_pixels",
+    }
 
 
 def test_bad_inputs_are_skipped_with_reasons_never_dropped(photo_folder: Path, tmp_path: Path) -> None:
@@ -204,12 +242,13 @@ def test_bad_inputs_are_skipped_with_reasons_never_dropped(photo_folder: Path, t
     for i, path in enumerate(store.image_paths()):
         name = Path(str(path)).name
         if name in expected:
-            assert set(status[2 * i:2 * i + 2]) == {2 + reasons.index(expected[name])}, name
+            assert set(status[2 * i : 2 * i + 2]) == {2 + reasons.index(expected[name])}, name
     assert not store.valid_mask()[np.repeat(status != 1, 1)].any()
 
 
-def test_collect_into_a_store_of_another_layer_is_refused(photo_folder: Path, reference_store: Path,
-                                                          tmp_path: Path) -> None:
+def test_collect_into_a_store_of_another_layer_is_refused(
+    photo_folder: Path, reference_store: Path, tmp_path: Path
+) -> None:
     cfg = _config(photo_folder, reference_store)
     cfg.model.layer = "features.10.conv.0"
     with pytest.raises(AtlasError, match=r"another configuration \(model\.layer"):
@@ -225,10 +264,20 @@ def test_collect_into_a_store_of_another_layer_is_refused(photo_folder: Path, re
         (["--source", "/nonexistent/photos"], "/nonexistent/photos"),
     ],
 )
-def test_cli_bad_parameters_exit_2_with_one_line(extra: list[str], fragment: str, photo_folder: Path,
-                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["collect", "-q", "--params", str(REPO / "params.yaml"), "--source", str(photo_folder),
-            "--store", str(tmp_path / "s.zarr"), *extra]
+def test_cli_bad_parameters_exit_2_with_one_line(
+    extra: list[str], fragment: str, photo_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "collect",
+        "-q",
+        "--params",
+        str(REPO / "params.yaml"),
+        "--source",
+        str(photo_folder),
+        "--store",
+        str(tmp_path / "s.zarr"),
+        *extra,
+    ]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and len(err.splitlines()) == 1, err
@@ -236,15 +285,24 @@ def test_cli_bad_parameters_exit_2_with_one_line(extra: list[str], fragment: str
 
 def test_cli_empty_folder_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    argv = ["collect", "-q", "--params", str(REPO / "params.yaml"), "--source", str(tmp_path / "empty"),
-            "--store", str(tmp_path / "s.zarr")]
+    argv = [
+        "collect",
+        "-q",
+        "--params",
+        str(REPO / "params.yaml"),
+        "--source",
+        str(tmp_path / "empty"),
+        "--store",
+        str(tmp_path / "s.zarr"),
+    ]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "empty" in err and len(err.splitlines()) == 1
 
 
-def test_head_off_stores_same_activations_and_no_attribution(photo_folder: Path, reference_store: Path,
-                                                             tmp_path: Path) -> None:
+def test_head_off_stores_same_activations_and_no_attribution(
+    photo_folder: Path, reference_store: Path, tmp_path: Path
+) -> None:
     path = tmp_path / "trunk_only.zarr"
     collect.run(_config(photo_folder, path, head=False), device=torch.device("cpu"))
     ours, ref = _arrays(path), _arrays(reference_store)

@@ -9,8 +9,9 @@ def test_positions_are_interior_uniform_and_independent_of_chunking() -> None:
     assert pos.min() == 1 and pos.max() == 12, "a 1-cell border is excluded on every side"
     counts = np.bincount(pos[..., 0].ravel(), minlength=14)[1:13]
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
-    split = np.concatenate([interior_positions(range(0, 777), 2, 14, 14, 1, 3),
-                            interior_positions(range(777, 20000), 2, 14, 14, 1, 3)])
+    split = np.concatenate(
+        [interior_positions(range(0, 777), 2, 14, 14, 1, 3), interior_positions(range(777, 20000), 2, 14, 14, 1, 3)]
+    )
     np.testing.assert_array_equal(pos, split)
     assert not np.array_equal(pos, interior_positions(range(0, 20000), 2, 14, 14, 1, seed=4))
 

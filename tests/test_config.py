@@ -45,21 +45,33 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_command_line_values_are_read_by_the_field_type() -> None:
-    cfg = load_config(None, ["explain.methods=saliency,cam", "grid.levels=10", "tiles.background=#000000",
-                             "compare.pairs=lemon:orange", "render.levels=null", "model.weights=1"])
+    cfg = load_config(
+        None,
+        [
+            "explain.methods=saliency,cam",
+            "grid.levels=10",
+            "tiles.background=#000000",
+            "compare.pairs=lemon:orange",
+            "render.levels=null",
+            "model.weights=1",
+        ],
+    )
     assert cfg.explain.methods == ["saliency", "cam"] and cfg.grid.levels == [10]
     assert cfg.tiles.background == "#000000" and cfg.compare.pairs == [("lemon", "orange")]
     assert cfg.render.levels is None and cfg.model.weights == "1"
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("explain.methods=saliency,camm", "--set explain.methods=saliency,camm: explain.methods.1"),
-    ("grid.levels=10,,20", "empty item"),
-    ("compare.pairs=lemon", "not a pair"),
-    ("align.pairs=a,b", "YAML list of mappings"),
-    ("cluster.scheduler=abc", "cluster.scheduler"),
-    ("data.store=", "data.store"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("explain.methods=saliency,camm", "--set explain.methods=saliency,camm: explain.methods.1"),
+        ("grid.levels=10,,20", "empty item"),
+        ("compare.pairs=lemon", "not a pair"),
+        ("align.pairs=a,b", "YAML list of mappings"),
+        ("cluster.scheduler=abc", "cluster.scheduler"),
+        ("data.store=", "data.store"),
+    ],
+)
 def test_command_line_errors_name_the_override(override: str, fragment: str) -> None:
     with pytest.raises(AtlasError) as err:
         load_config(None, [override])

@@ -31,16 +31,21 @@ from tests.atlas_fixtures import SmallAtlas
 
 REPO = Path(__file__).resolve().parents[1]
 # stage -> (groups of the small atlas it needs, whether two runs go at once)
-MAIN_STAGES = {"reduce": ((), False), "grid": ((".layout",), False),
-               "render": ((".layout", ".grid", ".whitening"), True),
-               "tiles": ((".layout", ".grid", ".whitening", ".icons"), True)}
+MAIN_STAGES = {
+    "reduce": ((), False),
+    "grid": ((".layout",), False),
+    "render": ((".layout", ".grid", ".whitening"), True),
+    "tiles": ((".layout", ".grid", ".whitening", ".icons"), True),
+}
 SUBSET_STAGES = {"classes": ((".whitening",), False), "compare": ((".whitening",), False)}
 
 
 @pytest.fixture
 def busy_cores() -> Iterator[int]:
     """Every core busy with a spinning process (at least two) while the test runs; stopped after."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(2, os.cpu_count() or 2))]
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(2, os.cpu_count() or 2))
+    ]
     try:
         yield len(spinners)
     finally:
@@ -75,15 +80,25 @@ def _subset_config(small_atlas: SmallAtlas) -> Config:
     cfg.reduce.tsne_perplexity, cfg.reduce.n_neighbors = 3.0, 5
     cfg.classes.names, cfg.classes.method, cfg.classes.min_rows, cfg.classes.min_count = [str(a)], "tsne", 10, 0
     cfg.classes.n_neighbors = 5
-    cfg.compare.pairs, cfg.compare.min_rows, cfg.compare.min_count, cfg.compare.tsne_perplexity = [(str(a), str(b))], 10, 0, 5.0
+    cfg.compare.pairs, cfg.compare.min_rows, cfg.compare.min_count, cfg.compare.tsne_perplexity = (
+        [(str(a), str(b))],
+        10,
+        0,
+        5.0,
+    )
     return cfg
 
 
-def _jobs(small_atlas: SmallAtlas, root: Path, stages: dict[str, tuple[tuple[str, ...], bool]],
-          config: Config) -> list[dict]:
+def _jobs(
+    small_atlas: SmallAtlas, root: Path, stages: dict[str, tuple[tuple[str, ...], bool]], config: Config
+) -> list[dict]:
     jobs = []
     for k, (stage, (groups, concurrent)) in enumerate(stages.items()):
-        job = {"stage": stage, "seed": k + 100 * int(os.environ.get("CRASH_SEED", "0")), "kills": 3 if stage in ("render", "tiles") else 2}
+        job = {
+            "stage": stage,
+            "seed": k + 100 * int(os.environ.get("CRASH_SEED", "0")),
+            "kills": 3 if stage in ("render", "tiles") else 2,
+        }
         for role in ("reference", "work", *(("concurrent",) if concurrent else ())):
             folder = root / stage / role
             job[role] = _copy(small_atlas, folder, groups, config).model_dump(mode="json")
@@ -94,12 +109,18 @@ def _jobs(small_atlas: SmallAtlas, root: Path, stages: dict[str, tuple[tuple[str
 def _drive(jobs: list[dict], tmp_path: Path) -> dict[str, dict]:
     spec = tmp_path / "jobs.json"
     spec.write_text(json.dumps(jobs))
-    proc = subprocess.run([sys.executable, "-m", "tests.crash_driver", str(spec)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.crash_driver", str(spec)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     problems = [line for line in proc.stdout.splitlines() if line.startswith("PROBLEM ")]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not problems, "\n".join(problems)
-    results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    results = [json.loads(line[len("RESULT ") :]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     for r in results:  # the children's tracebacks, to explain a failed run
         r["stderr"] = proc.stderr[-4000:]
     return {r["stage"]: r for r in results}
@@ -117,8 +138,9 @@ def _outputs(root: Path) -> dict[str, object]:
         if not path.is_file() or any(p.startswith(".") for p in rel.parts) or rel.parts[0] == "viewer":
             continue
         # checksums.json also names the store it was made from (a path): compare its file list only
-        out[f"atlas/{rel.as_posix()}"] = read_manifest(path.parent)["files"] if path.name == "checksums.json" \
-            else path.read_bytes()
+        out[f"atlas/{rel.as_posix()}"] = (
+            read_manifest(path.parent)["files"] if path.name == "checksums.json" else path.read_bytes()
+        )
     return out
 
 
@@ -139,13 +161,21 @@ def _assert_resumed_like_uninterrupted(results: dict[str, dict], root: Path) -> 
             assert sorted(got) == sorted(reference), f"{stage} {role}: outputs {sorted(set(got) ^ set(reference))}"
             changed = [k for k in reference if got[k] != reference[k]]
             assert not changed, f"{stage} {role}: {changed} differ from the uninterrupted run"
-            config = Config.model_validate({"data": {"store": str(root / stage / role / "store.zarr"),
-                                                     "atlas": str(root / stage / role / "atlas")}})
+            config = Config.model_validate(
+                {
+                    "data": {
+                        "store": str(root / stage / role / "store.zarr"),
+                        "atlas": str(root / stage / role / "atlas"),
+                    }
+                }
+            )
             report = verify.run(config).report
             assert report.ok, f"{stage} {role}: " + "; ".join(p.line() for p in report.damage)
 
 
-def test_main_stages_survive_sigkill_and_concurrent_runs(small_atlas: SmallAtlas, tmp_path: Path, busy_cores: int) -> None:
+def test_main_stages_survive_sigkill_and_concurrent_runs(
+    small_atlas: SmallAtlas, tmp_path: Path, busy_cores: int
+) -> None:
     root = tmp_path / "runs"
     results = _drive(_jobs(small_atlas, root, MAIN_STAGES, _light(small_atlas)), tmp_path)
     assert sorted(results) == sorted(MAIN_STAGES)

@@ -17,8 +17,14 @@ from stages.config import Config
 from stages.cue_conflict import on_atlas
 from stages.cue_conflict import stage as cue_conflict
 from stages.cue_conflict.placement import build_placer, cell_of_row
-from stages.cue_conflict.shape_bias import (category_probabilities, decide, load_categories, outcome, shape_bias,
-                                             wilson_interval)
+from stages.cue_conflict.shape_bias import (
+    category_probabilities,
+    decide,
+    load_categories,
+    outcome,
+    shape_bias,
+    wilson_interval,
+)
 from stages.cue_conflict.stimuli import Stimulus, list_stimuli, load_pixels, parse_name
 from stages.reduce.stage import read_fit_rows
 from store import derived
@@ -31,14 +37,81 @@ SAMPLE = REPO / "tests" / "data" / "cue-conflict-sample"
 # Transcribed by hand from the published 16-class index lists (Geirhos et al. 2019; the HumanCategories
 # *_indices of the authors' model-vs-human toolbox), to catch any edit of categories.json.
 PUBLISHED = {
-    "airplane": [404], "bear": [294, 295, 296, 297], "bicycle": [444, 671],
-    "bird": [8, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 24, 80, 81, 82, 83, 87, 88, 89, 90, 91, 92, 93, 94, 95,
-             96, 98, 99, 100, 127, 128, 129, 130, 131, 132, 133, 135, 136, 137, 138, 139, 140, 141, 142, 143, 144, 145],
-    "boat": [472, 554, 625, 814, 914], "bottle": [440, 720, 737, 898, 899, 901, 907], "car": [436, 511, 817],
-    "cat": [281, 282, 283, 284, 285, 286], "chair": [423, 559, 765, 857], "clock": [409, 530, 892],
-    "dog": [*range(152, 192), *range(193, 204), *range(205, 227), *range(228, 242), *range(243, 251), *range(252, 258),
-            259, *range(261, 264), *range(265, 269)],
-    "elephant": [385, 386], "keyboard": [508, 878], "knife": [499], "oven": [766],
+    "airplane": [404],
+    "bear": [294, 295, 296, 297],
+    "bicycle": [444, 671],
+    "bird": [
+        8,
+        10,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        18,
+        19,
+        20,
+        22,
+        23,
+        24,
+        80,
+        81,
+        82,
+        83,
+        87,
+        88,
+        89,
+        90,
+        91,
+        92,
+        93,
+        94,
+        95,
+        96,
+        98,
+        99,
+        100,
+        127,
+        128,
+        129,
+        130,
+        131,
+        132,
+        133,
+        135,
+        136,
+        137,
+        138,
+        139,
+        140,
+        141,
+        142,
+        143,
+        144,
+        145,
+    ],
+    "boat": [472, 554, 625, 814, 914],
+    "bottle": [440, 720, 737, 898, 899, 901, 907],
+    "car": [436, 511, 817],
+    "cat": [281, 282, 283, 284, 285, 286],
+    "chair": [423, 559, 765, 857],
+    "clock": [409, 530, 892],
+    "dog": [
+        *range(152, 192),
+        *range(193, 204),
+        *range(205, 227),
+        *range(228, 242),
+        *range(243, 251),
+        *range(252, 258),
+        259,
+        *range(261, 264),
+        *range(265, 269),
+    ],
+    "elephant": [385, 386],
+    "keyboard": [508, 878],
+    "knife": [499],
+    "oven": [766],
     "truck": [555, 569, 656, 675, 717, 734, 864, 867],
 }
 
@@ -81,11 +154,13 @@ def test_category_score_is_the_mean_probability_not_the_sum() -> None:
 def test_shape_bias_counts_on_constructed_decisions() -> None:
     cats = load_categories()
     first = {n: cats.indices[cats.index(n)][0] for n in cats.names}
-    stimuli = [("cat", "elephant", "cat"),      # decided for the shape
-               ("dog", "bottle", "bottle"),     # for the texture
-               ("car", "clock", "bird"),        # neither: "other"
-               ("knife", "oven", "oven"),       # texture
-               ("cat", "cat", "cat")]           # no conflict: left out
+    stimuli = [
+        ("cat", "elephant", "cat"),  # decided for the shape
+        ("dog", "bottle", "bottle"),  # for the texture
+        ("car", "clock", "bird"),  # neither: "other"
+        ("knife", "oven", "oven"),  # texture
+        ("cat", "cat", "cat"),
+    ]  # no conflict: left out
     probs = np.stack([_probs({first[d]: 0.9}) for _, _, d in stimuli])
     decisions = decide(probs, cats)
     assert decisions == [d for _, _, d in stimuli]
@@ -98,7 +173,7 @@ def test_shape_bias_counts_on_constructed_decisions() -> None:
 
 
 def test_wilson_interval_matches_hand_computed_values() -> None:
-    lo, hi = wilson_interval(1, 2)   # 1.96 * sqrt(0.125 + 0.2401) / 2.9208 = 0.4055 around 0.5
+    lo, hi = wilson_interval(1, 2)  # 1.96 * sqrt(0.125 + 0.2401) / 2.9208 = 0.4055 around 0.5
     assert (lo, hi) == (pytest.approx(0.0945, abs=1e-4), pytest.approx(0.9055, abs=1e-4))
     lo, hi = wilson_interval(0, 10)  # z^2 / (n + z^2) = 3.8415 / 13.8415
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
@@ -137,10 +212,14 @@ def test_position_outcomes_walk_the_cells_top_classes() -> None:
     cats = load_categories()
     of_class = cats.of_class()
     cat, elephant = cats.index("cat"), cats.index("elephant")
-    top_idx = np.array([[281, 385, 1],     # cell 0: a cat class first -> shape (for shape cat)
-                        [1, 386, 281],     # cell 1: an elephant class before any cat one -> texture
-                        [1, 2, 3],         # cell 2: neither category
-                        [-1, -1, -1]])
+    top_idx = np.array(
+        [
+            [281, 385, 1],  # cell 0: a cat class first -> shape (for shape cat)
+            [1, 386, 281],  # cell 1: an elephant class before any cat one -> texture
+            [1, 2, 3],  # cell 2: neither category
+            [-1, -1, -1],
+        ]
+    )
     cells = np.array([0, 1, 2, -1, 1, 3])
     got = on_atlas.position_outcomes(cells, top_idx, of_class, cat, elephant, top=3)
     assert got == ["shape", "texture", "neither", "off", "texture", "neither"]
@@ -188,8 +267,14 @@ def test_the_stage_on_real_stimuli_and_a_real_atlas(small_atlas: SmallAtlas, mob
     config.cue_conflict.level, config.cue_conflict.out = small_atlas.levels[-1], str(tmp_path / "cc.json")
     torch.manual_seed(0)
     reported: list[tuple[int, int]] = []
-    r = cue_conflict.run(config, torch.device("cpu"), store=small_atlas.store, model=mobilenet,
-                         stimuli=_subset(tmp_path), progress=lambda done, total: reported.append((done, total)))
+    r = cue_conflict.run(
+        config,
+        torch.device("cpu"),
+        store=small_atlas.store,
+        model=mobilenet,
+        stimuli=_subset(tmp_path),
+        progress=lambda done, total: reported.append((done, total)),
+    )
     assert reported[-1] == (16, 16) and [d for d, _ in reported] == sorted(d for d, _ in reported)
     report = json.loads((tmp_path / "cc.json").read_text())
     o = report["shape_bias"]
@@ -213,8 +298,18 @@ def test_the_stage_on_real_stimuli_and_a_real_atlas(small_atlas: SmallAtlas, mob
 def test_the_command_says_what_is_wrong_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "params.yaml").write_text("{}\n")
-    argv = ["cue-conflict", "--params", str(tmp_path / "params.yaml"), "--store", str(tmp_path / "no_store.zarr"),
-            "--stimuli", str(tmp_path / "empty"), "--out", str(tmp_path / "cc.json"), "-q"]
+    argv = [
+        "cue-conflict",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--store",
+        str(tmp_path / "no_store.zarr"),
+        "--stimuli",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "cc.json"),
+        "-q",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 or "no store" in err[0], err

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.config import Config
-
 from pipeline.params import load_config
+from stages.config import Config
 from store.atlas_store import AtlasStore
 
 REPO = Path(__file__).resolve().parents[1]

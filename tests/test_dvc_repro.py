@@ -34,8 +34,14 @@ KNOWN = {"demo_data", "collect", "reduce", "grid", "render", "tiles"}
 FROM_COLLECT = {"collect", "reduce", "grid", "render", "tiles"}
 TINY = {
     "data": {"source": "data/photos"},
-    "collect": {"views_per_image": 2, "positions_per_image": 4, "rows_per_chunk": 64, "num_workers": 0,
-                "batch_size": 8, "device": "cpu"},
+    "collect": {
+        "views_per_image": 2,
+        "positions_per_image": 4,
+        "rows_per_chunk": 64,
+        "num_workers": 0,
+        "batch_size": 8,
+        "device": "cpu",
+    },
     "reduce": {"method": "pca", "n_neighbors": 5, "fit_samples": 100},
     "grid": {"levels": [3], "min_count": 1},
     "render": {"levels": [3], "steps": 4, "size": 32, "batch_size": 16, "device": "cpu"},
@@ -63,15 +69,27 @@ def _path_with(root: Path) -> str:
 
 
 def _env(root: Path) -> dict[str, str]:
-    ident = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-             for what, value in (("NAME", "atlas test"), ("EMAIL", "atlas@example.invalid"))}
-    return {**os.environ, **ident, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", "PATH": _path_with(root),
-            "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"), "PYTHONPATH": str(root)}
+    ident = {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "atlas test"), ("EMAIL", "atlas@example.invalid"))
+    }
+    return {
+        **os.environ,
+        **ident,
+        "OMP_NUM_THREADS": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": _path_with(root),
+        "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"),
+        "PYTHONPATH": str(root),
+    }
 
 
 def _run(root: Path, *args: str) -> str:
     proc = subprocess.run(list(args), cwd=root, env=_env(root), capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc.stdout + proc.stderr
 
 

@@ -24,7 +24,9 @@ def _requirement_name(spec: str) -> str:
 
 
 def test_the_check_covers_every_runtime_dependency() -> None:
-    declared = {_requirement_name(s) for s in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    declared = {
+        _requirement_name(s) for s in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
     assert declared == {_requirement_name(d) for d in REQUIRED.values()}
 
 
@@ -47,9 +49,12 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("argv", [["collect", "-q"], ["render", "--shard", "0/1"], ["--help"]])
-def test_a_stage_command_from_a_python_without_the_packages_says_to_activate(bare_python: Path, argv: list[str]) -> None:
-    proc = subprocess.run([str(bare_python), "-m", "pipeline.cli", *argv], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+def test_a_stage_command_from_a_python_without_the_packages_says_to_activate(
+    bare_python: Path, argv: list[str]
+) -> None:
+    proc = subprocess.run(
+        [str(bare_python), "-m", "pipeline.cli", *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     line = proc.stderr.strip()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.images.decoding import decode_rgb
 from stages.images.crops import view_box
+from stages.images.decoding import decode_rgb
 from stages.tiles import dataset_examples as examples
 from store import derived, schema
 from store.atlas_store import AtlasStore
@@ -32,10 +32,17 @@ def _hand_made(tmp_path: Path, skipped: int = 17) -> tuple[AtlasStore, derived.C
     rows = np.concatenate(members)
     direction = np.stack([acts[m].mean(0) for m in members]).astype(np.float32)
     level = derived.CellLevel(
-        n=2, i=np.array([0, 1, 0, 1], np.int32), j=np.array([0, 0, 1, 1], np.int32),
-        count=np.array([len(m) for m in members], np.int64), direction=direction, attribution=None,
-        top_idx=np.zeros((4, 0), np.int32), top_val=np.zeros((4, 0), np.float32),
-        member_offsets=np.r_[0, np.cumsum([len(m) for m in members])].astype(np.int64), member_rows=rows.astype(np.int64))
+        n=2,
+        i=np.array([0, 1, 0, 1], np.int32),
+        j=np.array([0, 0, 1, 1], np.int32),
+        count=np.array([len(m) for m in members], np.int64),
+        direction=direction,
+        attribution=None,
+        top_idx=np.zeros((4, 0), np.int32),
+        top_val=np.zeros((4, 0), np.float32),
+        member_offsets=np.r_[0, np.cumsum([len(m) for m in members])].astype(np.int64),
+        member_rows=rows.astype(np.int64),
+    )
     return store, level, acts
 
 
@@ -59,8 +66,9 @@ def test_nearest_rows_equal_brute_force(tmp_path: Path, search: str, distinct: b
     valid = np.flatnonzero(store.valid_mask())
     for c in range(4):
         candidates = level.members(c) if search == "members" else valid
-        expected = _brute_force(acts, np.asarray(candidates), level.direction[c].astype(np.float64), 3,
-                                5 if distinct else 0)
+        expected = _brute_force(
+            acts, np.asarray(candidates), level.direction[c].astype(np.float64), 3, 5 if distinct else 0
+        )
         got = [r for r in found.rows[c].tolist() if r >= 0]
         assert got == expected, (search, c)
         assert np.all(np.diff(found.values[c][: len(got)]) <= 0)  # best first
@@ -131,14 +139,27 @@ def test_thumbnails_of_the_small_atlas(small_atlas) -> None:
                 per_image = attrs["positions_per_image"] * attrs["views_per_image"]
                 image, view = best // per_image, (best // attrs["positions_per_image"]) % attrs["views_per_image"]
                 photo = decode_rgb(paths[image], 10**9).image
-                left, top, right, bottom = view_box(photo.width, photo.height, image, view, attrs["views_per_image"],
-                                                    tuple(sampling["view_scale"]), sampling["seed"])
+                left, top, right, bottom = view_box(
+                    photo.width,
+                    photo.height,
+                    image,
+                    view,
+                    attrs["views_per_image"],
+                    tuple(sampling["view_scale"]),
+                    sampling["seed"],
+                )
                 y, x_ = yx_all[best]
                 half = cfg.tiles.example_field / 2
                 u, v = np.clip([(x_ + 0.5) / w, (y + 0.5) / h], half, 1 - half)
-                box = (left + (u - half) * (right - left), top + (v - half) * (bottom - top),
-                       left + (u + half) * (right - left), top + (v + half) * (bottom - top))
-                expected = np.asarray(photo.resize((cfg.tiles.example_px,) * 2, Image.Resampling.LANCZOS, box=box), float)
+                box = (
+                    left + (u - half) * (right - left),
+                    top + (v - half) * (bottom - top),
+                    left + (u + half) * (right - left),
+                    top + (v + half) * (bottom - top),
+                )
+                expected = np.asarray(
+                    photo.resize((cfg.tiles.example_px,) * 2, Image.Resampling.LANCZOS, box=box), float
+                )
                 got = np.asarray(Image.open(atlas / cell["examples"][0]), float)
                 assert np.abs(got - expected).mean() < 6  # JPEG noise only
                 checked += 1

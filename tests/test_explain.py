@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from stages.config import Config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel
 from stages.explain import stage as explain
 from stages.explain.groups import group_assignment, group_strength, nearest_cells, nmf_groups
+from stages.model.registry import LoadedModel
 from store import derived
+from store.errors import AtlasError
 from tests.atlas_fixtures import SmallAtlas
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
@@ -79,14 +79,16 @@ def test_assignment_and_strength_by_hand() -> None:
     np.testing.assert_allclose(group_strength(w, group_assignment(w)), [0.0, 1.0, 1.0, 0.25])
 
 
-def test_explain_writes_one_png(photo_path: Path, small_atlas: SmallAtlas, mobilenet: LoadedModel, tmp_path: Path,
-                                one_thread) -> None:
+def test_explain_writes_one_png(
+    photo_path: Path, small_atlas: SmallAtlas, mobilenet: LoadedModel, tmp_path: Path, one_thread
+) -> None:
     cfg = small_atlas.config.model_copy(deep=True)
     e = cfg.explain
     e.level, e.groups, e.steps, e.size, e.icon_px, e.image_px = small_atlas.levels[-1], 3, 4, 32, 16, 224
     e.methods, e.channels, e.page = ["saliency"], 0, False  # the other figures: tests/test_explain_figures.py
-    result = explain.run(cfg, photo_path, small_atlas.store, torch.device("cpu"), model=mobilenet,
-                         out=tmp_path / "explain.png")
+    result = explain.run(
+        cfg, photo_path, small_atlas.store, torch.device("cpu"), model=mobilenet, out=tmp_path / "explain.png"
+    )
     image = Image.open(result.out)
     # photo (224) + mosaic (14 x 16 = 224) side by side, two rows, with pads and titles
     assert image.size == (12 + 224 + 12 + 224 + 12, 12 + 18 + 224 + 12 + 18 + 224 + 12)
@@ -97,8 +99,9 @@ def test_explain_writes_one_png(photo_path: Path, small_atlas: SmallAtlas, mobil
     assert pixels[30:254, 248:472].std() > 10  # the mosaic panel holds icons, not background
 
 
-def test_explain_refuses_an_unknown_level_and_an_unreadable_image(photo_path: Path, small_atlas: SmallAtlas, mobilenet: LoadedModel,
-                                               tmp_path: Path) -> None:
+def test_explain_refuses_an_unknown_level_and_an_unreadable_image(
+    photo_path: Path, small_atlas: SmallAtlas, mobilenet: LoadedModel, tmp_path: Path
+) -> None:
     cfg = small_atlas.config.model_copy(deep=True)
     cfg.explain.level = 4
     with pytest.raises(AtlasError, match="no grid level 4"):

@@ -24,7 +24,7 @@ from tests.test_viewer_browser import browser  # noqa: F401 - fixture (one headl
 
 def test_snap_to_grid_gives_every_point_its_own_cell() -> None:
     rng = np.random.default_rng(0)
-    points = rng.random((50, 2)) ** 3          # crowded in one corner: many want the same cells
+    points = rng.random((50, 2)) ** 3  # crowded in one corner: many want the same cells
     n = grid_side(50)
     assert n == 8
     i, j = snap_to_grid(points, n)
@@ -58,9 +58,24 @@ def mapped_atlas(small_atlas: SmallAtlas, tmp_path_factory: pytest.TempPathFacto
     shutil.copytree(small_atlas.atlas_dir, atlas)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["dataset-map", "-q", "--set", f"data.source={small_atlas.photos}", "--set", f"data.atlas={atlas}",
-                     "--set", "dataset_map.views_per_image=3", "--set", "dataset_map.icon_px=32",
-                     "--set", "dataset_map.device=cpu", "--set", "tiles.tile_size=64"])
+        code = main(
+            [
+                "dataset-map",
+                "-q",
+                "--set",
+                f"data.source={small_atlas.photos}",
+                "--set",
+                f"data.atlas={atlas}",
+                "--set",
+                "dataset_map.views_per_image=3",
+                "--set",
+                "dataset_map.icon_px=32",
+                "--set",
+                "dataset_map.device=cpu",
+                "--set",
+                "tiles.tile_size=64",
+            ]
+        )
     assert code == 0
     return atlas, printed.getvalue()
 
@@ -70,11 +85,11 @@ def test_dataset_map_command_exports_every_image_once(mapped_atlas: tuple[Path, 
     assert "12 items of 4 photos on a 4x4 grid" in printed
     index = json.loads((atlas / "atlases.json").read_text())
     kinds = {a["id"]: a["kind"] for a in index["atlases"]}
-    assert kinds["dataset"] == "dataset" and kinds["main"] == "main"    # added next to the main atlas
+    assert kinds["dataset"] == "dataset" and kinds["main"] == "main"  # added next to the main atlas
     manifest = json.loads((atlas / "dataset" / "manifest.json").read_text())
     assert [lv["n"] for lv in manifest["levels"]] == [4] and manifest["kind"] == "dataset"
     cells = json.loads((atlas / "dataset" / "level_4" / "cells.json").read_text())
-    assert len(cells) == 12 and len({(c["i"], c["j"]) for c in cells}) == 12   # every item, each in its own cell
+    assert len(cells) == 12 and len({(c["i"], c["j"]) for c in cells}) == 12  # every item, each in its own cell
     assert all(c["count"] == 1 and len(c["classes"]) == 5 for c in cells)
     probs = [[k["value"] for k in c["classes"]] for c in cells]
     assert all(p == sorted(p, reverse=True) and 0 < sum(p) <= 1.0001 for p in probs)  # top-5 probabilities
@@ -99,18 +114,37 @@ def test_the_viewer_opens_the_dataset_map_and_explain_pages(mapped_atlas: tuple[
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("<!doctype html><title>explained cat</title><h1>explained</h1>")
     model = json.loads((atlas / "atlases.json").read_text())["model"]
-    update_index(atlas, AtlasSource(id="explain/cat-000000", kind="explain", title="explained: cat.jpg", levels=[],
-                                    cell_level=_no_levels, icon_level=_no_levels, minimap=_no_levels, class_names=[],
-                                    model=model, icon_px=16, index={"page": "explain/cat-000000/index.html"}))
+    update_index(
+        atlas,
+        AtlasSource(
+            id="explain/cat-000000",
+            kind="explain",
+            title="explained: cat.jpg",
+            levels=[],
+            cell_level=_no_levels,
+            icon_level=_no_levels,
+            minimap=_no_levels,
+            class_names=[],
+            model=model,
+            icon_px=16,
+            index={"page": "explain/cat-000000/index.html"},
+        ),
+    )
     browser.get((atlas / "index.html").resolve().as_uri() + "#atlas=dataset")
-    wait_for(browser, "window.atlasViewer && atlasViewer.ready() && atlasViewer.atlasId() === 'dataset'",
-             what="the dataset map to open")
-    groups = browser.execute_script("return Array.from(document.querySelectorAll('#picker optgroup')).map(g => g.label)")
+    wait_for(
+        browser,
+        "window.atlasViewer && atlasViewer.ready() && atlasViewer.atlasId() === 'dataset'",
+        what="the dataset map to open",
+    )
+    groups = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#picker optgroup')).map(g => g.label)"
+    )
     assert "dataset maps" in groups and "explained images" in groups
     cells = json.loads((atlas / "dataset" / "level_4" / "cells.json").read_text())
     b = cells[0]["bounds"]
-    p = browser.execute_script("return atlasViewer.worldToClient(arguments[0], arguments[1])", (b[0] + b[2]) / 2,
-                               (b[1] + b[3]) / 2)
+    p = browser.execute_script(
+        "return atlasViewer.worldToClient(arguments[0], arguments[1])", (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    )
     actions = ActionChains(browser)
     actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
     actions.perform()

@@ -27,7 +27,7 @@ from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
 
 def test_group_attribution_by_hand() -> None:
-    weights = np.array([[1.0, 0.0], [0.5, 2.0]])          # 2 positions, 2 groups
+    weights = np.array([[1.0, 0.0], [0.5, 2.0]])  # 2 positions, 2 groups
     components = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # 2 groups, 3 channels
     grads = np.array([[[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]]])  # 1 class
     # group 0: 1*(1+3) + 0.5*(0+1) = 4.5; group 1: 0*2 + 2*(-1) = -2
@@ -40,7 +40,7 @@ def test_group_attribution_by_hand() -> None:
 def test_strongest_channels_and_their_top_rows(small_atlas: SmallAtlas) -> None:
     acts = np.zeros((2, 2, 5))
     acts[..., 3], acts[0, 0, 1], acts[..., 4] = 2.0, 9.0, 2.0
-    assert strongest_channels(acts, 3).tolist() == [1, 3, 4]   # means 2.25, 2, 2: ties go to the smaller index
+    assert strongest_channels(acts, 3).tolist() == [1, 3, 4]  # means 2.25, 2, 2: ties go to the smaller index
     store = small_atlas.store
     channels = np.array([0, 17, 300])
     rows = top_rows_per_channel(store, channels, 3, distinct_photos=False)
@@ -52,11 +52,12 @@ def test_strongest_channels_and_their_top_rows(small_atlas: SmallAtlas) -> None:
     per_photo = 8 * 4  # small_atlas: 8 views x 4 positions per photo
     for line in distinct:
         kept = line[line >= 0]
-        assert len(set((kept // per_photo).tolist())) == len(kept)   # one row per photo
+        assert len(set((kept // per_photo).tolist())) == len(kept)  # one row per photo
 
 
-def test_explain_writes_every_figure_and_a_linked_page(small_atlas: SmallAtlas, mobilenet: LoadedModel,
-                                                       photo_folder: Path, tmp_path: Path, one_thread) -> None:
+def test_explain_writes_every_figure_and_a_linked_page(
+    small_atlas: SmallAtlas, mobilenet: LoadedModel, photo_folder: Path, tmp_path: Path, one_thread
+) -> None:
     atlas = tmp_path / "atlas"
     shutil.copytree(small_atlas.atlas_dir, atlas)
     cfg = small_atlas.config.model_copy(deep=True)
@@ -75,7 +76,14 @@ def test_explain_writes_every_figure_and_a_linked_page(small_atlas: SmallAtlas, 
     assert set(result.maps.maps) == set(e.methods) and not result.maps.skipped  # MobileNetV2 admits CAM
     assert result.maps.grad_cam_layer == "features.18.2"
     assert result.group_contributions.shape == (3, 6)
-    expected = {"dictionary_groups", "dictionary", "attribution", "blocks", "channels", *(f"method:{m}" for m in e.methods)}
+    expected = {
+        "dictionary_groups",
+        "dictionary",
+        "attribution",
+        "blocks",
+        "channels",
+        *(f"method:{m}" for m in e.methods),
+    }
     assert set(result.figures) == expected
     for name, path in result.figures.items():
         pixels = np.asarray(Image.open(path).convert("L"), np.float32)
@@ -98,12 +106,19 @@ def test_explain_writes_every_figure_and_a_linked_page(small_atlas: SmallAtlas, 
     assert (atlas / entry["page"]) == result.page and any(a["id"] == "main" for a in index["atlases"])
 
 
-def test_explain_refuses_an_unknown_class(small_atlas: SmallAtlas, mobilenet: LoadedModel, photo_folder: Path,
-                                          tmp_path: Path) -> None:
+def test_explain_refuses_an_unknown_class(
+    small_atlas: SmallAtlas, mobilenet: LoadedModel, photo_folder: Path, tmp_path: Path
+) -> None:
     from store.errors import AtlasError
 
     cfg = small_atlas.config.model_copy(deep=True)
     cfg.explain.level, cfg.explain.classes = small_atlas.levels[-1], ["not a class"]
     with pytest.raises(AtlasError, match="explain.classes: no class named 'not a class'"):
-        explain.run(cfg, next(photo_folder.glob("tabby/*.jpg")), small_atlas.store, torch.device("cpu"), model=mobilenet,
-                    out=tmp_path / "x.png")
+        explain.run(
+            cfg,
+            next(photo_folder.glob("tabby/*.jpg")),
+            small_atlas.store,
+            torch.device("cpu"),
+            model=mobilenet,
+            out=tmp_path / "x.png",
+        )

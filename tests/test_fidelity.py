@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from store.errors import AtlasError
 from stages.model.registry import LoadedModel
 from stages.render import fidelity
 from stages.render import stage as render
 from store import derived
+from store.errors import AtlasError
 from store.icons import IconStore
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 from tests.test_render import LEVELS, tiny_atlas, tiny_config
@@ -93,9 +93,15 @@ def test_members_overlap_uses_the_members_most_predicted_classes() -> None:
     # cell 1: members predict 9, 9 -> common {9}; cell top {1, 2} -> none; cell 2 has no members' match
     row_top1 = np.array([7, 7, 3, 7, 9, 9, 4])
     cells = derived.CellLevel(
-        n=2, i=np.zeros(3, np.int32), j=np.zeros(3, np.int32), count=np.array([4, 2, 1]),
-        direction=np.zeros((3, 2), np.float32), attribution=None,
+        n=2,
+        i=np.zeros(3, np.int32),
+        j=np.zeros(3, np.int32),
+        count=np.array([4, 2, 1]),
+        direction=np.zeros((3, 2), np.float32),
+        attribution=None,
         top_idx=np.array([[3, -1, -1, -1, -1], [1, 2, -1, -1, -1], [-1, -1, -1, -1, -1]], np.int32),
-        top_val=np.zeros((3, 5), np.float32), member_offsets=np.array([0, 4, 6, 7]),
-        member_rows=np.array([0, 1, 2, 3, 4, 5, 6]))
+        top_val=np.zeros((3, 5), np.float32),
+        member_offsets=np.array([0, 4, 6, 7]),
+        member_rows=np.array([0, 1, 2, 3, 4, 5, 6]),
+    )
     np.testing.assert_array_equal(fidelity.members_overlap(cells, row_top1), [True, False, False])

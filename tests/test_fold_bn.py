@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stages.model.registry import LoadedModel
 from stages.featurevis import layer_forward
 from stages.featurevis.fold_bn import fold_batchnorm
+from stages.model.registry import LoadedModel
 
 
 def _count_bn(model: nn.Module) -> int:
@@ -20,8 +20,11 @@ def test_folded_mobilenet_gives_the_same_layer_output(mobilenet: LoadedModel) ->
     assert folded is not mobilenet.module and _count_bn(folded) == 0
     assert _count_bn(mobilenet.module) == before > 40  # the original is untouched
     x = torch.rand(3, 3, 80, 80, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad(), layer_forward(mobilenet.module, mobilenet.layer, mobilenet.normalize) as a, \
-            layer_forward(folded, mobilenet.layer, mobilenet.normalize) as b:
+    with (
+        torch.no_grad(),
+        layer_forward(mobilenet.module, mobilenet.layer, mobilenet.normalize) as a,
+        layer_forward(folded, mobilenet.layer, mobilenet.normalize) as b,
+    ):
         want, got = a(x)[mobilenet.layer], b(x)[mobilenet.layer]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 

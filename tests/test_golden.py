@@ -24,7 +24,9 @@ def test_small_atlas_outputs_match_the_recorded_digests(small_atlas) -> None:
     envs = {env: _flat(d) for env, d in recorded_environments().items()}
     now = _flat(atlas_digests(Path(small_atlas.store.path)))
     for env, recorded in envs.items():
-        assert sorted(now) == sorted(recorded), f"arrays added or gone against {env}: {sorted(set(now) ^ set(recorded))}"
+        assert sorted(now) == sorted(recorded), (
+            f"arrays added or gone against {env}: {sorted(set(now) ^ set(recorded))}"
+        )
     assert any(k.endswith("/icons") for k in now) and len(now) >= 40
     here = numerics_environment()
     if here in envs:
@@ -37,6 +39,9 @@ def test_small_atlas_outputs_match_the_recorded_digests(small_atlas) -> None:
     assert not changed, f"outputs that no floating-point kernel changes have changed: {changed}"
     assert len(stable) >= 30 and any(k.startswith("collect/") for k in stable)
     unchecked = sorted(set(now) - set(stable))
-    warnings.warn(f"no digests recorded for {here!r}: {len(unchecked)} BLAS-computed arrays not compared bytewise "
-                  f"({', '.join(unchecked[:3])}, ...); record them from a known-good commit with "
-                  "`python -m tests.golden_small_atlas --record`", stacklevel=1)
+    warnings.warn(
+        f"no digests recorded for {here!r}: {len(unchecked)} BLAS-computed arrays not compared bytewise "
+        f"({', '.join(unchecked[:3])}, ...); record them from a known-good commit with "
+        "`python -m tests.golden_small_atlas --record`",
+        stacklevel=1,
+    )

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from stages.config import Config
-from store.errors import AtlasError
 from stages.grid import stage as grid
 from store import derived, schema
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 
 N_ROWS, CHANNELS, K, CLASSES = 700, 24, 3, 10
 
@@ -30,8 +30,12 @@ def _store_with_layout(tmp_path: Path, skipped: tuple[int, ...] = ()) -> tuple[A
     rows = np.flatnonzero(store.valid_mask())
     layout = rng.random((len(rows), 2)).astype(np.float32) ** 2  # uneven density: some cells dropped
     layout[:3] = [[0.0, 0.0], [1.0, 1.0], [0.5, 0.25]]  # corners and an internal edge
-    derived.write_layout(store, derived.Layout(rows=rows, layout=layout, embedding=layout,
-                                               fitted=np.ones(len(rows), bool), attrs={"method": "hand-made"}))
+    derived.write_layout(
+        store,
+        derived.Layout(
+            rows=rows, layout=layout, embedding=layout, fitted=np.ones(len(rows), bool), attrs={"method": "hand-made"}
+        ),
+    )
     return store, {"acts": acts, "idx": idx, "val": val, "rows": rows, "layout": layout}
 
 
@@ -99,8 +103,9 @@ def test_stale_layout_and_missing_level_are_refused(tmp_path: Path) -> None:
     grid.run(_config([3]), store)
     with pytest.raises(AtlasError, match="no grid level 7; choose one of: 3"):
         derived.read_level(store, 7)
-    moved = derived.Layout(rows=d["rows"], layout=1.0 - d["layout"], embedding=d["layout"],
-                           fitted=np.ones(len(d["rows"]), bool))
+    moved = derived.Layout(
+        rows=d["rows"], layout=1.0 - d["layout"], embedding=d["layout"], fitted=np.ones(len(d["rows"]), bool)
+    )
     derived.write_layout(store, moved)
     with pytest.raises(AtlasError, match="older layout; run `atlas grid` again"):
         derived.read_level(store, 3)

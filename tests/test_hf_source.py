@@ -24,10 +24,11 @@ datasets = pytest.importorskip("datasets", reason="the hf extra (pip install 'ac
 
 def _save(folder: Path, items: list, image_column: str = "image", label_column: str = "label") -> Path:
     names = [w for w, _ in WNIDS]
-    features = datasets.Features({image_column: datasets.Image(),
-                                  label_column: datasets.ClassLabel(names=names)})
-    table = {image_column: [{"bytes": data, "path": None} for _, _, _, data in items],
-             label_column: [names.index(wnid) for wnid, _, _, _ in items]}
+    features = datasets.Features({image_column: datasets.Image(), label_column: datasets.ClassLabel(names=names)})
+    table = {
+        image_column: [{"bytes": data, "path": None} for _, _, _, data in items],
+        label_column: [names.index(wnid) for wnid, _, _, _ in items],
+    }
     datasets.Dataset.from_dict(table, features=features).save_to_disk(str(folder))
     return folder
 
@@ -68,10 +69,12 @@ def test_columns_by_name(data: dict[str, Path]) -> None:
     assert (unlabelled.labels == -1).all() and unlabelled.label_names == ()
 
 
-def test_dataset_dict_and_missing_package_are_one_line_errors(data: dict[str, Path], tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    both = datasets.DatasetDict({"train": datasets.load_from_disk(str(data["hf"])),
-                                 "validation": datasets.load_from_disk(str(data["hf"]))})
+def test_dataset_dict_and_missing_package_are_one_line_errors(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    both = datasets.DatasetDict(
+        {"train": datasets.load_from_disk(str(data["hf"])), "validation": datasets.load_from_disk(str(data["hf"]))}
+    )
     both.save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(AtlasError, match=r"a DatasetDict with splits train, validation; set data.source to one split"):
         open_image_source(tmp_path / "dd")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from store.errors import AtlasError
 from stages.images.sources import ImageSource, open_image_source
+from store.errors import AtlasError
 
 
 def _image(path: Path, color: tuple[int, int, int] = (10, 20, 30), size: int = 8) -> Path:
@@ -63,14 +63,7 @@ def test_file_list_resolves_relative_paths_and_keeps_bad_entries(tmp_path: Path)
     _image(photos / "one.jpg")
     absolute = _image(tmp_path / "elsewhere" / "two.png")
     listing = photos / "list.txt"
-    listing.write_text(
-        "# my photos\n"
-        "\n"
-        "one.jpg\tcat\n"
-        f"{absolute}\tdog\n"
-        "missing.jpg\n"
-        "document.pdf\tcat\n"
-    )
+    listing.write_text(f"# my photos\n\none.jpg\tcat\n{absolute}\tdog\nmissing.jpg\ndocument.pdf\tcat\n")
     source = open_image_source(listing)
     assert source.kind == "filelist"
     assert source.label_names == ("cat", "dog")

@@ -25,8 +25,17 @@ ROW_ARRAYS = ["activations", "yx", "top_pred_idx", "top_pred_logit", "attr_idx",
 
 def config(source: Path | str, store: Path, *extra: str):
     """Small and fast: 96 px inputs (features.13.conv.0 is then 6 x 6), two views per image."""
-    sets = [f"data.source={source}", f"data.store={store}", "model.image_size=96", "collect.views_per_image=2", "collect.positions_per_image=1",
-            "collect.rows_per_chunk=4", "collect.batch_size=4", "collect.num_workers=0", "collect.top_k=5"]
+    sets = [
+        f"data.source={source}",
+        f"data.store={store}",
+        "model.image_size=96",
+        "collect.views_per_image=2",
+        "collect.positions_per_image=1",
+        "collect.rows_per_chunk=4",
+        "collect.batch_size=4",
+        "collect.num_workers=0",
+        "collect.top_k=5",
+    ]
     return load_config(None, sets + list(extra))
 
 
@@ -52,7 +61,11 @@ def test_wnid_table_agrees_with_torchvision_class_names() -> None:
         synonyms = [w.lower() for w in words]
         exact += name in synonyms
         # torchvision disambiguates its two duplicate names ("crane bird", "maillot tank suit")
-        assert name in synonyms or any(name.startswith(s + " ") or name.startswith(s.split()[0]) for s in synonyms), (i, name, words)
+        assert name in synonyms or any(name.startswith(s + " ") or name.startswith(s.split()[0]) for s in synonyms), (
+            i,
+            name,
+            words,
+        )
     assert exact == 998
     # WNIDs map to the model's index, duplicates by position, and to own class lists by name
     assert list(label_classes(["n01440764", "n03126707", "n02012849", "n99999999"], categories)) == [0, 517, 134, -1]
@@ -74,8 +87,9 @@ def test_wnid_tree_labels_collect_and_info(tmp_path: Path, capsys: pytest.Captur
     assert "warning" not in out
 
 
-def test_labels_matching_no_class_warn_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_labels_matching_no_class_warn_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     root = tmp_path / "tree"
     for k, folder in enumerate(["n99999999", "holiday_pics"]):
         (root / folder).mkdir(parents=True)
@@ -107,8 +121,10 @@ def _devkit_meta(path: Path, devkit_order: list[str]) -> None:
     from scipy.io import savemat
 
     dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
-    synsets = np.array([(np.array([[i + 1]]), np.array([w]), np.array(["x"]), np.array([[0]]))
-                        for i, w in enumerate(devkit_order)], dtype=dtype)
+    synsets = np.array(
+        [(np.array([[i + 1]]), np.array([w]), np.array(["x"]), np.array([[0]])) for i, w in enumerate(devkit_order)],
+        dtype=dtype,
+    )
     savemat(str(path), {"synsets": synsets[:, None]})
 
 
@@ -125,9 +141,12 @@ def test_val_folder_with_each_ground_truth_format(tmp_path: Path) -> None:
     gt.write_text("\n".join(str(devkit_order.index(w) + 1) for w in wnids) + "\n")
     # any flat folder: path,label with a header, labels as names / indices / WNIDs
     csv = tmp_path / "labels.csv"
-    csv.write_text("path,label\n" + "\n".join(f"ILSVRC2012_val_{k:08d}.JPEG,{c}" for k, c in enumerate(classes, 1)) + "\n")
+    csv.write_text(
+        "path,label\n" + "\n".join(f"ILSVRC2012_val_{k:08d}.JPEG,{c}" for k, c in enumerate(classes, 1)) + "\n"
+    )
 
     from torchvision.models import MobileNet_V2_Weights
+
     categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
 
     with pytest.raises(AtlasError, match="meta.mat"):
@@ -152,7 +171,8 @@ def test_labels_file_rows_naming_no_image_are_reported(tmp_path: Path, caplog: p
     with caplog.at_level(logging.WARNING):
         source = open_image_source(val, labels=str(csv))
     assert [r.getMessage() for r in caplog.records if "name no image" in r.getMessage()] == [
-        f"{csv}: 1 of 2 rows name no image in the folder (first: not_here.jpg); they are not collected"]
+        f"{csv}: 1 of 2 rows name no image in the folder (first: not_here.jpg); they are not collected"
+    ]
     assert int((source.labels >= 0).sum()) == 1  # the other five stay unlabelled, none dropped
     assert len(source) == 6
     bad = tmp_path / "bad.csv"
@@ -182,5 +202,7 @@ def test_subsample_is_seeded_class_balanced_and_recorded(tmp_path: Path) -> None
     assert attrs["dataset"]["selection"] == {"max_images": 4, "per_class": 1, "seed": cfg.collect.seed, "of": 15}
     assert sorted(arrays(store)["label_class"].tolist()) == [0, 1, 517]
     with pytest.raises(AtlasError):  # another draw is another data set: refused, not mixed in
-        collect.run(config(root, store, "data.max_images=4", "data.per_class=2", "collect.views_per_image=1"),
-                    device=torch.device("cpu"))
+        collect.run(
+            config(root, store, "data.max_images=4", "data.per_class=2", "collect.views_per_image=1"),
+            device=torch.device("cpu"),
+        )

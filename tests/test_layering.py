@@ -88,8 +88,8 @@ def _graph(runtime_only: bool) -> dict[str, set[str]]:
     return graph
 
 
-GRAPH = _graph(runtime_only=False)      # every import: the floors' direction
-RUNTIME = _graph(runtime_only=True)     # what executes: circles
+GRAPH = _graph(runtime_only=False)  # every import: the floors' direction
+RUNTIME = _graph(runtime_only=True)  # what executes: circles
 
 
 def _floor(module: str) -> str:
@@ -103,20 +103,29 @@ def test_the_tree_has_all_three_floors() -> None:
 
 @pytest.mark.parametrize("floor, forbidden", [("store", {"stages", "pipeline"}), ("stages", {"pipeline"})])
 def test_imports_point_down(floor: str, forbidden: set[str]) -> None:
-    bad = sorted(f"{m} imports {d}" for m, deps in GRAPH.items() if _floor(m) == floor
-                 for d in deps if _floor(d) in forbidden)
+    bad = sorted(
+        f"{m} imports {d}" for m, deps in GRAPH.items() if _floor(m) == floor for d in deps if _floor(d) in forbidden
+    )
     assert not bad, "imports pointing up:\n" + "\n".join(bad)
 
 
 def test_featurevis_imports_nothing_else_of_ours() -> None:
-    bad = sorted(f"{m} imports {d}" for m, deps in GRAPH.items() if m.startswith("stages.featurevis")
-                 for d in deps if not d.startswith("stages.featurevis") and d != "stages")
+    bad = sorted(
+        f"{m} imports {d}"
+        for m, deps in GRAPH.items()
+        if m.startswith("stages.featurevis")
+        for d in deps
+        if not d.startswith("stages.featurevis") and d != "stages"
+    )
     assert not bad, "\n".join(bad)
 
 
 def test_zarr_is_imported_only_under_store() -> None:
-    bad = sorted(m for m, path in MODULES.items() if _floor(m) != "store"
-                 and any(t.split(".")[0] == "zarr" for t in imports_of(path)))
+    bad = sorted(
+        m
+        for m, path in MODULES.items()
+        if _floor(m) != "store" and any(t.split(".")[0] == "zarr" for t in imports_of(path))
+    )
     assert not bad, f"zarr imported outside store/: {bad}"
 
 
@@ -140,7 +149,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if nxt not in graph:
                 continue
             if colour.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if not colour.get(nxt):
                 colour[nxt] = 1
                 path.append(nxt)
@@ -167,8 +176,10 @@ def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path: Path) -> Non
     lazy = ROOT / "pipeline" / "cli.py"
     assert any(_floor(d) in ("pipeline", "stages") for d in GRAPH[_module_name(lazy)])
     typed = tmp_path / "typed.py"
-    typed.write_text("from typing import TYPE_CHECKING\nimport json\nif TYPE_CHECKING:\n    import store.atlas_store\n"
-                     "def f():\n    import stages.config\n")
+    typed.write_text(
+        "from typing import TYPE_CHECKING\nimport json\nif TYPE_CHECKING:\n    import store.atlas_store\n"
+        "def f():\n    import stages.config\n"
+    )
     assert {"store.atlas_store", "stages.config", "json"} <= imports_of(typed)
     assert "store.atlas_store" not in imports_of(typed, runtime_only=True)
     assert "stages.config" in imports_of(typed, runtime_only=True)

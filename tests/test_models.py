@@ -5,13 +5,13 @@ import torch
 import torchvision
 
 from stages.config import ModelConfig
-from store.errors import AtlasError
 from stages.model.registry import build_classifier, list_layers, load_model
+from store.errors import AtlasError
 
 
 def test_default_model_is_real_pretrained_mobilenet(mobilenet, photo_folder: Path) -> None:
-    from PIL import Image
     import torchvision.transforms.functional as F
+    from PIL import Image
 
     cat = next((photo_folder / "tabby").glob("*.jpg"))
     x = F.to_tensor(Image.open(cat).convert("RGB").resize((224, 224)))[None]
@@ -44,7 +44,9 @@ def test_layers_lists_names_with_shapes() -> None:
 def test_unknown_model_layer_and_missing_weights_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(AtlasError, match="not a torchvision classifier.*mobilenet_v2"):
         load_model(ModelConfig(name="mobilenet_v9"), torch.device("cpu"))
-    with pytest.raises(AtlasError, match=r"layer 'features\.99' not found.*blocks: features, features\.0.*atlas layers"):
+    with pytest.raises(
+        AtlasError, match=r"layer 'features\.99' not found.*blocks: features, features\.0.*atlas layers"
+    ):
         load_model(ModelConfig(layer="features.99"), torch.device("cpu"))
     with pytest.raises(AtlasError, match="file .* not found"):
         load_model(ModelConfig(weights=str(tmp_path / "missing.pth")), torch.device("cpu"))
@@ -61,8 +63,9 @@ def test_hub_weights_missing_gives_where_to_put_them(tmp_path: Path, monkeypatch
 def test_googlenet_inception4c_from_a_state_dict_file(tmp_path: Path) -> None:
     """The paper's setting: GoogLeNet weights saved in torchvision's layout (aux heads included)."""
     torch.manual_seed(0)
-    reference = torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True,
-                                             init_weights=True).eval()
+    reference = torchvision.models.googlenet(
+        weights=None, aux_logits=True, transform_input=True, init_weights=True
+    ).eval()
     path = tmp_path / "googlenet.pth"
     torch.save(reference.state_dict(), path)
     loaded = load_model(ModelConfig(name="googlenet", weights=str(path), layer="inception4c"), torch.device("cpu"))

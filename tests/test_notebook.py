@@ -23,8 +23,11 @@ NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
 
 
 def _images(cell: nbformat.NotebookNode) -> list[np.ndarray]:
-    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))).convert("RGB"))
-            for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+    return [
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))).convert("RGB"))
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
+    ]
 
 
 def _text(cell: nbformat.NotebookNode) -> str:
@@ -56,8 +59,9 @@ def test_notebook_uses_only_the_api() -> None:
             else:
                 continue
             for module in modules:
-                assert module == "pipeline" or module.split(".")[0] in sys.stdlib_module_names, \
+                assert module == "pipeline" or module.split(".")[0] in sys.stdlib_module_names, (
                     f"the notebook imports {module!r}; use the API of pipeline/api/ (from pipeline import ...)"
+                )
 
 
 def test_notebook_runs_on_a_small_atlas(small_atlas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

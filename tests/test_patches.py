@@ -37,7 +37,7 @@ def test_patch_side_and_corners_are_exact() -> None:
         top, left = expected[corner]
         assert corner_origin(corner, 3, 10) == (top, left)
         mask = np.zeros((10, 10), bool)
-        mask[top:top + 3, left:left + 3] = True
+        mask[top : top + 3, left : left + 3] = True
         assert (out[:, mask] == 1).all() and (out[:, ~mask] == 0).all(), corner
     assert (images == 0).all()  # the input is not changed
     with pytest.raises(ValueError, match="unknown corner"):
@@ -98,9 +98,21 @@ def test_protocol_known_patch_flips_and_noise_does_not() -> None:
     photos[5, :20, :] = RED  # half red already: classified B beforehand, so it must not count
     candidates = [_plain(GREEN, "green"), _plain(RED, "red"), _plain((0.0, 0.0, 1.0), "blue")]
     controls = [Patch("noise", "noise", uniform_noise(32, 1), resample="nearest")]
-    r = run_protocol(red_classifier, photos, A, B, candidates, controls, rank_count=2, keep=1,
-                     sizes=[0.1, 0.2, 0.3, 0.5, 0.8], static=Placement("top_left", 0.2), controls_per_kind=1,
-                     batch_size=7, seed=0)
+    r = run_protocol(
+        red_classifier,
+        photos,
+        A,
+        B,
+        candidates,
+        controls,
+        rank_count=2,
+        keep=1,
+        sizes=[0.1, 0.2, 0.3, 0.5, 0.8],
+        static=Placement("top_left", 0.2),
+        controls_per_kind=1,
+        batch_size=7,
+        seed=0,
+    )
     assert r.kept.tolist() == [0, 1, 2, 3, 4] and len(r.rank) == 2 and len(r.test) == 3
     assert not set(r.rank) & set(r.test)
     assert r.selected == [1] and np.nanargmax(r.scores) == 1  # red ranks first; green and blue gain nothing
@@ -130,25 +142,51 @@ def test_selection_never_looks_at_the_test_photos() -> None:
         logits[:, B] = 3.0 * _share(images, RED) + np.where(on_test, 30.0 * _share(images, GREEN), 0.0)
         return _softmax(logits)
 
-    r = run_protocol(classify, photos, A, B, [_plain(GREEN, "green"), _plain(RED, "red")], [], rank_count=3, keep=1,
-                     sizes=[0.2, 0.4], static=Placement("bottom_right", 0.4), controls_per_kind=0, batch_size=16, seed=4)
+    r = run_protocol(
+        classify,
+        photos,
+        A,
+        B,
+        [_plain(GREEN, "green"), _plain(RED, "red")],
+        [],
+        rank_count=3,
+        keep=1,
+        sizes=[0.2, 0.4],
+        static=Placement("bottom_right", 0.4),
+        controls_per_kind=0,
+        batch_size=16,
+        seed=4,
+    )
     assert r.rank.tolist() == rank.tolist() and r.test.tolist() == test.tolist()
     assert [r.candidates[k].name for k in r.selected] == ["red"]
     # a candidate cut from a test photo is left out of the ranking
     cut = Patch("from a test photo", "dataset", np.ones((4, 4, 3), np.float32), source=str(test[0]))
-    r2 = run_protocol(classify, photos, A, B, [cut, _plain(RED, "red")], [], rank_count=3, keep=2, sizes=[0.2],
-                      static=Placement("bottom_right", 0.2), controls_per_kind=0, batch_size=16, seed=4)
+    r2 = run_protocol(
+        classify,
+        photos,
+        A,
+        B,
+        [cut, _plain(RED, "red")],
+        [],
+        rank_count=3,
+        keep=2,
+        sizes=[0.2],
+        static=Placement("bottom_right", 0.2),
+        controls_per_kind=0,
+        batch_size=16,
+        seed=4,
+    )
     assert np.isnan(r2.scores[0]) and r2.selected == [1]
 
 
 # --------------------------------------------------------------------------------- the real model, the CLI
 @pytest.fixture(scope="module")
-def patch_atlas(small_atlas: SmallAtlas, mobilenet, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+def patch_atlas(small_atlas: SmallAtlas, mobilenet, tmp_path_factory: pytest.TempPathFactory):
     """A copy of the small atlas's store with a comparison atlas of the coffee photo's top-1 class A
     (espresso) and another class B, exported into a fresh atlas folder; three photos of the coffee."""
     from stages.classes import compare
     from stages.patches.stage import model_classifier
-    from tests.test_class_atlas import _top_classes, _tiny
+    from tests.test_class_atlas import _tiny, _top_classes
 
     root = tmp_path_factory.mktemp("patches")
     src = small_atlas.store
@@ -179,7 +217,7 @@ def patch_atlas(small_atlas: SmallAtlas, mobilenet, tmp_path_factory: pytest.Tem
     return store, params, a, b, root
 
 
-def test_real_model_run(patch_atlas, one_thread, capsys) -> None:  # noqa: ANN001
+def test_real_model_run(patch_atlas, one_thread, capsys) -> None:
     from pipeline.cli import main
 
     store, params, a, b, root = patch_atlas
@@ -207,7 +245,7 @@ def test_real_model_run(patch_atlas, one_thread, capsys) -> None:  # noqa: ANN00
     assert "noise" in page and "95% CI" in page
 
 
-def test_the_api_gives_the_command_s_report(patch_atlas, one_thread, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_api_gives_the_command_s_report(patch_atlas, one_thread, tmp_path: Path) -> None:
     from pipeline import patch_attack
     from pipeline.cli import main
 
@@ -215,18 +253,21 @@ def test_the_api_gives_the_command_s_report(patch_atlas, one_thread, tmp_path: P
     assert main(["patches", "-q", "--params", str(params), str(a), str(b)]) == 0
     [want] = json.loads((root / "patches.json").read_text())["directions"]
     p = yaml.safe_load(params.read_text())["patches"]
-    settings = {k: p[k] for k in ("photos", "cells", "examples", "keep", "controls", "rank_photos", "sizes",
-                                  "static_size", "crop_px")}
+    settings = {
+        k: p[k]
+        for k in ("photos", "cells", "examples", "keep", "controls", "rank_photos", "sizes", "static_size", "crop_px")
+    }
     [got] = patch_attack(store.path, str(a), str(b), out=tmp_path / "api.json", **settings)
     for key in ("photos", "overall", "controls"):
         assert got[key] == want[key], key
-    assert [(q["kind"], q["dynamic"], q["static"]) for q in got["patches"]] == \
-        [(q["kind"], q["dynamic"], q["static"]) for q in want["patches"]]
+    assert [(q["kind"], q["dynamic"], q["static"]) for q in got["patches"]] == [
+        (q["kind"], q["dynamic"], q["static"]) for q in want["patches"]
+    ]
     with pytest.raises(AtlasError, match="patch_attack"):
         patch_attack(store.path, str(a), str(b), keep=0)
 
 
-def _error(argv: list[str], capsys) -> str:  # noqa: ANN001
+def _error(argv: list[str], capsys) -> str:
     from pipeline.cli import main
 
     assert main(argv) == 2
@@ -235,7 +276,7 @@ def _error(argv: list[str], capsys) -> str:  # noqa: ANN001
     return err
 
 
-def test_bad_inputs_are_one_line_errors(patch_atlas, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_bad_inputs_are_one_line_errors(patch_atlas, tmp_path: Path, capsys) -> None:
     store, params, a, b, _ = patch_atlas
     base = ["patches", "-q", "--params", str(params)]
     assert "no class named 'lemmon'" in _error([*base, "lemmon", str(b)], capsys)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from stages.config import Config
-from store.errors import AtlasError
 from stages.reduce import stage as reduce
 from store import derived, schema
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 
 
 def _clustered(n: int = 600, c: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -21,13 +21,13 @@ import torch
 import zarr
 
 from stages.config import Config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel
-from stages.render import stage as render
 from stages.featurevis import layer_forward
 from stages.grid.whitening import whitening_matrix
+from stages.model.registry import LoadedModel
+from stages.render import stage as render
 from store import derived
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.icons import IconStore
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
@@ -60,18 +60,35 @@ def tiny_atlas(path: Path, model: LoadedModel, scale: float = 1.0) -> AtlasStore
         directions, members = [], []
         for c in range(k):
             photo, corner = c % 4, 2 + 3 * (c // 4) + n
-            patch = acts[photo, corner:corner + 4, corner:corner + 4].reshape(-1, acts.shape[-1])
+            patch = acts[photo, corner : corner + 4, corner : corner + 4].reshape(-1, acts.shape[-1])
             directions.append(patch.mean(0) * scale)
             members.append(np.arange(16) + 16 * c)
         # cell labels: ImageNet classes near each photo (cat, astronaut, coffee, rocket)
-        top = np.array([[281, 282, 285, 287, 478], [834, 457, 652, 400, 655], [967, 968, 504, 925, 809],
-                        [812, 744, 657, 403, 908]], np.int32)
-        levels.append(derived.CellLevel(
-            n=n, i=np.arange(k, dtype=np.int32) % n, j=np.arange(k, dtype=np.int32) // n,
-            count=np.full(k, 16, np.int64), direction=np.stack(directions).astype(np.float32),
-            attribution=None, top_idx=top[np.arange(k) % 4], top_val=np.ones((k, 5), np.float32),
-            member_offsets=np.arange(k + 1, dtype=np.int64) * 16, member_rows=np.concatenate(members).astype(np.int64),
-            class_names=model.class_names, attrs={"min_count": 5}))
+        top = np.array(
+            [
+                [281, 282, 285, 287, 478],
+                [834, 457, 652, 400, 655],
+                [967, 968, 504, 925, 809],
+                [812, 744, 657, 403, 908],
+            ],
+            np.int32,
+        )
+        levels.append(
+            derived.CellLevel(
+                n=n,
+                i=np.arange(k, dtype=np.int32) % n,
+                j=np.arange(k, dtype=np.int32) // n,
+                count=np.full(k, 16, np.int64),
+                direction=np.stack(directions).astype(np.float32),
+                attribution=None,
+                top_idx=top[np.arange(k) % 4],
+                top_val=np.ones((k, 5), np.float32),
+                member_offsets=np.arange(k + 1, dtype=np.int64) * 16,
+                member_rows=np.concatenate(members).astype(np.int64),
+                class_names=model.class_names,
+                attrs={"min_count": 5},
+            )
+        )
     derived.write_grid(store, levels, attrs={"layout_id": "hand-made"})
     moment = rows.astype(np.float64).T @ rows / len(rows)
     derived.write_whitening(store, derived.Whitening(matrix=whitening_matrix(moment, 0.1), second_moment=moment))
@@ -91,8 +108,9 @@ def _hooks(model: LoadedModel) -> int:
 def test_icons_written_with_objective_and_cossim(tmp_path: Path, mobilenet: LoadedModel, one_thread) -> None:
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
     started, seen = [], []
-    summary = render.run(tiny_config(), store, torch.device("cpu"), progress=seen.append, on_start=started.append,
-                         model=mobilenet)
+    summary = render.run(
+        tiny_config(), store, torch.device("cpu"), progress=seen.append, on_start=started.append, model=mobilenet
+    )
     assert started == [7] and sum(seen) == 7 and seen == [2, 1, 2, 2]  # batches of 2 per level
     assert summary.icons_run == summary.icons_done == summary.icons_total == 7 and summary.batches_run == 4
     assert _hooks(mobilenet) == 0
@@ -106,8 +124,13 @@ def test_icons_written_with_objective_and_cossim(tmp_path: Path, mobilenet: Load
         assert np.isfinite(level.objective).all() and ((level.cossim >= -1) & (level.cossim <= 1)).all()
         # stored cos-sim is the centre activation of the stored icon vs the raw direction
         with layer_forward(mobilenet.module, mobilenet.layer, normalize=mobilenet.normalize) as forward:
-            direct = render.centre_cossim(forward, mobilenet.layer, level.icons,
-                                          torch.as_tensor(derived.read_level(store, n).direction), torch.device("cpu"))
+            direct = render.centre_cossim(
+                forward,
+                mobilenet.layer,
+                level.icons,
+                torch.as_tensor(derived.read_level(store, n).direction),
+                torch.device("cpu"),
+            )
         np.testing.assert_allclose(level.cossim, direct, atol=1e-5)
     # the icons group records what made it
     attrs = icons.group.attrs
@@ -174,8 +197,11 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path: Path, mobilenet: Load
     reference = tiny_atlas(tmp_path / "ref" / "s.zarr", mobilenet)
     render.run(tiny_config(), reference, torch.device("cpu"), model=mobilenet)
     store = tiny_atlas(tmp_path / "killed" / "s.zarr", mobilenet)
-    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(repo=str(REPO), store=str(store.path))],
-                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(repo=str(REPO), store=str(store.path))],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     icons_path = store.derived_path("icons")
     try:
         deadline = time.monotonic() + 600  # a ceiling for the child to finish its first batch, not a speed requirement

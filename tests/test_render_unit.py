@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.config import Config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel
 from pipeline.commands.render_unit import render_unit
+from stages.config import Config
+from stages.model.registry import LoadedModel
+from store.errors import AtlasError
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
 
@@ -41,11 +41,18 @@ def test_each_target_writes_a_png(target: str, tmp_path: Path, mobilenet: Loaded
     assert sum(len(m._forward_hooks) for m in mobilenet.module.modules()) == 0
 
 
-@pytest.mark.parametrize("target, message", [
-    ("channel:9999", "out of range"), ("neuron:1:2", "is not one of"), ("class:goldfsh", "close: goldfish"),
-    ("direction:/nonexistent.npy", "not found"), ("layer:3", "is not one of"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("channel:9999", "out of range"),
+        ("neuron:1:2", "is not one of"),
+        ("class:goldfsh", "close: goldfish"),
+        ("direction:/nonexistent.npy", "not found"),
+        ("layer:3", "is not one of"),
+    ],
+)
 def test_bad_targets_are_refused(target: str, message: str, tmp_path: Path, mobilenet: LoadedModel) -> None:
     with pytest.raises(AtlasError, match=message):
-        render_unit(Config(), target, tmp_path / "x.png", steps=1, size=32, seed=0, device=torch.device("cpu"),
-                    model=mobilenet)
+        render_unit(
+            Config(), target, tmp_path / "x.png", steps=1, size=32, seed=0, device=torch.device("cpu"), model=mobilenet
+        )

@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _mount(path: Path, options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    )
 
 
 def _remount(path: Path, options: str) -> None:
@@ -59,12 +60,30 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def _collect_args(small_atlas: SmallAtlas, store: Path) -> list[str]:
     c = small_atlas.config.collect
-    return ["collect", "-q", "--params", str(REPO / "params.yaml"), "--source", str(small_atlas.photos),
-            "--store", str(store), "--set", f"collect.views_per_image={c.views_per_image}",
-            "--set", f"collect.positions_per_image={c.positions_per_image}",
-            "--set", f"collect.rows_per_chunk={c.rows_per_chunk}", "--set", "collect.num_workers=0",
-            "--set", f"collect.batch_size={c.batch_size}", "--set", "collect.device=cpu",
-            "--set", f"model.layer={small_atlas.config.model.layer}"]
+    return [
+        "collect",
+        "-q",
+        "--params",
+        str(REPO / "params.yaml"),
+        "--source",
+        str(small_atlas.photos),
+        "--store",
+        str(store),
+        "--set",
+        f"collect.views_per_image={c.views_per_image}",
+        "--set",
+        f"collect.positions_per_image={c.positions_per_image}",
+        "--set",
+        f"collect.rows_per_chunk={c.rows_per_chunk}",
+        "--set",
+        "collect.num_workers=0",
+        "--set",
+        f"collect.batch_size={c.batch_size}",
+        "--set",
+        "collect.device=cpu",
+        "--set",
+        f"model.layer={small_atlas.config.model.layer}",
+    ]
 
 
 def _one_line(err: str) -> str:
@@ -74,7 +93,8 @@ def _one_line(err: str) -> str:
 
 
 def test_collect_on_a_full_disk_stops_in_one_line_and_resumes_identically(
-        small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     disk = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     store = disk / "store.zarr"
     with small_filesystem(disk, 240) as mounted:
@@ -86,7 +106,9 @@ def test_collect_on_a_full_disk_stops_in_one_line_and_resumes_identically(
         line = _one_line(err)
         assert f"cannot write {disk}" in line and "No space left on device" in line and "free space" in line, line
         assert "rerun the same command" in line
-        report = verify.run(Config.model_validate({"data": {"store": str(store), "atlas": str(tmp_path / "no")}})).report
+        report = verify.run(
+            Config.model_validate({"data": {"store": str(store), "atlas": str(tmp_path / "no")}})
+        ).report
         assert report.ok, [p.line() for p in report.damage]  # nothing marked done that is not on disk
         _remount(disk, "size=4m")
         code, _out, err = _cli(capsys, *_collect_args(small_atlas, store))
@@ -98,18 +120,30 @@ def _collect_under_file_size_limit(small_atlas: SmallAtlas, tmp_path: Path) -> N
     """Without mount rights: the same run in a subprocess whose files may not reach the largest chunk's size."""
     store = tmp_path / "limited" / "store.zarr"
     largest = max(p.stat().st_size for p in small_atlas.store.path.rglob("*") if p.is_file())
-    limit = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({largest - 1}, {largest - 1})); "
-             "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", limit, *_collect_args(small_atlas, store)], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    limit = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({largest - 1}, {largest - 1})); "
+        "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", limit, *_collect_args(small_atlas, store)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = _one_line(proc.stderr)
     assert f"cannot write {store}" in line and "File too large" in line, line
     config = Config.model_validate({"data": {"store": str(store), "atlas": str(tmp_path / "no")}})
     assert verify.run(config).report.ok
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *_collect_args(small_atlas, store)], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *_collect_args(small_atlas, store)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert group_digests(store) == group_digests(small_atlas.store.path)
 
@@ -122,10 +156,21 @@ def _copy_for_grid(small_atlas: SmallAtlas, folder: Path) -> Path:
 
 
 def test_grid_on_a_read_only_store_stops_in_one_line_and_resumes(
-        small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     disk = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
-    grid_args = ["grid", "-q", "--params", str(REPO / "params.yaml"), "--store", str(disk / "store.zarr"),
-                 "--set", f"grid.levels={small_atlas.levels}", "--set", f"grid.min_count={small_atlas.config.grid.min_count}"]
+    grid_args = [
+        "grid",
+        "-q",
+        "--params",
+        str(REPO / "params.yaml"),
+        "--store",
+        str(disk / "store.zarr"),
+        "--set",
+        f"grid.levels={small_atlas.levels}",
+        "--set",
+        f"grid.min_count={small_atlas.config.grid.min_count}",
+    ]
     with small_filesystem(disk, 16384) as mounted:
         if mounted:
             store = _copy_for_grid(small_atlas, disk)
@@ -147,15 +192,27 @@ def test_grid_on_a_read_only_store_stops_in_one_line_and_resumes(
         code, _out, err = _cli(capsys, *grid_args)
         assert code == 0, err[-2000:]
         for name in ("grid", "whitening"):
-            assert group_digests(store.with_name(f"store.{name}.zarr")) == \
-                group_digests(small_atlas.store.derived_path(name))
+            assert group_digests(store.with_name(f"store.{name}.zarr")) == group_digests(
+                small_atlas.store.derived_path(name)
+            )
 
 
 def test_tiles_on_a_full_disk_stop_in_one_line_and_resume_identically(
-        small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     disk = tmp_path / f"export-{uuid.uuid4().hex[:6]}"
-    tiles_args = ["tiles", "-q", "--params", str(REPO / "params.yaml"), "--store", str(small_atlas.store.path),
-                  "--tile-size", "256", "--examples", "0"]
+    tiles_args = [
+        "tiles",
+        "-q",
+        "--params",
+        str(REPO / "params.yaml"),
+        "--store",
+        str(small_atlas.store.path),
+        "--tile-size",
+        "256",
+        "--examples",
+        "0",
+    ]
     code, _out, err = _cli(capsys, *tiles_args, "--atlas", str(tmp_path / "reference"))
     assert code == 0, err[-2000:]
     with small_filesystem(disk, 400) as mounted:
@@ -171,6 +228,9 @@ def test_tiles_on_a_full_disk_stop_in_one_line_and_resume_identically(
         assert code == 0, err[-2000:]
         ref = tmp_path / "reference" / "main"
         files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.name != "checksums.json")
-        assert files and files == sorted(p.relative_to(disk / "main") for p in (disk / "main").rglob("*")
-                                         if p.is_file() and p.name != "checksums.json")
+        assert files and files == sorted(
+            p.relative_to(disk / "main")
+            for p in (disk / "main").rglob("*")
+            if p.is_file() and p.name != "checksums.json"
+        )
         assert all((ref / f).read_bytes() == (disk / "main" / f).read_bytes() for f in files)

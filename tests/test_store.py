@@ -3,16 +3,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.errors import AtlasError
 from store.atlas_store import AtlasStore, BlockData, StoreSpec
-from store.shards import shard_blocks
+from store.errors import AtlasError
 from store.schema import STATUS_FIRST_SKIP, STATUS_STORED
+from store.shards import shard_blocks
 
 
 def _spec(layer: str = "features.13.conv.0", n_images: int = 10) -> StoreSpec:
-    return StoreSpec(model={"name": "mobilenet_v2", "layer": layer}, dataset={"fingerprint": "abc"},
-                     sampling={"seed": 0}, channels=4, n_images=n_images, views_per_image=3,
-                     positions_per_image=2, rows_per_chunk=8, dtype="float16", top_k=3, top_predictions=2)
+    return StoreSpec(
+        model={"name": "mobilenet_v2", "layer": layer},
+        dataset={"fingerprint": "abc"},
+        sampling={"seed": 0},
+        channels=4,
+        n_images=n_images,
+        views_per_image=3,
+        positions_per_image=2,
+        rows_per_chunk=8,
+        dtype="float16",
+        top_k=3,
+        top_predictions=2,
+    )
 
 
 def test_geometry_blocks_align_with_inputs(tmp_path: Path) -> None:
@@ -73,7 +83,9 @@ def test_synthetic_store_reads_back(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     acts = rng.random((2500, 6)).astype(np.float16)
     idx = rng.integers(0, 4, (2500, 2)).astype(np.int16)
-    store = AtlasStore.create_synthetic_for_tests(tmp_path / "s.zarr", acts, idx, rng.random((2500, 2)).astype(np.float16))
+    store = AtlasStore.create_synthetic_for_tests(
+        tmp_path / "s.zarr", acts, idx, rng.random((2500, 2)).astype(np.float16)
+    )
     again = AtlasStore.open(tmp_path / "s.zarr")
     assert again.valid_mask().all()
     np.testing.assert_array_equal(again.activations().compute(), acts)

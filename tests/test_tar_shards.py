@@ -42,7 +42,7 @@ def _write_tars(folder: Path, items: list[tuple[str, str, int, bytes]]) -> list[
     for t in range(0, len(items), PER_TAR):
         path = folder / f"train-{t // PER_TAR:06d}.tar"
         with tarfile.open(path, "w") as archive:
-            for j, (wnid, name, cls, data) in enumerate(items[t:t + PER_TAR]):
+            for j, (wnid, name, cls, data) in enumerate(items[t : t + PER_TAR]):
                 key = name.split(".")[0]
                 if j % 2:  # labels both ways: a .json with the WNID before the image, a .cls after it
                     add_member(archive, f"{key}.json", json.dumps({"wnid": wnid}).encode())
@@ -121,9 +121,33 @@ def test_bad_tar_sources_stop_in_one_line(tmp_path: Path) -> None:
 
 def test_sigkill_mid_tar_then_resume_is_identical(data: dict[str, Path], tmp_path: Path) -> None:
     path = tmp_path / "killed.zarr"
-    args = [sys.executable, "-m", "pipeline.cli", "collect", "-q", "--source", str(data["shards"]), "--store", str(path),
-            "--views-per-image", "4", "--positions-per-image", "1", "--rows-per-chunk", "4", "--batch-size", "4",
-            "--num-workers", "1", "--top-k", "5", "--layer", "features.13.conv.0", "--image-size", "224"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "collect",
+        "-q",
+        "--source",
+        str(data["shards"]),
+        "--store",
+        str(path),
+        "--views-per-image",
+        "4",
+        "--positions-per-image",
+        "1",
+        "--rows-per-chunk",
+        "4",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "1",
+        "--top-k",
+        "5",
+        "--layer",
+        "features.13.conv.0",
+        "--image-size",
+        "224",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wait_for_done_blocks(proc, path, 2)
@@ -134,8 +158,9 @@ def test_sigkill_mid_tar_then_resume_is_identical(data: dict[str, Path], tmp_pat
     resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-800:]
     whole = tmp_path / "whole.zarr"
-    collect.run(config(data["shards"], whole, "collect.views_per_image=4", "model.image_size=224"),
-                device=torch.device("cpu"))
+    collect.run(
+        config(data["shards"], whole, "collect.views_per_image=4", "model.image_size=224"), device=torch.device("cpu")
+    )
     final, ref = arrays(path), arrays(whole)
     assert (final["status"] > 0).all()
     for name in ROW_ARRAYS + ["status", "label_class"]:
@@ -172,7 +197,9 @@ def test_block_shards_read_only_their_own_members_bytes(tmp_path: Path, monkeypa
         source = open_image_source(folder)
         assert listed == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]  # every task lists all
         n_blocks, per_block = 5, 2  # 9 inputs (1 view), 2 per block
-        blocks = {b: range(b * per_block, min((b + 1) * per_block, len(source))) for b in shard_blocks(n_blocks, shard, 2)}
+        blocks = {
+            b: range(b * per_block, min((b + 1) * per_block, len(source))) for b in shard_blocks(n_blocks, shard, 2)
+        }
         dataset = ViewDataset(work_items(blocks, 1), source, ViewSettings(1, (1.0, 1.0), 32, 0, 10**8))
         reads.clear()
         assert all(dataset[i][2] is None for i in range(len(dataset)))

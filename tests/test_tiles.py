@@ -14,13 +14,13 @@ from PIL import Image
 
 from pipeline.cli import main as atlas_main
 from stages.config import Config
-from store.errors import AtlasError
-from stages.tiles import stage as tiles
 from stages.tiles import export as tiles_export
+from stages.tiles import stage as tiles
 from stages.tiles.geometry import DziGeometry
 from stages.tiles.source import AtlasSource
 from store import derived
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.icons import IconStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def _stitch(dzi: Path, level: int) -> np.ndarray:
         px = np.asarray(Image.open(f))
         ox, oy = (overlap if col else 0), (overlap if row else 0)
         w, h = min(tile, side - col * tile), min(tile, side - row * tile)
-        out[row * tile:row * tile + h, col * tile:col * tile + w] = px[oy:oy + h, ox:ox + w]
+        out[row * tile : row * tile + h, col * tile : col * tile + w] = px[oy : oy + h, ox : ox + w]
     return out
 
 
@@ -54,7 +54,9 @@ def test_export_folder_follows_the_contract(small_atlas) -> None:
     index = json.loads((out / "atlases.json").read_text())
     assert index["format"] == "activation-atlas-export" and index["version"] == 1
     assert index["model"] == {"name": "mobilenet_v2", "layer": "features.13.conv.0"}
-    assert index["atlases"] == [{"id": "main", "kind": "main", "title": "mobilenet_v2 features.13.conv.0", "path": "main/"}]
+    assert index["atlases"] == [
+        {"id": "main", "kind": "main", "title": "mobilenet_v2 features.13.conv.0", "path": "main/"}
+    ]
     assert _js_object(out / "atlases.js", "window.ATLAS_INDEX") == index
     assert (out / "index.html").is_file() and (out / "viewer" / "viewer.js").is_file()
     manifest = json.loads((out / "main" / "manifest.json").read_text())
@@ -109,7 +111,7 @@ def test_canvas_shows_each_icon_in_its_cell(small_atlas) -> None:
             icon = Image.fromarray(level_icons[cell["cell"]]).resize(drawn.size, Image.Resampling.LANCZOS)
             assert np.abs(np.asarray(drawn, float) - np.asarray(icon, float)).mean() < 12  # JPEG noise only
         for j, i in zip(*np.nonzero(~kept)):  # cells without an icon keep the white background
-            assert canvas[j * 32 + 4:j * 32 + 28, i * 32 + 4:i * 32 + 28].min() > 235
+            assert canvas[j * 32 + 4 : j * 32 + 28, i * 32 + 4 : i * 32 + 28].min() > 235
 
 
 def test_cells_json_schema_and_density_scaling(small_atlas) -> None:
@@ -163,8 +165,10 @@ def test_highlight_values_match_the_grid(small_atlas) -> None:
     assert _js_object(main / "highlight.js", 'window.ATLAS_HIGHLIGHT_INDEX["main"]') == index
     assert index["classes"] == store.class_names
     # the fixture's folders: "other" (no ImageNet class) and "tabby" (class 281); 32 rows per photo
-    assert index["labels"] == [{"index": 0, "name": "other", "class": -1, "rows": 96},
-                               {"index": 1, "name": "tabby", "class": 281, "rows": 32}]
+    assert index["labels"] == [
+        {"index": 0, "name": "other", "class": -1, "rows": 96},
+        {"index": 1, "name": "tabby", "class": 281, "rows": 32},
+    ]
     row_labels = store.row_labels()
     layout = json.loads((main / "layout.json").read_text())
     assert layout["names"] == {str(k): store.class_names[k] for k in sorted(set(layout["label"])) if k >= 0}
@@ -206,7 +210,9 @@ def test_unrendered_levels_are_refused(small_atlas, tmp_path: Path) -> None:
         tiles.run(cfg, store)
     IconStore.open(store.derived_path("icons"), mode="r+").group["level_6/done"][0] = 0  # an unfinished render
     cfg.tiles.levels = [6]
-    with pytest.raises(AtlasError, match=r"level 6 is 1 of 2 icon batches rendered .* run `atlas render --levels '\[6\]'`"):
+    with pytest.raises(
+        AtlasError, match=r"level 6 is 1 of 2 icon batches rendered .* run `atlas render --levels '\[6\]'`"
+    ):
         tiles.run(cfg, store)
     assert not (tmp_path / "atlas" / "main").exists()
     cfg.tiles.levels, cfg.tiles.examples = None, 0  # default: the complete levels only
@@ -237,7 +243,9 @@ def test_a_failed_export_leaves_the_previous_atlas(small_atlas, tmp_path: Path, 
     result = tiles_export.export_atlas(AtlasSource.from_store(small_atlas.store), out, changed)
     assert result.levels_reused == [3] and result.levels_written == [6] and result.assembled  # resumed
     assert sorted(str(p.relative_to(out)) for p in (out / "main").rglob("*")) == before
-    assert [p.name for p in out.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")] == [".main.done.json"]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")] == [
+        ".main.done.json"
+    ]
     stamp = (out / "main" / "manifest.json").stat().st_mtime_ns
     again = tiles_export.export_atlas(AtlasSource.from_store(small_atlas.store), out, changed)
     assert again.levels_written == [] and again.levels_reused == [3, 6] and again.assembled  # same inputs: no-op
@@ -261,12 +269,24 @@ def test_shards_write_disjoint_levels_and_the_last_assembles(small_atlas, tmp_pa
 def test_index_keeps_other_atlases(small_atlas, tmp_path: Path) -> None:
     out = tmp_path / "atlas"
     out.mkdir()
-    other = {"id": "class/tabby", "kind": "class", "title": "tabby (winner)", "path": "class/tabby/",
-             "class": {"index": 281, "name": "tabby"}}
+    other = {
+        "id": "class/tabby",
+        "kind": "class",
+        "title": "tabby (winner)",
+        "path": "class/tabby/",
+        "class": {"index": 281, "name": "tabby"},
+    }
     stale_main = {"id": "main", "kind": "main", "title": "old", "path": "main/"}
-    (out / "atlases.json").write_text(json.dumps({"format": "activation-atlas-export", "version": 1,
-                                                  "model": {"name": "mobilenet_v2", "layer": "features.13.conv.0"},
-                                                  "atlases": [other, stale_main]}))
+    (out / "atlases.json").write_text(
+        json.dumps(
+            {
+                "format": "activation-atlas-export",
+                "version": 1,
+                "model": {"name": "mobilenet_v2", "layer": "features.13.conv.0"},
+                "atlases": [other, stale_main],
+            }
+        )
+    )
     tiles_export.update_index(out, AtlasSource.from_store(small_atlas.store))
     index = json.loads((out / "atlases.json").read_text())
     assert [a["id"] for a in index["atlases"]] == ["main", "class/tabby"] and index["atlases"][1] == other
@@ -275,8 +295,22 @@ def test_index_keeps_other_atlases(small_atlas, tmp_path: Path) -> None:
 
 def test_cli_tiles_prints_the_viewer_path(small_atlas, tmp_path: Path, capsys) -> None:
     out = tmp_path / "atlas"
-    status = atlas_main(["tiles", "-q", "--params", str(REPO / "params.yaml"), "--store", str(small_atlas.store.path),
-                         "--atlas", str(out), "--examples", "0", "--levels", "[3]"])
+    status = atlas_main(
+        [
+            "tiles",
+            "-q",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--store",
+            str(small_atlas.store.path),
+            "--atlas",
+            str(out),
+            "--examples",
+            "0",
+            "--levels",
+            "[3]",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 0, captured.err
     text = captured.out

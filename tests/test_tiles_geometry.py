@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes, icon_pixel_boxes, icon_pixel_sides,
-                                   icon_scale)
+from stages.tiles.geometry import (
+    DziGeometry,
+    box_fractions,
+    cell_pixel_boxes,
+    icon_pixel_boxes,
+    icon_pixel_sides,
+    icon_scale,
+)
 
 
 def test_icon_scale_follows_the_reference_formula() -> None:
@@ -24,7 +30,12 @@ def test_icon_boxes_are_centred_whole_pixels() -> None:
     sides = icon_pixel_sides(np.array([1.0, 0.5, 0.6324555, 0.001]), 80)
     assert sides.tolist() == [80, 40, 51, 1]  # rounded, at least one pixel
     i, j = np.array([0, 2, 1, 0]), np.array([0, 1, 3, 0])
-    assert cell_pixel_boxes(i, j, 80).tolist() == [[0, 0, 80, 80], [160, 80, 240, 160], [80, 240, 160, 320], [0, 0, 80, 80]]
+    assert cell_pixel_boxes(i, j, 80).tolist() == [
+        [0, 0, 80, 80],
+        [160, 80, 240, 160],
+        [80, 240, 160, 320],
+        [0, 0, 80, 80],
+    ]
     boxes = icon_pixel_boxes(i, j, 80, sides)
     # 40 px in an 80 px cell: 20 px margin; 51 px: 29 left, 14 on the left/top and 15 right/bottom
     assert boxes.tolist() == [[0, 0, 80, 80], [180, 100, 220, 140], [94, 254, 145, 305], [39, 39, 40, 40]]
@@ -34,7 +45,14 @@ def test_icon_boxes_are_centred_whole_pixels() -> None:
 def test_dzi_levels_sizes_and_tiles_by_hand() -> None:
     g = DziGeometry(1000, 600, tile_size=256, overlap=1)
     assert g.max_level == 10 and g.n_levels == 11  # ceil(log2(1000)) = 10, plus level 0
-    assert [g.level_size(z) for z in (10, 9, 8, 2, 1, 0)] == [(1000, 600), (500, 300), (250, 150), (4, 3), (2, 2), (1, 1)]
+    assert [g.level_size(z) for z in (10, 9, 8, 2, 1, 0)] == [
+        (1000, 600),
+        (500, 300),
+        (250, 150),
+        (4, 3),
+        (2, 2),
+        (1, 1),
+    ]
     assert g.tile_grid(10) == (4, 3) and g.tile_grid(9) == (2, 2) and g.tile_grid(8) == (1, 1)
     # first tile: overlap only toward its right/bottom neighbours
     assert g.tile_box(10, 0, 0) == (0, 0, 257, 257)

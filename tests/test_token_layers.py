@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from stages.config import Config, ModelConfig
-from stages.featurevis.tokens import leading_tokens, spatial, token_layout, tokens_from_grid
 from stages.featurevis import layer_forward
+from stages.featurevis.tokens import leading_tokens, spatial, token_layout, tokens_from_grid
 from stages.model.registry import list_layers, load_model
 from store import derived
 from tests.vit_factory import FACTORY, GRID, IMAGE_SIZE, LAYER, WIDTH
@@ -24,15 +24,16 @@ from tests.vit_factory import FACTORY, GRID, IMAGE_SIZE, LAYER, WIDTH
 @pytest.fixture(scope="module")
 def random_vit():
     """The random-init ViT cut at a token layer (a test fixture, not a model of anything)."""
-    return load_model(ModelConfig(name=FACTORY, weights="random-init", layer=LAYER, image_size=IMAGE_SIZE),
-                      torch.device("cpu"))
+    return load_model(
+        ModelConfig(name=FACTORY, weights="random-init", layer=LAYER, image_size=IMAGE_SIZE), torch.device("cpu")
+    )
 
 
 def test_token_layout_and_the_patch_grid_view() -> None:
-    assert token_layout(197) == (1, 14)     # vit_b_16: class token + 14 x 14 patches
-    assert token_layout(196) == (0, 14)     # no class token
+    assert token_layout(197) == (1, 14)  # vit_b_16: class token + 14 x 14 patches
+    assert token_layout(196) == (0, 14)  # no class token
     assert token_layout(50) == (1, 7)
-    assert token_layout(24) is None         # 16 + 8 leftover tokens: not a grid with a few leading tokens
+    assert token_layout(24) is None  # 16 + 8 leftover tokens: not a grid with a few leading tokens
     t = torch.randn(2, 50, 3)
     grid = spatial(t)
     assert grid.shape == (2, 3, 7, 7)
@@ -79,7 +80,7 @@ def test_random_init_vit_trunk_head_and_jvp_attribution_against_autograd(random_
     assert torch.allclose(jvp_logits, logits, atol=1e-4)
     rows = torch.arange(3)
     for k in (0, 17, 512):
-        grad, = torch.autograd.grad(logits[:, k].sum(), tokens, retain_graph=True)
+        (grad,) = torch.autograd.grad(logits[:, k].sum(), tokens, retain_graph=True)
         want = (tokens[rows, token] * grad[rows, token]).sum(dim=1)
         assert torch.allclose(attribution[:, k], want, rtol=1e-3, atol=1e-6), (attribution[:, k], want)
     assert attribution.abs().max() > 1e-3  # a real signal, not two zeros agreeing
@@ -90,12 +91,20 @@ def _vit_config(root: Path, photos: Path, store: str) -> Config:
     cfg.data.source, cfg.data.store, cfg.data.atlas = str(photos), str(root / store), str(root / "atlas")
     cfg.model.name, cfg.model.weights, cfg.model.layer, cfg.model.image_size = FACTORY, "random-init", LAYER, IMAGE_SIZE
     c = cfg.collect
-    c.views_per_image, c.positions_per_image, c.rows_per_chunk, c.num_workers, c.batch_size, c.device = 3, 2, 4, 0, 4, "cpu"
+    c.views_per_image, c.positions_per_image, c.rows_per_chunk, c.num_workers, c.batch_size, c.device = (
+        3,
+        2,
+        4,
+        0,
+        4,
+        "cpu",
+    )
     return cfg
 
 
-def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(tmp_path: Path, photo_folder: Path,
-                                                                         random_vit) -> None:
+def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
+    tmp_path: Path, photo_folder: Path, random_vit
+) -> None:
     """Token layer through the stages: positions on the patch grid, stored rows = the patch tokens, two
     shards = one run, a rerun resumes as a no-op; reduce, grid, render (the objective reads tokens) and tiles."""
     from PIL import Image
@@ -139,7 +148,13 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(tmp_pa
     cfg = whole_cfg
     cfg.reduce.method, cfg.reduce.n_neighbors = "pca", 5
     cfg.grid.levels, cfg.grid.min_count = [2], 0
-    cfg.render.size, cfg.render.steps, cfg.render.batch_size, cfg.render.levels, cfg.render.device = 24, 12, 8, None, "cpu"
+    cfg.render.size, cfg.render.steps, cfg.render.batch_size, cfg.render.levels, cfg.render.device = (
+        24,
+        12,
+        8,
+        None,
+        "cpu",
+    )
     cfg.tiles.tile_size, cfg.tiles.examples = 64, 1
     reduce.run(cfg, whole)
     grid.run(cfg, whole)
@@ -152,8 +167,9 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(tmp_pa
     directions = torch.as_tensor(derived.read_level(whole, 2).direction)
 
     with layer_forward(m.module, LAYER, normalize=m.normalize) as forward:
-        noise_cos = render.centre_cossim(forward, LAYER, (noise.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8),
-                                         directions, torch.device("cpu"))
+        noise_cos = render.centre_cossim(
+            forward, LAYER, (noise.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8), directions, torch.device("cpu")
+        )
     assert icons.cossim.mean() > noise_cos.mean() + 0.05, (icons.cossim, noise_cos)
     result = tiles.run(cfg, whole)
     assert (result.atlas / "main" / "level_2" / "cells.json").is_file()

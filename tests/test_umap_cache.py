@@ -37,8 +37,9 @@ def _probe() -> dict:
     """The probe in a fresh process, with the cache where the pipeline puts it (the user's cache folder:
     a throw-away one would make pynndescent compile its whole import in the first process, ~1 min)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -92,8 +93,9 @@ def test_exact_neighbour_graph_is_the_brute_force_one() -> None:
     again = umap_knn(x, k, ReduceConfig())
     assert np.array_equal(again[0], indices) and np.array_equal(again[1], distances)  # deterministic
     euclid, dist_e, _ = umap_knn(x, k, ReduceConfig(metric="euclidean"))
-    np.testing.assert_allclose(dist_e[rows], np.sqrt(np.maximum(np.take_along_axis(2 * cosine, expected, 1), 0)),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        dist_e[rows], np.sqrt(np.maximum(np.take_along_axis(2 * cosine, expected, 1), 0)), atol=1e-3
+    )
 
 
 def test_umap_builds_its_own_graph_when_told_or_when_small() -> None:
@@ -108,10 +110,15 @@ def test_umap_builds_its_own_graph_when_told_or_when_small() -> None:
 def test_the_cli_loads_torch_only_for_commands_that_need_a_model() -> None:
     """`atlas reduce` in a fresh process: no torch import (~3 s), yet feature-visualization errors
     still end as one line once that engine is loaded (pipeline/cli.py, _user_errors)."""
-    code = ("import sys, pipeline.cli, pipeline.commands.stages, stages.reduce.stage\n"
-            "print('torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = "import sys, pipeline.cli, pipeline.commands.stages, stages.reduce.stage\nprint('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr[-1000:]
     from pipeline import cli
     from stages.featurevis.errors import FeatureVisError

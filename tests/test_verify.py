@@ -54,8 +54,19 @@ def _flip(path: Path, offset: int = 100) -> None:
 
 
 def _verify(cfg: Config, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
-    code = atlas_main(["verify", "-q", "--params", str(REPO / "params.yaml"), "--store", cfg.data.store,
-                       "--atlas", cfg.data.atlas, *extra])
+    code = atlas_main(
+        [
+            "verify",
+            "-q",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--store",
+            cfg.data.store,
+            "--atlas",
+            cfg.data.atlas,
+            *extra,
+        ]
+    )
     return code, capsys.readouterr().out
 
 
@@ -70,17 +81,23 @@ def test_every_array_carries_a_checksum_and_every_chunk_is_on_disk(small_atlas: 
 
 
 def test_a_failed_checksum_is_one_line_naming_array_chunk_and_command(
-        small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = _copy(small_atlas, tmp_path, export=False)
     store = AtlasStore.open(cfg.data.store)
     _flip(store.path / "samples" / "activations" / "c" / "1" / "0")
-    with pytest.raises(ChecksumError, match=r"array samples/activations: chunk 1\.0 \(.*samples/activations/c/1/0\) "
-                                            r"fails its checksum .*`atlas verify --repair, then atlas collect`"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"array samples/activations: chunk 1\.0 \(.*samples/activations/c/1/0\) "
+        r"fails its checksum .*`atlas verify --repair, then atlas collect`",
+    ):
         store.activations().sum().compute()
     with pytest.raises(ChecksumError, match=r"chunk 1\.0"):
         store.row_values("activations", np.array([100]))
-    np.testing.assert_array_equal(store.row_values("activations", np.array([3])),  # other chunks still read
-                                  AtlasStore.open(small_atlas.store.path).row_values("activations", np.array([3])))
+    np.testing.assert_array_equal(
+        store.row_values("activations", np.array([3])),  # other chunks still read
+        AtlasStore.open(small_atlas.store.path).row_values("activations", np.array([3])),
+    )
     _flip(store.derived_path("grid") / "level_6" / "direction" / "c" / "0" / "0", 7)
     with pytest.raises(ChecksumError, match=r"array level_6/direction: chunk 0\.0 .*rewrite it with `atlas grid`"):
         derived.read_level(store, 6)
@@ -90,7 +107,8 @@ def test_a_failed_checksum_is_one_line_naming_array_chunk_and_command(
 
 
 def test_verify_names_each_damage_and_the_repaired_store_equals_a_clean_run(
-        small_atlas: SmallAtlas, mobilenet, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread) -> None:
+    small_atlas: SmallAtlas, mobilenet, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread
+) -> None:
     cfg = _copy(small_atlas, tmp_path)
     code, out = _verify(cfg, capsys)
     assert code == 0 and "no problems" in out, out
@@ -104,8 +122,11 @@ def test_verify_names_each_damage_and_the_repaired_store_equals_a_clean_run(
     code, out = _verify(cfg, capsys)
     assert code == 1
     lines = out.strip().splitlines()
-    assert any(line.startswith(f"corrupt    {flipped}: chunk 0.0 fails its checksum") and
-               line.endswith("-> atlas verify --repair, then atlas collect") for line in lines), out
+    assert any(
+        line.startswith(f"corrupt    {flipped}: chunk 0.0 fails its checksum")
+        and line.endswith("-> atlas verify --repair, then atlas collect")
+        for line in lines
+    ), out
     assert any(line.startswith(f"missing    {deleted}: chunk 1.0.0.0 missing") for line in lines), out
     assert any(line.startswith(f"corrupt    {truncated}: is 10 bytes") for line in lines), out
     assert "fix with: atlas verify --repair, then atlas collect, then atlas render, then atlas tiles" in out
@@ -131,7 +152,8 @@ def test_verify_names_each_damage_and_the_repaired_store_equals_a_clean_run(
 
 
 def test_verify_reports_stale_groups_and_repair_makes_readers_refuse_them(
-        small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = _copy(small_atlas, tmp_path, export=False)
     cfg.reduce.margin = cfg.reduce.margin / 2  # another layout of the same rows
     store = AtlasStore.open(cfg.data.store)
@@ -149,7 +171,8 @@ def test_verify_reports_stale_groups_and_repair_makes_readers_refuse_them(
 
 
 def test_a_store_from_before_checksums_is_refused_then_migrated(
-        small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_atlas: SmallAtlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = _copy(small_atlas, tmp_path, export=False)
     store_path = Path(cfg.data.store)
     with zarrio.without_checksums():  # write the store as version 1 did: no checksums, version 1
@@ -174,13 +197,19 @@ def test_a_store_from_before_checksums_is_refused_then_migrated(
 def test_foreign_and_newer_stores_are_refused_naming_what_was_found(small_atlas: SmallAtlas, tmp_path: Path) -> None:
     v2 = tmp_path / "v2.zarr"
     zarr.open_group(str(v2), mode="w", zarr_format=2).attrs["x"] = 1
-    with pytest.raises(AtlasError, match=r"zarr v2 store .*expected a zarr v3 group of format "
-                                         r"'activation-atlas-store', schema version 2"):
+    with pytest.raises(
+        AtlasError,
+        match=r"zarr v2 store .*expected a zarr v3 group of format "
+        r"'activation-atlas-store', schema version 2",
+    ):
         AtlasStore.open(v2)
     other = tmp_path / "other.zarr"
     zarr.open_group(str(other), mode="w").attrs.update({"format": "napari-layers", "schema_version": 7})
-    with pytest.raises(AtlasError, match=r"not an activation-atlas store \(format 'napari-layers', schema version 7; "
-                                         r"expected .*schema version 2\)"):
+    with pytest.raises(
+        AtlasError,
+        match=r"not an activation-atlas store \(format 'napari-layers', schema version 7; "
+        r"expected .*schema version 2\)",
+    ):
         AtlasStore.open(other)
     newer = tmp_path / "newer.zarr"
     shutil.copytree(small_atlas.store.path, newer)
@@ -204,8 +233,16 @@ def collect_spec_of(store: AtlasStore):
 
     a = store.attrs
     samples = store.group["samples"]
-    return StoreSpec(model=a["model"], dataset=a["dataset"], sampling=a["sampling"], channels=a["channels"],
-                     n_images=a["n_images"], views_per_image=a["views_per_image"],
-                     positions_per_image=a["positions_per_image"],
-                     rows_per_chunk=samples["activations"].chunks[0], dtype=str(samples["activations"].dtype),
-                     top_k=samples["attr_idx"].shape[1], top_predictions=samples["top_pred_idx"].shape[1])
+    return StoreSpec(
+        model=a["model"],
+        dataset=a["dataset"],
+        sampling=a["sampling"],
+        channels=a["channels"],
+        n_images=a["n_images"],
+        views_per_image=a["views_per_image"],
+        positions_per_image=a["positions_per_image"],
+        rows_per_chunk=samples["activations"].chunks[0],
+        dtype=str(samples["activations"].dtype),
+        top_k=samples["attr_idx"].shape[1],
+        top_predictions=samples["top_pred_idx"].shape[1],
+    )

@@ -29,12 +29,15 @@ SCALE = (0.25, 1.0)
 
 
 # ------------------------------------------------------------------------------------------ geometry
-@pytest.mark.parametrize("width,height,box", [
-    (448, 448, (28.0, 28.0, 420.0, 420.0)),      # resized to 256 x 256, crop offset 16 = 28 px of the photo
-    (896, 448, (252.0, 28.0, 644.0, 420.0)),     # 512 x 256: the middle 224 of 512 (offset 144 = 252 px)
-    (448, 896, (28.0, 252.0, 420.0, 644.0)),     # portrait: the same, transposed
-    (256, 256, (16.0, 16.0, 240.0, 240.0)),      # already at R: a plain crop
-])
+@pytest.mark.parametrize(
+    "width,height,box",
+    [
+        (448, 448, (28.0, 28.0, 420.0, 420.0)),  # resized to 256 x 256, crop offset 16 = 28 px of the photo
+        (896, 448, (252.0, 28.0, 644.0, 420.0)),  # 512 x 256: the middle 224 of 512 (offset 144 = 252 px)
+        (448, 896, (28.0, 252.0, 420.0, 644.0)),  # portrait: the same, transposed
+        (256, 256, (16.0, 16.0, 240.0, 240.0)),  # already at R: a plain crop
+    ],
+)
 def test_eval_center_box_exact(width: int, height: int, box: tuple[float, ...]) -> None:
     assert eval_center_box(width, height, 256, 224) == box
     assert view_box(width, height, 5, 0, 1, SCALE, 0, eval_crop=(256, 224)) == box
@@ -51,8 +54,9 @@ def test_eval_center_box_follows_torchvision_rounding() -> None:
 def test_resize_default_and_crops_unchanged() -> None:
     assert view_box(640, 480, 3, 0, 12, SCALE, 0) == (0, 0, 640, 480)  # the paper's view 0
     for view in range(1, 12):  # views 1.. are the same random crops whatever view 0 is
-        assert view_box(640, 480, 3, view, 12, SCALE, 0) == view_box(640, 480, 3, view, 12, SCALE, 0,
-                                                                      eval_crop=(256, 224))
+        assert view_box(640, 480, 3, view, 12, SCALE, 0) == view_box(
+            640, 480, 3, view, 12, SCALE, 0, eval_crop=(256, 224)
+        )
     with pytest.raises(ValueError):
         eval_center_box(640, 480, 200, 224)
 
@@ -74,8 +78,8 @@ def test_eval_view_is_torchvisions_resize_then_center_crop(size: tuple[int, int]
 
 def test_declared_eval_resize_per_weights() -> None:
     assert eval_crop_for("mobilenet_v2", "IMAGENET1K_V1", 224) == (256, 224)
-    assert eval_crop_for("mobilenet_v2", "IMAGENET1K_V2", 224) == (232, 224)   # its recipe's resize
-    assert eval_crop_for("mobilenet_v2", "IMAGENET1K_V1", 112) == (128, 112)   # scaled to the input size
+    assert eval_crop_for("mobilenet_v2", "IMAGENET1K_V2", 224) == (232, 224)  # its recipe's resize
+    assert eval_crop_for("mobilenet_v2", "IMAGENET1K_V1", 112) == (128, 112)  # scaled to the input size
     assert eval_crop_for("stages.model.factories:efficientnet_lite0", "DEFAULT", 224) == (256, 224)  # none declared
     assert eval_crop_for("mobilenet_v2", "/nowhere/weights.pth", 224) == (256, 224)
 
@@ -90,14 +94,22 @@ def test_draft_side_keeps_the_eval_resize() -> None:
 
 # ------------------------------------------------------------------------------- collect, end to end
 def _config(source: Path, store: Path, *sets: str) -> Config:
-    base = [f"data.source={source}", f"data.store={store}", "collect.views_per_image=1",
-            "collect.positions_per_image=1", "collect.rows_per_chunk=4", "collect.batch_size=4",
-            "collect.num_workers=0", "collect.top_k=3"]
+    base = [
+        f"data.source={source}",
+        f"data.store={store}",
+        "collect.views_per_image=1",
+        "collect.positions_per_image=1",
+        "collect.rows_per_chunk=4",
+        "collect.batch_size=4",
+        "collect.num_workers=0",
+        "collect.top_k=3",
+    ]
     return load_config(None, base + list(sets))
 
 
-def test_eval_is_recorded_fed_to_the_model_and_a_mismatch_refused(photo_folder: Path, tmp_path: Path,
-                                                                    mobilenet) -> None:
+def test_eval_is_recorded_fed_to_the_model_and_a_mismatch_refused(
+    photo_folder: Path, tmp_path: Path, mobilenet
+) -> None:
     eval_store, plain_store = tmp_path / "eval.zarr", tmp_path / "plain.zarr"
     cpu = torch.device("cpu")
     assert collect.run(_config(photo_folder, eval_store, "collect.view0=eval"), device=cpu).stored == 4
@@ -147,8 +159,9 @@ def test_dataset_example_thumbnails_cut_view_0_where_collect_saw_it() -> None:
 
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
-    plain = RowGeometry(views_per_image=2, positions_per_image=1, view_scale=(0.5, 1.0), seed=0, max_pixels=10**8,
-                        layer_hw=(7, 7))
+    plain = RowGeometry(
+        views_per_image=2, positions_per_image=1, view_scale=(0.5, 1.0), seed=0, max_pixels=10**8, layer_hw=(7, 7)
+    )
     evaluated = RowGeometry(**{**plain.__dict__, "eval_crop": (256, 224)})
     box = view_box(400, 300, 0, 0, 2, (0.5, 1.0), 0, eval_crop=(256, 224))
     want = photo.resize((32, 32), resample=Image.Resampling.LANCZOS, box=example_crop_box(box, (3, 3), (7, 7), 0.33))

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from store.errors import AtlasError
 from pipeline.serve import make_server, serve_in_thread
 from stages.tiles.viewer_assets import VIEWER_SOURCE, install_viewer
+from store.errors import AtlasError
 
 ROOT = Path(__file__).resolve().parents[1]
-DZI = ('<?xml version="1.0" encoding="UTF-8"?>\n<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
-       'Format="jpg" Overlap="1" TileSize="256">\n  <Size Width="512" Height="512"/>\n</Image>\n')
+DZI = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" '
+    'Format="jpg" Overlap="1" TileSize="256">\n  <Size Width="512" Height="512"/>\n</Image>\n'
+)
 
 
 class _References(HTMLParser):
@@ -87,7 +89,9 @@ def test_viewer_is_offline_and_file_url_safe() -> None:
 
 def test_package_data_ships_every_viewer_file() -> None:
     """pyproject's package-data globs cover every file under stages/tiles/viewer/ (so pip installs it)."""
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["stages.tiles"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "stages.tiles"
+    ]
     files = [p.relative_to(VIEWER_SOURCE.parent).as_posix() for p in VIEWER_SOURCE.rglob("*") if p.is_file()]
     missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns) and not f.endswith(".map")]
     assert files and not missing, missing
@@ -96,6 +100,7 @@ def test_package_data_ships_every_viewer_file() -> None:
 def test_serve_gives_the_export_files_with_their_content_types(export: Path) -> None:
     server, url = serve_in_thread(export, port=0)
     try:
+
         def get(path: str) -> tuple[str, bytes]:
             with urllib.request.urlopen(url + path, timeout=60) as response:
                 assert response.status == 200
@@ -132,6 +137,7 @@ def test_serve_never_follows_a_link_out_of_the_folder(tmp_path: Path) -> None:
     served.symlink_to(atlas)
     server, url = serve_in_thread(served, port=0)
     try:
+
         def status(path: str) -> int:
             try:
                 with urllib.request.urlopen(url + path, timeout=30) as response:
@@ -141,8 +147,15 @@ def test_serve_never_follows_a_link_out_of_the_folder(tmp_path: Path) -> None:
                 return exc.code
 
         assert status("index.html") == 200 and status("alias.json") == 200 and status("main/inside.json") == 200
-        for path in ("leak.txt", "leakdir/key.txt", "leakdir/", "main/up/outside/secret.txt",
-                     "main/up/outside/", "main/..%2F..%2Foutside/secret.txt", "%2e%2e/outside/secret.txt"):
+        for path in (
+            "leak.txt",
+            "leakdir/key.txt",
+            "leakdir/",
+            "main/up/outside/secret.txt",
+            "main/up/outside/",
+            "main/..%2F..%2Foutside/secret.txt",
+            "%2e%2e/outside/secret.txt",
+        ):
             assert status(path) == 404, path
     finally:
         server.shutdown()

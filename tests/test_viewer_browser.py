@@ -34,17 +34,27 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 800
 # headless, offline: no sandbox (root in CI), no GPU, no background network, component updates or sync
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                  f"--window-size={WIDTH},{HEIGHT}"]
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    f"--window-size={WIDTH},{HEIGHT}",
+]
 
 
 def _find_chromium() -> tuple[str, str]:
     browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
     driver = shutil.which("chromedriver")
     if not browser or not driver:
-        pytest.skip("chromium/chromedriver not found; scripts/test.sh installs them "
-                    "(apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "chromium/chromedriver not found; scripts/test.sh installs them "
+            "(apt-get install -y chromium chromium-driver)"
+        )
     return browser, driver
 
 
@@ -67,8 +77,10 @@ def start_chromium(profile: Path) -> Any:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+    )
     return driver
 
 
@@ -113,8 +125,11 @@ def wait_for(driver: Any, script: str, timeout: float = WAIT_S, what: str = "") 
 
 def open_viewer(driver: Any, url: str) -> None:
     driver.get(url)
-    wait_for(driver, "window.atlasViewer && atlasViewer.ready() && atlasViewer.levelFullyLoaded()",
-             what="the atlas to open and its tiles to load")
+    wait_for(
+        driver,
+        "window.atlasViewer && atlasViewer.ready() && atlasViewer.levelFullyLoaded()",
+        what="the atlas to open and its tiles to load",
+    )
     assert driver.execute_script("return atlasViewer.error()") is None
     severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, f"browser console errors: {severe}"
@@ -137,7 +152,9 @@ def next_frames(driver: Any, frames: int = 2) -> None:
     driver.execute_async_script(
         "var done = arguments[arguments.length - 1], left = arguments[0];"
         "function tick() { if (--left <= 0) done(); else requestAnimationFrame(tick); }"
-        "requestAnimationFrame(tick);", frames)
+        "requestAnimationFrame(tick);",
+        frames,
+    )
 
 
 def settle(driver: Any, what: str = "the view to settle") -> None:
@@ -156,8 +173,9 @@ def blank_reason(pixels: np.ndarray, what: str, min_colours: int = 100) -> str |
     return None
 
 
-def eventually_not_blank(driver: Any, path: Path, element_id: str, what: str, min_colours: int = 100,
-                         timeout: float = WAIT_S) -> Image.Image:
+def eventually_not_blank(
+    driver: Any, path: Path, element_id: str, what: str, min_colours: int = 100, timeout: float = WAIT_S
+) -> Image.Image:
     """Screenshot until ``element_id`` shows a textured picture (tiles and icons load asynchronously);
     fail with the last reason after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -202,8 +220,9 @@ def load_cells(atlas_dir: Path, atlas_path: str, n: int) -> list[dict[str, Any]]
 
 def cell_centre(driver: Any, cell: dict[str, Any]) -> tuple[float, float]:
     x0, y0, x1, y1 = cell["icon_bounds"]
-    p = driver.execute_script("return atlasViewer.worldToClient(arguments[0], arguments[1])",
-                              (x0 + x1) / 2, (y0 + y1) / 2)
+    p = driver.execute_script(
+        "return atlasViewer.worldToClient(arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
+    )
     return p["x"], p["y"]
 
 
@@ -213,9 +232,10 @@ def test_level_choice_math(browser: Any) -> None:
     browser.get("about:blank")
     browser.execute_script((VIEWER_SOURCE / "viewer" / "levels.js").read_text())
     pick: Callable[..., dict] = lambda levels, world, home: browser.execute_script(  # noqa: E731
-        "return AtlasViewerParts.levels.levelOpacities(arguments[0], arguments[1], arguments[2])", levels, world, home)
+        "return AtlasViewerParts.levels.levelOpacities(arguments[0], arguments[1], arguments[2])", levels, world, home
+    )
     prod = [{"n": 20, "cell_px": 80}, {"n": 40, "cell_px": 80}, {"n": 80, "cell_px": 80}]
-    assert pick(prod, 600, 600) == {"chosen": 0, "opacity": [1, 0, 0]}     # home: the coarsest level
+    assert pick(prod, 600, 600) == {"chosen": 0, "opacity": [1, 0, 0]}  # home: the coarsest level
     # 40-level cells 2300/40 = 57.5 px >= 80 / sqrt(2) = 56.57 px: switch
     assert pick(prod, 2300, 600)["chosen"] == 1
     # just before the switch (55 px) the 40 level is fading in: (55 / 56.57 - 0.75) / 0.25 = 0.889
@@ -229,8 +249,9 @@ def test_level_choice_math(browser: Any) -> None:
     assert pick(tiny, 840, 600)["chosen"] == 0 and pick(tiny, 860, 600)["chosen"] == 1
 
 
-def test_served_atlas_renders_zooms_hovers_and_clicks(browser: Any, served_atlas: str, small_atlas: SmallAtlas,
-                                                       artefacts: Path) -> None:
+def test_served_atlas_renders_zooms_hovers_and_clicks(
+    browser: Any, served_atlas: str, small_atlas: SmallAtlas, artefacts: Path
+) -> None:
     open_viewer(browser, served_atlas)
     levels = browser.execute_script("return atlasViewer.levels()")
     assert levels == small_atlas.levels
@@ -238,8 +259,9 @@ def test_served_atlas_renders_zooms_hovers_and_clicks(browser: Any, served_atlas
     assert browser.execute_script("return atlasViewer.currentLevel()") == coarse
     assert browser.execute_script("return atlasViewer.tilesLoaded()") > 0
     assert any(f"level_{coarse}_files/" in name for name in tile_requests(browser)), tile_requests(browser)
-    assert_not_blank(element_pixels(screenshot(browser, artefacts / "http_home.png"), browser, "atlas"),
-                     "the atlas canvas")
+    assert_not_blank(
+        element_pixels(screenshot(browser, artefacts / "http_home.png"), browser, "atlas"), "the atlas canvas"
+    )
 
     # hover the coarse level's most populated cell: the tooltip names its top attributed class
     cells = load_cells(small_atlas.atlas_dir, "main", coarse)
@@ -258,9 +280,12 @@ def test_served_atlas_renders_zooms_hovers_and_clicks(browser: Any, served_atlas
     assert f"{cell['count']} samples" in panel and cell["classes"][0]["name"] in panel, panel
     n_examples = len(cell["examples"])
     assert n_examples > 0
-    wait_for(browser, f"Array.from(document.querySelectorAll('#cell-info .examples img'))"
-                      f".filter(i => i.complete && i.naturalWidth > 0).length === {n_examples}",
-             what="the dataset example thumbnails")
+    wait_for(
+        browser,
+        f"Array.from(document.querySelectorAll('#cell-info .examples img'))"
+        f".filter(i => i.complete && i.naturalWidth > 0).length === {n_examples}",
+        what="the dataset example thumbnails",
+    )
     # the enlarged icon is drawn when its tiles have loaded
     eventually_not_blank(browser, artefacts / "http_panel.png", "panel-icon", "the enlarged icon")
 
@@ -277,16 +302,20 @@ def test_served_atlas_renders_zooms_hovers_and_clicks(browser: Any, served_atlas
     eventually_not_blank(browser, artefacts / "http_zoomed.png", "atlas", "the zoomed-in atlas")
 
 
-def test_picker_switches_atlas_and_shows_axes(browser: Any, small_atlas: SmallAtlas, tmp_path_factory: pytest.TempPathFactory,
-                                              artefacts: Path) -> None:
+def test_picker_switches_atlas_and_shows_axes(
+    browser: Any, small_atlas: SmallAtlas, tmp_path_factory: pytest.TempPathFactory, artefacts: Path
+) -> None:
     """The picker lists every atlas of atlases.js and opens the chosen one (a comparison shows its axes).
 
     ``small_atlas`` exports the main atlas only, so this uses the hand-made three-atlas export
     (tests/viewer_export.py) unless the real one has several.
     """
     index = json.loads((small_atlas.atlas_dir / "atlases.json").read_text())
-    root = small_atlas.atlas_dir if len(index["atlases"]) > 1 else make_viewer_export(
-        tmp_path_factory.mktemp("viewer_export"), levels=[8, 16], examples=1)
+    root = (
+        small_atlas.atlas_dir
+        if len(index["atlases"]) > 1
+        else make_viewer_export(tmp_path_factory.mktemp("viewer_export"), levels=[8, 16], examples=1)
+    )
     index = json.loads((root / "atlases.json").read_text())
     server, url = serve_in_thread(root)
     try:
@@ -297,13 +326,19 @@ def test_picker_switches_atlas_and_shows_axes(browser: Any, small_atlas: SmallAt
         assert [o.get_attribute("value") for o in picker.options] == ids
         for entry in index["atlases"][1:]:
             picker.select_by_value(entry["id"])
-            wait_for(browser, f"atlasViewer.atlasId() === {json.dumps(entry['id'])} && atlasViewer.ready() "
-                              "&& atlasViewer.levelFullyLoaded()", what=f"atlas {entry['id']}")
+            wait_for(
+                browser,
+                f"atlasViewer.atlasId() === {json.dumps(entry['id'])} && atlasViewer.ready() "
+                "&& atlasViewer.levelFullyLoaded()",
+                what=f"atlas {entry['id']}",
+            )
             assert any(entry["path"] in name for name in tile_requests(browser))
             manifest = json.loads((root / entry["path"] / "manifest.json").read_text())
             axis_x = browser.find_element("id", "axis-x")
             if manifest["axes"]["x"]:
-                assert axis_x.is_displayed() and axis_x.text == " ".join(manifest["axes"]["x"].split())  # HTML collapses spaces
+                assert axis_x.is_displayed() and axis_x.text == " ".join(
+                    manifest["axes"]["x"].split()
+                )  # HTML collapses spaces
             else:
                 assert not axis_x.is_displayed()
         screenshot(browser, artefacts / "picker_last_atlas.png")
@@ -317,8 +352,10 @@ def test_file_url_renders_tiles(browser: Any, small_atlas: SmallAtlas, artefacts
     open_viewer(browser, small_atlas.index_html.resolve().as_uri())
     assert browser.execute_script("return atlasViewer.tilesLoaded()") > 0
     assert browser.execute_script("return atlasViewer.currentLevel()") == small_atlas.levels[0]
-    assert_not_blank(element_pixels(screenshot(browser, artefacts / "file_home.png"), browser, "atlas"),
-                     "the atlas canvas from file://")
+    assert_not_blank(
+        element_pixels(screenshot(browser, artefacts / "file_home.png"), browser, "atlas"),
+        "the atlas canvas from file://",
+    )
     cell = max(load_cells(small_atlas.atlas_dir, "main", small_atlas.levels[0]), key=lambda c: c["count"])
     move_pointer(browser, *cell_centre(browser, cell))
     wait_for(browser, "!document.getElementById('tooltip').hidden", what="the tooltip from file://")

@@ -19,23 +19,36 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from selenium.webdriver.common.keys import Keys
 
-from pipeline.serve import serve_in_thread
 from stages.tiles.viewer_assets import VIEWER_SOURCE
 from store import derived
 from tests.atlas_fixtures import SmallAtlas
-from tests.test_viewer_browser import (HEIGHT, WIDTH, artefacts, browser, cell_centre, load_cells,  # noqa: F401
-                                       move_pointer, screenshot, served_atlas, settle, wait_for, WAIT_S)
-
-from selenium.webdriver.common.keys import Keys  # noqa: E402  (selenium present: test_viewer_browser imported it)
+from tests.test_viewer_browser import (  # noqa: F401
+    HEIGHT,
+    WAIT_S,
+    WIDTH,
+    artefacts,
+    browser,
+    cell_centre,
+    load_cells,
+    move_pointer,
+    screenshot,
+    served_atlas,
+    settle,
+    wait_for,
+)
 
 
 def open_ready(driver: Any, url: str) -> None:
     """Open ``url`` and wait for the atlas, its shown level's tiles and cells."""
     driver.get("about:blank")  # a hash-only change of the same page would not reload it
     driver.get(url)
-    wait_for(driver, "window.atlasViewer && atlasViewer.ready() && atlasViewer.levelFullyLoaded() "
-                     "&& atlasViewer.cellsReady()", what="the atlas, its tiles and cells")
+    wait_for(
+        driver,
+        "window.atlasViewer && atlasViewer.ready() && atlasViewer.levelFullyLoaded() && atlasViewer.cellsReady()",
+        what="the atlas, its tiles and cells",
+    )
     assert driver.execute_script("return atlasViewer.error()") is None
     move_pointer(driver, 5, 5)  # off the atlas (the header): no tooltip or hover box in the pictures
     severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -63,22 +76,44 @@ def test_hash_labels_and_search_functions(browser: Any) -> None:
         browser.execute_script((VIEWER_SOURCE / "viewer" / name).read_text())
     run = lambda script, *args: browser.execute_script(f"var P = AtlasViewerParts; return {script}", *args)  # noqa: E731
     parsed = run("P.hash.parse('#atlas=class%2Ftabby&level=40&view=0.25,0.5,0.125&cell=40:7&hl=label:3')")
-    assert parsed == {"atlas": "class/tabby", "level": 40, "view": {"x": 0.25, "y": 0.5, "width": 0.125},
-                      "cell": {"n": 40, "cell": 7}, "hl": {"kind": "label", "index": 3}}
-    assert run("P.hash.format(arguments[0])", parsed) == \
-        "#atlas=class%2Ftabby&level=40&view=0.25000,0.50000,0.12500&cell=40:7&hl=label:3"
+    assert parsed == {
+        "atlas": "class/tabby",
+        "level": 40,
+        "view": {"x": 0.25, "y": 0.5, "width": 0.125},
+        "cell": {"n": 40, "cell": 7},
+        "hl": {"kind": "label", "index": 3},
+    }
+    assert (
+        run("P.hash.format(arguments[0])", parsed)
+        == "#atlas=class%2Ftabby&level=40&view=0.25000,0.50000,0.12500&cell=40:7&hl=label:3"
+    )
     assert run("P.hash.parse('#class%2Ftabby')")["atlas"] == "class/tabby"  # the older bare form
     assert run("P.hash.parse('#atlas=main&view=1,2,-1&cell=x&hl=foo:1')") == {
-        "atlas": "main", "level": None, "view": None, "cell": None, "hl": None}
+        "atlas": "main",
+        "level": None,
+        "view": None,
+        "cell": None,
+        "hl": None,
+    }
 
     # regions: on a 3 x 3 level, a cell's class is the largest count x value in its 3 x 3
     # neighbourhood: A (0,0) and B (1,0) share class 5 (mass 5 + 6), C (2,2) is class 7, D (0,2)
     # is class 5 but not connected to A, B; B's own top class is 7 < 5 in its neighbourhood
-    cell = lambda k, i, j, count, classes: {"cell": k, "i": i, "j": j, "count": count,  # noqa: E731
-                                            "classes": [{"index": c, "name": f"class {c}, long", "value": v}
-                                                        for c, v in classes]}
-    cells = [cell(0, 0, 0, 10, [(5, 0.5)]), cell(1, 1, 0, 30, [(7, 0.25), (5, 0.2)]),
-             cell(2, 2, 2, 5, [(7, 0.9)]), cell(3, 0, 2, 1, [(5, 0.1)])]
+    def cell(k, i, j, count, classes):
+        return {
+            "cell": k,
+            "i": i,
+            "j": j,
+            "count": count,
+            "classes": [{"index": c, "name": f"class {c}, long", "value": v} for c, v in classes],
+        }
+
+    cells = [
+        cell(0, 0, 0, 10, [(5, 0.5)]),
+        cell(1, 1, 0, 30, [(7, 0.25), (5, 0.2)]),
+        cell(2, 2, 2, 5, [(7, 0.9)]),
+        cell(3, 0, 2, 1, [(5, 0.1)]),
+    ]
     regions = run("P.labels.regions(arguments[0], 3)", cells)
     # A, B: S(5) = 5 + 6 = 11 > S(7) = 7.5; anchor: the only member whose own top class is 5 (A)
     assert [(r["index"], r["cells"], r["anchor"]) for r in regions] == [(5, 2, 0), (7, 1, 2), (5, 1, 3)]
@@ -87,25 +122,32 @@ def test_hash_labels_and_search_functions(browser: Any) -> None:
     assert run("P.labels.shortName('great white shark, white shark')") == "great white shark"
     # placement: 100 x 16 px labels on a 400 x 400 view (room for 9); b overlaps a, c stays
     # 74 px below a (> 10 px margin), e comes within the margin of c (6 px), d would leave the view
-    placed = run("P.labels.place(arguments[0], function (x, y) { return {x: x * 400, y: y * 400}; },"
-                 " function () { return 94; }, {width: 400, height: 400})",
-                 [{"name": "a", "index": 1, "anchor": 0, "x": 0.5, "y": 0.5},
-                  {"name": "b", "index": 2, "anchor": 1, "x": 0.6, "y": 0.5},
-                  {"name": "c", "index": 3, "anchor": 2, "x": 0.5, "y": 0.725},
-                  {"name": "d", "index": 4, "anchor": 3, "x": 0.01, "y": 0.5},
-                  {"name": "e", "index": 5, "anchor": 4, "x": 0.5, "y": 0.78}])
+    placed = run(
+        "P.labels.place(arguments[0], function (x, y) { return {x: x * 400, y: y * 400}; },"
+        " function () { return 94; }, {width: 400, height: 400})",
+        [
+            {"name": "a", "index": 1, "anchor": 0, "x": 0.5, "y": 0.5},
+            {"name": "b", "index": 2, "anchor": 1, "x": 0.6, "y": 0.5},
+            {"name": "c", "index": 3, "anchor": 2, "x": 0.5, "y": 0.725},
+            {"name": "d", "index": 4, "anchor": 3, "x": 0.01, "y": 0.5},
+            {"name": "e", "index": 5, "anchor": 4, "x": 0.5, "y": 0.78},
+        ],
+    )
     assert [(p["text"], p["x"], p["y"], p["w"]) for p in placed] == [("a", 150, 192, 100), ("c", 150, 282, 100)]
 
-    entries = run("P.search.entries({classes: ['tabby', 'tiger cat', 'Egyptian cat', 'cattle'],"
-                  " labels: [{index: 0, name: 'cat_photos', class: -1, rows: 9}]})")
+    entries = run(
+        "P.search.entries({classes: ['tabby', 'tiger cat', 'Egyptian cat', 'cattle'],"
+        " labels: [{index: 0, name: 'cat_photos', class: -1, rows: 9}]})"
+    )
     match = lambda q: [e["name"] for e in run("P.search.match(arguments[0], arguments[1], 10)", entries, q)]  # noqa: E731
     assert match("cat") == ["cat_photos", "cattle", "Egyptian cat", "tiger cat"]  # prefix first, then word starts
     assert match("TAB") == ["tabby"] and match("zebra") == [] and match("  ") == []
 
 
 # ------------------------------------------------------------------------------- zoom and lazy loading
-def test_zoom_crossfade_draws_both_levels_and_loads_levels_lazily(browser: Any, small_atlas: SmallAtlas,
-                                                                   artefacts: Path) -> None:
+def test_zoom_crossfade_draws_both_levels_and_loads_levels_lazily(
+    browser: Any, small_atlas: SmallAtlas, artefacts: Path
+) -> None:
     coarse, fine = small_atlas.levels
     open_ready(browser, small_atlas.index_html.resolve().as_uri())
     files = browser.execute_script("return atlasViewer.loadedFiles()")
@@ -123,14 +165,20 @@ def test_zoom_crossfade_draws_both_levels_and_loads_levels_lazily(browser: Any, 
             break
     assert opacity[0] == 1 and 0.3 < opacity[1] < 0.7, opacity
     assert browser.execute_script("return atlasViewer.currentLevel()") == coarse
-    wait_for(browser, f"atlasViewer.levelDrawn({coarse}) && atlasViewer.levelDrawn({fine})",
-             what="tiles of both levels drawn during the fade")
-    wait_for(browser, f"atlasViewer.loadedLevels().length === 2", what="the fading level's cells")
+    wait_for(
+        browser,
+        f"atlasViewer.levelDrawn({coarse}) && atlasViewer.levelDrawn({fine})",
+        what="tiles of both levels drawn during the fade",
+    )
+    wait_for(browser, "atlasViewer.loadedLevels().length === 2", what="the fading level's cells")
     screenshot(browser, artefacts / "explore_midfade.png")
 
     browser.execute_script("atlasViewer.setView(0.5, 0.5, arguments[0])", width * 0.6)
-    wait_for(browser, f"atlasViewer.currentLevel() === {fine} && atlasViewer.opacities()[1] === 1",
-             what=f"the switch to level {fine}")
+    wait_for(
+        browser,
+        f"atlasViewer.currentLevel() === {fine} && atlasViewer.opacities()[1] === 1",
+        what=f"the switch to level {fine}",
+    )
 
 
 # ------------------------------------------------------------------------------- class highlight
@@ -168,7 +216,7 @@ def test_highlighted_class_tints_the_right_cells(browser: Any, small_atlas: Smal
         p1 = browser.execute_script("return atlasViewer.worldToClient(arguments[0], arguments[1])", x1, y1)
         # a patch a quarter into the icon (region labels sit at cell centres)
         y, x = int(0.75 * p0["y"] + 0.25 * p1["y"]), int(0.75 * p0["x"] + 0.25 * p1["x"])
-        patch = after[y - 3:y + 3, x - 3:x + 3]
+        patch = after[y - 3 : y + 3, x - 3 : x + 3]
         value = float(values[c["cell"]])
         shown = browser.execute_script(f"return atlasViewer.highlightValue({n}, {c['cell']})")
         if value > 0:
@@ -181,7 +229,7 @@ def test_highlighted_class_tints_the_right_cells(browser: Any, small_atlas: Smal
         else:  # no support: dimmed toward white
             assert shown == 0
             assert patch.min() > 195, (c["cell"], patch.reshape(-1, 3).mean(0))
-            assert patch.std() < before[y - 3:y + 3, x - 3:x + 3].std() + 1e-6
+            assert patch.std() < before[y - 3 : y + 3, x - 3 : x + 3].std() + 1e-6
     assert 2 <= supported <= len(cells) - 2
 
     # hover the most attributed cell: the class's value beside the top 5
@@ -219,6 +267,7 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
     # regions, independently: a cell's class is the largest count x value among the top classes
     # of its 3 x 3 neighbourhood; a region is a 4-connected set of cells with the same class
     at = {(c["i"], c["j"]): c for c in cells.values()}
+
     def dominant(c: dict) -> int:
         total: dict[int, float] = {}
         for (i, j), nb in at.items():
@@ -227,6 +276,7 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
                     if k["value"] > 0:
                         total[k["index"]] = total.get(k["index"], 0.0) + nb["count"] * k["value"]
         return min(total, key=lambda k: (-total[k], k))
+
     dom = {pos: dominant(c) for pos, c in at.items()}
     region: dict = {}
     for start in sorted(at):
@@ -251,9 +301,16 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
         assert a["text"] == (short if len(short) <= 18 else short[:17] + "\u2026")
         for b in labels:
             if a is not b:
-                assert a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"] or a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"]
-        box = image[int(atlas_box["y"] + a["y"]):int(atlas_box["y"] + a["y"] + a["h"]),
-                    int(atlas_box["x"] + a["x"]):int(atlas_box["x"] + a["x"] + a["w"])]
+                assert (
+                    a["x"] + a["w"] <= b["x"]
+                    or b["x"] + b["w"] <= a["x"]
+                    or a["y"] + a["h"] <= b["y"]
+                    or b["y"] + b["h"] <= a["y"]
+                )
+        box = image[
+            int(atlas_box["y"] + a["y"]) : int(atlas_box["y"] + a["y"] + a["h"]),
+            int(atlas_box["x"] + a["x"]) : int(atlas_box["x"] + a["x"] + a["w"]),
+        ]
         assert (box.max(axis=2) < 60).sum() > 20, a  # dark text drawn there
 
     width = browser.execute_script("return atlasViewer.view().width")
@@ -268,16 +325,21 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
 
 # ------------------------------------------------------------------------------- links, history, keys
 def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
-        browser: Any, small_atlas: SmallAtlas, served_atlas: str) -> None:
+    browser: Any, small_atlas: SmallAtlas, served_atlas: str
+) -> None:
     coarse, fine = small_atlas.levels
     cls, _ = pick_class(small_atlas.store, coarse)
     open_ready(browser, small_atlas.index_html.resolve().as_uri())
-    browser.execute_script("atlasViewer.setView(0.55, 0.45, arguments[0])",
-                           browser.execute_script("return atlasViewer.view().width") / 2.4)
+    browser.execute_script(
+        "atlasViewer.setView(0.55, 0.45, arguments[0])", browser.execute_script("return atlasViewer.view().width") / 2.4
+    )
     wait_for(browser, f"atlasViewer.currentLevel() === {fine} && atlasViewer.cellsReady()", what="the finer level")
     cells = load_cells(small_atlas.atlas_dir, "main", fine)
-    visible = [c for c in cells if 0.3 < (c["bounds"][0] + c["bounds"][2]) / 2 < 0.8
-               and 0.25 < (c["bounds"][1] + c["bounds"][3]) / 2 < 0.65]
+    visible = [
+        c
+        for c in cells
+        if 0.3 < (c["bounds"][0] + c["bounds"][2]) / 2 < 0.8 and 0.25 < (c["bounds"][1] + c["bounds"][3]) / 2 < 0.65
+    ]
     target = max(visible, key=lambda c: c["count"])
     move_pointer(browser, *cell_centre(browser, target), click=True)
     wait_for(browser, f"atlasViewer.selected() && atlasViewer.selected().cell === {target['cell']}", what="the click")
@@ -288,10 +350,10 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
     link = browser.current_url
     assert f"cell={fine}:{target['cell']}" in link and f"hl=class:{cls}" in link and f"level={fine}" in link, link
 
-    hash_ = link[link.index("#"):]
+    hash_ = link[link.index("#") :]
     for url in (small_atlas.index_html.resolve().as_uri() + hash_, served_atlas + hash_):
         open_ready(browser, url)
-        wait_for(browser, f"atlasViewer.selected() && atlasViewer.highlightReady()", what="the restored state")
+        wait_for(browser, "atlasViewer.selected() && atlasViewer.highlightReady()", what="the restored state")
         assert browser.execute_script("return atlasViewer.currentLevel()") == fine
         assert browser.execute_script("return atlasViewer.selected()") == {"n": fine, "cell": target["cell"]}
         assert browser.execute_script("return atlasViewer.highlight()")["index"] == cls
@@ -300,8 +362,9 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
         assert f"{target['count']} samples" in browser.find_element("id", "panel").text
 
     # a smaller window shows the same viewport with smaller cells; the link's level still wins
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": 760, "height": 560, "deviceScaleFactor": 1, "mobile": False})
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 760, "height": 560, "deviceScaleFactor": 1, "mobile": False}
+    )
     try:
         open_ready(browser, small_atlas.index_html.resolve().as_uri() + hash_)
         wait_for(browser, "atlasViewer.selected() && atlasViewer.highlightReady()", what="the restored state")
@@ -310,8 +373,10 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
         small = browser.execute_script("return atlasViewer.view()")
         assert (small["x"], small["y"]) == pytest.approx((view["x"], view["y"]), abs=2e-3)
     finally:
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
     open_ready(browser, served_atlas + hash_)
 
     # history: two more selections by keyboard, then back steps through them
@@ -328,8 +393,12 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
     assert len(seen) == 3, seen
     for expected in (seen[1], seen[0]):
         browser.back()
-        wait_for(browser, f"atlasViewer.selected() && atlasViewer.selected().n === {expected['n']} "
-                          f"&& atlasViewer.selected().cell === {expected['cell']}", what=f"back to {expected}")
+        wait_for(
+            browser,
+            f"atlasViewer.selected() && atlasViewer.selected().n === {expected['n']} "
+            f"&& atlasViewer.selected().cell === {expected['cell']}",
+            what=f"back to {expected}",
+        )
 
 
 def test_arrow_keys_move_the_selection_and_plus_minus_escape(browser: Any, small_atlas: SmallAtlas) -> None:
@@ -352,8 +421,14 @@ def test_arrow_keys_move_the_selection_and_plus_minus_escape(browser: Any, small
         return c
 
     current = start
-    for key, d in ((Keys.ARROW_RIGHT, (1, 0)), (Keys.ARROW_DOWN, (0, 1)), (Keys.ARROW_LEFT, (-1, 0)),
-                   (Keys.ARROW_LEFT, (-1, 0)), (Keys.ARROW_UP, (0, -1)), (Keys.ARROW_UP, (0, -1))):
+    for key, d in (
+        (Keys.ARROW_RIGHT, (1, 0)),
+        (Keys.ARROW_DOWN, (0, 1)),
+        (Keys.ARROW_LEFT, (-1, 0)),
+        (Keys.ARROW_LEFT, (-1, 0)),
+        (Keys.ARROW_UP, (0, -1)),
+        (Keys.ARROW_UP, (0, -1)),
+    ):
         body_key(browser, key)
         current = neighbour(current, *d)
         wait_for(browser, f"atlasViewer.selected().cell === {current['cell']}", what=f"cell {current['cell']}")
@@ -378,10 +453,12 @@ def test_arrow_keys_move_the_selection_and_plus_minus_escape(browser: Any, small
 
 
 # ------------------------------------------------------------------------------- downloads
-def test_download_saves_the_view_png_and_the_cell_json(browser: Any, small_atlas: SmallAtlas, served_atlas: str,
-                                                        tmp_path: Path) -> None:
-    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path),
-                                                            "eventsEnabled": True})
+def test_download_saves_the_view_png_and_the_cell_json(
+    browser: Any, small_atlas: SmallAtlas, served_atlas: str, tmp_path: Path
+) -> None:
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path), "eventsEnabled": True}
+    )
     coarse = small_atlas.levels[0]
     cells = load_cells(small_atlas.atlas_dir, "main", coarse)
     cell = max(cells, key=lambda c: c["count"])
@@ -391,7 +468,10 @@ def test_download_saves_the_view_png_and_the_cell_json(browser: Any, small_atlas
     atlas_rect = browser.find_element("id", "atlas").rect
     browser.find_element("id", "save-view").click()
     browser.find_element("id", "save-cell").click()
-    view_png, cell_json = tmp_path / "atlas-main-view.png", tmp_path / f"atlas-main-level{coarse}-cell{cell['cell']}.json"
+    view_png, cell_json = (
+        tmp_path / "atlas-main-view.png",
+        tmp_path / f"atlas-main-level{coarse}-cell{cell['cell']}.json",
+    )
     deadline = time.monotonic() + WAIT_S  # a ceiling, not a speed requirement
     while not (view_png.exists() and cell_json.exists()) and time.monotonic() < deadline:
         time.sleep(0.1)

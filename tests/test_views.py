@@ -57,9 +57,7 @@ def test_aspect_ratio_limited_for_ordinary_images() -> None:
 
 def test_area_fraction_spreads_over_the_range() -> None:
     fractions = [
-        (r - l) * (b - t) / (1000 * 1000)
-        for i in range(200)
-        for l, t, r, b in _boxes(1000, 1000, i, 2)[1:]
+        (r - left) * (b - t) / (1000 * 1000) for i in range(200) for left, t, r, b in _boxes(1000, 1000, i, 2)[1:]
     ]
     assert min(fractions) < 0.35 and max(fractions) > 0.9
 

@@ -17,7 +17,7 @@ def test_chunked_moment_equals_direct() -> None:
     a = _relu_data()
     moment = SecondMoment(a.shape[1])
     for start in range(0, len(a), 37):
-        moment.add(a[start:start + 37])
+        moment.add(a[start : start + 37])
     a64 = a.astype(np.float64)
     assert moment.n == len(a)
     np.testing.assert_allclose(moment.moment(), a64.T @ a64 / len(a), rtol=1e-12)

@@ -17,15 +17,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from stages.tiles.viewer_assets import install_viewer
 from stages.tiles.geometry import DziGeometry
 from stages.tiles.pyramid import compose_canvas, write_dzi
+from stages.tiles.viewer_assets import install_viewer
 
 ICON_PX = 32
 TILE_SIZE = 256
 # photo -> (ImageNet class index, name): the class each photo's region is labelled with
-PHOTOS = {"chelsea": (281, "tabby"), "coffee": (967, "espresso"), "rocket": (812, "space shuttle"),
-          "astronaut": (834, "suit")}
+PHOTOS = {
+    "chelsea": (281, "tabby"),
+    "coffee": (967, "espresso"),
+    "rocket": (812, "space shuttle"),
+    "astronaut": (834, "suit"),
+}
 
 
 def _photos() -> list[tuple[np.ndarray, int, str]]:
@@ -48,11 +52,12 @@ def _crop(photo: np.ndarray, u: float, v: float, side_frac: float, px: int) -> n
     side = max(8, int(min(h, w) * side_frac))
     x0 = int(np.clip(u * w - side / 2, 0, w - side))
     y0 = int(np.clip(v * h - side / 2, 0, h - side))
-    return np.asarray(Image.fromarray(photo[y0:y0 + side, x0:x0 + side]).resize((px, px), Image.Resampling.LANCZOS))
+    return np.asarray(Image.fromarray(photo[y0 : y0 + side, x0 : x0 + side]).resize((px, px), Image.Resampling.LANCZOS))
 
 
-def _level_cells(n: int, kept: list[tuple[int, int]], photos: list, region, out: Path,
-                 examples: int) -> tuple[list[dict], np.ndarray]:
+def _level_cells(
+    n: int, kept: list[tuple[int, int]], photos: list, region, out: Path, examples: int
+) -> tuple[list[dict], np.ndarray]:
     """cells.json entries and the icons of the kept cells of one n x n level."""
     cells, icons = [], []
     rng = np.random.default_rng(n)
@@ -71,12 +76,20 @@ def _level_cells(n: int, kept: list[tuple[int, int]], photos: list, region, out:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(_crop(photo, (u + 0.1 * e) % 1, v, 0.4, 64)).save(out / rel, quality=85)
             paths.append(rel)
-        cells.append({"cell": cell_index, "i": i, "j": j,
-                      "bounds": [i / n, j / n, (i + 1) / n, (j + 1) / n],
-                      "icon_bounds": [i / n, j / n, (i + 1) / n, (j + 1) / n],
-                      "count": int(rng.integers(6, 90)), "classes": classes,
-                      "objective": round(float(rng.uniform(0.5, 3.0)), 3),
-                      "cossim": round(float(rng.uniform(0.4, 0.9)), 3), "examples": paths})
+        cells.append(
+            {
+                "cell": cell_index,
+                "i": i,
+                "j": j,
+                "bounds": [i / n, j / n, (i + 1) / n, (j + 1) / n],
+                "icon_bounds": [i / n, j / n, (i + 1) / n, (j + 1) / n],
+                "count": int(rng.integers(6, 90)),
+                "classes": classes,
+                "objective": round(float(rng.uniform(0.5, 3.0)), 3),
+                "cossim": round(float(rng.uniform(0.4, 0.9)), 3),
+                "examples": paths,
+            }
+        )
     return cells, np.stack(icons)
 
 
@@ -93,23 +106,50 @@ def _write_atlas(root: Path, entry: dict, levels: list[int], region, keep, axes:
         canvas, _ = compose_canvas(icons, i, j, n, np.ones(len(cells)), "#ffffff")
         geometry = DziGeometry(canvas.width, canvas.height, TILE_SIZE, 1)
         write_dzi(canvas, out / f"level_{n}.dzi", geometry, "jpg", 90)
-        write_json_twin(out / f"level_{n}" / "cells.json", cells,
-                        f'window.ATLAS_CELLS = window.ATLAS_CELLS || {{}}; window.ATLAS_CELLS["{entry["id"]}/{n}"] = ')
-        manifest_levels.append({"n": n, "canvas_px": canvas.width, "cell_px": ICON_PX, "cells": len(cells),
-                                "dzi": f"level_{n}.dzi", "tiles": f"level_{n}_files/", "tile_size": TILE_SIZE,
-                                "overlap": 1, "format": "jpg", "cells_json": f"level_{n}/cells.json",
-                                "cells_js": f"level_{n}/cells.js"})
+        write_json_twin(
+            out / f"level_{n}" / "cells.json",
+            cells,
+            f'window.ATLAS_CELLS = window.ATLAS_CELLS || {{}}; window.ATLAS_CELLS["{entry["id"]}/{n}"] = ',
+        )
+        manifest_levels.append(
+            {
+                "n": n,
+                "canvas_px": canvas.width,
+                "cell_px": ICON_PX,
+                "cells": len(cells),
+                "dzi": f"level_{n}.dzi",
+                "tiles": f"level_{n}_files/",
+                "tile_size": TILE_SIZE,
+                "overlap": 1,
+                "format": "jpg",
+                "cells_json": f"level_{n}/cells.json",
+                "cells_js": f"level_{n}/cells.js",
+            }
+        )
     rng = np.random.default_rng(0)
     pts = rng.uniform(0.05, 0.95, (3000, 2))
     pts = pts[[keep(x, y) for x, y in pts]]
     labels = [photos[region(x, y)][1] for x, y in pts]
-    write_json_twin(out / "layout.json", {"x": pts[:, 0].round(4).tolist(), "y": pts[:, 1].round(4).tolist(),
-                                          "label": labels},
-                    f'window.ATLAS_LAYOUTS = window.ATLAS_LAYOUTS || {{}}; window.ATLAS_LAYOUTS["{entry["id"]}"] = ')
-    manifest = {"id": entry["id"], "kind": entry["kind"], "title": entry["title"], "icon_px": ICON_PX,
-                "axes": axes, "density_scaling": False, "levels": manifest_levels, "layout": "layout.js"}
-    write_json_twin(out / "manifest.json", manifest,
-                    f'window.ATLAS_MANIFESTS = window.ATLAS_MANIFESTS || {{}}; window.ATLAS_MANIFESTS["{entry["id"]}"] = ')
+    write_json_twin(
+        out / "layout.json",
+        {"x": pts[:, 0].round(4).tolist(), "y": pts[:, 1].round(4).tolist(), "label": labels},
+        f'window.ATLAS_LAYOUTS = window.ATLAS_LAYOUTS || {{}}; window.ATLAS_LAYOUTS["{entry["id"]}"] = ',
+    )
+    manifest = {
+        "id": entry["id"],
+        "kind": entry["kind"],
+        "title": entry["title"],
+        "icon_px": ICON_PX,
+        "axes": axes,
+        "density_scaling": False,
+        "levels": manifest_levels,
+        "layout": "layout.js",
+    }
+    write_json_twin(
+        out / "manifest.json",
+        manifest,
+        f'window.ATLAS_MANIFESTS = window.ATLAS_MANIFESTS || {{}}; window.ATLAS_MANIFESTS["{entry["id"]}"] = ',
+    )
 
 
 def _quadrant(u: float, v: float) -> int:
@@ -117,25 +157,46 @@ def _quadrant(u: float, v: float) -> int:
 
 
 def _disc(u: float, v: float) -> bool:
-    return (u - 0.5) ** 2 + (v - 0.5) ** 2 < 0.42 ** 2
+    return (u - 0.5) ** 2 + (v - 0.5) ** 2 < 0.42**2
 
 
 def make_viewer_export(root: Path, levels: list[int] | None = None, examples: int = 2) -> Path:
     """Write the hand-made export into ``root`` (viewer included; main atlas ``levels``, default
     20 and 40); return ``root``."""
     main = {"id": "main", "kind": "main", "title": "hand-made test atlas", "path": "main/"}
-    tabby = {"id": "class/tabby", "kind": "class", "title": "tabby (winner)", "path": "class/tabby/",
-             "class": {"index": 281, "name": "tabby"}}
-    compare = {"id": "compare/tabby--espresso", "kind": "compare", "title": "tabby vs espresso",
-               "path": "compare/tabby--espresso/",
-               "classes": [{"index": 281, "name": "tabby"}, {"index": 967, "name": "espresso"}]}
+    tabby = {
+        "id": "class/tabby",
+        "kind": "class",
+        "title": "tabby (winner)",
+        "path": "class/tabby/",
+        "class": {"index": 281, "name": "tabby"},
+    }
+    compare = {
+        "id": "compare/tabby--espresso",
+        "kind": "compare",
+        "title": "tabby vs espresso",
+        "path": "compare/tabby--espresso/",
+        "classes": [{"index": 281, "name": "tabby"}, {"index": 967, "name": "espresso"}],
+    }
     _write_atlas(root, main, levels or [20, 40], _quadrant, _disc, {"x": None, "y": None}, examples)
-    _write_atlas(root, tabby, [8], lambda u, v: 0 if u + v < 1.2 else 2, lambda u, v: True,
-                 {"x": None, "y": None}, examples)
-    _write_atlas(root, compare, [10], lambda u, v: 0 if u < 0.5 else 1, lambda u, v: 0.1 < v < 0.9,
-                 {"x": "tabby  <->  espresso", "y": "1-D t-SNE"}, examples)
-    index = {"format": "activation-atlas-export", "version": 1,
-             "model": {"name": "mobilenet_v2", "layer": "features.13.conv.0"}, "atlases": [main, tabby, compare]}
+    _write_atlas(
+        root, tabby, [8], lambda u, v: 0 if u + v < 1.2 else 2, lambda u, v: True, {"x": None, "y": None}, examples
+    )
+    _write_atlas(
+        root,
+        compare,
+        [10],
+        lambda u, v: 0 if u < 0.5 else 1,
+        lambda u, v: 0.1 < v < 0.9,
+        {"x": "tabby  <->  espresso", "y": "1-D t-SNE"},
+        examples,
+    )
+    index = {
+        "format": "activation-atlas-export",
+        "version": 1,
+        "model": {"name": "mobilenet_v2", "layer": "features.13.conv.0"},
+        "atlases": [main, tabby, compare],
+    }
     write_json_twin(root / "atlases.json", index, "window.ATLAS_INDEX = ")
     install_viewer(root)
     return root

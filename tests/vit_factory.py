@@ -26,8 +26,15 @@ def random_init_vit(weights: str | None) -> dict[str, Any]:
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(0)
-        module = torchvision.models.VisionTransformer(image_size=IMAGE_SIZE, patch_size=16, num_layers=4, num_heads=4,
-                                                      hidden_dim=WIDTH, mlp_dim=96, num_classes=1000)
+        module = torchvision.models.VisionTransformer(
+            image_size=IMAGE_SIZE,
+            patch_size=16,
+            num_layers=4,
+            num_heads=4,
+            hidden_dim=WIDTH,
+            mlp_dim=96,
+            num_classes=1000,
+        )
         # torchvision starts the classifier at zero (every logit 0, every attribution 0): give it weights
         torch.nn.init.normal_(module.heads.head.weight, std=0.5)
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from store.errors import AtlasError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
     from pipeline.api.results import Level
 
 
@@ -46,7 +47,7 @@ class _Figure:
     cls: type | None = None
 
     @classmethod
-    def make(cls, **kwargs: Any) -> "Figure":
+    def make(cls, **kwargs: Any) -> Figure:
         if cls.cls is None:
             from matplotlib.figure import Figure
 
@@ -62,8 +63,9 @@ class _Figure:
         return cls.cls(**kwargs)
 
 
-def _layout_figure(xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str], level: Level | None,
-                   title: str, legend: str) -> "Figure":
+def _layout_figure(
+    xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str], level: Level | None, title: str, legend: str
+) -> Figure:
     """The ``atlas plot-layout`` drawing (colours, grid, legend) on a notebook figure, y down."""
     from pipeline.commands.layout_plot import draw_layout
 
@@ -89,8 +91,10 @@ def _matrix(values: ArrayLike, name: str, expected: str, dtype: type = np.float3
         raise AtlasError(f"{name}: expected a 2-D {expected} array (got shape {list(x.shape)}){hint}")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        raise AtlasError(f"{name}: {int(bad.sum())} rows hold NaN or inf (first: row {int(np.flatnonzero(bad)[0])}); "
-                         "drop or fix them first")
+        raise AtlasError(
+            f"{name}: {int(bad.sum())} rows hold NaN or inf (first: row {int(np.flatnonzero(bad)[0])}); "
+            "drop or fix them first"
+        )
     return x
 
 
@@ -111,7 +115,9 @@ def _check_colour(background: str) -> None:
     try:
         ImageColor.getrgb(background)
     except (ValueError, AttributeError):
-        raise AtlasError(f"background={background!r}: not a colour Pillow knows; pass e.g. '#ffffff' or 'white'") from None
+        raise AtlasError(
+            f"background={background!r}: not a colour Pillow knows; pass e.g. '#ffffff' or 'white'"
+        ) from None
 
 
 def _same_device(asked: torch.device, have: torch.device) -> bool:
@@ -120,7 +126,9 @@ def _same_device(asked: torch.device, have: torch.device) -> bool:
         return False
     if asked.index is None or have.index is None:
         current = torch.cuda.current_device() if asked.type == "cuda" and torch.cuda.is_available() else 0
-        return (asked.index if asked.index is not None else current) == (have.index if have.index is not None else current)
+        return (asked.index if asked.index is not None else current) == (
+            have.index if have.index is not None else current
+        )
     return asked.index == have.index
 
 
@@ -131,13 +139,17 @@ def _layer_channels(model: LoadedModel, layer: str, where: str) -> int:
     try:
         find_module(model.module, layer)
     except FeatureVisError:
-        raise AtlasError(f"{where}: layer={layer!r} is not a module of {model.name}; `atlas layers {model.name}` "
-                         f"lists them (this model's atlas layer is {model.layer!r})") from None
+        raise AtlasError(
+            f"{where}: layer={layer!r} is not a module of {model.name}; `atlas layers {model.name}` "
+            f"lists them (this model's atlas layer is {model.layer!r})"
+        ) from None
     with torch.no_grad(), layer_forward(model.module, layer, normalize=model.normalize) as forward:
         acts = forward(torch.full((1, 3, model.image_size, model.image_size), 0.5, device=model.device))[layer]
     if acts.ndim != 4:
-        raise AtlasError(f"{where}: layer={layer!r} outputs shape {list(acts.shape[1:])}, not [C, H, W]; "
-                         "choose a convolutional layer (`atlas layers`)")
+        raise AtlasError(
+            f"{where}: layer={layer!r} outputs shape {list(acts.shape[1:])}, not [C, H, W]; "
+            "choose a convolutional layer (`atlas layers`)"
+        )
     return int(acts.shape[1])
 
 

@@ -30,9 +30,16 @@ _CUE = CueConflictConfig()
 _EXPLAIN = ExplainConfig()
 
 
-def shape_bias(model: ModelLike | None = None, *, stimuli: str | Path = _CUE.stimuli, atlas: str | Path | Atlas | None = None,
-               level: int = _CUE.level, top_classes: int = _CUE.top_classes, batch_size: int = _CUE.batch_size,
-               device: torch.device | None = None) -> dict[str, Any]:
+def shape_bias(
+    model: ModelLike | None = None,
+    *,
+    stimuli: str | Path = _CUE.stimuli,
+    atlas: str | Path | Atlas | None = None,
+    level: int = _CUE.level,
+    top_classes: int = _CUE.top_classes,
+    batch_size: int = _CUE.batch_size,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """Shape bias of ``model`` on the cue-conflict ``stimuli`` (the report ``atlas cue-conflict`` writes).
 
     ``model``: a LoadedModel or torchvision name (default: the atlas's own model, else ``mobilenet_v2``).
@@ -50,18 +57,34 @@ def shape_bias(model: ModelLike | None = None, *, stimuli: str | Path = _CUE.sti
         loaded = opened.load_model(device) if opened is not None else _model("mobilenet_v2", None, device, "shape_bias")
     else:
         loaded = _model(model, None, device, "shape_bias")
-    cfg = Config(cue_conflict=_validated(CueConflictConfig, {"stimuli": str(stimuli), "level": level,
-                                                              "top_classes": top_classes, "batch_size": batch_size,
-                                                              "page": False}, "shape_bias"))
+    cfg = Config(
+        cue_conflict=_validated(
+            CueConflictConfig,
+            {
+                "stimuli": str(stimuli),
+                "level": level,
+                "top_classes": top_classes,
+                "batch_size": batch_size,
+                "page": False,
+            },
+            "shape_bias",
+        )
+    )
     store = opened.store if opened is not None else None
     result = stage.run(cfg, loaded.device, store=store, model=loaded, write=False)  # type: ignore[arg-type]
     return report(result)
 
 
-def evolving_understanding(image: str | Path, layers: list[str] | tuple[str, ...] = ("default",), *,
-                           model: ModelLike = "mobilenet_v2", out: str | Path = "explain_layers.png",
-                           steps: int = _EXPLAIN.layer_steps, cells: int = _EXPLAIN.layer_cells,
-                           device: torch.device | None = None) -> dict[str, Path]:
+def evolving_understanding(
+    image: str | Path,
+    layers: list[str] | tuple[str, ...] = ("default",),
+    *,
+    model: ModelLike = "mobilenet_v2",
+    out: str | Path = "explain_layers.png",
+    steps: int = _EXPLAIN.layer_steps,
+    cells: int = _EXPLAIN.layer_cells,
+    device: torch.device | None = None,
+) -> dict[str, Path]:
     """``atlas explain IMAGE --layers ...`` without a store: figure name -> PNG path, written next to ``out``.
 
     ``layers``: layer names, or ``("default",)`` for four depths of the model (docs/explain.md).
@@ -70,17 +93,23 @@ def evolving_understanding(image: str | Path, layers: list[str] | tuple[str, ...
     from stages.explain.stage import load_photo
 
     loaded = _model(model, None, device, "evolving_understanding")
-    explain = _validated(ExplainConfig, {"layers": list(layers), "layer_steps": steps, "layer_cells": cells,
-                                         "out": str(out), "page": False}, "evolving_understanding")
+    explain = _validated(
+        ExplainConfig,
+        {"layers": list(layers), "layer_steps": steps, "layer_cells": cells, "out": str(out), "page": False},
+        "evolving_understanding",
+    )
     cfg = Config(explain=explain)
-    cfg.model = cfg.model.model_copy(update={"name": loaded.name, "layer": loaded.layer, "image_size": loaded.image_size})
+    cfg.model = cfg.model.model_copy(
+        update={"name": loaded.name, "layer": loaded.layer, "image_size": loaded.image_size}
+    )
     photo = load_photo(image, cfg)
     result = run(cfg, photo, loaded, loaded.device, Path(out), image_name=Path(image).name)
     return dict(result.figures)
 
 
-def patch_attack(atlas: str | Path | Atlas, a: str, b: str, *, device: torch.device | None = None,
-                 **settings: Any) -> list[dict[str, Any]]:
+def patch_attack(
+    atlas: str | Path | Atlas, a: str, b: str, *, device: torch.device | None = None, **settings: Any
+) -> list[dict[str, Any]]:
     """``atlas patches A B`` on a stored atlas whose comparison of ``a`` and ``b`` exists: one report per
     direction (A -> B, and B -> A unless ``photos=`` names a folder of A's photos), with counts, rates and
     95% intervals for each patch and each control. ``settings``: any ``patches`` parameter (``photos``,

@@ -4,8 +4,8 @@ unit in, an image out (:func:`feature_vis`)."""
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -14,8 +14,17 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from pipeline.api.common import (ModelLike, _engine_errors, _GRID, _layer_channels, _matrix, _REDUCE, _RENDER,
-                                 _same_device, _validated)
+from pipeline.api.common import (
+    _GRID,
+    _REDUCE,
+    _RENDER,
+    ModelLike,
+    _engine_errors,
+    _layer_channels,
+    _matrix,
+    _same_device,
+    _validated,
+)
 from pipeline.api.results import AtlasResult, Level
 from stages.config import GridConfig, ModelConfig, ReduceConfig, RenderConfig
 from stages.featurevis import FourierImage, Objective, layer_forward, render
@@ -71,31 +80,53 @@ def activation_atlas(
         attr = _matrix(attributions, "attributions", f"[samples={n}, classes]")
         if attr.shape[0] != n:
             raise AtlasError(f"attributions: {attr.shape[0]} rows for {n} activation rows; pass one row per sample")
-    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(attr.shape[1] if attr is not None else 0)]
+    names = (
+        list(class_names)
+        if class_names is not None
+        else [f"class_{k}" for k in range(attr.shape[1] if attr is not None else 0)]
+    )
     if attr is not None and len(names) != attr.shape[1]:
-        raise AtlasError(f"class_names: {len(names)} names for {attr.shape[1]} attribution columns; pass one per column")
+        raise AtlasError(
+            f"class_names: {len(names)} names for {attr.shape[1]} attribution columns; pass one per column"
+        )
     sizes = [grid] if isinstance(grid, (int, np.integer)) else list(grid)
     if not sizes or any(not isinstance(g, (int, np.integer)) or isinstance(g, bool) or g < 1 for g in sizes):
-        raise AtlasError(f"grid={grid!r}: pass cells per side as a positive integer or a list of them, e.g. 20 or [10, 20]")
-    grid_cfg = _validated(GridConfig, {"levels": [int(g) for g in sizes], "min_count": min_count,
-                                       "top_classes": top_classes, "ridge": ridge}, "activation_atlas")
-    reduce_cfg = _validated(ReduceConfig, {"method": method, "n_neighbors": n_neighbors, "min_dist": min_dist,
-                                           "metric": metric, "seed": seed}, "activation_atlas")
+        raise AtlasError(
+            f"grid={grid!r}: pass cells per side as a positive integer or a list of them, e.g. 20 or [10, 20]"
+        )
+    grid_cfg = _validated(
+        GridConfig,
+        {"levels": [int(g) for g in sizes], "min_count": min_count, "top_classes": top_classes, "ridge": ridge},
+        "activation_atlas",
+    )
+    reduce_cfg = _validated(
+        ReduceConfig,
+        {"method": method, "n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric, "seed": seed},
+        "activation_atlas",
+    )
 
     if embedding is not None:
         points = _matrix(embedding, "embedding", f"[samples={n}, 2]", np.float64)
         if points.shape != (n, 2):
             raise AtlasError(f"embedding: shape {list(points.shape)}, expected [samples={n}, 2]; one 2-D point per row")
-        layout = Layout(rows=np.arange(n, dtype=np.int64),
-                        layout=normalize_layout(points, tuple(reduce_cfg.clip_percentiles), reduce_cfg.margin),
-                        embedding=points.astype(np.float32), fitted=np.ones(n, bool), attrs={"method": "given embedding"})
+        layout = Layout(
+            rows=np.arange(n, dtype=np.int64),
+            layout=normalize_layout(points, tuple(reduce_cfg.clip_percentiles), reduce_cfg.margin),
+            embedding=points.astype(np.float32),
+            fitted=np.ones(n, bool),
+            attrs={"method": "given embedding"},
+        )
     else:
         if method in ("umap", "tsne") and n <= n_neighbors:
-            raise AtlasError(f"n_neighbors={n_neighbors}: {method} needs more samples than neighbours and there are {n}; "
-                             f"pass n_neighbors < {n} (e.g. {max(2, min(15, n - 1))}) or method='pca'")
+            raise AtlasError(
+                f"n_neighbors={n_neighbors}: {method} needs more samples than neighbours and there are {n}; "
+                f"pass n_neighbors < {n} (e.g. {max(2, min(15, n - 1))}) or method='pca'"
+            )
         if method == "tsne" and n <= reduce_cfg.tsne_perplexity:
-            raise AtlasError(f"method='tsne': {n} samples, t-SNE needs more than its perplexity "
-                             f"({reduce_cfg.tsne_perplexity:g}); use method='pca' or 'umap'")
+            raise AtlasError(
+                f"method='tsne': {n} samples, t-SNE needs more than its perplexity "
+                f"({reduce_cfg.tsne_perplexity:g}); use method='pca' or 'umap'"
+            )
         layout = layout_in_memory(x, reduce_cfg)
 
     levels = {g: Level.from_cells(level_in_memory(layout.layout, x, attr, g, grid_cfg, names)) for g in grid_cfg.levels}
@@ -104,27 +135,43 @@ def activation_atlas(
     try:
         s = whitening_matrix(moment.moment(), grid_cfg.ridge)
     except ValueError:
-        raise AtlasError(f"ridge={ridge}: the activations' second moment is singular (a channel is never active); "
-                         "pass ridge > 0") from None
+        raise AtlasError(
+            f"ridge={ridge}: the activations' second moment is singular (a channel is never active); pass ridge > 0"
+        ) from None
     groups = None
     if attr is not None:
         groups = np.where(attr.max(axis=1) > 0, attr.argmax(axis=1), -1).astype(np.int64)
     for g, lv in levels.items():
-        log.info("level %d: %d cells kept (count > %d) holding %d of %d rows", g, len(lv), min_count,
-                 int(lv.count.sum()), n)
+        log.info(
+            "level %d: %d cells kept (count > %d) holding %d of %d rows", g, len(lv), min_count, int(lv.count.sum()), n
+        )
     return AtlasResult(layout=layout, cell_levels=levels, whitening=s, class_names=names, groups=groups)
 
 
-def load_classifier(name: str, layer: str | None = None, *, weights: str | None = None,
-                    image_size: int | None = None, device: torch.device | None = None) -> LoadedModel:
+def load_classifier(
+    name: str,
+    layer: str | None = None,
+    *,
+    weights: str | None = None,
+    image_size: int | None = None,
+    device: torch.device | None = None,
+) -> LoadedModel:
     """A torchvision classifier cut at ``layer`` (default: the pipeline's ``model.layer``), on ``device``.
 
     ``weights`` is a torchvision weights name (default ``model.weights``, IMAGENET1K_V1) read from
     torchvision's local cache, or a path to a state-dict file; nothing is downloaded.
     """
     defaults = ModelConfig()
-    cfg = _validated(ModelConfig, {"name": name, "layer": layer or defaults.layer, "weights": weights or defaults.weights,
-                                   "image_size": image_size or defaults.image_size}, "load_classifier")
+    cfg = _validated(
+        ModelConfig,
+        {
+            "name": name,
+            "layer": layer or defaults.layer,
+            "weights": weights or defaults.weights,
+            "image_size": image_size or defaults.image_size,
+        },
+        "load_classifier",
+    )
     return load_model(cfg, device if device is not None else torch.device("cpu"))
 
 
@@ -157,30 +204,58 @@ def render_directions(
 
     loaded = _model(model, layer, device, "render_directions")
     layer = layer or loaded.layer
-    r = _validated(RenderConfig, {"steps": steps, "size": size, "cos_power": cos_power, "cosine": cosine,
-                                  "attempts": attempts, "lr": lr, "batch_size": batch_size, "seed": seed},
-                   "render_directions")
+    r = _validated(
+        RenderConfig,
+        {
+            "steps": steps,
+            "size": size,
+            "cos_power": cos_power,
+            "cosine": cosine,
+            "attempts": attempts,
+            "lr": lr,
+            "batch_size": batch_size,
+            "seed": seed,
+        },
+        "render_directions",
+    )
     v = np.asarray(directions, dtype=np.float32)
     if v.ndim == 1:
         v = v[None]
     channels = _layer_channels(loaded, layer, "render_directions")
     if v.ndim != 2 or v.shape[1] != channels or v.shape[0] == 0 or not np.isfinite(v).all():
-        raise AtlasError(f"directions: expected finite [K, {channels}] for layer {layer!r} (got {list(v.shape)}); "
-                         "pass one row per icon with the layer's channel count")
+        raise AtlasError(
+            f"directions: expected finite [K, {channels}] for layer {layer!r} (got {list(v.shape)}); "
+            "pass one row per icon with the layer's channel count"
+        )
     s = None
     if whitening is not None:
         s = np.asarray(whitening, dtype=np.float32)
         if s.shape != (channels, channels):
-            raise AtlasError(f"whitening: expected [{channels}, {channels}] for layer {layer!r} (got {list(s.shape)}); "
-                             "pass AtlasResult.whitening or Atlas.whitening of the same layer")
+            raise AtlasError(
+                f"whitening: expected [{channels}, {channels}] for layer {layer!r} (got {list(s.shape)}); "
+                "pass AtlasResult.whitening or Atlas.whitening of the same layer"
+            )
     module = fold_batchnorm(loaded.module, layer, loaded.normalize)  # same values, faster (as the stage)
     seeds = [batch_seed(r.seed, 0, 0, k) for k in range(-(-len(v) // r.batch_size))]
     with _engine_errors("render_directions"), layer_forward(module, layer, normalize=loaded.normalize) as forward:
-        images, objective = render_batch(forward, layer, torch.as_tensor(v),
-                                         torch.as_tensor(s) if s is not None else None, r, loaded.device,
-                                         seeds=seeds, cap=r.batch_size)
-    log.info("rendered %d directions at %s (%d px, %d steps): mean objective %.4g", len(v), layer, r.size, r.steps,
-             float(np.mean(objective)))
+        images, objective = render_batch(
+            forward,
+            layer,
+            torch.as_tensor(v),
+            torch.as_tensor(s) if s is not None else None,
+            r,
+            loaded.device,
+            seeds=seeds,
+            cap=r.batch_size,
+        )
+    log.info(
+        "rendered %d directions at %s (%d px, %d steps): mean objective %.4g",
+        len(v),
+        layer,
+        r.size,
+        r.steps,
+        float(np.mean(objective)),
+    )
     return images
 
 
@@ -214,14 +289,27 @@ def feature_vis(
     elif isinstance(target, Objective):
         objective, needs_logits = target, True
     else:
-        raise AtlasError(f"target: expected 'channel:N', 'neuron:N[:y:x]', 'class:NAME', 'direction:PATH.npy' or an "
-                         f"Objective (got {type(target).__name__})")
+        raise AtlasError(
+            f"target: expected 'channel:N', 'neuron:N[:y:x]', 'class:NAME', 'direction:PATH.npy' or an "
+            f"Objective (got {type(target).__name__})"
+        )
     _layer_channels(loaded, layer, "feature_vis")
-    with _engine_errors("feature_vis"), \
-            layer_forward(loaded.module, layer, normalize=loaded.normalize, with_logits=needs_logits) as forward:
-        result = render(forward, objective, FourierImage(1, (r.size, r.size)), steps=r.steps, lr=r.lr,
-                        device=loaded.device, seed=r.seed)
-    log.info("feature_vis %s at %s: objective %.4g in %.1f s", target, layer, float(result.objective[0]), result.seconds)
+    with (
+        _engine_errors("feature_vis"),
+        layer_forward(loaded.module, layer, normalize=loaded.normalize, with_logits=needs_logits) as forward,
+    ):
+        result = render(
+            forward,
+            objective,
+            FourierImage(1, (r.size, r.size)),
+            steps=r.steps,
+            lr=r.lr,
+            device=loaded.device,
+            seed=r.seed,
+        )
+    log.info(
+        "feature_vis %s at %s: objective %.4g in %.1f s", target, layer, float(result.objective[0]), result.seconds
+    )
     return Image.fromarray(result.images[0])
 
 
@@ -230,9 +318,13 @@ def _model(model: ModelLike, layer: str | None, device: torch.device | None, whe
     if isinstance(model, str):
         return load_classifier(model, layer, device=device)
     if not isinstance(model, LoadedModel):
-        raise AtlasError(f"{where}: model must be a LoadedModel (load_classifier, Atlas.load_model) or a torchvision "
-                         f"name such as 'mobilenet_v2' (got {type(model).__name__})")
+        raise AtlasError(
+            f"{where}: model must be a LoadedModel (load_classifier, Atlas.load_model) or a torchvision "
+            f"name such as 'mobilenet_v2' (got {type(model).__name__})"
+        )
     if device is not None and not _same_device(torch.device(device), model.device):
-        raise AtlasError(f"{where}: device={device} but the model is on {model.device}; pass device=None "
-                         f"or load the model with device={device}")
+        raise AtlasError(
+            f"{where}: device={device} but the model is on {model.device}; pass device=None "
+            f"or load the model with device={device}"
+        )
     return model

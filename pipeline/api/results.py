@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -42,12 +42,21 @@ class Level:
     min_count: int = 0
 
     @classmethod
-    def from_cells(cls, cells: derived.CellLevel) -> "Level":
+    def from_cells(cls, cells: derived.CellLevel) -> Level:
         """The view of a level as the grid stage wrote it (:class:`store.derived.CellLevel`)."""
-        return cls(n=cells.n, i=cells.i, j=cells.j, count=cells.count, direction=cells.direction,
-                   top_idx=cells.top_idx, top_val=cells.top_val, member_offsets=cells.member_offsets,
-                   member_rows=cells.member_rows, class_names=list(cells.class_names),
-                   min_count=int(cells.attrs.get("min_count", 0)))
+        return cls(
+            n=cells.n,
+            i=cells.i,
+            j=cells.j,
+            count=cells.count,
+            direction=cells.direction,
+            top_idx=cells.top_idx,
+            top_val=cells.top_val,
+            member_offsets=cells.member_offsets,
+            member_rows=cells.member_rows,
+            class_names=list(cells.class_names),
+            min_count=int(cells.attrs.get("min_count", 0)),
+        )
 
     def __len__(self) -> int:
         return int(len(self.count))
@@ -57,13 +66,16 @@ class Level:
 
     def members(self, k: int) -> NDArray[np.int64]:
         """Row ids of the members of kept cell ``k`` (ascending)."""
-        return self.member_rows[self.member_offsets[k]:self.member_offsets[k + 1]]
+        return self.member_rows[self.member_offsets[k] : self.member_offsets[k + 1]]
 
     def top_classes(self, k: int) -> list[tuple[str, float]]:
         """``(class name, mean attribution)`` of kept cell ``k``'s top classes, largest first."""
         names = self.class_names
-        return [(names[c] if c < len(names) else str(c), float(v))
-                for c, v in zip(self.top_idx[k].tolist(), self.top_val[k].tolist()) if c >= 0]
+        return [
+            (names[c] if c < len(names) else str(c), float(v))
+            for c, v in zip(self.top_idx[k].tolist(), self.top_val[k].tolist())
+            if c >= 0
+        ]
 
     def index(self, i: int, j: int) -> int:
         """Position among the kept cells of the cell at column ``i``, row ``j``."""
@@ -74,14 +86,24 @@ class Level:
             raise AtlasError(
                 f"cell (i={i}, j={j}) of level {self.n} is not kept (it holds <= min_count = {self.min_count} "
                 f"samples); pick one of the {len(self)} kept cells, e.g. (i={int(self.i[0])}, j={int(self.j[0])}), "
-                "see Level.records()" if len(self) else
-                f"level {self.n} keeps no cell at all; lower min_count or use a coarser level")
+                "see Level.records()"
+                if len(self)
+                else f"level {self.n} keeps no cell at all; lower min_count or use a coarser level"
+            )
         return int(hit[0])
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per kept cell (``cell, i, j, count, top_classes``): ``pandas.DataFrame(level.records())``."""
-        return [{"cell": k, "i": int(self.i[k]), "j": int(self.j[k]), "count": int(self.count[k]),
-                 "top_classes": self.top_classes(k)} for k in range(len(self))]
+        return [
+            {
+                "cell": k,
+                "i": int(self.i[k]),
+                "j": int(self.j[k]),
+                "count": int(self.count[k]),
+                "top_classes": self.top_classes(k),
+            }
+            for k in range(len(self))
+        ]
 
 
 @dataclass(frozen=True, repr=False)
@@ -108,8 +130,10 @@ class Cell:
 
     def __repr__(self) -> str:
         top = ", ".join(name for name, _ in self.top_classes[:3]) or "no attributed class"
-        return (f"<Cell {self.index} of level {self.level} at (i={self.i}, j={self.j}): {self.count} members; "
-                f"top: {top}; {len(self.patches)} patches>")
+        return (
+            f"<Cell {self.index} of level {self.level} at (i={self.i}, j={self.j}): {self.count} members; "
+            f"top: {top}; {len(self.patches)} patches>"
+        )
 
     def strip(self, px: int = 128) -> Image.Image:
         """The icon (left) and the patches side by side, each ``px`` x ``px``, on white."""
@@ -149,8 +173,9 @@ class AtlasResult:
 
     def level(self, n: int) -> Level:
         if n not in self.cell_levels:
-            raise AtlasError(f"level={n}: this result has levels {self.levels}; pass one of them "
-                             "(or grid=[...] to activation_atlas)")
+            raise AtlasError(
+                f"level={n}: this result has levels {self.levels}; pass one of them (or grid=[...] to activation_atlas)"
+            )
         return self.cell_levels[n]
 
     @property
@@ -165,21 +190,33 @@ class AtlasResult:
         """``[K, C]`` directions of the one level's kept cells (lucid's ``bin_laid_out_activations``)."""
         return self.cells.direction
 
-    def plot_layout(self, level: int | None = None) -> "Figure":
+    def plot_layout(self, level: int | None = None) -> Figure:
         """The layout as a scatter coloured by each row's most attributed class, ``level``'s grid over it."""
         grid = self.level(level) if level is not None else None
         groups = self.groups if self.groups is not None else np.full(len(self.layout.rows), -1, np.int64)
         title = f"{len(self.layout.rows):,} rows, {self.layout.attrs.get('method', 'given embedding')}"
         return _layout_figure(self.layout.layout, groups, self.class_names, grid, title, "top class")
 
-    def show_level(self, n: int, icons: ArrayLike, *, density_scaling: bool = _TILES.density_scaling,
-                   background: str = _TILES.background) -> Image.Image:
+    def show_level(
+        self,
+        n: int,
+        icons: ArrayLike,
+        *,
+        density_scaling: bool = _TILES.density_scaling,
+        background: str = _TILES.background,
+    ) -> Image.Image:
         """Level ``n`` composed from ``icons`` (e.g. ``render_directions(..., result.level(n).direction)``)."""
         return compose_level(self.level(n), icons, density_scaling=density_scaling, background=background)
 
 
-def compose_level(level: Level, icons: ArrayLike, *, density_scaling: bool = _TILES.density_scaling,
-                  density: float = _TILES.density, background: str = _TILES.background) -> Image.Image:
+def compose_level(
+    level: Level,
+    icons: ArrayLike,
+    *,
+    density_scaling: bool = _TILES.density_scaling,
+    density: float = _TILES.density,
+    background: str = _TILES.background,
+) -> Image.Image:
     """One level's icons composed onto its ``n x S`` pixel canvas, as the tiles stage does.
 
     ``icons[k]`` (``uint8 [K, S, S, 3]``) is drawn centred in kept cell ``k``; with
@@ -190,14 +227,20 @@ def compose_level(level: Level, icons: ArrayLike, *, density_scaling: bool = _TI
     from stages.tiles.pyramid import compose_canvas
 
     pixels = np.asarray(icons)
-    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[0] != len(level) or pixels.shape[3] != 3 \
-            or pixels.shape[1] != pixels.shape[2]:
-        raise AtlasError(f"icons: expected uint8 [cells={len(level)}, S, S, 3] (got {pixels.dtype} "
-                         f"{list(pixels.shape)}); pass one square RGB icon per kept cell, in the level's order")
+    if (
+        pixels.dtype != np.uint8
+        or pixels.ndim != 4
+        or pixels.shape[0] != len(level)
+        or pixels.shape[3] != 3
+        or pixels.shape[1] != pixels.shape[2]
+    ):
+        raise AtlasError(
+            f"icons: expected uint8 [cells={len(level)}, S, S, 3] (got {pixels.dtype} "
+            f"{list(pixels.shape)}); pass one square RGB icon per kept cell, in the level's order"
+        )
     if density <= 0:
         raise AtlasError(f"density={density}: must be > 0")
     _check_colour(background)
     scale = icon_scale(level.count, density, density_scaling)
     canvas, _ = compose_canvas(pixels, level.i, level.j, level.n, scale, background)
     return canvas
-

@@ -4,17 +4,16 @@ class atlases and comparisons; nothing is recomputed."""
 from __future__ import annotations
 
 import logging
-from dataclasses import field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from pipeline.api.common import ColorBy, _TILES, _layout_figure, _validated
+from pipeline.api.common import _TILES, ColorBy, _layout_figure, _validated
 from pipeline.api.results import Cell, Level, compose_level
 from stages.config import ModelConfig
 from stages.model.registry import LoadedModel, load_model
@@ -72,8 +71,10 @@ class Atlas:
         extra = ""
         if self.kind == "main":
             extra = f"; class atlases: {list(self.class_atlases)}; comparisons: {list(self.comparisons)}"
-        return (f"<Atlas {self.kind} {self.title!r} at {self.path}: {model.get('name')} {model.get('layer')}, "
-                f"{self.store.n_rows} rows x {self.store.channels} channels; {levels}{extra}>")
+        return (
+            f"<Atlas {self.kind} {self.title!r} at {self.path}: {model.get('name')} {model.get('layer')}, "
+            f"{self.store.n_rows} rows x {self.store.channels} channels; {levels}{extra}>"
+        )
 
     # ------------------------------------------------------------------------------- layout, levels
     @cached_property
@@ -127,13 +128,18 @@ class Atlas:
         """Level ``n``'s icons ``uint8 [K, S, S, 3]``, row ``k`` for kept cell ``k``; all must be rendered."""
         level = self._icon_level(n)
         if level is None or not level.done.all():
-            state = "not rendered" if level is None else f"{int(level.done.sum())} of {len(level.done)} batches rendered"
-            raise AtlasError(f"level={n}: the icons of {self.title!r} are {state}; "
-                             f"run `atlas render --levels '[{n}]'` (completely rendered: {self.rendered_levels})")
+            state = (
+                "not rendered" if level is None else f"{int(level.done.sum())} of {len(level.done)} batches rendered"
+            )
+            raise AtlasError(
+                f"level={n}: the icons of {self.title!r} are {state}; "
+                f"run `atlas render --levels '[{n}]'` (completely rendered: {self.rendered_levels})"
+            )
         return level.icons
 
-    def cell(self, n: int, i: int, j: int, *, examples: int = 8, px: int = 128,
-             field: float = _TILES.example_field) -> Cell:
+    def cell(
+        self, n: int, i: int, j: int, *, examples: int = 8, px: int = 128, field: float = _TILES.example_field
+    ) -> Cell:
         """Cell ``(i, j)`` of level ``n`` with its icon and up to ``examples`` dataset patches of ``px`` pixels.
 
         ``field`` is the side of a patch as a fraction of its view (``tiles.example_field``, about the
@@ -151,11 +157,23 @@ class Atlas:
             icon = Image.fromarray(icon_level.icons[k])
         rows = cell_examples(self.store, self._cells[n], k, examples, distinct_photos=True)
         patches = [p for p in row_thumbnails(self.store, rows, px, field) if p is not None]
-        return Cell(level=n, index=k, i=i, j=j, count=int(level.count[k]), top_classes=level.top_classes(k),
-                    direction=level.direction[k], members=level.members(k), icon=icon, examples=rows, patches=patches)
+        return Cell(
+            level=n,
+            index=k,
+            i=i,
+            j=j,
+            count=int(level.count[k]),
+            top_classes=level.top_classes(k),
+            direction=level.direction[k],
+            members=level.members(k),
+            icon=icon,
+            examples=rows,
+            patches=patches,
+        )
 
-    def show_level(self, n: int, *, density_scaling: bool = _TILES.density_scaling,
-                   background: str = _TILES.background) -> Image.Image:
+    def show_level(
+        self, n: int, *, density_scaling: bool = _TILES.density_scaling, background: str = _TILES.background
+    ) -> Image.Image:
         """Level ``n`` as the tiles stage composes it: every icon at its cell, sparse cells shrunk.
 
         A square image of ``n x S`` pixels for ``S``-pixel icons; ``density_scaling`` is the production
@@ -163,7 +181,7 @@ class Atlas:
         """
         return compose_level(self.level(n), self.icons(n), density_scaling=density_scaling, background=background)
 
-    def plot_layout(self, level: int | None = None, *, color_by: ColorBy = "top_class") -> "Figure":
+    def plot_layout(self, level: int | None = None, *, color_by: ColorBy = "top_class") -> Figure:
         """The layout as a scatter, coloured by each sample's most attributed class (or dataset label),
         with the grid of ``level`` over it (kept cells outlined in red). y grows downwards, as in
         :meth:`show_level`. Returns a matplotlib figure (it displays itself in Jupyter)."""
@@ -178,14 +196,14 @@ class Atlas:
 
     # ------------------------------------------------------------------------------- class atlases
     @cached_property
-    def class_atlases(self) -> dict[str, "Atlas"]:
+    def class_atlases(self) -> dict[str, Atlas]:
         """The class-filtered atlases built by ``atlas classes`` (docs/class_atlas.md), by folder name."""
         from stages.classes.atlas import classes_folder
 
         return self._subsets(classes_folder, "class") if self.kind == "main" else {}
 
     @cached_property
-    def comparisons(self) -> dict[str, "Atlas"]:
+    def comparisons(self) -> dict[str, Atlas]:
         """The two-class comparison atlases built by ``atlas compare``, by folder name (``a--b``)."""
         from stages.classes.compare import compare_folder
 
@@ -196,14 +214,23 @@ class Atlas:
         model = self.model_info
         if not model.get("name") or not model.get("layer"):
             raise AtlasError(f"store {self.path} records no model; use load_classifier(name, layer)")
-        cfg = _validated(ModelConfig, {"name": model["name"], "layer": model["layer"],
-                                       "weights": model.get("weights", ModelConfig().weights),
-                                       "image_size": model.get("image_size", ModelConfig().image_size)}, "load_model")
+        cfg = _validated(
+            ModelConfig,
+            {
+                "name": model["name"],
+                "layer": model["layer"],
+                "weights": model.get("weights", ModelConfig().weights),
+                "image_size": model.get("image_size", ModelConfig().image_size),
+            },
+            "load_model",
+        )
         loaded = load_model(cfg, device if device is not None else torch.device("cpu"))
         stored = model.get("weights_sha256")
         if stored and stored != loaded.weights_sha256:
-            raise AtlasError(f"store {self.path} was collected with other {model['name']} weights (sha256 "
-                             f"{stored[:12]}...); put that file in torchvision's cache or pass its path")
+            raise AtlasError(
+                f"store {self.path} was collected with other {model['name']} weights (sha256 "
+                f"{stored[:12]}...); put that file in torchvision's cache or pass its path"
+            )
         return loaded
 
     # ------------------------------------------------------------------------------- internals
@@ -212,7 +239,7 @@ class Atlas:
         if n not in levels:
             raise AtlasError(f"level={n}: {self.title!r} has grid levels {levels}; pass one of them")
 
-    def _subsets(self, folder_of: Any, kind: Literal["class", "compare"]) -> dict[str, "Atlas"]:
+    def _subsets(self, folder_of: Any, kind: Literal["class", "compare"]) -> dict[str, Atlas]:
         from stages.classes.subset import built_subsets
 
         assert isinstance(self.store, AtlasStore)
@@ -266,11 +293,12 @@ def open_atlas(store_path: str | Path) -> Atlas:
     """
     path = Path(store_path).expanduser()
     if not (path / "zarr.json").exists():
-        raise AtlasError(f"store_path={str(path)!r}: no atlas store there; pass the data.store folder of a "
-                         "finished run (e.g. data/store.zarr; relative paths start at the current directory)")
+        raise AtlasError(
+            f"store_path={str(path)!r}: no atlas store there; pass the data.store folder of a "
+            "finished run (e.g. data/store.zarr; relative paths start at the current directory)"
+        )
     store = AtlasStore.open(path, mode="r")
     model = store.attrs.get("model") or {}
     title = f"{model.get('name', 'model')} {model.get('layer', '')}".strip()
     log.info("opened %s (%s, %d rows)", path, title, store.n_rows)
     return Atlas(store, kind="main", name="main", title=title)
-

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import (MultiAtlasBar, ProgressBar, check_input_file, check_output_dir,
-                                      check_output_file, config_from_args, open_store, param_label)
+from pipeline.commands.common import (
+    MultiAtlasBar,
+    ProgressBar,
+    check_input_file,
+    check_output_dir,
+    check_output_file,
+    config_from_args,
+    open_store,
+    param_label,
+)
 
 
 def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
@@ -22,28 +30,37 @@ def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
     check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     module = atlas if stage == "classes" else compare
     with MultiAtlasBar(stage, args.quiet) as bar:
-        return module.run(config, open_store(config), select_device(config.render.device),
-                          progress=bar.advance, on_start=bar.start_atlas)
+        return module.run(
+            config,
+            open_store(config),
+            select_device(config.render.device),
+            progress=bar.advance,
+            on_start=bar.start_atlas,
+        )
 
 
 def cmd_classes(args: argparse.Namespace) -> int:
     for r in _subset_atlases(args, "classes"):
-        print(f"class {r.index} {r.name!r}: {r.rows} rows, {r.cells} cells, {r.icons_rendered} icons rendered "
-              f"in {r.seconds:.1f} s" + (f"; exported to {r.export}" if r.export else ""))
+        print(
+            f"class {r.index} {r.name!r}: {r.rows} rows, {r.cells} cells, {r.icons_rendered} icons rendered "
+            f"in {r.seconds:.1f} s" + (f"; exported to {r.export}" if r.export else "")
+        )
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     for r in _subset_atlases(args, "compare"):
-        print(f"compare {r.a[1]!r} vs {r.b[1]!r}: {r.rows} rows ({r.rows_a_only} / {r.rows_b_only} one-sided), "
-              f"axis scale {r.scale:.3g}, {r.cells} cells, {r.icons_rendered} icons in {r.seconds:.1f} s"
-              + (f"; exported to {r.export}" if r.export else ""))
+        print(
+            f"compare {r.a[1]!r} vs {r.b[1]!r}: {r.rows} rows ({r.rows_a_only} / {r.rows_b_only} one-sided), "
+            f"axis scale {r.scale:.3g}, {r.cells} cells, {r.icons_rendered} icons in {r.seconds:.1f} s"
+            + (f"; exported to {r.export}" if r.export else "")
+        )
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from stages.model.device import select_device
     from stages.explain import stage as explain
+    from stages.model.device import select_device
 
     config = config_from_args(args)
     check_output_file(config.explain.out, param_label(args, "explain.out"), writer="pil")
@@ -54,8 +71,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     check_input_file(args.image, "image")
     result = explain.run(config, args.image, open_store(config), select_device(config.explain.device))
-    print(f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
-          f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s")
+    print(
+        f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
+        f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s"
+    )
     if result.maps is not None:
         drawn = ", ".join(result.maps.maps) or "none"
         print(f"  methods: {drawn}" + "".join(f"; {m} skipped: {why}" for m, why in result.maps.skipped.items()))
@@ -79,16 +98,18 @@ def _explain_layers_only(args: argparse.Namespace, config) -> int:
     from stages.model.device import select_device
 
     r = explain.run_without_store(config, args.image, select_device(config.explain.device))
-    print(f"explain --layers: {', '.join(r.layers) or 'no layers'} in {r.seconds:.1f} s (no store at "
-          f"{config.data.store}: the atlas figures and the page need one, `atlas collect`)")
+    print(
+        f"explain --layers: {', '.join(r.layers) or 'no layers'} in {r.seconds:.1f} s (no store at "
+        f"{config.data.store}: the atlas figures and the page need one, `atlas collect`)"
+    )
     for name, path in r.figures.items():
         print(f"  {name}: {path}")
     return 0
 
 
 def cmd_sanity_check(args: argparse.Namespace) -> int:
-    from stages.model.device import select_device
     from stages.explain import sanity
+    from stages.model.device import select_device
 
     config = config_from_args(args)
     check_output_file(config.sanity.out, param_label(args, "sanity.out"))
@@ -99,20 +120,25 @@ def cmd_sanity_check(args: argparse.Namespace) -> int:
         result = sanity.run(config, list(args.images), select_device(config.sanity.device), progress=bar)
     for report in result.reports:
         print(sanity.format_table(report))
-    print(f"sanity-check: {result.out}" + (f", figure {result.figure}" if result.figure else "")
-          + f" in {result.seconds:.1f} s")
+    print(
+        f"sanity-check: {result.out}"
+        + (f", figure {result.figure}" if result.figure else "")
+        + f" in {result.seconds:.1f} s"
+    )
     return 0
 
 
 def cmd_dataset_map(args: argparse.Namespace) -> int:
-    from stages.model.device import select_device
     from stages.explain import dataset_map
+    from stages.model.device import select_device
 
     config = config_from_args(args)
     check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     with ProgressBar("photos", "photo", args.quiet) as bar:
         r = dataset_map.run(config, select_device(config.dataset_map.device), progress=bar)
-    print(f"dataset map: {r.items} items of {r.images} photos on a {r.grid}x{r.grid} grid -> {r.export} "
-          f"(atlas '{dataset_map.ATLAS_ID}' in the viewer's picker) in {r.seconds:.1f} s"
-          + (f"; {len(r.skipped)} unreadable photos left out" if r.skipped else ""))
+    print(
+        f"dataset map: {r.items} items of {r.images} photos on a {r.grid}x{r.grid} grid -> {r.export} "
+        f"(atlas '{dataset_map.ATLAS_ID}' in the viewer's picker) in {r.seconds:.1f} s"
+        + (f"; {len(r.skipped)} unreadable photos left out" if r.skipped else "")
+    )
     return 0

@@ -27,7 +27,7 @@ def overrides(args: argparse.Namespace) -> list[str | Override]:
     flags = getattr(args, "_param_flags", None) or {}
     for dest, value in vars(args).items():
         if dest.startswith("param:") and value is not None:
-            key = dest[len("param:"):]
+            key = dest[len("param:") :]
             flag = flags.get(key, f"--{key.split('.')[-1].replace('_', '-')}")
             out.append(Override(key, str(value), origin=flag, flag=flag))
     return out
@@ -49,7 +49,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def open_store(config: Config) -> "AtlasStore":
+def open_store(config: Config) -> AtlasStore:
     """The collect store named by ``data.store``."""
     from store.atlas_store import AtlasStore
 
@@ -75,7 +75,7 @@ class ProgressBar:
             self._bar.total = total
         self._bar.update(done - self._bar.n)
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -115,6 +115,7 @@ def run_on_cluster(stage: str, args: argparse.Namespace, config: Config) -> int:
 
 
 # ------------------------------------------------------------------------------- outputs, checked before any work
+
 
 def _first_existing(path: Path) -> Path:
     p = Path(os.path.abspath(path))
@@ -164,11 +165,18 @@ def check_output_file(path: str | None, what: str, writer: str | None = None) ->
     if writer is not None:
         formats = image_formats(writer)
         if p.suffix.lower() not in formats:
-            known = ", ".join(sorted(e for e in formats if e in {".png", ".jpg", ".jpeg", ".webp", ".pdf", ".svg",
-                                                                  ".tif", ".tiff", ".bmp", ".gif"}))
+            known = ", ".join(
+                sorted(
+                    e
+                    for e in formats
+                    if e in {".png", ".jpg", ".jpeg", ".webp", ".pdf", ".svg", ".tif", ".tiff", ".bmp", ".gif"}
+                )
+            )
             got = f"extension {p.suffix!r}" if p.suffix else "no extension"
-            raise AtlasError(f"{what} {path}: {got} is not an image format it can write; end the name with one of "
-                             f"{known}, e.g. {p.with_suffix('.png')}")
+            raise AtlasError(
+                f"{what} {path}: {got} is not an image format it can write; end the name with one of "
+                f"{known}, e.g. {p.with_suffix('.png')}"
+            )
     if p.exists() and not os.access(p, os.W_OK):
         raise AtlasError(f"{what} {path}: the file is not writable; make it writable or name another file")
     base = _first_existing(p.parent)

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from store.errors import AtlasError
 from store import derived
+from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,18 @@ def _draw_grid(ax: Any, level: derived.CellLevel) -> None:
     ax.add_collection(PatchCollection(cells, facecolor="none", edgecolor="tab:red", linewidth=width, alpha=0.6))
 
 
-def draw_layout(fig: Any, xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str],
-                level: Any | None, title: str, legend: str, *, y_down: bool = False, seed: int = 0) -> Any:
+def draw_layout(
+    fig: Any,
+    xy: NDArray[np.floating],
+    groups: NDArray[np.int64],
+    names: list[str],
+    level: Any | None,
+    title: str,
+    legend: str,
+    *,
+    y_down: bool = False,
+    seed: int = 0,
+) -> Any:
     """Draw the layout on ``fig``: dots coloured by group (a log-density image under a subsample of
     ``SCATTER_MAX`` dots for large layouts), ``level``'s grid with kept cells outlined, a legend of
     the ten commonest groups. ``level`` is anything with ``n``, ``i``, ``j`` (a grid level).
@@ -101,8 +111,7 @@ def draw_layout(fig: Any, xy: NDArray[np.floating], groups: NDArray[np.int64], n
     return fig
 
 
-def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: ColorBy = "label",
-                seed: int = 0) -> Path:
+def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: ColorBy = "label", seed: int = 0) -> Path:
     """Write the layout scatter (or density) with the grid of ``level`` (None: no grid) to ``out_png``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -115,7 +124,9 @@ def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: Co
     FigureCanvasAgg(fig)
     title = f"{len(xy):,} samples, {layout.attrs.get('method', '?')} (seed {layout.attrs.get('seed', '?')})"
     if cell_level is not None:
-        title += f"; level {cell_level.n}: {len(cell_level)} cells with > {cell_level.attrs.get('min_count', '?')} samples"
+        title += (
+            f"; level {cell_level.n}: {len(cell_level)} cells with > {cell_level.attrs.get('min_count', '?')} samples"
+        )
     draw_layout(fig, xy, groups, names, cell_level, title, color_by.replace("_", " "), seed=seed)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,38 +36,50 @@ def cmd_patches(args: argparse.Namespace) -> int:
 
         folder_photos(cfg.photos)  # a missing or empty folder stops here, before the model loads
     if not Path(config.data.store).exists():
-        raise AtlasError(f"--store {config.data.store}: no store there; the patches are read off its comparison atlas "
-                         "(run `atlas run`, or `atlas compare` on an existing store)")
+        raise AtlasError(
+            f"--store {config.data.store}: no store there; the patches are read off its comparison atlas "
+            "(run `atlas run`, or `atlas compare` on an existing store)"
+        )
     if cfg.page:
         check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     store = open_store(config)
     total = 0
     with ProgressBar("patches", "image", args.quiet) as bar:
+
         def on_total(n: int) -> None:
             nonlocal total
             total += n
             bar._bar.total = total
             bar._bar.refresh()
 
-        r = patches.run(config, select_device(cfg.device), args.pair or None, store=store, progress=bar.advance,
-                        on_total=on_total)
+        r = patches.run(
+            config, select_device(cfg.device), args.pair or None, store=store, progress=bar.advance, on_total=on_total
+        )
     for d in r.directions:
         rep = direction_report(d)
         o, ph, c = rep["overall"], rep["photos"], rep["controls"]
-        print(f"patches {d.a[1]} -> {d.b[1]} ({d.atlas_id}): {ph['classified_a']} of {ph['given']} photos classified "
-              f"{d.a[1]!r}; {len(ph['rank'])} rank the {len(rep['candidates'])} candidates, {len(ph['test'])} measured")
+        print(
+            f"patches {d.a[1]} -> {d.b[1]} ({d.atlas_id}): {ph['classified_a']} of {ph['given']} photos classified "
+            f"{d.a[1]!r}; {len(ph['rank'])} rank the {len(rep['candidates'])} candidates, {len(ph['test'])} measured"
+        )
         print(f"  {'patch':<22} {'dynamic':<28} {'static':<28} P(B) before -> dyn / static  works")
         for p in rep["patches"]:
-            print(f"  {p['name']:<22} {_pct(p['dynamic']):<28} {_pct(p['static']):<28} "
-                  f"{p['p_b_before']:.2f} -> {p['p_b_after_dynamic']:.2f} / {p['p_b_after_static']:.2f}   "
-                  f"{'yes' if p['works'] else 'no'}")
+            print(
+                f"  {p['name']:<22} {_pct(p['dynamic']):<28} {_pct(p['static']):<28} "
+                f"{p['p_b_before']:.2f} -> {p['p_b_after_dynamic']:.2f} / {p['p_b_after_static']:.2f}   "
+                f"{'yes' if p['works'] else 'no'}"
+            )
         for kind in ("noise", "random_cell"):
             if c[kind]:
-                print(f"  {('control: ' + kind):<22} {_pct(c[kind]['dynamic']):<28} {_pct(c[kind]['static']):<28} "
-                      f"{o['p_b_before']:.2f} -> {c[kind]['p_b_after_dynamic']:.2f} / {c[kind]['p_b_after_static']:.2f}")
-        print(f"  overall: dynamic {_pct(o['dynamic'])}, static {_pct(o['static'])} (patch x photo pairs); "
-              f"{o['works']} of {o['patches']} patches beat the noise control; figure {d.figure}"
-              + (f"; page {d.page}" if d.page else ""))
+                print(
+                    f"  {('control: ' + kind):<22} {_pct(c[kind]['dynamic']):<28} {_pct(c[kind]['static']):<28} "
+                    f"{o['p_b_before']:.2f} -> {c[kind]['p_b_after_dynamic']:.2f} / {c[kind]['p_b_after_static']:.2f}"
+                )
+        print(
+            f"  overall: dynamic {_pct(o['dynamic'])}, static {_pct(o['static'])} (patch x photo pairs); "
+            f"{o['works']} of {o['patches']} patches beat the noise control; figure {d.figure}"
+            + (f"; page {d.page}" if d.page else "")
+        )
     print(f"  published: {patches.PUBLISHED}")
     print(f"  report: {r.out} ({r.seconds:.0f} s)")
     return 0

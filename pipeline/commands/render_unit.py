@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from stages.config import Config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel, load_model
 from stages.featurevis import Channel, ClassLogit, Direction, FourierImage, Neuron, Objective, layer_forward, render
+from stages.model.registry import LoadedModel, load_model
+from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ def parse_target(target: str, model: LoadedModel) -> tuple[Objective, bool]:
 def _channel(text: str, channels: int, target: str) -> int:
     index = int(text)
     if not 0 <= index < channels:
-        raise AtlasError(f"target {target!r}: channel {index} out of range; the layer has {channels} (0..{channels - 1})")
+        raise AtlasError(
+            f"target {target!r}: channel {index} out of range; the layer has {channels} (0..{channels - 1})"
+        )
     return index
 
 
@@ -118,12 +120,27 @@ def render_unit(
     model = model if model is not None else load_model(config.model, device)
     objective, needs_logits = parse_target(target, model)
     with layer_forward(model.module, model.layer, normalize=model.normalize, with_logits=needs_logits) as forward:
-        result = render(forward, objective, FourierImage(1, (size, size)), steps=steps, lr=config.render.lr,
-                        device=device, seed=seed, mixed_precision=config.render.mixed_precision)
+        result = render(
+            forward,
+            objective,
+            FourierImage(1, (size, size)),
+            steps=steps,
+            lr=config.render.lr,
+            device=device,
+            seed=seed,
+            mixed_precision=config.render.mixed_precision,
+        )
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(result.images[0]).save(out_png)
     value = float(result.objective[0])
-    log.info("rendered %s to %s: %d steps, %d px, objective %.4g, %.1f s", target, out_png, steps, size, value,
-             result.seconds)
+    log.info(
+        "rendered %s to %s: %d steps, %d px, objective %.4g, %.1f s",
+        target,
+        out_png,
+        steps,
+        size,
+        value,
+        result.seconds,
+    )
     return value

@@ -24,8 +24,13 @@ def stage_plan(args: argparse.Namespace) -> list[tuple[str, Command]]:
     from pipeline.commands.classes import cmd_classes, cmd_compare
 
     config = config_from_args(args)
-    plan: list[tuple[str, Command]] = [("collect", s.cmd_collect), ("reduce", s.cmd_reduce), ("grid", s.cmd_grid),
-                                       ("render", s.cmd_render), ("tiles", s.cmd_tiles)]
+    plan: list[tuple[str, Command]] = [
+        ("collect", s.cmd_collect),
+        ("reduce", s.cmd_reduce),
+        ("grid", s.cmd_grid),
+        ("render", s.cmd_render),
+        ("tiles", s.cmd_tiles),
+    ]
     if config.classes.names:
         plan.append(("classes", cmd_classes))
     if config.compare.pairs:
@@ -40,8 +45,10 @@ def summary_lines(timings: list[tuple[str, float]], atlas: Path) -> list[str]:
     lines += [f"{name:10s} {seconds:8.1f}" for name, seconds in timings]
     lines += [f"{'total':10s} {total:8.1f}  ({total / 60:.1f} min)", ""]
     index = (atlas / "index.html").resolve()
-    lines += [f"atlas: {index}",
-              f"  open it in a browser (file://{index}), or serve it: atlas serve {atlas} (http://127.0.0.1:8000/)"]
+    lines += [
+        f"atlas: {index}",
+        f"  open it in a browser (file://{index}), or serve it: atlas serve {atlas} (http://127.0.0.1:8000/)",
+    ]
     return lines
 
 

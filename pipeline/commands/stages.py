@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import (ProgressBar, check_output_dir, check_output_file, cluster_requested,
-                                      config_from_args, open_store, param_label, parse_shard, run_on_cluster)
+from pipeline.commands.common import (
+    ProgressBar,
+    check_output_dir,
+    check_output_file,
+    cluster_requested,
+    config_from_args,
+    open_store,
+    param_label,
+    parse_shard,
+    run_on_cluster,
+)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -24,11 +33,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
         summary = collect.run(config, shard=shard, progress=bar.advance, on_start=bar.start)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
     counts = summary.store_counts
-    print(f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s "
-          f"({summary.setup_seconds:.1f} s setup), {summary.inputs_per_second:.1f} inputs/s")
-    print(f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
-          f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
-          + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else ""))
+    print(
+        f"collect: {summary.stored} inputs stored, skipped: {skipped}; {summary.seconds:.1f} s "
+        f"({summary.setup_seconds:.1f} s setup), {summary.inputs_per_second:.1f} inputs/s"
+    )
+    print(
+        f"store {summary.store}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} skipped, "
+        f"{counts.get('pending', 0)} pending of {counts.get('inputs', 0)} inputs"
+        + (f"; {summary.missing_blocks} blocks still missing (other shards?)" if summary.missing_blocks else "")
+    )
     return 0
 
 
@@ -39,8 +52,10 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     with ProgressBar("reduce", "row", args.quiet) as bar:
         result = reduce.run(config, open_store(config), progress=bar)
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    print(f"reduce: {result.method} layout of {result.n_rows} rows ({result.n_fit} fitted, {result.n_placed} "
-          f"placed), seed {result.seed}, deterministic {result.deterministic}; {timing}")
+    print(
+        f"reduce: {result.method} layout of {result.n_rows} rows ({result.n_fit} fitted, {result.n_placed} "
+        f"placed), seed {result.seed}, deterministic {result.deterministic}; {timing}"
+    )
     return 0
 
 
@@ -51,8 +66,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
     with ProgressBar("grid", "row", args.quiet) as bar:
         result = grid.run(config, open_store(config), progress=bar)
     cells = ", ".join(f"{n}x{n}: {result.cells[n]} cells" for n in result.levels)
-    print(f"grid: {cells}; whitening from {result.whitening_rows} rows (ridge {result.whitening_ridge:.3g}); "
-          f"{sum(result.seconds.values()):.1f} s")
+    print(
+        f"grid: {cells}; whitening from {result.whitening_rows} rows (ridge {result.whitening_ridge:.3g}); "
+        f"{sum(result.seconds.values()):.1f} s"
+    )
     return 0
 
 
@@ -67,19 +84,27 @@ def cmd_plot_layout(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from stages.model.device import select_device
     from stages import render
+    from stages.model.device import select_device
 
     config = config_from_args(args)
     shard = parse_shard(args.shard)
     if cluster_requested(config):
         return run_on_cluster("render", args, config)
     with ProgressBar(f"render {shard[0]}/{shard[1]}", "icon", args.quiet) as bar:
-        summary = render.run(config, open_store(config), select_device(config.render.device),
-                             progress=bar.advance, on_start=bar.start, shard=shard)
+        summary = render.run(
+            config,
+            open_store(config),
+            select_device(config.render.device),
+            progress=bar.advance,
+            on_start=bar.start,
+            shard=shard,
+        )
     levels = ", ".join(f"{n}x{n}: {k}" for n, k in summary.levels.items())
-    print(f"render: {summary.icons_run} icons in {summary.seconds:.1f} s ({summary.icons_per_second:.2f} icons/s); "
-          f"{summary.icons_done}/{summary.icons_total} done over levels {levels}; icons in {summary.icons_path}")
+    print(
+        f"render: {summary.icons_run} icons in {summary.seconds:.1f} s ({summary.icons_per_second:.2f} icons/s); "
+        f"{summary.icons_done}/{summary.icons_total} done over levels {levels}; icons in {summary.icons_path}"
+    )
     return 0
 
 
@@ -99,8 +124,10 @@ def cmd_tiles(args: argparse.Namespace) -> int:
         summary = tiles.run(config, open_store(config), progress=bar.advance, on_start=bar.start, shard=shard)
     r = summary.result
     levels = ", ".join(f"{n}x{n}: {k} cells" for n, k in r.cells.items()) or "none new"
-    print(f"tiles: levels {summary.levels} ({levels}; reused {r.levels_reused or 'none'}), {r.tiles} tiles, "
-          f"{r.examples} example thumbnails in {summary.seconds:.1f} s")
+    print(
+        f"tiles: levels {summary.levels} ({levels}; reused {r.levels_reused or 'none'}), {r.tiles} tiles, "
+        f"{r.examples} example thumbnails in {summary.seconds:.1f} s"
+    )
     if r.assembled:
         print(f"atlas: {summary.index_html.resolve()} (open it, or `atlas serve` and browse to it)")
     else:

@@ -12,15 +12,16 @@ from store.errors import AtlasError
 def cmd_render_unit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stages.model.device import select_device
     from pipeline.commands.render_unit import check_target, render_unit
+    from stages.model.device import select_device
 
     config = config_from_args(args)
     check_output_file(args.out, "--out", writer="pil")
     check_target(args.target)
     r = config.render
-    value = render_unit(config, args.target, Path(args.out), steps=r.steps, size=r.size, seed=r.seed,
-                        device=select_device(r.device))
+    value = render_unit(
+        config, args.target, Path(args.out), steps=r.steps, size=r.size, seed=r.seed, device=select_device(r.device)
+    )
     print(f"wrote {args.out} ({args.target}, final objective {value:.4g})")
     return 0
 
@@ -33,17 +34,25 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     report = fidelity.run(config, open_store(config), select_device(config.render.device))
     q = report.cossim_quantiles
     print(f"fidelity of {report.icons} icons (levels {report.levels}):")
-    print("  cos-sim of the icon's centre activation with its cell direction: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+    print(
+        "  cos-sim of the icon's centre activation with its cell direction: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in q.items())
+    )
     print(f"  icons with cos-sim >= 0.5: {report.frac_cossim_ge_half:.1%}")
-    print(f"  cells whose icon's top-5 predictions overlap their top-5 attributed classes: "
-          f"{report.frac_overlap:.1%} (of {report.cells_with_classes} cells with attributed classes)")
+    print(
+        f"  cells whose icon's top-5 predictions overlap their top-5 attributed classes: "
+        f"{report.frac_overlap:.1%} (of {report.cells_with_classes} cells with attributed classes)"
+    )
     if report.cossim_resized_quantiles:
-        print(f"  (icon resized to the model input: cos-sim >= 0.5 {report.frac_cossim_resized_ge_half:.1%}, "
-              f"overlap {report.frac_overlap_resized:.1%})")
+        print(
+            f"  (icon resized to the model input: cos-sim >= 0.5 {report.frac_cossim_resized_ge_half:.1%}, "
+            f"overlap {report.frac_overlap_resized:.1%})"
+        )
     if report.frac_members_overlap == report.frac_members_overlap:  # not nan
-        print(f"  ceiling: cells whose members' most-predicted classes overlap their attributed classes: "
-              f"{report.frac_members_overlap:.1%}")
+        print(
+            f"  ceiling: cells whose members' most-predicted classes overlap their attributed classes: "
+            f"{report.frac_members_overlap:.1%}"
+        )
     return 0
 
 
@@ -78,17 +87,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     store = AtlasStore.open(config.data.store, mode="r")
     attrs = store.attrs
     model = attrs.get("model", {})
-    print(f"store {store.path}: model {model.get('name')} ({model.get('weights')}), layer {model.get('layer')} "
-          f"{model.get('layer_shape')}")
-    print(f"rows {store.n_rows}, channels {store.channels}, blocks {store.n_blocks} "
-          f"({int(store.done_blocks().sum())} done)")
+    print(
+        f"store {store.path}: model {model.get('name')} ({model.get('weights')}), layer {model.get('layer')} "
+        f"{model.get('layer_shape')}"
+    )
+    print(
+        f"rows {store.n_rows}, channels {store.channels}, blocks {store.n_blocks} "
+        f"({int(store.done_blocks().sum())} done)"
+    )
     for key, value in store.counts().items():
         print(f"  {key}: {value}")
     _print_labels(store, attrs)
     return 0
 
 
-def _print_labels(store, attrs) -> None:  # noqa: ANN001 - an AtlasStore and its attributes
+def _print_labels(store, attrs) -> None:
     """How many images have a known model class; one warning line when labels map to none."""
     import numpy as np
 
@@ -100,9 +113,11 @@ def _print_labels(store, attrs) -> None:  # noqa: ANN001 - an AtlasStore and its
     dataset = attrs.get("dataset", {})
     known = int((classes >= 0).sum())
     mapped = label_classes(label_names, list(attrs.get("class_names") or []))
-    print(f"images {classes.size}: {known} with a known model class ({100.0 * known / max(classes.size, 1):.1f}%), "
-          f"{len(label_names)} labels of which {int((mapped >= 0).sum())} are model classes"
-          + (f"; drawn: {dataset['selection']}" if dataset.get("selection") else ""))
+    print(
+        f"images {classes.size}: {known} with a known model class ({100.0 * known / max(classes.size, 1):.1f}%), "
+        f"{len(label_names)} labels of which {int((mapped >= 0).sum())} are model classes"
+        + (f"; drawn: {dataset['selection']}" if dataset.get("selection") else "")
+    )
     warning = unmatched_labels_warning(label_names, np.asarray(mapped), str(dataset.get("source", store.path)))
     if warning:
         print(f"warning: {warning}")

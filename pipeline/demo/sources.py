@@ -36,7 +36,6 @@ class DemoPhoto:
     name: str = ""  # file stem in the demo set when the original's stem says nothing ("2560x1600")
 
 
-
 # ----------------------------------------------------------------------------- curated lists
 # Chosen by looking at every image in each package (contact sheets); see docs/demo_data.md.
 
@@ -144,7 +143,11 @@ WALLPAPER_PHOTOS: dict[str, tuple[str, str, str]] = {
     "usr/share/backgrounds/free_by_Peter_Nerlich.jpg": ("lomiri-wallpapers-16.04", "lamp", "CC-BY-SA-4.0"),
     "usr/share/backgrounds/friends_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "dog", "CC-BY-4.0"),
     "usr/share/backgrounds/life_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "stream", "CC-BY-4.0"),
-    "usr/share/backgrounds/picosdeeuropa_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "mountain", "CC-BY-4.0"),
+    "usr/share/backgrounds/picosdeeuropa_by_Aitzol_Berasategi.jpg": (
+        "lomiri-wallpapers-16.04",
+        "mountain",
+        "CC-BY-4.0",
+    ),
     "usr/share/backgrounds/seeding_by_Clements_Engelhardt.jpg": ("lomiri-wallpapers-16.04", "dandelion", "CC0-1.0"),
     "usr/share/backgrounds/sunset_by_Aitzol_Berasategi.jpg": ("lomiri-wallpapers-16.04", "sunset", "CC-BY-4.0"),
     "usr/share/wallpapers/BytheWater/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "pier", "GPL-2+"),
@@ -154,7 +157,11 @@ WALLPAPER_PHOTOS: dict[str, tuple[str, str, str]] = {
     "usr/share/wallpapers/EveningGlow/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "boat", "GPL-2+"),
     "usr/share/wallpapers/FallenLeaf/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "leaf", "GPL-2+"),
     "usr/share/wallpapers/Kite/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "sky", "GPL-2+"),
-    "usr/share/wallpapers/OneStandsOut/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "moss", "GPL-2+"),
+    "usr/share/wallpapers/OneStandsOut/contents/images/2560x1600.jpg": (
+        "plasma-workspace-wallpapers",
+        "moss",
+        "GPL-2+",
+    ),
     "usr/share/wallpapers/Path/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "forest", "GPL-2+"),
     "usr/share/wallpapers/Volna/contents/images/5120x2880.jpg": ("plasma-workspace-wallpapers", "beach", "GPL-2+"),
     "usr/share/wallpapers/summer_1am/contents/images/2560x1600.jpg": ("plasma-workspace-wallpapers", "lake", "GPL-2+"),
@@ -164,13 +171,44 @@ _TUXPAINT_DIR = "usr/share/tuxpaint/stamps"
 #: Folders of drawings only (clip-art signs, flags, letters, cartoon variants of everything).
 TUXPAINT_DRAWING_FOLDERS = frozenset({"cartoon", "symbols", "roadsigns", "flags", "houses"})
 #: Stamps that pass the photo test but are drawings or renders (found by looking at all).
-TUXPAINT_NOT_PHOTOS = frozenset({
-    "arrow", "bluebird", "bow", "bunny", "bunny-egg", "bunny-head", "button", "butterfly",
-    "checkeredflag", "chick", "chick-hatched", "chick-in-egg", "confetti", "dreydl-shin",
-    "fireworks", "fireworks2", "ghost", "grave-c", "grave-h", "grave-j", "holiday_candle",
-    "inukshuk-outline", "menorah", "party-hat", "party-horn-in", "party-horn-out", "Santa",
-    "santahat", "skull", "stocking", "t_scarf", "toilets", "wrapped_chocolate", "xmas_tp_bulb",
-})
+TUXPAINT_NOT_PHOTOS = frozenset(
+    {
+        "arrow",
+        "bluebird",
+        "bow",
+        "bunny",
+        "bunny-egg",
+        "bunny-head",
+        "button",
+        "butterfly",
+        "checkeredflag",
+        "chick",
+        "chick-hatched",
+        "chick-in-egg",
+        "confetti",
+        "dreydl-shin",
+        "fireworks",
+        "fireworks2",
+        "ghost",
+        "grave-c",
+        "grave-h",
+        "grave-j",
+        "holiday_candle",
+        "inukshuk-outline",
+        "menorah",
+        "party-hat",
+        "party-horn-in",
+        "party-horn-out",
+        "Santa",
+        "santahat",
+        "skull",
+        "stocking",
+        "t_scarf",
+        "toilets",
+        "wrapped_chocolate",
+        "xmas_tp_bulb",
+    }
+)
 _TUXPAINT_LICENSE = "GPL-2"
 #: A stamp is taken for a photo when fewer than this fraction of its inner opaque pixels are
 #: perfectly smooth (see :func:`smooth_fraction`): drawings are flat fills, photos are noisy.
@@ -219,7 +257,9 @@ def installed_package_dir(name: str) -> Path | None:
     return Path(spec.origin).parent
 
 
-def _package_data(package: str, subdir: str, wheel_dir: Path | None, wheel_prefix: str) -> dict[str, Callable[[], bytes]]:
+def _package_data(
+    package: str, subdir: str, wheel_dir: Path | None, wheel_prefix: str
+) -> dict[str, Callable[[], bytes]]:
     """Files in ``package/subdir``: from the installed package, else from a fetched wheel."""
     folder = installed_package_dir(package)
     if folder is not None and (folder / subdir).is_dir():
@@ -230,7 +270,7 @@ def _package_data(package: str, subdir: str, wheel_dir: Path | None, wheel_prefi
     prefix = f"{package}/{subdir}/"
     with zipfile.ZipFile(wheels[-1]) as opened:
         members = [m for m in opened.namelist() if m.startswith(prefix) and not m.endswith("/")]
-    return {m[len(prefix):]: _zip_reader(wheels[-1], m) for m in sorted(members) if "/" not in m[len(prefix):]}
+    return {m[len(prefix) :]: _zip_reader(wheels[-1], m) for m in sorted(members) if "/" not in m[len(prefix) :]}
 
 
 # ----------------------------------------------------------------------------- sources
@@ -283,7 +323,13 @@ def foolbox_photos(wheel_dir: Path | None) -> list[DemoPhoto]:
     categories = imagenet_categories()
     licence = "MIT (foolbox); ImageNet validation photo (ImageNet terms of access)"
     return [
-        DemoPhoto("foolbox", f"foolbox/data/{name}", imagenet_folder_name(categories[int(match.group(2))]), licence, files[name])
+        DemoPhoto(
+            "foolbox",
+            f"foolbox/data/{name}",
+            imagenet_folder_name(categories[int(match.group(2))]),
+            licence,
+            files[name],
+        )
         for name, match in matches.items()
         if match is not None
     ]
@@ -368,7 +414,9 @@ def tuxpaint_photos(deb_root: Path) -> list[DemoPhoto]:
             continue
         label = rel.parent.name if rel.parent != Path(".") else "unlabelled"
         original = f"/{_TUXPAINT_DIR}/{rel.as_posix()}"
-        photos.append(DemoPhoto("tuxpaint-stamps-default", original, label.lower(), _TUXPAINT_LICENSE, _file_reader(path)))
+        photos.append(
+            DemoPhoto("tuxpaint-stamps-default", original, label.lower(), _TUXPAINT_LICENSE, _file_reader(path))
+        )
     return photos
 
 

@@ -61,9 +61,9 @@ def knn_overlap(neighbours_a: NDArray[np.integer], neighbours_b: NDArray[np.inte
 class CellAgreement:
     """Per kept cell of one side at one level (the grid's cell order)."""
 
-    knn: NDArray[np.float32]        # mean kNN overlap of the members
+    knn: NDArray[np.float32]  # mean kNN overlap of the members
     same_cell: NDArray[np.float32]  # share of members the other side places in the same cell
-    partner: NDArray[np.int64]      # the other side's kept cell at the same (i, j), -1 none
+    partner: NDArray[np.int64]  # the other side's kept cell at the same (i, j), -1 none
 
 
 def _cell_numbers(level: CellLevel) -> dict[int, int]:
@@ -71,8 +71,9 @@ def _cell_numbers(level: CellLevel) -> dict[int, int]:
     return {int(j) * level.n + int(i): c for c, (i, j) in enumerate(zip(level.i.tolist(), level.j.tolist()))}
 
 
-def cell_agreement(level: CellLevel, other: CellLevel, row_knn: NDArray[np.floating],
-                   other_cell_of_row: NDArray[np.integer]) -> CellAgreement:
+def cell_agreement(
+    level: CellLevel, other: CellLevel, row_knn: NDArray[np.floating], other_cell_of_row: NDArray[np.integer]
+) -> CellAgreement:
     """Agreement of every kept cell of ``level`` with ``other`` (the other side at the same level).
 
     ``row_knn`` and ``other_cell_of_row`` are indexed by store row id: the kNN overlap of the row,
@@ -122,8 +123,9 @@ def _top(level: CellLevel, c: int, k: int) -> list[int]:
     return [int(v) for v in level.top_idx[c][:k].tolist() if v >= 0]
 
 
-def level_summary(a: CellLevel, b: CellLevel, agree_a: CellAgreement, agree_b: CellAgreement,
-                  same_classes: bool = True) -> dict[str, Any]:
+def level_summary(
+    a: CellLevel, b: CellLevel, agree_a: CellAgreement, agree_b: CellAgreement, same_classes: bool = True
+) -> dict[str, Any]:
     """One level's figures: cells, matched positions, member-weighted kNN overlap and same-cell share, labels.
 
     ``same_classes`` False (the two models label different class sets): no label comparison.
@@ -138,8 +140,16 @@ def level_summary(a: CellLevel, b: CellLevel, agree_a: CellAgreement, agree_b: C
         ok = np.isfinite(values)
         return float(np.sum(values[ok] * w[ok]) / np.sum(w[ok])) if ok.any() and np.sum(w[ok]) > 0 else float("nan")
 
-    return {"n": a.n, "cells_a": len(a), "cells_b": len(b), "matched": len(matched),
-            "knn_overlap_a": weighted(agree_a.knn, a), "knn_overlap_b": weighted(agree_b.knn, b),
-            "same_cell_a": weighted(agree_a.same_cell, a), "same_cell_b": weighted(agree_b.same_cell, b),
-            "labelled_pairs": len(labelled), "top1_agree": top1 / len(labelled) if labelled else float("nan"),
-            "top5_overlap": top5 / len(labelled) if labelled else float("nan")}
+    return {
+        "n": a.n,
+        "cells_a": len(a),
+        "cells_b": len(b),
+        "matched": len(matched),
+        "knn_overlap_a": weighted(agree_a.knn, a),
+        "knn_overlap_b": weighted(agree_b.knn, b),
+        "same_cell_a": weighted(agree_a.same_cell, a),
+        "same_cell_b": weighted(agree_b.same_cell, b),
+        "labelled_pairs": len(labelled),
+        "top1_agree": top1 / len(labelled) if labelled else float("nan"),
+        "top5_overlap": top5 / len(labelled) if labelled else float("nan"),
+    }

@@ -41,12 +41,18 @@ def _source(config: Config, key: str, subset: SubsetStore, report: dict[str, Any
     other = report["sides"]["b" if key == "a" else "a"]
     a, b = report["sides"]["a"], report["sides"]["b"]
     return AtlasSource(
-        id=key, kind="align", title=f"{side['label']}  (aligned with {other['label']})",
-        levels=list(config.grid.levels), cell_level=lambda n: derived.read_level(subset, n, with_attribution=False),
-        icon_level=icons.read_level, minimap=lambda k, seed: store_minimap(subset, k, seed),
+        id=key,
+        kind="align",
+        title=f"{side['label']}  (aligned with {other['label']})",
+        levels=list(config.grid.levels),
+        cell_level=lambda n: derived.read_level(subset, n, with_attribution=False),
+        icon_level=icons.read_level,
+        minimap=lambda k, seed: store_minimap(subset, k, seed),
         class_names=list(subset.class_names),
         model={"name": f"{a['model']} | {b['model']}", "layer": f"{a['layer']} | {b['layer']}"},
-        icon_px=int(attrs["size"]), store=subset, index={"side": key, "model": side["model"], "layer": side["layer"]},
+        icon_px=int(attrs["size"]),
+        store=subset,
+        index={"side": key, "model": side["model"], "layer": side["layer"]},
         fingerprint=fingerprint({"grid": attrs.get("grid"), "params": attrs.get("params"), "subset": str(subset.path)}),
     )
 

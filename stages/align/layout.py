@@ -35,7 +35,7 @@ def split_groups(values: NDArray, sizes: tuple[int, int]) -> tuple[NDArray, NDAr
     """The first ``sizes[0]`` rows and the next ``sizes[1]`` rows of a stacked array (nothing left over)."""
     if len(values) != sizes[0] + sizes[1]:
         raise ValueError(f"{len(values)} rows cannot split into {sizes[0]} + {sizes[1]}")
-    return values[:sizes[0]], values[sizes[0]:]
+    return values[: sizes[0]], values[sizes[0] :]
 
 
 def shared_layout(rows_a: NDArray[np.floating], rows_b: NDArray[np.floating], cfg: ReduceConfig) -> SharedLayout:
@@ -46,5 +46,6 @@ def shared_layout(rows_a: NDArray[np.floating], rows_b: NDArray[np.floating], cf
     la, lb = split_groups(made.layout, sizes)
     ea, eb = split_groups(made.embedding, sizes)
     fa, fb = split_groups(made.fitted, sizes)
-    return SharedLayout(layout_a=la, layout_b=lb, embedding_a=ea, embedding_b=eb, fitted_a=fa, fitted_b=fb,
-                        attrs=dict(made.attrs))
+    return SharedLayout(
+        layout_a=la, layout_b=lb, embedding_a=ea, embedding_b=eb, fitted_a=fa, fitted_b=fb, attrs=dict(made.attrs)
+    )

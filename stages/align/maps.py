@@ -29,9 +29,9 @@ from numpy.typing import NDArray
 class LinearMap:
     """``y ~ x @ coef`` fitted on ``fit`` rows; ``r2`` on the held-out rows."""
 
-    coef: NDArray[np.float64]   # [C_in, C_out]
-    alpha: float                # the absolute ridge penalty used
-    ridge: float                # the same, relative to the mean eigenvalue of X^T X (the candidate chosen)
+    coef: NDArray[np.float64]  # [C_in, C_out]
+    alpha: float  # the absolute ridge penalty used
+    ridge: float  # the same, relative to the mean eigenvalue of X^T X (the candidate chosen)
     r2_test: float
     r2_fit: float
 
@@ -45,7 +45,7 @@ class AlignedMaps:
 
     a_to_b: LinearMap
     b_to_a: LinearMap
-    scale_a: float              # RMS row norm of side a's activations (each side is divided by its own)
+    scale_a: float  # RMS row norm of side a's activations (each side is divided by its own)
     scale_b: float
     n_fit: int
     n_test: int
@@ -66,8 +66,14 @@ def held_out_split(groups: NDArray[np.integer], test_fraction: float, seed: int)
     return np.isin(groups, test_groups)
 
 
-def fit_map(x: NDArray[np.floating], y: NDArray[np.floating], test: NDArray[np.bool_], ridge: list[float],
-            groups: NDArray[np.integer] | None = None, folds: int = 3) -> LinearMap:
+def fit_map(
+    x: NDArray[np.floating],
+    y: NDArray[np.floating],
+    test: NDArray[np.bool_],
+    ridge: list[float],
+    groups: NDArray[np.integer] | None = None,
+    folds: int = 3,
+) -> LinearMap:
     """Ridge regression ``y ~ x`` (no intercept) on the rows outside ``test``; R^2 on both parts.
 
     With several ``ridge`` candidates the penalty is picked by ``folds``-fold cross-validation of the
@@ -85,8 +91,13 @@ def fit_map(x: NDArray[np.floating], y: NDArray[np.floating], test: NDArray[np.b
     fit_groups = groups[fit] if groups is not None else np.arange(int(fit.sum()))
     n_folds = min(folds, len(np.unique(fit_groups)))
     if len(alphas) > 1 and n_folds >= 2:
-        search = GridSearchCV(Ridge(fit_intercept=False), {"alpha": alphas}, cv=GroupKFold(n_splits=n_folds),
-                              scoring=make_scorer(r2_score, multioutput="variance_weighted"), refit=True)
+        search = GridSearchCV(
+            Ridge(fit_intercept=False),
+            {"alpha": alphas},
+            cv=GroupKFold(n_splits=n_folds),
+            scoring=make_scorer(r2_score, multioutput="variance_weighted"),
+            refit=True,
+        )
         model = search.fit(x[fit], y[fit], groups=fit_groups).best_estimator_
     else:
         model = Ridge(alpha=alphas[0], fit_intercept=False).fit(x[fit], y[fit])
@@ -97,12 +108,23 @@ def fit_map(x: NDArray[np.floating], y: NDArray[np.floating], test: NDArray[np.b
             return float("nan")
         return float(r2_score(y[rows], x[rows] @ coef, multioutput="variance_weighted"))
 
-    return LinearMap(coef=coef, alpha=float(model.alpha), ridge=float(model.alpha) / mean_eigenvalue if
-                     mean_eigenvalue > 0 else float("nan"), r2_test=r2(test), r2_fit=r2(fit))
+    return LinearMap(
+        coef=coef,
+        alpha=float(model.alpha),
+        ridge=float(model.alpha) / mean_eigenvalue if mean_eigenvalue > 0 else float("nan"),
+        r2_test=r2(test),
+        r2_fit=r2(fit),
+    )
 
 
-def fit_aligned_maps(a: NDArray[np.floating], b: NDArray[np.floating], groups: NDArray[np.integer],
-                     test_fraction: float, ridge: list[float], seed: int) -> AlignedMaps:
+def fit_aligned_maps(
+    a: NDArray[np.floating],
+    b: NDArray[np.floating],
+    groups: NDArray[np.integer],
+    test_fraction: float,
+    ridge: list[float],
+    seed: int,
+) -> AlignedMaps:
     """Maps a -> b and b -> a between row-aligned activations (row r of both: one image location).
 
     Each side is first divided by its RMS row norm, so the maps (and the joint layout built from
@@ -113,12 +135,19 @@ def fit_aligned_maps(a: NDArray[np.floating], b: NDArray[np.floating], groups: N
     scale_a, scale_b = rms_norm(a), rms_norm(b)
     an, bn = np.asarray(a, np.float64) / scale_a, np.asarray(b, np.float64) / scale_b
     test = held_out_split(groups, test_fraction, seed)
-    return AlignedMaps(a_to_b=fit_map(an, bn, test, ridge, groups), b_to_a=fit_map(bn, an, test, ridge, groups),
-                       scale_a=scale_a, scale_b=scale_b, n_fit=int((~test).sum()), n_test=int(test.sum()))
+    return AlignedMaps(
+        a_to_b=fit_map(an, bn, test, ridge, groups),
+        b_to_a=fit_map(bn, an, test, ridge, groups),
+        scale_a=scale_a,
+        scale_b=scale_b,
+        n_fit=int((~test).sum()),
+        n_test=int(test.sum()),
+    )
 
 
-def joint_rows(a: NDArray[np.floating], b: NDArray[np.floating],
-               maps: AlignedMaps) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+def joint_rows(
+    a: NDArray[np.floating], b: NDArray[np.floating], maps: AlignedMaps
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """The two row groups laid out together: ``[a, a -> b]`` for side a and ``[b -> a, b]`` for side b.
 
     Both live in the same ``C_a + C_b`` space (lucid's ``_combine_activations``, BIDIRECTIONAL), so

@@ -62,9 +62,14 @@ def store_path(config: Config, side: AlignModel) -> Path:
 def side_config(config: Config, side: AlignModel) -> Config:
     """The full config that collects (and renders) this side: its model, its store, the shared sampling."""
     a = config.align
-    collect = CollectConfig.model_validate({**config.collect.model_dump(), "views_per_image": a.views_per_image,
-                                            "positions_per_image": a.positions_per_image,
-                                            "image_margin": a.image_margin})
+    collect = CollectConfig.model_validate(
+        {
+            **config.collect.model_dump(),
+            "views_per_image": a.views_per_image,
+            "positions_per_image": a.positions_per_image,
+            "image_margin": a.image_margin,
+        }
+    )
     model = ModelConfig(name=side.name, weights=side.weights, layer=side.layer, image_size=side.image_size)
     data = DataConfig.model_validate({**config.data.model_dump(), "store": str(store_path(config, side))})
     return config.model_copy(update={"model": model, "collect": collect, "data": data})
@@ -75,21 +80,29 @@ def _inputs(store: RowStore) -> dict[str, Any]:
     sampling = attrs.get("sampling") or {}
     dataset = attrs.get("dataset") or {}
     model = attrs.get("model") or {}
-    return {"photos": dataset.get("fingerprint"), "n_images": dataset.get("n_images"),
-            "image_size": model.get("image_size"), **{k: sampling.get(k) for k in _INPUT_KEYS}}
+    return {
+        "photos": dataset.get("fingerprint"),
+        "n_images": dataset.get("n_images"),
+        "image_size": model.get("image_size"),
+        **{k: sampling.get(k) for k in _INPUT_KEYS},
+    }
 
 
 def require_same_inputs(a: RowStore, b: RowStore) -> None:
     """Refuse two stores whose rows are not the same image locations, naming the first difference."""
     for store in (a, b):
         if (store.attrs.get("sampling") or {}).get("image_margin") is None:
-            raise AtlasError(f"store {store.path} sampled its layer's own cells, not image locations; collect both "
-                             "sides with collect.image_margin set (atlas align does)")
+            raise AtlasError(
+                f"store {store.path} sampled its layer's own cells, not image locations; collect both "
+                "sides with collect.image_margin set (atlas align does)"
+            )
     ia, ib = _inputs(a), _inputs(b)
     for key in ia:
         if ia[key] != ib[key]:
             what = "photos (data.source)" if key in ("photos", "n_images") else key
-            raise AtlasError(f"stores {a.path} and {b.path} have different inputs: {what} {ia[key]!r} vs "
-                             f"{ib[key]!r}; collect both from the same photos with the same sampling")
+            raise AtlasError(
+                f"stores {a.path} and {b.path} have different inputs: {what} {ia[key]!r} vs "
+                f"{ib[key]!r}; collect both from the same photos with the same sampling"
+            )
     if a.n_rows != b.n_rows:
         raise AtlasError(f"stores {a.path} and {b.path} have {a.n_rows} and {b.n_rows} rows; collect both again")

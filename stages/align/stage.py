@@ -76,8 +76,10 @@ def _check_pairs(config: Config, pairs: list[AlignPair], device: torch.device) -
     models: dict[str, LoadedModel] = {}
     for pair, name in zip(pairs, names):
         if pair.a.image_size != pair.b.image_size:
-            raise AtlasError(f"align pair {name}: image_size {pair.a.image_size} vs {pair.b.image_size}; both sides "
-                             "must see the same inputs (give them one image_size)")
+            raise AtlasError(
+                f"align pair {name}: image_size {pair.a.image_size} vs {pair.b.image_size}; both sides "
+                "must see the same inputs (give them one image_size)"
+            )
         for key in SIDES:
             side: AlignModel = getattr(pair, key)
             if side_key(side) in models:
@@ -89,8 +91,9 @@ def _check_pairs(config: Config, pairs: list[AlignPair], device: torch.device) -
     return models
 
 
-def _collect_sides(config: Config, pairs: list[AlignPair], device: torch.device,
-                   on_collect: Callable[[str], None] | None) -> float:
+def _collect_sides(
+    config: Config, pairs: list[AlignPair], device: torch.device, on_collect: Callable[[str], None] | None
+) -> float:
     """Collect every distinct side once; the seconds it took."""
     from stages.collect import stage as collect
 
@@ -112,9 +115,16 @@ def _collect_sides(config: Config, pairs: list[AlignPair], device: torch.device,
 
 def _layout_fingerprint(config: Config, store_a: AtlasStore, store_b: AtlasStore, rows: np.ndarray) -> str:
     a = config.align
-    what = {"a": store_a.content_token(), "b": store_b.content_token(), "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
-            "reduce": config.reduce.model_dump(mode="json"), "ridge": a.ridge, "test_fraction": a.test_fraction,
-            "seed": a.seed, "format": VERSION}
+    what = {
+        "a": store_a.content_token(),
+        "b": store_b.content_token(),
+        "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
+        "reduce": config.reduce.model_dump(mode="json"),
+        "ridge": a.ridge,
+        "test_fraction": a.test_fraction,
+        "seed": a.seed,
+        "format": VERSION,
+    }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -133,8 +143,15 @@ def _maps_report(m: maps.AlignedMaps, test_fraction: float) -> dict[str, Any]:
     def one(lm: maps.LinearMap) -> dict[str, float]:
         return {"r2_test": lm.r2_test, "r2_fit": lm.r2_fit, "alpha": lm.alpha, "ridge": lm.ridge}
 
-    return {"a_to_b": one(m.a_to_b), "b_to_a": one(m.b_to_a), "n_fit": m.n_fit, "n_test": m.n_test,
-            "test_fraction": test_fraction, "scale_a": m.scale_a, "scale_b": m.scale_b}
+    return {
+        "a_to_b": one(m.a_to_b),
+        "b_to_a": one(m.b_to_a),
+        "n_fit": m.n_fit,
+        "n_test": m.n_test,
+        "test_fraction": test_fraction,
+        "scale_a": m.scale_a,
+        "scale_b": m.scale_b,
+    }
 
 
 def _drop_stale_icons(subset: SubsetStore, levels: list[int]) -> None:
@@ -159,8 +176,15 @@ def side_render_config(config: Config) -> Config:
     return config.model_copy(update={"grid": g, "render": a.render.apply(config.render)})
 
 
-def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], device: torch.device, export: bool,
-          progress: Callable[[int], None] | None, on_start: Callable[[str, int], None] | None) -> AlignResult:
+def _pair(
+    config: Config,
+    pair: AlignPair,
+    models: dict[str, LoadedModel],
+    device: torch.device,
+    export: bool,
+    progress: Callable[[int], None] | None,
+    on_start: Callable[[str, int], None] | None,
+) -> AlignResult:
     from stages.grid import stage as grid
     from stages.render import stage as render
 
@@ -176,18 +200,27 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
     valid = np.asarray(stores["a"].valid_mask(), bool) & np.asarray(stores["b"].valid_mask(), bool)
     rows = np.flatnonzero(valid).astype(np.int64)
     if len(rows) <= max(config.reduce.n_neighbors, a.knn) + 1:
-        raise AtlasError(f"align pair {name}: {len(rows)} aligned rows; collect more photos or views "
-                         f"(align.views_per_image) or lower reduce.n_neighbors")
+        raise AtlasError(
+            f"align pair {name}: {len(rows)} aligned rows; collect more photos or views "
+            f"(align.views_per_image) or lower reduce.n_neighbors"
+        )
     selection = {"kind": "align", "pair": name, "a": side_label(pair.a), "b": side_label(pair.b)}
-    subsets = {key: SubsetStore.create(stores[key], key, rows, {**selection, "side": key}, base=folder) for key in SIDES}
+    subsets = {
+        key: SubsetStore.create(stores[key], key, rows, {**selection, "side": key}, base=folder) for key in SIDES
+    }
 
     acts = {key: _read_rows(stores[key], rows) for key in SIDES}
     groups = stores["a"].row_images()[rows]
     fitted = maps.fit_aligned_maps(acts["a"], acts["b"], groups, a.test_fraction, a.ridge, a.seed)
     phases["maps"] = time.perf_counter() - t0
     report_maps = _maps_report(fitted, a.test_fraction)
-    log.info("align %s: %d rows; R^2 held out a->b %.3f, b->a %.3f", name, len(rows), fitted.a_to_b.r2_test,
-             fitted.b_to_a.r2_test)
+    log.info(
+        "align %s: %d rows; R^2 held out a->b %.3f, b->a %.3f",
+        name,
+        len(rows),
+        fitted.a_to_b.r2_test,
+        fitted.b_to_a.r2_test,
+    )
 
     t = time.perf_counter()
     fp = _layout_fingerprint(config, stores["a"], stores["b"], rows)
@@ -197,10 +230,14 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
         joint_a, joint_b = maps.joint_rows(acts["a"], acts["b"], fitted)
         shared = shared_layout(joint_a, joint_b, config.reduce)
         attrs = {**shared.attrs, "align_fingerprint": fp, "aligned": selection}
-        for key, lay, emb, fit in (("a", shared.layout_a, shared.embedding_a, shared.fitted_a),
-                                   ("b", shared.layout_b, shared.embedding_b, shared.fitted_b)):
-            derived.write_layout(subsets[key], derived.Layout(rows=rows, layout=lay, embedding=emb, fitted=fit,
-                                                              attrs={**attrs, "side": key}))
+        for key, lay, emb, fit in (
+            ("a", shared.layout_a, shared.embedding_a, shared.fitted_a),
+            ("b", shared.layout_b, shared.embedding_b, shared.fitted_b),
+        ):
+            derived.write_layout(
+                subsets[key],
+                derived.Layout(rows=rows, layout=lay, embedding=emb, fitted=fit, attrs={**attrs, "side": key}),
+            )
 
     phases["layout"] = time.perf_counter() - t
     sub_config = side_render_config(config)
@@ -211,32 +248,55 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
         t = time.perf_counter()
         result = grid.run(sub_config, subsets[key])
         if not any(result.cells.values()):
-            raise AtlasError(f"align pair {name}: no cell of levels {result.levels} holds more than "
-                             f"{a.min_count} rows; lower align.min_count or collect more")
+            raise AtlasError(
+                f"align pair {name}: no cell of levels {result.levels} holds more than "
+                f"{a.min_count} rows; lower align.min_count or collect more"
+            )
         _drop_stale_icons(subsets[key], result.levels)
         phases["grid"] += time.perf_counter() - t
         t = time.perf_counter()
         start = (lambda total, _n=f"{name} {key}": on_start(_n, total)) if on_start is not None else None
-        summary = render.run(sub_config, subsets[key], device, progress=progress, on_start=start,
-                             model=models[side_key(side)])
+        summary = render.run(
+            sub_config, subsets[key], device, progress=progress, on_start=start, model=models[side_key(side)]
+        )
         icons_rendered += summary.icons_run
         phases["render"] += time.perf_counter() - t
 
     t = time.perf_counter()
     row_top1 = {key: _row_top1(stores[key]) for key in SIDES}
-    levels, cells = _agreement(sub_config, subsets, acts, rows, stores["a"].n_rows,
-                               list(stores["a"].class_names) == list(stores["b"].class_names), row_top1)
+    levels, cells = _agreement(
+        sub_config,
+        subsets,
+        acts,
+        rows,
+        stores["a"].n_rows,
+        list(stores["a"].class_names) == list(stores["b"].class_names),
+        row_top1,
+    )
     sides = {key: _side_report(getattr(pair, key), models[side_key(getattr(pair, key))]) for key in SIDES}
     for key in SIDES:  # the side's label ceiling over every level's cells (atlas fidelity's ceiling)
         meets = [np.asarray(cells[str(lv["n"])][key]["meets"], np.float32) for lv in levels]
         sides[key]["label_ceiling"] = agreement.ceiling(np.concatenate(meets) if meets else np.zeros(0, np.float32))
-        log.info("align %s: side %s labels meet their members' own predictions in %s of %d labelled cells (%s)", name,
-                 key, _pct(sides[key]["label_ceiling"]["fraction"]), sides[key]["label_ceiling"]["cells"],
-                 ", ".join(f"level {lv['n']}: {_pct(lv['ceiling_' + key])}" for lv in levels))
-    report = {"format": FORMAT, "version": VERSION, "name": name, "rows": int(len(rows)),
-              "sides": sides,
-              "maps": report_maps, "knn": a.knn, "knn_chance": min(a.knn, len(rows) - 1) / (len(rows) - 1),
-              "levels": levels, "cells": cells}
+        log.info(
+            "align %s: side %s labels meet their members' own predictions in %s of %d labelled cells (%s)",
+            name,
+            key,
+            _pct(sides[key]["label_ceiling"]["fraction"]),
+            sides[key]["label_ceiling"]["cells"],
+            ", ".join(f"level {lv['n']}: {_pct(lv['ceiling_' + key])}" for lv in levels),
+        )
+    report = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": name,
+        "rows": int(len(rows)),
+        "sides": sides,
+        "maps": report_maps,
+        "knn": a.knn,
+        "knn_chance": min(a.knn, len(rows) - 1) / (len(rows) - 1),
+        "levels": levels,
+        "cells": cells,
+    }
     phases["agreement"] = time.perf_counter() - t
     out = None
     if export:
@@ -245,13 +305,28 @@ def _pair(config: Config, pair: AlignPair, models: dict[str, LoadedModel], devic
         t = time.perf_counter()
         out = export_aligned(sub_config, name, subsets, report)
         phases["export"] = time.perf_counter() - t
-    return AlignResult(name=name, rows=int(len(rows)), maps=report_maps, levels=levels, icons_rendered=icons_rendered,
-                       export=out, seconds=time.perf_counter() - t0, report=report, phases=phases)
+    return AlignResult(
+        name=name,
+        rows=int(len(rows)),
+        maps=report_maps,
+        levels=levels,
+        icons_rendered=icons_rendered,
+        export=out,
+        seconds=time.perf_counter() - t0,
+        report=report,
+        phases=phases,
+    )
 
 
 def _side_report(side: AlignModel, model: LoadedModel) -> dict[str, Any]:
-    return {"model": side.name, "weights": side.weights, "layer": side.layer, "label": side_label(side),
-            "layer_shape": list(model.layer_shape), "tokens": model.tokens}
+    return {
+        "model": side.name,
+        "weights": side.weights,
+        "layer": side.layer,
+        "label": side_label(side),
+        "layer_shape": list(model.layer_shape),
+        "tokens": model.tokens,
+    }
 
 
 def _row_top1(store: AtlasStore) -> np.ndarray | None:
@@ -263,9 +338,15 @@ def _pct(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{100 * value:.0f}%"
 
 
-def _agreement(config: Config, subsets: dict[str, SubsetStore], acts: dict[str, np.ndarray], rows: np.ndarray,
-               n_rows: int, same_classes: bool, row_top1: dict[str, np.ndarray | None] | None = None,
-               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _agreement(
+    config: Config,
+    subsets: dict[str, SubsetStore],
+    acts: dict[str, np.ndarray],
+    rows: np.ndarray,
+    n_rows: int,
+    same_classes: bool,
+    row_top1: dict[str, np.ndarray | None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-level summary and per-cell arrays (the viewer's agreement figures, each side's label ceiling)."""
     k = config.align.knn
     overlap = agreement.knn_overlap(agreement.knn_indices(acts["a"], k), agreement.knn_indices(acts["b"], k))
@@ -276,20 +357,31 @@ def _agreement(config: Config, subsets: dict[str, SubsetStore], acts: dict[str, 
     for n in derived.grid_levels(subsets["a"]):
         level = {key: derived.read_level(subsets[key], n, with_attribution=False) for key in SIDES}
         placed = {key: agreement.cell_of_rows(layouts[key].layout, layouts[key].rows, n, n_rows) for key in SIDES}
-        agree = {"a": agreement.cell_agreement(level["a"], level["b"], row_knn, placed["b"]),
-                 "b": agreement.cell_agreement(level["b"], level["a"], row_knn, placed["a"])}
+        agree = {
+            "a": agreement.cell_agreement(level["a"], level["b"], row_knn, placed["b"]),
+            "b": agreement.cell_agreement(level["b"], level["a"], row_knn, placed["a"]),
+        }
         summary = agreement.level_summary(level["a"], level["b"], agree["a"], agree["b"], same_classes)
         meets = {}
         for key in SIDES:
             top1 = (row_top1 or {}).get(key)
-            meets[key] = (agreement.label_meets(level[key], top1) if top1 is not None
-                          else np.full(len(level[key]), np.nan, np.float32))
+            meets[key] = (
+                agreement.label_meets(level[key], top1)
+                if top1 is not None
+                else np.full(len(level[key]), np.nan, np.float32)
+            )
             got = agreement.ceiling(meets[key])
             summary[f"ceiling_{key}"], summary[f"labelled_{key}"] = got["fraction"], got["cells"]
         summaries.append(summary)
-        cells[str(n)] = {key: {"knn": _rounded(agree[key].knn), "same_cell": _rounded(agree[key].same_cell),
-                               "partner": agree[key].partner.tolist(), "meets": _rounded(meets[key])}
-                         for key in SIDES}
+        cells[str(n)] = {
+            key: {
+                "knn": _rounded(agree[key].knn),
+                "same_cell": _rounded(agree[key].same_cell),
+                "partner": agree[key].partner.tolist(),
+                "meets": _rounded(meets[key]),
+            }
+            for key in SIDES
+        }
     return summaries, cells
 
 
@@ -297,18 +389,29 @@ def _rounded(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), 4) for v in values.tolist()]
 
 
-def run(config: Config, device: torch.device, *, pairs: list[AlignPair] | None = None, export: bool = True,
-        progress: Callable[[int], None] | None = None, on_start: Callable[[str, int], None] | None = None,
-        on_collect: Callable[[str], None] | None = None) -> list[AlignResult]:
+def run(
+    config: Config,
+    device: torch.device,
+    *,
+    pairs: list[AlignPair] | None = None,
+    export: bool = True,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[str, int], None] | None = None,
+    on_collect: Callable[[str], None] | None = None,
+) -> list[AlignResult]:
     """Build every aligned atlas of ``pairs`` (default ``align.pairs``); see the module docstring."""
     pairs = list(pairs if pairs is not None else config.align.pairs)
     if not pairs:
-        raise AtlasError("align.pairs is empty; list pairs in params.yaml or give two specs: "
-                         "atlas align MODEL@LAYER MODEL@LAYER")
+        raise AtlasError(
+            "align.pairs is empty; list pairs in params.yaml or give two specs: atlas align MODEL@LAYER MODEL@LAYER"
+        )
     t0 = time.perf_counter()
     models = _check_pairs(config, pairs, device)
     collect_seconds = _collect_sides(config, pairs, device, on_collect)
     results = [_pair(config, pair, models, device, export, progress, on_start) for pair in pairs]
-    results[0].phases = {"models": time.perf_counter() - t0 - collect_seconds - sum(r.seconds for r in results),
-                         "collect": collect_seconds, **results[0].phases}
+    results[0].phases = {
+        "models": time.perf_counter() - t0 - collect_seconds - sum(r.seconds for r in results),
+        "collect": collect_seconds,
+        **results[0].phases,
+    }
     return results

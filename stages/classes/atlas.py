@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from stages.config import Config, ReduceConfig
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel, load_model
-from stages.reduce import stage as reduce
 from stages.classes.select import class_slug, resolve_class, select_rows
 from stages.classes.subset import export_subset, grid_and_render, subset_config
+from stages.config import Config, ReduceConfig
+from stages.model.registry import LoadedModel, load_model
+from stages.reduce import stage as reduce
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.subset import SubsetStore
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Attributions:
     """The store's top-k attributions of every row, read once for every class of a run."""
 
-    idx: NDArray[np.int32]    # [n_rows, K], -1: none
+    idx: NDArray[np.int32]  # [n_rows, K], -1: none
     val: NDArray[np.float32]  # [n_rows, K]
     valid: NDArray[np.bool_]  # [n_rows]
 
@@ -66,13 +66,16 @@ def read_attributions(store: AtlasStore) -> Attributions:
     valid = np.asarray(store.valid_mask(), dtype=bool)
     out = Attributions(np.asarray(idx.compute(), np.int32), np.asarray(val.compute(), np.float32), valid)
     if not (out.idx[valid] >= 0).any():
-        raise AtlasError(f"store {store.path} holds no attributions (collected with collect.head false); "
-                         "collect again with the head on to build class atlases")
+        raise AtlasError(
+            f"store {store.path} holds no attributions (collected with collect.head false); "
+            "collect again with the head on to build class atlases"
+        )
     return out
 
 
-def rows_of_class(attr: Attributions, cls: int, mode: str, top_k: int, min_rows: int, what: str,
-                  section: str) -> NDArray[np.int64]:
+def rows_of_class(
+    attr: Attributions, cls: int, mode: str, top_k: int, min_rows: int, what: str, section: str
+) -> NDArray[np.int64]:
     """The class's rows; too few is a one-line error naming the class, the count and what to change."""
     rows = select_rows(attr.idx, attr.val, cls, mode, top_k, attr.valid)
     if len(rows) < min_rows:
@@ -80,15 +83,23 @@ def rows_of_class(attr: Attributions, cls: int, mode: str, top_k: int, min_rows:
         lower = f", lower {section}.min_rows" if min_rows > 1 else ""
         raise AtlasError(
             f"{what}: {section}.mode {mode!r} selects {len(rows)} rows, fewer than {section}.min_rows = {min_rows}; "
-            f"{change}{lower}, or collect more images of the class")
+            f"{change}{lower}, or collect more images of the class"
+        )
     return rows
 
 
 def class_reduce_config(config: Config) -> Config:
     """The main config with the class atlas's reduce settings (see the module docstring)."""
     c = config.classes
-    r = ReduceConfig.model_validate({**config.reduce.model_dump(), "method": c.method, "n_neighbors": c.n_neighbors,
-                                     "min_dist": c.min_dist, "metric": c.metric})
+    r = ReduceConfig.model_validate(
+        {
+            **config.reduce.model_dump(),
+            "method": c.method,
+            "n_neighbors": c.n_neighbors,
+            "min_dist": c.min_dist,
+            "metric": c.metric,
+        }
+    )
     return config.model_copy(update={"reduce": r})
 
 
@@ -123,20 +134,38 @@ def run(
         what = f"class {cls} {name!r}"
         rows = rows_of_class(attr, cls, c.mode, c.top_k, c.min_rows, what, "classes")
         if c.method == "umap" and len(rows) <= c.n_neighbors:
-            raise AtlasError(f"{what}: {len(rows)} rows cannot be laid out with classes.n_neighbors = {c.n_neighbors}; "
-                             "lower classes.n_neighbors or select more rows (classes.top_k, classes.mode)")
+            raise AtlasError(
+                f"{what}: {len(rows)} rows cannot be laid out with classes.n_neighbors = {c.n_neighbors}; "
+                "lower classes.n_neighbors or select more rows (classes.top_k, classes.mode)"
+            )
         selection = {"kind": "class", "class": {"index": cls, "name": name}, "mode": c.mode, "top_k": c.top_k}
         subset = SubsetStore.create(store, slug, rows, selection, base=classes_folder(store))
         log.info("%s: %d rows (%s), layout with %s", what, len(rows), c.mode, c.method)
         reduce.run(sub_config, subset)
         start = (lambda total, _n=name: on_start(_n, total)) if on_start is not None else None
-        made = grid_and_render(sub_config, subset, device, what=what, whitening=c.whitening, model=model,
-                               progress=progress, on_start=start)
+        made = grid_and_render(
+            sub_config, subset, device, what=what, whitening=c.whitening, model=model, progress=progress, on_start=start
+        )
         out = None
         if export:
-            out = export_subset(sub_config, subset, kind="class", slug=slug, title=f"{name} ({c.mode})",
-                                extra={"class": {"index": cls, "name": name}})
-        results.append(ClassAtlasResult(index=cls, name=name, slug=slug, rows=len(rows), cells=made.cells,
-                                        icons_rendered=made.icons_rendered, export=str(out) if out else None,
-                                        seconds=time.perf_counter() - t0))
+            out = export_subset(
+                sub_config,
+                subset,
+                kind="class",
+                slug=slug,
+                title=f"{name} ({c.mode})",
+                extra={"class": {"index": cls, "name": name}},
+            )
+        results.append(
+            ClassAtlasResult(
+                index=cls,
+                name=name,
+                slug=slug,
+                rows=len(rows),
+                cells=made.cells,
+                icons_rendered=made.icons_rendered,
+                export=str(out) if out else None,
+                seconds=time.perf_counter() - t0,
+            )
+        )
     return results

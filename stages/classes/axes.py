@@ -37,7 +37,9 @@ def difference_scale(difference: NDArray[np.floating], percentile: float = 99.0)
     return float(np.percentile(d, percentile))
 
 
-def signed_axis(attr_a: NDArray[np.floating], attr_b: NDArray[np.floating], percentile: float = 99.0) -> tuple[NDArray[np.float32], float]:
+def signed_axis(
+    attr_a: NDArray[np.floating], attr_b: NDArray[np.floating], percentile: float = 99.0
+) -> tuple[NDArray[np.float32], float]:
     """``(x, scale)``: ``clip((attr_a - attr_b) / scale, -1, 1)`` with ``scale`` the percentile of
     ``|attr_a - attr_b|``. All-zero differences (scale 0) give x = 0 everywhere."""
     difference = np.asarray(attr_a, dtype=np.float64) - np.asarray(attr_b, dtype=np.float64)

@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from stages.config import CompareConfig, Config
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel, load_model
 from stages.classes.atlas import Attributions, read_attributions, rows_of_class
-from stages.classes.select import class_slug, class_values, resolve_class
 from stages.classes.axes import comparison_layout
-from stages.reduce.stage import library_versions
+from stages.classes.select import class_slug, class_values, resolve_class
 from stages.classes.subset import export_subset, grid_and_render, subset_config
+from stages.config import CompareConfig, Config
+from stages.model.registry import LoadedModel, load_model
+from stages.reduce.stage import library_versions
 from store import derived
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.subset import SubsetStore
 
 log = logging.getLogger(__name__)
@@ -85,21 +85,34 @@ def read_rows(store: AtlasStore, rows: NDArray[np.int64]) -> NDArray[np.float32]
     return out
 
 
-def write_comparison_layout(subset: SubsetStore, attr: Attributions, a: int, b: int, cfg: CompareConfig,
-                            config: Config) -> float:
+def write_comparison_layout(
+    subset: SubsetStore, attr: Attributions, a: int, b: int, cfg: CompareConfig, config: Config
+) -> float:
     """Compute the two axes of ``subset``'s rows and store them as its layout; return the x scale."""
     rows = subset.rows
     attr_a, _ = class_values(attr.idx[rows], attr.val[rows], a)
     attr_b, _ = class_values(attr.idx[rows], attr.val[rows], b)
     y = tsne_1d(read_rows(subset.parent, rows), cfg)
-    layout, embedding, scale = comparison_layout(attr_a, attr_b, y, cfg.percentile,
-                                                 tuple(config.reduce.clip_percentiles), config.reduce.margin)
-    attrs = {"method": "compare", "x": f"clip((attr_a - attr_b) / p{cfg.percentile:g}(|attr_a - attr_b|), -1, 1), "
-             "drawn (1 - x) / 2: a left, b right", "y": "1-D t-SNE, normalised like the layout",
-             "classes": [a, b], "scale": scale, "params": cfg.model_dump(mode="json"), "seed": cfg.seed,
-             "versions": library_versions(), "n_fit": int(len(rows)), "n_placed": 0}
-    derived.write_layout(subset, derived.Layout(rows=rows, layout=layout, embedding=embedding,
-                                                fitted=np.ones(len(rows), bool), attrs=attrs))
+    layout, embedding, scale = comparison_layout(
+        attr_a, attr_b, y, cfg.percentile, tuple(config.reduce.clip_percentiles), config.reduce.margin
+    )
+    attrs = {
+        "method": "compare",
+        "x": f"clip((attr_a - attr_b) / p{cfg.percentile:g}(|attr_a - attr_b|), -1, 1), "
+        "drawn (1 - x) / 2: a left, b right",
+        "y": "1-D t-SNE, normalised like the layout",
+        "classes": [a, b],
+        "scale": scale,
+        "params": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "versions": library_versions(),
+        "n_fit": int(len(rows)),
+        "n_placed": 0,
+    }
+    derived.write_layout(
+        subset,
+        derived.Layout(rows=rows, layout=layout, embedding=embedding, fitted=np.ones(len(rows), bool), attrs=attrs),
+    )
     return scale
 
 
@@ -116,7 +129,9 @@ def run(
     """Build every comparison of ``compare.pairs``; ``on_start("a--b", icons)`` per pair."""
     cfg = config.compare
     if not cfg.pairs:
-        raise AtlasError("compare.pairs is empty; list [a, b] class pairs, e.g. --set 'compare.pairs=[[lemon, orange]]'")
+        raise AtlasError(
+            "compare.pairs is empty; list [a, b] class pairs, e.g. --set 'compare.pairs=[[lemon, orange]]'"
+        )
     names = store.class_names
     pairs = [(resolve_class(a, names, "compare.pairs"), resolve_class(b, names, "compare.pairs")) for a, b in cfg.pairs]
     for a, b in pairs:
@@ -134,23 +149,53 @@ def run(
         rows_b = rows_of_class(attr, b, cfg.mode, cfg.top_k, 1, f"{what}: class {b} {names[b]!r}", "compare")
         rows = np.union1d(rows_a, rows_b)
         if len(rows) < cfg.min_rows:
-            raise AtlasError(f"{what}: {len(rows)} rows selected, fewer than compare.min_rows = {cfg.min_rows}; "
-                             "use compare.mode both, raise compare.top_k or lower compare.min_rows")
-        selection = {"kind": "compare", "classes": [{"index": a, "name": names[a]}, {"index": b, "name": names[b]}],
-                     "mode": cfg.mode, "top_k": cfg.top_k}
+            raise AtlasError(
+                f"{what}: {len(rows)} rows selected, fewer than compare.min_rows = {cfg.min_rows}; "
+                "use compare.mode both, raise compare.top_k or lower compare.min_rows"
+            )
+        selection = {
+            "kind": "compare",
+            "classes": [{"index": a, "name": names[a]}, {"index": b, "name": names[b]}],
+            "mode": cfg.mode,
+            "top_k": cfg.top_k,
+        }
         subset = SubsetStore.create(store, slug, rows, selection, base=compare_folder(store))
         scale = write_comparison_layout(subset, attr, a, b, cfg, config)
         start = (lambda total, _s=slug: on_start(_s, total)) if on_start is not None else None
-        made = grid_and_render(sub_config, subset, device, what=what, whitening=cfg.whitening, model=model,
-                               progress=progress, on_start=start)
+        made = grid_and_render(
+            sub_config,
+            subset,
+            device,
+            what=what,
+            whitening=cfg.whitening,
+            model=model,
+            progress=progress,
+            on_start=start,
+        )
         out = None
         if export:
-            out = export_subset(sub_config, subset, kind="compare", slug=slug, title=f"{names[a]} vs {names[b]}",
-                                extra={"classes": selection["classes"]},
-                                axes={"x": f"{names[a]}  <->  {names[b]}", "y": "1-D t-SNE"})
-        results.append(CompareResult(
-            a=(a, names[a]), b=(b, names[b]), slug=slug, rows=len(rows),
-            rows_a_only=len(np.setdiff1d(rows_a, rows_b)), rows_b_only=len(np.setdiff1d(rows_b, rows_a)),
-            scale=scale, cells=made.cells, icons_rendered=made.icons_rendered, export=str(out) if out else None,
-            seconds=time.perf_counter() - t0))
+            out = export_subset(
+                sub_config,
+                subset,
+                kind="compare",
+                slug=slug,
+                title=f"{names[a]} vs {names[b]}",
+                extra={"classes": selection["classes"]},
+                axes={"x": f"{names[a]}  <->  {names[b]}", "y": "1-D t-SNE"},
+            )
+        results.append(
+            CompareResult(
+                a=(a, names[a]),
+                b=(b, names[b]),
+                slug=slug,
+                rows=len(rows),
+                rows_a_only=len(np.setdiff1d(rows_a, rows_b)),
+                rows_b_only=len(np.setdiff1d(rows_b, rows_a)),
+                scale=scale,
+                cells=made.cells,
+                icons_rendered=made.icons_rendered,
+                export=str(out) if out else None,
+                seconds=time.perf_counter() - t0,
+            )
+        )
     return results

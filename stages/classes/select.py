@@ -77,7 +77,9 @@ def class_slug(index: int, class_names: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------- attribution
-def class_values(idx: NDArray[np.integer], val: NDArray[np.floating], cls: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+def class_values(
+    idx: NDArray[np.integer], val: NDArray[np.floating], cls: int
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """``(value, stored)``: each row's stored attribution to ``cls`` and whether it was stored.
 
     Rows where ``cls`` is not among the stored top-k get value 0 and ``stored`` False (the same
@@ -111,8 +113,14 @@ def topk_rows(idx: NDArray[np.integer], val: NDArray[np.floating], cls: int, k: 
     return np.sort(candidates[order[:k]]).astype(np.int64)
 
 
-def select_rows(idx: NDArray[np.integer], val: NDArray[np.floating], cls: int, mode: str, k: int,
-                valid: NDArray[np.bool_] | None = None) -> NDArray[np.int64]:
+def select_rows(
+    idx: NDArray[np.integer],
+    val: NDArray[np.floating],
+    cls: int,
+    mode: str,
+    k: int,
+    valid: NDArray[np.bool_] | None = None,
+) -> NDArray[np.int64]:
     """Row ids (ascending) of the class atlas of ``cls`` under ``mode`` (winner | topk | both).
 
     ``valid`` (optional, [n] bool) excludes rows that hold no sample (skipped inputs); their

@@ -20,12 +20,12 @@ from typing import Any, Literal
 import torch
 
 from stages.config import Config, GridConfig, RenderOverrides
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel
 from stages.grid import stage as grid
+from stages.model.registry import LoadedModel
 from stages.render import stage as render
 from store import derived
 from store.atomic import remove_tree
+from store.errors import AtlasError
 from store.icons import IconStore
 from store.subset import ROWS, SubsetStore
 
@@ -56,11 +56,17 @@ def choose_whitening(subset: SubsetStore, source: Literal["store", "subset"]) ->
     try:
         whole = derived.read_whitening(subset.parent)
     except AtlasError:
-        log.warning("store %s has no whitening (run `atlas grid`); %s uses its own rows' whitening",
-                    subset.parent.path, subset.name)
+        log.warning(
+            "store %s has no whitening (run `atlas grid`); %s uses its own rows' whitening",
+            subset.parent.path,
+            subset.name,
+        )
         return None
-    return derived.Whitening(matrix=whole.matrix, second_moment=whole.second_moment,
-                             attrs={**whole.attrs, "source": str(subset.parent.derived_path("whitening"))})
+    return derived.Whitening(
+        matrix=whole.matrix,
+        second_moment=whole.second_moment,
+        attrs={**whole.attrs, "source": str(subset.parent.derived_path("whitening"))},
+    )
 
 
 def drop_stale_icons(subset: SubsetStore, level: int) -> None:
@@ -75,8 +81,10 @@ def drop_stale_icons(subset: SubsetStore, level: int) -> None:
         return
     rendered = IconStore.open(path).attrs.get("grid") or {}
     cells = {level: derived.read_level(subset, level, with_attribution=False)}
-    current = {"layout_id": derived.grid_attrs(subset).get("layout_id"),
-               "fingerprint": render.grid_fingerprint(subset, cells)}
+    current = {
+        "layout_id": derived.grid_attrs(subset).get("layout_id"),
+        "fingerprint": render.grid_fingerprint(subset, cells),
+    }
     if rendered != current:
         log.info("%s: icons were rendered from another grid; deleting them", subset.name)
         remove_tree(path)  # renamed away first: never seen half deleted
@@ -104,18 +112,39 @@ def grid_and_render(
     if result.cells[level] == 0:
         raise AtlasError(
             f"{what}: none of the {level} x {level} cells holds more than {config.grid.min_count} of its "
-            f"{result.rows} rows; lower min_count or select more rows (top_k, mode)")
+            f"{result.rows} rows; lower min_count or select more rows (top_k, mode)"
+        )
     source = "subset" if whole is None else "store"
     drop_stale_icons(subset, level)
     summary = render.run(config, subset, device, progress=progress, on_start=on_start, model=model)
-    log.info("%s: %d of %d rows in %d kept cells, %d icons rendered (whitening: %s)", what,
-             result.rows_in_kept_cells[level], result.rows, result.cells[level], summary.icons_run, source)
-    return SubsetAtlas(level=level, cells=result.cells[level], rows_in_cells=result.rows_in_kept_cells[level],
-                       icons_rendered=summary.icons_run, whitening=source)
+    log.info(
+        "%s: %d of %d rows in %d kept cells, %d icons rendered (whitening: %s)",
+        what,
+        result.rows_in_kept_cells[level],
+        result.rows,
+        result.cells[level],
+        summary.icons_run,
+        source,
+    )
+    return SubsetAtlas(
+        level=level,
+        cells=result.cells[level],
+        rows_in_cells=result.rows_in_kept_cells[level],
+        icons_rendered=summary.icons_run,
+        whitening=source,
+    )
 
 
-def export_subset(config: Config, subset: SubsetStore, *, kind: str, slug: str, title: str,
-                  extra: dict[str, Any], axes: dict[str, str | None] | None = None) -> Path:
+def export_subset(
+    config: Config,
+    subset: SubsetStore,
+    *,
+    kind: str,
+    slug: str,
+    title: str,
+    extra: dict[str, Any],
+    axes: dict[str, str | None] | None = None,
+) -> Path:
     """Export the subset's one level into ``<atlas>/<kind>/<slug>/`` with the tiles exporter.
 
     Same code and format as the main atlas (docs/export_format.md); dataset examples come from
@@ -128,11 +157,19 @@ def export_subset(config: Config, subset: SubsetStore, *, kind: str, slug: str, 
     attrs = icons.attrs
     model = subset.attrs.get("model") or {}
     source = AtlasSource(
-        id=f"{kind}/{slug}", kind=kind, title=title, levels=list(config.grid.levels),
-        cell_level=lambda n: derived.read_level(subset, n, with_attribution=False), icon_level=icons.read_level,
-        minimap=lambda k, seed: store_minimap(subset, k, seed), class_names=list(subset.class_names),
-        model={"name": model.get("name"), "layer": model.get("layer")}, icon_px=int(attrs["size"]), store=subset,
-        axes=axes or {"x": None, "y": None}, index=extra,
+        id=f"{kind}/{slug}",
+        kind=kind,
+        title=title,
+        levels=list(config.grid.levels),
+        cell_level=lambda n: derived.read_level(subset, n, with_attribution=False),
+        icon_level=icons.read_level,
+        minimap=lambda k, seed: store_minimap(subset, k, seed),
+        class_names=list(subset.class_names),
+        model={"name": model.get("name"), "layer": model.get("layer")},
+        icon_px=int(attrs["size"]),
+        store=subset,
+        axes=axes or {"x": None, "y": None},
+        index=extra,
         fingerprint=fingerprint({"grid": attrs.get("grid"), "params": attrs.get("params"), "subset": str(subset.path)}),
     )
     result = export_atlas(source, Path(config.data.atlas), config.tiles)

@@ -49,8 +49,9 @@ def position_tangents(activations: torch.Tensor, yx: torch.Tensor) -> torch.Tens
     """
     b, c, h, w = activations.shape
     p = yx.shape[1]
-    flat = torch.empty((p * b, c, h, w), dtype=activations.dtype, device=activations.device,
-                       memory_format=_memory_format(activations)).zero_()
+    flat = torch.empty(
+        (p * b, c, h, w), dtype=activations.dtype, device=activations.device, memory_format=_memory_format(activations)
+    ).zero_()
     rows = torch.arange(p * b, device=activations.device)
     batch = rows % b
     y, x = yx[batch, rows // b, 0].long(), yx[batch, rows // b, 1].long()
@@ -135,8 +136,9 @@ class HeadJVP:
         self.fallback_nodes: set[str] = set()  # names of nodes that went through torch.func.jvp (for tests/logs)
 
     # -- the walk --------------------------------------------------------------------------
-    def jvp(self, activation: torch.Tensor, cuts: tuple[torch.Tensor, ...],
-            tangents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def jvp(
+        self, activation: torch.Tensor, cuts: tuple[torch.Tensor, ...], tangents: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n = tangents.shape[0]
         inputs = iter((activation, *cuts))
         primal: dict[fx.Node, Any] = {}
@@ -148,8 +150,10 @@ class HeadJVP:
                     primal[node] = next(inputs)
                     tangent[node] = tangents if len(primal) == 1 else None
                 elif node.op == "output":
-                    result = (fx.node.map_arg(node.args[0], lambda a: primal[a]),
-                              fx.node.map_arg(node.args[0], lambda a: tangent.get(a)))
+                    result = (
+                        fx.node.map_arg(node.args[0], lambda a: primal[a]),
+                        fx.node.map_arg(node.args[0], lambda a: tangent.get(a)),
+                    )
                 else:
                     args = fx.node.map_arg(node.args, lambda a: primal[a])
                     kwargs = fx.node.map_arg(node.kwargs, lambda a: primal[a])
@@ -229,8 +233,9 @@ class HeadJVP:
             return _unflat(module(_flat(t)), n)
         return NotImplemented
 
-    def _function_rule(self, node: fx.Node, args: tuple, kwargs: dict, tangent: dict[fx.Node, Tangent],
-                       only_first: bool, n: int) -> Any:
+    def _function_rule(
+        self, node: fx.Node, args: tuple, kwargs: dict, tangent: dict[fx.Node, Tangent], only_first: bool, n: int
+    ) -> Any:
         f = node.target
         first = node.args[0] if node.args else None
         if f in (operator.add, operator.iadd, torch.add) and len(node.args) == 2 and not kwargs:

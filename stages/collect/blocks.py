@@ -24,16 +24,17 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def interior_positions(inputs: range, positions: int, height: int, width: int, border: int,
-                       seed: int) -> np.ndarray:
+def interior_positions(inputs: range, positions: int, height: int, width: int, border: int, seed: int) -> np.ndarray:
     """[len(inputs), positions, 2] interior (y, x), uniform over the non-border cells.
 
     The article avoided edge positions; ``border`` cells are excluded on every side. Each draw
     is a pure function of (seed, input, position), so a resumed, sharded or re-chunked run
     samples exactly the same positions.
     """
-    ids = (np.arange(inputs.start, inputs.stop, dtype=np.uint64)[:, None] * np.uint64(positions)
-           + np.arange(positions, dtype=np.uint64)[None, :])
+    ids = (
+        np.arange(inputs.start, inputs.stop, dtype=np.uint64)[:, None] * np.uint64(positions)
+        + np.arange(positions, dtype=np.uint64)[None, :]
+    )
     with np.errstate(over="ignore"):
         h = _splitmix64(ids ^ _splitmix64(np.full(ids.shape, seed, np.uint64)))
     span_y, span_x = height - 2 * border, width - 2 * border
@@ -50,11 +51,13 @@ def image_positions(inputs: range, positions: int, margin: float, seed: int) -> 
     nothing about the layer, so two stores of the same inputs and seed (another layer, another
     model) get the same image locations: :func:`to_layer_grid` maps them onto each layer's grid.
     """
-    ids = (np.arange(inputs.start, inputs.stop, dtype=np.uint64)[:, None] * np.uint64(positions)
-           + np.arange(positions, dtype=np.uint64)[None, :])
+    ids = (
+        np.arange(inputs.start, inputs.stop, dtype=np.uint64)[:, None] * np.uint64(positions)
+        + np.arange(positions, dtype=np.uint64)[None, :]
+    )
     with np.errstate(over="ignore"):
         h = _splitmix64(ids ^ _splitmix64(np.full(ids.shape, seed, np.uint64)))
-    unit = np.stack([(h & np.uint64(0xFFFFFFFF)), (h >> np.uint64(32))], axis=-1).astype(np.float64) / 2.0 ** 32
+    unit = np.stack([(h & np.uint64(0xFFFFFFFF)), (h >> np.uint64(32))], axis=-1).astype(np.float64) / 2.0**32
     return margin + unit * (1.0 - 2.0 * margin)
 
 
@@ -91,8 +94,14 @@ class _Block:
 class BlockAssembler:
     """Collects per-input results and writes each block as soon as all its inputs are in."""
 
-    def __init__(self, store: AtlasStore, skip_reasons: tuple[str, ...], top_k: int, top_predictions: int,
-                 on_block_written: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: AtlasStore,
+        skip_reasons: tuple[str, ...],
+        top_k: int,
+        top_predictions: int,
+        on_block_written: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.store = store
         self.positions = store.positions_per_image
         self.skip_codes = {reason: STATUS_FIRST_SKIP + i for i, reason in enumerate(skip_reasons)}
@@ -109,7 +118,7 @@ class BlockAssembler:
 
     def skip(self, block: int, inputs: range, reason: str) -> None:
         buf = self._block(block)
-        buf.status[inputs.start - buf.inputs.start:inputs.stop - buf.inputs.start] = self.skip_codes[reason]
+        buf.status[inputs.start - buf.inputs.start : inputs.stop - buf.inputs.start] = self.skip_codes[reason]
         buf.filled += len(inputs)
         self.skipped[reason] = self.skipped.get(reason, 0) + len(inputs)
         self._maybe_write(block)

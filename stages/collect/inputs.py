@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from stages.images.crops import EvalCrop, render_view, view_box
 from stages.images.decoding import Decoded, decode_rgb
 from stages.images.sources import ImageSource
-from stages.images.crops import EvalCrop, render_view, view_box
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class WorkItem:
     block: int
     image: int
-    view_start: int   # first view of this image inside the block
+    view_start: int  # first view of this image inside the block
     view_stop: int
 
 
@@ -65,7 +65,7 @@ def eval_crop_for(name: str, weights: str, size: int) -> EvalCrop:
         try:
             transform = resolve_weights_enum(name, weights).transforms()
             declared = int(transform.resize_size[0]), int(transform.crop_size[0])
-        except Exception:  # noqa: BLE001 - a weights file, an unknown name: no declared transform
+        except Exception:
             declared = None
     if declared is None:
         return int(round(EVAL_RESIZE_RATIO * size)), size
@@ -73,8 +73,9 @@ def eval_crop_for(name: str, weights: str, size: int) -> EvalCrop:
     return (resize if crop == size else int(round(resize * size / crop))), size
 
 
-def draft_side(jpeg_draft: bool, size: int, views_per_image: int, scale: tuple[float, float],
-               eval_crop: EvalCrop | None = None) -> int:
+def draft_side(
+    jpeg_draft: bool, size: int, views_per_image: int, scale: tuple[float, float], eval_crop: EvalCrop | None = None
+) -> int:
     """The short side a JPEG may be draft-decoded down to without any view being upsampled: the
     whole image must keep ``size`` (``R`` when view 0 is the evaluation crop ``(R, size)``); a crop
     of area fraction ``scale[0]`` with aspect <= 4/3 has a short side >= sqrt(0.75 * scale[0]) of
@@ -170,10 +171,17 @@ def _die_with_parent() -> None:
 def view_loader(dataset: ViewDataset, num_workers: int, pin_memory: bool, worker_nice: int = 0) -> DataLoader:
     """In-order loader, one item at a time (the model batches are assembled by the caller)."""
     init = functools.partial(_init_worker, worker_nice) if num_workers > 0 else None
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                      collate_fn=_identity, pin_memory=pin_memory,
-                      prefetch_factor=4 if num_workers > 0 else None,
-                      persistent_workers=False, worker_init_fn=init)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=False,
+        worker_init_fn=init,
+    )
 
 
 def to_model_input(views: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -182,8 +190,9 @@ def to_model_input(views: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
 
 
-def to_normalized_input(views: np.ndarray, device: torch.device, mean: tuple[float, ...],
-                        std: tuple[float, ...]) -> torch.Tensor:
+def to_normalized_input(
+    views: np.ndarray, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
     """:func:`to_model_input` then ``(x - mean) / std`` in place: the same values as the model's
     ``normalize`` bit for bit (the same operations in the same order), without two more batch-sized
     buffers per batch."""

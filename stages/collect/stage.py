@@ -18,19 +18,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from stages.config import Config
-from stages.images.decoding import SKIP_REASONS
-from stages.model.device import select_device
-from store.errors import AtlasError
-from stages.images.sources import ImageSource, open_image_source, subsample
-from stages.images.class_names import label_classes
-from stages.model.registry import LoadedModel, load_model
 from stages.collect.attribution import HeadJVP, position_tangents, top_k
 from stages.collect.blocks import BlockAssembler, image_positions, interior_positions, to_layer_grid
-from stages.collect.inputs import (ViewDataset, ViewSettings, WorkItem, draft_side, eval_crop_for, to_normalized_input,
-                                   view_loader, work_items)
+from stages.collect.inputs import (
+    ViewDataset,
+    ViewSettings,
+    WorkItem,
+    draft_side,
+    eval_crop_for,
+    to_normalized_input,
+    view_loader,
+    work_items,
+)
+from stages.config import Config
+from stages.images.class_names import label_classes
 from stages.images.crops import EvalCrop
+from stages.images.decoding import SKIP_REASONS
+from stages.images.sources import ImageSource, open_image_source, subsample
+from stages.model.device import select_device
+from stages.model.registry import LoadedModel, load_model
 from store.atlas_store import AtlasStore, StoreSpec
+from store.errors import AtlasError
 from store.shards import shard_blocks
 
 log = logging.getLogger(__name__)
@@ -44,8 +52,8 @@ class CollectSummary:
     inputs_run: int
     stored: int
     skipped: dict[str, int]
-    seconds: float                  # the whole run
-    setup_seconds: float = 0.0      # model load, store open/creation, before the first input
+    seconds: float  # the whole run
+    setup_seconds: float = 0.0  # model load, store open/creation, before the first input
     input_wait_seconds: float = 0.0  # waiting for the decoding workers' next item (the first one included)
     store_counts: dict[str, int] = field(default_factory=dict)
     missing_blocks: int = 0
@@ -64,16 +72,32 @@ def library_versions() -> dict[str, str]:
     import PIL
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "zarr": version("zarr"), "dask": dask.__version__, "pillow": PIL.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "zarr": version("zarr"),
+        "dask": dask.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> StoreSpec:
     c = config.collect
-    sampling = {"views_per_image": c.views_per_image, "view_scale": list(c.view_scale),
-                "positions_per_image": c.positions_per_image, "border": c.border, "seed": c.seed,
-                "dtype": c.dtype, "rows_per_chunk": c.rows_per_chunk, "head": c.head, "top_k": c.top_k,
-                "top_predictions": c.top_predictions, "max_pixels": c.max_pixels}
+    sampling = {
+        "views_per_image": c.views_per_image,
+        "view_scale": list(c.view_scale),
+        "positions_per_image": c.positions_per_image,
+        "border": c.border,
+        "seed": c.seed,
+        "dtype": c.dtype,
+        "rows_per_chunk": c.rows_per_chunk,
+        "head": c.head,
+        "top_k": c.top_k,
+        "top_predictions": c.top_predictions,
+        "max_pixels": c.max_pixels,
+    }
     if c.image_margin is not None:  # recorded only when on: stores sampled over the layer keep their identity
         sampling["image_margin"] = c.image_margin
     if c.jpeg_draft:  # recorded only when on, as image_margin: JPEGs decoded at reduced scale
@@ -81,16 +105,29 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
     eval_crop = view0_eval_crop(config)
     if eval_crop is not None:  # recorded only when not the plain resize: earlier stores keep their identity
         sampling["view0"] = {"transform": "eval", "resize": eval_crop[0], "crop": eval_crop[1]}
-    dataset = {"source": str(config.data.source), "kind": source.kind, "fingerprint": source.fingerprint(),
-               "n_images": len(source.records)}
+    dataset = {
+        "source": str(config.data.source),
+        "kind": source.kind,
+        "fingerprint": source.fingerprint(),
+        "n_images": len(source.records),
+    }
     if config.data.labels:  # recorded only when set: stores made before these options keep their identity
         dataset["labels"] = str(config.data.labels)
     if source.selection:  # the subsample drawn (data.max_images / data.per_class, collect.seed)
         dataset["selection"] = source.selection
-    return StoreSpec(model=model.identity(), dataset=dataset, sampling=sampling, channels=model.layer_shape[0],
-                     n_images=len(source.records), views_per_image=c.views_per_image,
-                     positions_per_image=c.positions_per_image, rows_per_chunk=c.rows_per_chunk, dtype=c.dtype,
-                     top_k=c.top_k, top_predictions=c.top_predictions)
+    return StoreSpec(
+        model=model.identity(),
+        dataset=dataset,
+        sampling=sampling,
+        channels=model.layer_shape[0],
+        n_images=len(source.records),
+        views_per_image=c.views_per_image,
+        positions_per_image=c.positions_per_image,
+        rows_per_chunk=c.rows_per_chunk,
+        dtype=c.dtype,
+        top_k=c.top_k,
+        top_predictions=c.top_predictions,
+    )
 
 
 def view0_eval_crop(config: Config) -> EvalCrop | None:
@@ -107,15 +144,18 @@ def _check_geometry(config: Config, model: LoadedModel) -> None:
     if config.collect.image_margin is not None:
         return  # positions come from image coordinates (collect.image_margin); every one maps to a cell
     if h - 2 * b < 1 or w - 2 * b < 1:
-        raise AtlasError(f"collect.border={b} leaves no interior position in layer {model.layer} "
-                         f"({h}x{w}); lower collect.border or pick an earlier layer")
+        raise AtlasError(
+            f"collect.border={b} leaves no interior position in layer {model.layer} "
+            f"({h}x{w}); lower collect.border or pick an earlier layer"
+        )
 
 
 class _ModelStep:
     """Runs one model batch and hands every input's rows to the assembler."""
 
-    def __init__(self, config: Config, model: LoadedModel, store: AtlasStore, assembler: BlockAssembler,
-                 label_class: np.ndarray) -> None:
+    def __init__(
+        self, config: Config, model: LoadedModel, store: AtlasStore, assembler: BlockAssembler, label_class: np.ndarray
+    ) -> None:
         self.c = config.collect
         self.model = model
         self.store = store
@@ -129,8 +169,9 @@ class _ModelStep:
         if block not in self.positions:
             inputs = self.store.block_input_range(block)
             if self.c.image_margin is None:
-                self.positions[block] = interior_positions(inputs, self.c.positions_per_image, self.h, self.w,
-                                                           self.c.border, self.c.seed)
+                self.positions[block] = interior_positions(
+                    inputs, self.c.positions_per_image, self.h, self.w, self.c.border, self.c.seed
+                )
             else:  # the same image locations whatever the layer (stages/align)
                 points = image_positions(inputs, self.c.positions_per_image, self.c.image_margin, self.c.seed)
                 self.positions[block] = to_layer_grid(points, self.h, self.w)
@@ -176,9 +217,13 @@ class _ModelStep:
 
 def open_collect_store(config: Config, model: LoadedModel, source: ImageSource) -> AtlasStore:
     """Create or reopen the store for this configuration; write the image table once."""
-    extra = {"class_names": model.class_names, "label_names": list(source.label_names),
-             "skip_reasons": list(SKIP_REASONS), "versions": library_versions(),
-             "params": config.model_dump(mode="json")}
+    extra = {
+        "class_names": model.class_names,
+        "label_names": list(source.label_names),
+        "skip_reasons": list(SKIP_REASONS),
+        "versions": library_versions(),
+        "params": config.model_dump(mode="json"),
+    }
     store = AtlasStore.create_or_open(config.data.store, store_spec(config, model, source), extra)
     if not store.images_written:
         labels = np.asarray(source.labels, np.int32)
@@ -197,9 +242,11 @@ def unmatched_labels_warning(label_names: list[str], classes: np.ndarray, where:
     if not label_names or (np.asarray(classes) >= 0).any():
         return None
     shown = ", ".join(repr(n) for n in label_names[:3]) + (", ..." if len(label_names) > 3 else "")
-    return (f"{where}: none of its {len(label_names)} labels ({shown}) is a class of the model, so label attribution, "
-            "label search and label colouring will be empty; name label folders by WNID (n01440764), class name or "
-            "index (281_tabby), or pass --labels FILE.csv")
+    return (
+        f"{where}: none of its {len(label_names)} labels ({shown}) is a class of the model, so label attribution, "
+        "label search and label colouring will be empty; name label folders by WNID (n01440764), class name or "
+        "index (281_tabby), or pass --labels FILE.csv"
+    )
 
 
 def open_source(config: Config) -> ImageSource:
@@ -211,8 +258,13 @@ def open_source(config: Config) -> ImageSource:
     return subsample(source, d.max_images, d.per_class, config.collect.seed)
 
 
-def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | None = None,
-        progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> CollectSummary:
+def run(
+    config: Config,
+    shard: tuple[int, int] = (0, 1),
+    device: torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> CollectSummary:
     """Collect the pending blocks of shard ``i/n`` into ``config.data.store``.
 
     ``progress(n)`` is called with the number of inputs finished since the last call;
@@ -238,18 +290,28 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
     step = _ModelStep(config, model, store, assembler, label_class)
     items = work_items(block_inputs, c.views_per_image)
     eval_crop = view0_eval_crop(config)
-    settings = ViewSettings(c.views_per_image, tuple(c.view_scale), config.model.image_size, c.seed, c.max_pixels,
-                            draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale),
-                                       eval_crop), eval_crop)
-    loader = view_loader(ViewDataset(items, source, settings), c.num_workers,
-                         pin_memory=model.device.type == "cuda", worker_nice=c.worker_nice)
+    settings = ViewSettings(
+        c.views_per_image,
+        tuple(c.view_scale),
+        config.model.image_size,
+        c.seed,
+        c.max_pixels,
+        draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale), eval_crop),
+        eval_crop,
+    )
+    loader = view_loader(
+        ViewDataset(items, source, settings),
+        c.num_workers,
+        pin_memory=model.device.type == "cuda",
+        worker_nice=c.worker_nice,
+    )
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
     input_wait = 0.0  # seconds the model waited for decoded views (docs/collect.md, bench/decode.py)
     setup_seconds = time.perf_counter() - t0
 
     def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
         for begin in range(0, len(views), c.batch_size):
-            batch = views[begin:begin + c.batch_size]
+            batch = views[begin : begin + c.batch_size]
             step(batch)
             report(len(batch))
 
@@ -279,9 +341,17 @@ def run(config: Config, shard: tuple[int, int] = (0, 1), device: torch.device | 
         raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
 
     seconds = time.perf_counter() - t0
-    summary = CollectSummary(store=str(store.path), shard=shard, blocks_run=len(blocks), inputs_run=total,
-                             stored=assembler.stored, skipped=dict(assembler.skipped), seconds=seconds,
-                             setup_seconds=setup_seconds, input_wait_seconds=input_wait)
+    summary = CollectSummary(
+        store=str(store.path),
+        shard=shard,
+        blocks_run=len(blocks),
+        inputs_run=total,
+        stored=assembler.stored,
+        skipped=dict(assembler.skipped),
+        seconds=seconds,
+        setup_seconds=setup_seconds,
+        input_wait_seconds=input_wait,
+    )
     store.record_run_summary({"shard": list(shard), "inputs_run": total, "seconds": round(seconds, 2)})
     summary.store_counts = store.counts()
     summary.missing_blocks = len(store.pending_blocks())

@@ -21,8 +21,14 @@ from stages.cue_conflict.shape_bias import wilson_interval
 OUTCOMES = ("shape", "texture", "neither", "off")
 
 
-def position_outcomes(cells: NDArray[np.integer], top_idx: NDArray[np.integer], category_of_class: NDArray[np.integer],
-                      shape: int, texture: int, top: int) -> list[str]:
+def position_outcomes(
+    cells: NDArray[np.integer],
+    top_idx: NDArray[np.integer],
+    category_of_class: NDArray[np.integer],
+    shape: int,
+    texture: int,
+    top: int,
+) -> list[str]:
     """One outcome per position (see the module docstring); ``top``: how many of a cell's top classes count."""
     out = []
     for cell in np.asarray(cells).tolist():
@@ -66,7 +72,9 @@ def stimulus_lean(outcomes: list[str]) -> str:
     return "shape" if c["shape"] > c["texture"] else "texture" if c["texture"] > c["shape"] else "tie"
 
 
-def cell_texture_share(cells: NDArray[np.integer], outcomes: list[str], n_cells: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+def cell_texture_share(
+    cells: NDArray[np.integer], outcomes: list[str], n_cells: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Per kept cell: positions that landed there (shape or texture ones), and their texture share (NaN: none)."""
     cells = np.asarray(cells)
     decided = np.array([o in ("shape", "texture") for o in outcomes], bool) & (cells >= 0)

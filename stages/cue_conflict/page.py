@@ -55,8 +55,13 @@ def level_icons(store: AtlasStore, level: int) -> NDArray[np.uint8] | None:
     return None
 
 
-def atlas_map(n: int, ij: list[tuple[int, int]], icons: NDArray[np.uint8] | None, counts: NDArray[np.int64],
-              texture: NDArray[np.float64]) -> Image.Image:
+def atlas_map(
+    n: int,
+    ij: list[tuple[int, int]],
+    icons: NDArray[np.uint8] | None,
+    counts: NDArray[np.int64],
+    texture: NDArray[np.float64],
+) -> Image.Image:
     """The level as an image (y up, like the viewer), with the stimuli's cells tinted by texture share."""
     img = Image.new("RGB", (n * CELL_PX, n * CELL_PX), (245, 245, 245))
     overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -81,13 +86,19 @@ def _rate(d: dict[str, object], key: str = "shape_bias") -> str:
 
 
 def _table(rows: dict[str, dict[str, object]], head: str) -> str:
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['shape']}</td><td>{v['texture']}</td><td>{v['other']}</td>"
-                   f"<td>{_rate(v)}</td></tr>" for k, v in rows.items())
-    return (f"<table><tr><th>{head}</th><th>shape</th><th>texture</th><th>other</th><th>shape bias</th></tr>"
-            f"{body}</table>")
+    body = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['shape']}</td><td>{v['texture']}</td><td>{v['other']}</td>"
+        f"<td>{_rate(v)}</td></tr>"
+        for k, v in rows.items()
+    )
+    return (
+        f"<table><tr><th>{head}</th><th>shape</th><th>texture</th><th>other</th><th>shape bias</th></tr>{body}</table>"
+    )
 
 
-def render_html(data: dict[str, Any], n: int, cells: list[tuple[int, str, int, float]], thumbs: list[tuple[str, str]]) -> str:
+def render_html(
+    data: dict[str, Any], n: int, cells: list[tuple[int, str, int, float]], thumbs: list[tuple[str, str]]
+) -> str:
     overall = data["shape_bias"]
     assert isinstance(overall, dict)
     atlas = data.get("atlas") or {}
@@ -97,9 +108,11 @@ def render_html(data: dict[str, Any], n: int, cells: list[tuple[int, str, int, f
     cell_rows = "".join(
         f'<tr><td><a href="../../index.html#atlas=main&level={n}&cell={n}:{c}">cell {c}</a></td><td>{k}</td>'
         f'<td style="color:rgb{texture_colour(t)}">{100 * t:.0f}% texture</td><td>{html.escape(name)}</td></tr>'
-        for c, name, k, t in cells)
-    thumb_html = "".join(f'<figure><img src="{src}" alt=""><figcaption>{html.escape(cap)}</figcaption></figure>'
-                         for src, cap in thumbs)
+        for c, name, k, t in cells
+    )
+    thumb_html = "".join(
+        f'<figure><img src="{src}" alt=""><figcaption>{html.escape(cap)}</figcaption></figure>' for src, cap in thumbs
+    )
     atlas_html = "<p>No atlas given: run with a store that has a layout and a grid to see where the stimuli land.</p>"
     if pos:
         atlas_html = (
@@ -114,31 +127,32 @@ def render_html(data: dict[str, Any], n: int, cells: list[tuple[int, str, int, f
             f'<img class="map" src="atlas_map.png" alt="the atlas with the stimuli\'s cells tinted by texture share">'
             f"<p>Blue: the positions landing there read as the shape category; red: as the texture category; "
             f"more opaque: more positions.</p>"
-            f"<table><tr><th>cell</th><th>positions</th><th>texture share</th><th>top class</th></tr>{cell_rows}</table>")
+            f"<table><tr><th>cell</th><th>positions</th><th>texture share</th><th>top class</th></tr>{cell_rows}</table>"
+        )
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Texture vs shape: {html.escape(str(data['model']))}</title>
+<html><head><meta charset="utf-8"><title>Texture vs shape: {html.escape(str(data["model"]))}</title>
 <style>body{{font:14px sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}
 img.map{{max-width:100%;image-rendering:pixelated;border:1px solid #999}}
 figure{{display:inline-block;margin:3px;width:96px;font-size:10px}}figure img{{width:96px;height:96px}}</style></head>
 <body><p><a href="../../index.html">back to the atlas</a></p>
-<h1>Texture vs shape: {html.escape(str(data['model']))}</h1>
+<h1>Texture vs shape: {html.escape(str(data["model"]))}</h1>
 <p>Cue-conflict stimuli of Geirhos et al. (ICLR 2019): one category's shape in another's texture. Recipe:
 each of the 16 categories is scored by the mean probability of its ImageNet classes, the decision is the
 best category, stimuli whose shape and texture category agree are left out, shape bias = shape / (shape +
 texture).</p>
-<p><b>Shape bias {_rate(overall)}</b>: shape {overall['shape']}, texture {overall['texture']}, other
-{overall['other']} of {overall['total']} cue-conflict stimuli ({overall['left_out']} same-category left out).
+<p><b>Shape bias {_rate(overall)}</b>: shape {overall["shape"]}, texture {overall["texture"]}, other
+{overall["other"]} of {overall["total"]} cue-conflict stimuli ({overall["left_out"]} same-category left out).
 Published: {PUBLISHED}.</p>
-<h2>Per shape category</h2>{_table(data['by_shape_category'], 'shape category')}  
-<h2>Per texture category</h2>{_table(data['by_texture_category'], 'texture category')}
+<h2>Per shape category</h2>{_table(data["by_shape_category"], "shape category")}
+<h2>Per texture category</h2>{_table(data["by_texture_category"], "texture category")}
 <h2>On the atlas</h2>{atlas_html}
 <h2>Stimuli</h2><p>Caption: shape-texture, the model's 16-class decision.</p>{thumb_html}
 </body></html>
 """
 
 
-def write_page(config: Config, store: AtlasStore, result: "CueConflictResult") -> Path | None:
+def write_page(config: Config, store: AtlasStore, result: CueConflictResult) -> Path | None:
     """Write the page (and register it in ``atlases.json``); None, with a warning, without an exported atlas."""
     from stages.cue_conflict.result import report
     from stages.tiles.export import update_index
@@ -159,8 +173,11 @@ def write_page(config: Config, store: AtlasStore, result: "CueConflictResult") -
         atlas_map(n, ij, level_icons(store, n), result.cell_counts, result.cell_texture).save(folder / "atlas_map.png")
         names = level.top_names()
         order = np.argsort(-result.cell_counts, kind="stable")
-        cells = [(int(c), names[c][0] if names[c] else "", int(result.cell_counts[c]), float(result.cell_texture[c]))
-                 for c in order[:20] if result.cell_counts[c] > 0]
+        cells = [
+            (int(c), names[c][0] if names[c] else "", int(result.cell_counts[c]), float(result.cell_texture[c]))
+            for c in order[:20]
+            if result.cell_counts[c] > 0
+        ]
     thumbs = []
     for r in result.stimuli:
         name = f"stimuli/{r.stimulus.path.stem}.jpg"
@@ -172,10 +189,19 @@ def write_page(config: Config, store: AtlasStore, result: "CueConflictResult") -
     tmp.write_text(render_html(data, n, cells, thumbs))
     tmp.replace(page)
     stored = store.attrs.get("model") or {}  # the index names the store's model, as every other entry does
-    entry = AtlasSource(id=FOLDER, kind="experiment", title="texture vs shape (cue conflict)", levels=[],
-                        cell_level=_no_levels, icon_level=_no_levels, minimap=_no_levels, class_names=[], icon_px=CELL_PX,
-                        model={"name": stored.get("name", result.model), "layer": stored.get("layer", result.layer)},
-                        index={"page": f"{FOLDER}/index.html"})
+    entry = AtlasSource(
+        id=FOLDER,
+        kind="experiment",
+        title="texture vs shape (cue conflict)",
+        levels=[],
+        cell_level=_no_levels,
+        icon_level=_no_levels,
+        minimap=_no_levels,
+        class_names=[],
+        icon_px=CELL_PX,
+        model={"name": stored.get("name", result.model), "layer": stored.get("layer", result.layer)},
+        index={"page": f"{FOLDER}/index.html"},
+    )
     update_index(atlas, entry)
     return page
 

@@ -33,7 +33,7 @@ class AtlasPlacer:
     """What it takes to put an activation vector into a cell of one grid level."""
 
     features: FeatureMap
-    index: Any                      # faiss index over the fitted rows' features
+    index: Any  # faiss index over the fitted rows' features
     fitted_rows: NDArray[np.int64]  # store row id of every fitted row, in index order
     layout_xy: NDArray[np.float32]  # [fitted, 2] their normalised layout positions
     cell_of_row: NDArray[np.int64]  # [store rows] the kept cell of each row at ``level``, -1 none
@@ -70,6 +70,14 @@ def build_placer(store: AtlasStore, level_n: int) -> AtlasPlacer:
     raw = read_fit_rows(store, rows)
     features = FeatureMap(metric=cfg.metric, dims=cfg.pca_dims).fit(raw)
     index = nearest_fitted(features.transform(raw), cfg)
-    log.info("placer: %d fitted rows, %d-d features, level %d (%d cells)", len(rows), features.out_dims, level_n, len(level))
-    return AtlasPlacer(features=features, index=index, fitted_rows=rows, layout_xy=layout.layout[fitted][order],
-                       cell_of_row=cell_of_row(level, store.n_rows), level=level)
+    log.info(
+        "placer: %d fitted rows, %d-d features, level %d (%d cells)", len(rows), features.out_dims, level_n, len(level)
+    )
+    return AtlasPlacer(
+        features=features,
+        index=index,
+        fitted_rows=rows,
+        layout_xy=layout.layout[fitted][order],
+        cell_of_row=cell_of_row(level, store.n_rows),
+        level=level,
+    )

@@ -19,7 +19,7 @@ class StimulusResult:
     stimulus: Stimulus
     decision: str
     top1: str
-    outcome: str | None                     # shape / texture / other; None: no conflict
+    outcome: str | None  # shape / texture / other; None: no conflict
     positions: list[str] = field(default_factory=list)  # on the atlas: one outcome per interior position
     cells: list[int] = field(default_factory=list)
 
@@ -43,16 +43,26 @@ def report(result: CueConflictResult) -> dict[str, object]:
     """The JSON report: counts, rates and intervals, per category, and every stimulus's decision."""
     b = result.bias
     return {
-        "model": result.model, "layer": result.layer, "recipe": "Geirhos et al. 2019: mean probability per category, "
+        "model": result.model,
+        "layer": result.layer,
+        "recipe": "Geirhos et al. 2019: mean probability per category, "
         "decision = best category, same-category stimuli left out, shape / (shape + texture)",
         "shape_bias": b.overall.as_dict(),
         "by_shape_category": {k: v.as_dict() for k, v in b.by_shape.items()},
         "by_texture_category": {k: v.as_dict() for k, v in b.by_texture.items()},
         "atlas": result.atlas,
-        "stimuli": [{"file": r.stimulus.path.name, "shape": r.stimulus.shape, "texture": r.stimulus.texture,
-                     "decision": r.decision, "top1": r.top1, "outcome": r.outcome,
-                     **({"atlas_positions": dict(on_atlas.share(r.positions).counts)} if r.positions else {})}
-                    for r in result.stimuli],
+        "stimuli": [
+            {
+                "file": r.stimulus.path.name,
+                "shape": r.stimulus.shape,
+                "texture": r.stimulus.texture,
+                "decision": r.decision,
+                "top1": r.top1,
+                "outcome": r.outcome,
+                **({"atlas_positions": dict(on_atlas.share(r.positions).counts)} if r.positions else {}),
+            }
+            for r in result.stimuli
+        ],
     }
 
 

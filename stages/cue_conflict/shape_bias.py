@@ -102,8 +102,15 @@ class Counts:
 
     def as_dict(self) -> dict[str, object]:
         lo, hi = self.interval
-        return {"shape": self.shape, "texture": self.texture, "other": self.other, "total": self.total,
-                "left_out": self.left_out, "shape_bias": self.bias, "interval95": [lo, hi]}
+        return {
+            "shape": self.shape,
+            "texture": self.texture,
+            "other": self.other,
+            "total": self.total,
+            "left_out": self.left_out,
+            "shape_bias": self.bias,
+            "interval95": [lo, hi],
+        }
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ from store.errors import AtlasError
 log = logging.getLogger(__name__)
 
 
-def forward(model: LoadedModel, pixels: NDArray[np.float32], device: torch.device
-            ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+def forward(
+    model: LoadedModel, pixels: NDArray[np.float32], device: torch.device
+) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
     """``[B, 3, S, S]`` in [0, 1] -> (softmax probabilities ``[B, classes]``, layer activations ``[B, H, W, C]``)."""
     x = torch.from_numpy(pixels).to(device)
     with torch.no_grad():
@@ -49,12 +50,19 @@ def interior(acts: NDArray[np.float32], border: int) -> NDArray[np.float32]:
     """``[H, W, C]`` -> ``[P, C]``: the positions the collect stage samples from (``collect.border`` cells off each side)."""
     h, w, _ = acts.shape
     b = border if h > 2 * border and w > 2 * border else 0
-    return acts[b:h - b, b:w - b].reshape(-1, acts.shape[-1])
+    return acts[b : h - b, b : w - b].reshape(-1, acts.shape[-1])
 
 
-def run(config: Config, device: torch.device, *, store: AtlasStore | None = None, model: LoadedModel | None = None,
-        stimuli: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
-        write: bool = True) -> CueConflictResult:
+def run(
+    config: Config,
+    device: torch.device,
+    *,
+    store: AtlasStore | None = None,
+    model: LoadedModel | None = None,
+    stimuli: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    write: bool = True,
+) -> CueConflictResult:
     """Shape bias of ``config.model`` on the stimuli, and (given ``store``) where they land on its atlas.
 
     ``write``: the report (``cue_conflict.out``) and, with ``cue_conflict.page`` and a store, the page;
@@ -65,46 +73,80 @@ def run(config: Config, device: torch.device, *, store: AtlasStore | None = None
     items = list_stimuli(stimuli if stimuli is not None else cfg.stimuli, categories.names)
     model = model if model is not None else load_model(config.model, device)
     if len(model.class_names) != 1000:
-        raise AtlasError(f"cue-conflict needs an ImageNet-1k classifier; {model.name} has {len(model.class_names)} classes")
+        raise AtlasError(
+            f"cue-conflict needs an ImageNet-1k classifier; {model.name} has {len(model.class_names)} classes"
+        )
     placer = None
     if store is not None:
         stored = (store.attrs.get("model") or {}).get("layer")
         if stored and stored != model.layer:
-            raise AtlasError(f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer")
+            raise AtlasError(
+                f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"
+            )
         placer = build_placer(store, cfg.level)
         of_class = categories.of_class(len(model.class_names))
     results: list[StimulusResult] = []
     all_cells: list[int] = []
     all_outcomes: list[str] = []
     for start in range(0, len(items), cfg.batch_size):
-        batch = items[start:start + cfg.batch_size]
+        batch = items[start : start + cfg.batch_size]
         probs, acts = forward(model, np.stack([load_pixels(s, model.image_size) for s in batch]), device)
         for s, p, a, decision in zip(batch, probs, acts, decide(probs, categories)):
-            r = StimulusResult(s, decision, model.class_names[int(p.argmax())],
-                               None if not s.conflict else "shape" if decision == s.shape
-                               else "texture" if decision == s.texture else "other")
+            r = StimulusResult(
+                s,
+                decision,
+                model.class_names[int(p.argmax())],
+                None
+                if not s.conflict
+                else "shape"
+                if decision == s.shape
+                else "texture"
+                if decision == s.texture
+                else "other",
+            )
             if placer is not None and s.conflict:
                 cells = placer.cells(interior(a, config.collect.border))
                 r.cells = cells.tolist()
-                r.positions = on_atlas.position_outcomes(cells, placer.level.top_idx, of_class, categories.index(s.shape),
-                                                         categories.index(s.texture), cfg.top_classes)
+                r.positions = on_atlas.position_outcomes(
+                    cells,
+                    placer.level.top_idx,
+                    of_class,
+                    categories.index(s.shape),
+                    categories.index(s.texture),
+                    cfg.top_classes,
+                )
                 all_cells += r.cells
                 all_outcomes += r.positions
             results.append(r)
         if progress is not None:
             progress(start + len(batch), len(items))  # (done, total), as every stage reports
-    bias = shape_bias([r.decision for r in results], [r.stimulus.shape for r in results],
-                      [r.stimulus.texture for r in results])
+    bias = shape_bias(
+        [r.decision for r in results], [r.stimulus.shape for r in results], [r.stimulus.texture for r in results]
+    )
     atlas = counts = texture = None
     if placer is not None:
         leans = [on_atlas.stimulus_lean(r.positions) for r in results if r.stimulus.conflict]
-        atlas = {"level": cfg.level, "top_classes": cfg.top_classes, "border": config.collect.border,
-                 "positions": on_atlas.share(all_outcomes).as_dict(),
-                 "stimuli": {k: leans.count(k) for k in ("shape", "texture", "tie")}}
+        atlas = {
+            "level": cfg.level,
+            "top_classes": cfg.top_classes,
+            "border": config.collect.border,
+            "positions": on_atlas.share(all_outcomes).as_dict(),
+            "stimuli": {k: leans.count(k) for k in ("shape", "texture", "tie")},
+        }
         counts, texture = on_atlas.cell_texture_share(np.asarray(all_cells, np.int64), all_outcomes, len(placer.level))
-    result = CueConflictResult(model=model.name, layer=model.layer, bias=bias, stimuli=results, atlas=atlas,
-                               cell_counts=counts, cell_texture=texture, level=cfg.level if placer else None,
-                               out=Path(cfg.out), page=None, seconds=0.0)
+    result = CueConflictResult(
+        model=model.name,
+        layer=model.layer,
+        bias=bias,
+        stimuli=results,
+        atlas=atlas,
+        cell_counts=counts,
+        cell_texture=texture,
+        level=cfg.level if placer else None,
+        out=Path(cfg.out),
+        page=None,
+        seconds=0.0,
+    )
     if write:
         write_report(result, Path(cfg.out))
     if write and cfg.page and store is not None:

@@ -47,8 +47,10 @@ def list_stimuli(folder: str | Path, categories: tuple[str, ...]) -> list[Stimul
     a file names a category that is not one of the 16."""
     root = Path(folder)
     if not root.is_dir():
-        raise AtlasError(f"cue-conflict stimuli: {root} is not a folder; pass --stimuli DIR (the images named "
-                         "<shape><i>-<texture><j>.png, e.g. cat4-elephant2.png)")
+        raise AtlasError(
+            f"cue-conflict stimuli: {root} is not a folder; pass --stimuli DIR (the images named "
+            "<shape><i>-<texture><j>.png, e.g. cat4-elephant2.png)"
+        )
     out, other = [], 0
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         parsed = parse_name(path)
@@ -57,14 +59,20 @@ def list_stimuli(folder: str | Path, categories: tuple[str, ...]) -> list[Stimul
             continue
         unknown = [c for c in parsed if c not in categories]
         if unknown:
-            raise AtlasError(f"{path}: category {unknown[0]!r} is not one of the 16 cue-conflict categories "
-                             f"({', '.join(categories)})")
+            raise AtlasError(
+                f"{path}: category {unknown[0]!r} is not one of the 16 cue-conflict categories "
+                f"({', '.join(categories)})"
+            )
         out.append(Stimulus(path, *parsed))
     if other:
-        log.warning("cue-conflict: %d image files under %s are not named <shape><i>-<texture><j>; left out", other, root)
+        log.warning(
+            "cue-conflict: %d image files under %s are not named <shape><i>-<texture><j>; left out", other, root
+        )
     if not out:
-        raise AtlasError(f"cue-conflict stimuli: no image named <shape><i>-<texture><j>.png under {root} "
-                         f"({other} other image files); pass the folder of the cue-conflict set with --stimuli")
+        raise AtlasError(
+            f"cue-conflict stimuli: no image named <shape><i>-<texture><j>.png under {root} "
+            f"({other} other image files); pass the folder of the cue-conflict set with --stimuli"
+        )
     return out
 
 
@@ -76,6 +84,8 @@ def load_pixels(stimulus: Stimulus, size: int) -> NDArray[np.float32]:
     except (OSError, UnidentifiedImageError) as exc:
         raise AtlasError(f"{stimulus.path}: cannot read the image ({exc})") from None
     if rgb.size != (size, size):
-        raise AtlasError(f"{stimulus.path}: {rgb.size[0]} x {rgb.size[1]} pixels; cue-conflict stimuli are fed "
-                         f"as they are, so they must match the model's input ({size} x {size})")
+        raise AtlasError(
+            f"{stimulus.path}: {rgb.size[0]} x {rgb.size[1]} pixels; cue-conflict stimuli are fed "
+            f"as they are, so they must match the model's input ({size} x {size})"
+        )
     return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0

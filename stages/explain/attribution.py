@@ -76,8 +76,9 @@ def _selected(logits: Tensor, classes: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------- gradients
-def input_gradients(net: Net, images: Tensor, classes: Tensor, rule: Rule | None = None,
-                    batch_size: int = 16) -> Tensor:
+def input_gradients(
+    net: Net, images: Tensor, classes: Tensor, rule: Rule | None = None, batch_size: int = 16
+) -> Tensor:
     """``d logit_{classes[b]} / d images[b]`` ``[B, 3, H, W]`` (CPU float32 unless the input is float64).
 
     ``rule`` ``"guided"`` / ``"deconvnet"``: the same backward pass with the ReLUs' rule replaced.
@@ -94,8 +95,10 @@ def input_gradients(net: Net, images: Tensor, classes: Tensor, rule: Rule | None
                 with relu_rule(rule) as mode:
                     logits = net(x)
                 if mode.calls == 0:
-                    raise AtlasError(f"{rule} backpropagation changes the ReLUs' backward, and "
-                                     f"{type(net.module).__name__} calls no ReLU/ReLU6; use saliency or Grad-CAM")
+                    raise AtlasError(
+                        f"{rule} backpropagation changes the ReLUs' backward, and "
+                        f"{type(net.module).__name__} calls no ReLU/ReLU6; use saliency or Grad-CAM"
+                    )
             (grad,) = torch.autograd.grad(_selected(logits, classes[part]), x)
         out.append(grad.detach().cpu())
     grads = torch.cat(out)
@@ -127,7 +130,7 @@ def gradient_image(gradients: Tensor, percentile: float = 99.5) -> Tensor:
 class Occlusion:
     """Occlusion maps of K classes: per window position and per pixel."""
 
-    drop: Tensor    # [K, ny, nx] probability drop with the window at (row, col)
+    drop: Tensor  # [K, ny, nx] probability drop with the window at (row, col)
     pixels: Tensor  # [K, H, W] mean drop over the windows covering each pixel
     starts_y: list[int]
     starts_x: list[int]
@@ -137,16 +140,19 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Top-left coordinates of the windows along one side: every ``stride`` px, the last one flush
     with the far edge so every pixel is covered at least once."""
     if not 1 <= window <= size or stride < 1:
-        raise AtlasError(f"occlusion window {window} / stride {stride} do not fit a {size} px image "
-                         f"(need 1 <= window <= {size}, stride >= 1)")
+        raise AtlasError(
+            f"occlusion window {window} / stride {stride} do not fit a {size} px image "
+            f"(need 1 <= window <= {size}, stride >= 1)"
+        )
     starts = list(range(0, size - window + 1, stride))
     if starts[-1] != size - window:
         starts.append(size - window)
     return starts
 
 
-def occlusion(net: Net, image: Tensor, classes: Tensor, window: int, stride: int, baseline: float = 0.5,
-              batch_size: int = 32) -> Occlusion:
+def occlusion(
+    net: Net, image: Tensor, classes: Tensor, window: int, stride: int, baseline: float = 0.5, batch_size: int = 32
+) -> Occlusion:
     """Zeiler & Fergus (2014): the drop of each class's probability as a ``baseline``-grey square
     of ``window`` px covers the image at every ``stride`` px (``image`` ``[1, 3, H, W]`` or ``[3, H, W]``).
 
@@ -165,7 +171,7 @@ def occlusion(net: Net, image: Tensor, classes: Tensor, window: int, stride: int
         for part in _batches(len(boxes), batch_size):
             batch = x.repeat(part.stop - part.start, 1, 1, 1)
             for k, (y, x0) in enumerate(boxes[part]):
-                batch[k, :, y:y + window, x0:x0 + window] = baseline
+                batch[k, :, y : y + window, x0 : x0 + window] = baseline
             probs = F.softmax(net(batch).float(), dim=1)[:, classes]
             drops.append((base[None] - probs).cpu())
     drop = torch.cat(drops).T.reshape(len(classes), len(ys), len(xs))
@@ -173,8 +179,8 @@ def occlusion(net: Net, image: Tensor, classes: Tensor, window: int, stride: int
     count = torch.zeros(h, w)
     for r, y in enumerate(ys):
         for c, x0 in enumerate(xs):
-            total[:, y:y + window, x0:x0 + window] += drop[:, r, c, None, None]
-            count[y:y + window, x0:x0 + window] += 1
+            total[:, y : y + window, x0 : x0 + window] += drop[:, r, c, None, None]
+            count[y : y + window, x0 : x0 + window] += 1
     return Occlusion(drop=drop, pixels=total / count, starts_y=ys, starts_x=xs)
 
 
@@ -214,8 +220,9 @@ def capture_layer(module: nn.Module, name: str) -> Iterator[dict[str, Tensor]]:
         handle.remove()
 
 
-def layer_activations_and_gradients(net: Net, images: Tensor, classes: Tensor, layer: str,
-                                    batch_size: int = 16) -> tuple[Tensor, Tensor, Tensor]:
+def layer_activations_and_gradients(
+    net: Net, images: Tensor, classes: Tensor, layer: str, batch_size: int = 16
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(A [B, C, h, w], dlogit_c/dA [B, C, h, w], logits [B, K])`` at ``layer`` (CPU float32)."""
     classes = _check(images, classes)
     acts, grads, all_logits = [], [], []
@@ -226,8 +233,10 @@ def layer_activations_and_gradients(net: Net, images: Tensor, classes: Tensor, l
                 raise AtlasError(f"layer {layer!r} did not run in the forward of {type(net.module).__name__}")
             a = captured["output"]
             if a.ndim != 4:
-                raise AtlasError(f"layer {layer!r} outputs shape {list(a.shape[1:])}, not [C, h, w]; "
-                                 "Grad-CAM needs a convolutional layer")
+                raise AtlasError(
+                    f"layer {layer!r} outputs shape {list(a.shape[1:])}, not [C, h, w]; "
+                    "Grad-CAM needs a convolutional layer"
+                )
             (g,) = torch.autograd.grad(_selected(logits, classes[part]), a)
         acts.append(a.detach().float().cpu())
         grads.append(g.detach().float().cpu())
@@ -247,8 +256,15 @@ def grad_cam(net: Net, images: Tensor, classes: Tensor, layer: str, batch_size: 
     return grad_cam_from(acts, grads)
 
 
-def class_activation_map(net: Net, images: Tensor, classes: Tensor, layer: str, weight: Tensor,
-                         bias: Tensor | None = None, batch_size: int = 16) -> Tensor:
+def class_activation_map(
+    net: Net,
+    images: Tensor,
+    classes: Tensor,
+    layer: str,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    batch_size: int = 16,
+) -> Tensor:
     """Zhou et al. (2016), eq. 2: ``M_c = sum_k w_ck A_k`` ``[B, h, w]`` at the layer that feeds the
     global average pooling, with ``weight [K, C]`` the linear layer after it (see :mod:`.cam`).
 
@@ -264,8 +280,10 @@ def class_activation_map(net: Net, images: Tensor, classes: Tensor, layer: str, 
             a = captured["output"].float().cpu()
         expected = a.mean(dim=(2, 3)) @ w.T + (bias.detach().float().cpu() if bias is not None else 0.0)
         if not torch.allclose(expected, logits, rtol=1e-3, atol=1e-3 * float(logits.abs().max())):
-            raise AtlasError(f"CAM does not apply to {type(net.module).__name__} at {layer!r}: its logits are not "
-                             "a linear layer of the globally averaged activations; use Grad-CAM")
+            raise AtlasError(
+                f"CAM does not apply to {type(net.module).__name__} at {layer!r}: its logits are not "
+                "a linear layer of the globally averaged activations; use Grad-CAM"
+            )
         out.append(torch.einsum("bc,bchw->bhw", w[classes[part].cpu()], a))
     return torch.cat(out)
 

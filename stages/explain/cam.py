@@ -33,7 +33,7 @@ class CamSpec:
 
     layer: str
     linear: str
-    weight: torch.Tensor   # [K, C]
+    weight: torch.Tensor  # [K, C]
     bias: torch.Tensor | None
 
 
@@ -67,7 +67,9 @@ def _is_global_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
         size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
         return size in (1, (1, 1), [1, 1])
-    if (node.op == "call_method" and node.target == "mean") or (node.op == "call_function" and node.target is torch.mean):
+    if (node.op == "call_method" and node.target == "mean") or (
+        node.op == "call_function" and node.target is torch.mean
+    ):
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         return isinstance(dims, (tuple, list)) and sorted(int(d) % 4 for d in dims) == [2, 3]
     return False
@@ -85,8 +87,9 @@ def _first_tensor_arg(node: fx.Node) -> fx.Node | None:
     return next((a for a in node.args if isinstance(a, fx.Node)), None)
 
 
-def _module_with_output(source: fx.Node, graph: fx.Graph, qualnames: dict[fx.Node, str],
-                        modules: dict[str, nn.Module]) -> str | None:
+def _module_with_output(
+    source: fx.Node, graph: fx.Graph, qualnames: dict[fx.Node, str], modules: dict[str, nn.Module]
+) -> str | None:
     """The deepest named module whose output is ``source`` (hooks attach to modules, not nodes).
 
     A module's output is that of the last traced operation inside it (the registry's rule), so
@@ -101,7 +104,9 @@ def _module_with_output(source: fx.Node, graph: fx.Graph, qualnames: dict[fx.Nod
         prefix = ".".join(parts[:k])
         if prefix not in modules:
             continue
-        inside = [n for n in order if n in qualnames and (qualnames[n] == prefix or qualnames[n].startswith(prefix + "."))]
+        inside = [
+            n for n in order if n in qualnames and (qualnames[n] == prefix or qualnames[n].startswith(prefix + "."))
+        ]
         if inside and inside[-1] is source:
             return prefix
     return None
@@ -112,7 +117,7 @@ def cam_layer(model: nn.Module) -> CamCheck:
     name = type(model).__name__
     try:
         graph, qualnames = _trace(model)
-    except Exception as exc:  # noqa: BLE001 - an untraceable model simply has no CAM
+    except Exception as exc:
         return CamCheck(None, f"{name} cannot be traced ({type(exc).__name__}); CAM needs its graph")
     modules = dict(model.named_modules())
     output = next(n for n in graph.nodes if n.op == "output")
@@ -125,22 +130,37 @@ def cam_layer(model: nn.Module) -> CamCheck:
         node = node.args[0]
     while isinstance(node, fx.Node) and _is_shape_only(node, modules):
         node = _first_tensor_arg(node)
-    if not (isinstance(node, fx.Node) and node.op == "call_module" and isinstance(modules[str(node.target)], nn.Linear)):
-        return CamCheck(None, f"{name}'s logits do not come straight from one linear layer (its head has more "
-                              "than pooling + one linear layer, as in VGG); CAM does not apply, use Grad-CAM")
+    if not (
+        isinstance(node, fx.Node) and node.op == "call_module" and isinstance(modules[str(node.target)], nn.Linear)
+    ):
+        return CamCheck(
+            None,
+            f"{name}'s logits do not come straight from one linear layer (its head has more "
+            "than pooling + one linear layer, as in VGG); CAM does not apply, use Grad-CAM",
+        )
     linear_name = str(node.target)
     linear: nn.Linear = modules[linear_name]
     node = _first_tensor_arg(node)
     while isinstance(node, fx.Node) and _is_shape_only(node, modules):
         node = _first_tensor_arg(node)
     if not (isinstance(node, fx.Node) and _is_global_pool(node, modules)):
-        return CamCheck(None, f"{name}'s last linear layer ({linear_name}) is not fed by a global average pool; "
-                              "CAM does not apply, use Grad-CAM")
+        return CamCheck(
+            None,
+            f"{name}'s last linear layer ({linear_name}) is not fed by a global average pool; "
+            "CAM does not apply, use Grad-CAM",
+        )
     source = _first_tensor_arg(node)
     layer = _module_with_output(source, graph, qualnames, modules) if source is not None else None
     if layer is None:
-        return CamCheck(None, f"{name}: the pooled tensor is computed outside any named layer (a functional call "
-                              "in forward), so it cannot be captured; CAM does not apply, use Grad-CAM")
-    spec = CamSpec(layer=layer, linear=linear_name, weight=linear.weight.detach(),
-                   bias=linear.bias.detach() if linear.bias is not None else None)
+        return CamCheck(
+            None,
+            f"{name}: the pooled tensor is computed outside any named layer (a functional call "
+            "in forward), so it cannot be captured; CAM does not apply, use Grad-CAM",
+        )
+    spec = CamSpec(
+        layer=layer,
+        linear=linear_name,
+        weight=linear.weight.detach(),
+        bias=linear.bias.detach() if linear.bias is not None else None,
+    )
     return CamCheck(spec, f"{name}: global average pool of {spec.layer} then one linear layer ({linear_name})")

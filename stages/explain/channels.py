@@ -33,8 +33,9 @@ def strongest_channels(acts: NDArray[np.floating], k: int) -> NDArray[np.int64]:
     return order[:k].astype(np.int64)
 
 
-def top_rows_per_channel(store: RowStore, channels: NDArray[np.integer], k: int,
-                         distinct_photos: bool = True) -> NDArray[np.int64]:
+def top_rows_per_channel(
+    store: RowStore, channels: NDArray[np.integer], k: int, distinct_photos: bool = True
+) -> NDArray[np.int64]:
     """``[len(channels), k]`` store rows with the largest activation on each channel (-1: fewer).
 
     One streamed pass over the store's activations, a running top-k per channel (the tiles stage's
@@ -49,13 +50,17 @@ def top_rows_per_channel(store: RowStore, channels: NDArray[np.integer], k: int,
     # one row per photo: a block's best k * R rows of a channel hold the best row of each of its top-k photos
     take = k * per_photo if per_photo else k
     for block in derived.iter_row_blocks([store.activations()]):
-        x = np.asarray(block.arrays[0][:, channels], np.float32)            # [rows, K]
-        keep = np.flatnonzero(valid[block.start:block.stop])
+        x = np.asarray(block.arrays[0][:, channels], np.float32)  # [rows, K]
+        keep = np.flatnonzero(valid[block.start : block.stop])
         if len(keep) == 0:
             continue
         x = x[keep]
         n = min(take, len(keep))
-        best = np.argpartition(-x, n - 1, axis=0)[:n] if n < len(keep) else np.tile(np.arange(len(keep))[:, None], (1, len(channels)))
+        best = (
+            np.argpartition(-x, n - 1, axis=0)[:n]
+            if n < len(keep)
+            else np.tile(np.arange(len(keep))[:, None], (1, len(channels)))
+        )
         cells = np.repeat(np.arange(len(channels))[None], best.shape[0], axis=0)
         values = np.take_along_axis(x, best, axis=0)
         found.merge(cells.ravel(), values.ravel(), keep[best].ravel() + block.start)
@@ -73,10 +78,26 @@ def channel_patches(store: RowStore, rows: NDArray[np.int64], px: int, field: fl
     return out
 
 
-def render_channels(module: torch.nn.Module, normalize, layer: str, channels: NDArray[np.integer], size: int,
-                    steps: int, lr: float, seed: int, device: torch.device) -> NDArray[np.uint8]:
+def render_channels(
+    module: torch.nn.Module,
+    normalize,
+    layer: str,
+    channels: NDArray[np.integer],
+    size: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> NDArray[np.uint8]:
     """Each channel's feature visualization ``[K, size, size, 3]``, rendered as one batch."""
     with layer_forward(module, layer, normalize=normalize) as forward:
-        result = render(forward, Channel(layer, [int(c) for c in channels]), FourierImage(len(channels), (size, size)),
-                        steps=steps, lr=lr, device=device, seed=seed)
+        result = render(
+            forward,
+            Channel(layer, [int(c) for c in channels]),
+            FourierImage(len(channels), (size, size)),
+            steps=steps,
+            lr=lr,
+            device=device,
+            seed=seed,
+        )
     return result.images

@@ -106,16 +106,25 @@ class Item:
 @dataclass
 class Codes:
     items: list[Item]
-    codes: NDArray[np.float32]          # [N, D]
-    top_idx: NDArray[np.int32]          # [N, 5]
-    top_prob: NDArray[np.float32]       # [N, 5]
-    thumbnails: NDArray[np.uint8]       # [N, S, S, 3]
+    codes: NDArray[np.float32]  # [N, D]
+    top_idx: NDArray[np.int32]  # [N, 5]
+    top_prob: NDArray[np.float32]  # [N, 5]
+    thumbnails: NDArray[np.uint8]  # [N, S, S, 3]
     skipped: list[str]
 
 
-def image_codes(model: LoadedModel, paths: list[str], views: int, view_scale: tuple[float, float], seed: int,
-                icon_px: int, batch_size: int, max_pixels: int, device: torch.device,
-                progress: Callable[[int, int], None] | None = None) -> Codes:
+def image_codes(
+    model: LoadedModel,
+    paths: list[str],
+    views: int,
+    view_scale: tuple[float, float],
+    seed: int,
+    icon_px: int,
+    batch_size: int,
+    max_pixels: int,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
+) -> Codes:
     """Codes, top-5 predictions and thumbnails of every view of every readable photo (in order)."""
     size = model.image_size
     items: list[Item] = []
@@ -154,8 +163,14 @@ def image_codes(model: LoadedModel, paths: list[str], views: int, view_scale: tu
     flush()
     if not items:
         raise AtlasError("dataset map: none of the photos could be read; check data.source")
-    return Codes(items=items, codes=np.concatenate(codes), top_idx=np.concatenate(top_idx),
-                 top_prob=np.concatenate(top_prob), thumbnails=np.stack(thumbs), skipped=skipped)
+    return Codes(
+        items=items,
+        codes=np.concatenate(codes),
+        top_idx=np.concatenate(top_idx),
+        top_prob=np.concatenate(top_prob),
+        thumbnails=np.stack(thumbs),
+        skipped=skipped,
+    )
 
 
 def layout_config(config: Config, n: int) -> ReduceConfig:
@@ -164,10 +179,18 @@ def layout_config(config: Config, n: int) -> ReduceConfig:
     d = config.dataset_map
     if n < 4:
         raise AtlasError(f"dataset map: {n} images are too few to lay out; need at least 4")
-    return ReduceConfig.model_validate({
-        **config.reduce.model_dump(), "method": d.method, "metric": "cosine", "fit_samples": max(n, 100),
-        "tsne_perplexity": min(d.perplexity, (n - 1) / 3), "n_neighbors": min(d.n_neighbors, n - 1),
-        "min_dist": d.min_dist, "seed": d.seed})
+    return ReduceConfig.model_validate(
+        {
+            **config.reduce.model_dump(),
+            "method": d.method,
+            "metric": "cosine",
+            "fit_samples": max(n, 100),
+            "tsne_perplexity": min(d.perplexity, (n - 1) / 3),
+            "n_neighbors": min(d.n_neighbors, n - 1),
+            "min_dist": d.min_dist,
+            "seed": d.seed,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -195,8 +218,13 @@ def _source_model(config: Config, model: LoadedModel) -> dict[str, str]:
     return {"name": model.name, "layer": model.layer}
 
 
-def run(config: Config, device: torch.device, *, model: LoadedModel | None = None,
-        progress: Callable[[int, int], None] | None = None) -> DatasetMapResult:
+def run(
+    config: Config,
+    device: torch.device,
+    *,
+    model: LoadedModel | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetMapResult:
     """Build the dataset map of ``data.source`` and export it into ``data.atlas`` (see the module docstring)."""
     from stages.reduce.stage import layout_in_memory
     from stages.tiles.export import export_atlas
@@ -211,33 +239,86 @@ def run(config: Config, device: torch.device, *, model: LoadedModel | None = Non
     if len(paths) < 2:
         raise AtlasError(f"data.source {config.data.source}: {len(paths)} images; the dataset map needs several")
     model = model if model is not None else load_model(config.model, device)
-    codes = image_codes(model, paths, d.views_per_image, tuple(config.collect.view_scale), d.seed, d.icon_px,
-                        d.batch_size, config.collect.max_pixels, device, progress)
+    codes = image_codes(
+        model,
+        paths,
+        d.views_per_image,
+        tuple(config.collect.view_scale),
+        d.seed,
+        d.icon_px,
+        d.batch_size,
+        config.collect.max_pixels,
+        device,
+        progress,
+    )
     n_items = len(codes.items)
     layout = layout_in_memory(codes.codes, layout_config(config, n_items)).layout
     n = grid_side(n_items, d.grid_slack)
     i, j = snap_to_grid(layout, n)
     names = model.class_names
     level = derived.CellLevel(
-        n=n, i=i, j=j, count=np.ones(n_items, np.int64), direction=np.zeros((n_items, 1), np.float32), attribution=None,
-        top_idx=codes.top_idx, top_val=codes.top_prob, member_offsets=np.arange(n_items + 1, dtype=np.int64),
-        member_rows=np.arange(n_items, dtype=np.int64), class_names=names)
-    icons = IconLevel(n=n, icons=codes.thumbnails, objective=np.full(n_items, np.nan, np.float32),
-                      cossim=np.full(n_items, np.nan, np.float32), done=np.ones(1, bool))
-    minimap = MiniMap(x=layout[:, 0].astype(np.float32), y=layout[:, 1].astype(np.float32),
-                      label=codes.top_idx[:, 0].astype(np.int32))
+        n=n,
+        i=i,
+        j=j,
+        count=np.ones(n_items, np.int64),
+        direction=np.zeros((n_items, 1), np.float32),
+        attribution=None,
+        top_idx=codes.top_idx,
+        top_val=codes.top_prob,
+        member_offsets=np.arange(n_items + 1, dtype=np.int64),
+        member_rows=np.arange(n_items, dtype=np.int64),
+        class_names=names,
+    )
+    icons = IconLevel(
+        n=n,
+        icons=codes.thumbnails,
+        objective=np.full(n_items, np.nan, np.float32),
+        cossim=np.full(n_items, np.nan, np.float32),
+        done=np.ones(1, bool),
+    )
+    minimap = MiniMap(
+        x=layout[:, 0].astype(np.float32), y=layout[:, 1].astype(np.float32), label=codes.top_idx[:, 0].astype(np.int32)
+    )
     what = "t-SNE" if d.method == "tsne" else "UMAP"
     atlas = AtlasSource(
-        id=ATLAS_ID, kind=ATLAS_KIND, title=f"dataset map: {len(paths)} photos by {model.name}'s pooled features ({what})",
-        levels=[n], cell_level=lambda _n: level, icon_level=lambda _n: icons, minimap=lambda _k, _s: minimap,
-        class_names=names, model=_source_model(config, model), icon_px=d.icon_px, store=None,
+        id=ATLAS_ID,
+        kind=ATLAS_KIND,
+        title=f"dataset map: {len(paths)} photos by {model.name}'s pooled features ({what})",
+        levels=[n],
+        cell_level=lambda _n: level,
+        icon_level=lambda _n: icons,
+        minimap=lambda _k, _s: minimap,
+        class_names=names,
+        model=_source_model(config, model),
+        icon_px=d.icon_px,
+        store=None,
         index={"images": len(paths), "items": n_items, "method": d.method},
-        fingerprint=fingerprint({"items": [(it.path, it.view) for it in codes.items], "params": d.model_dump(),
-                                 "model": [model.name, model.weights_sha256], "grid": [i.tolist(), j.tolist()]}))
+        fingerprint=fingerprint(
+            {
+                "items": [(it.path, it.view) for it in codes.items],
+                "params": d.model_dump(),
+                "model": [model.name, model.weights_sha256],
+                "grid": [i.tolist(), j.tolist()],
+            }
+        ),
+    )
     tiles = config.tiles.model_copy(update={"examples": 0, "density_scaling": False})
     result = export_atlas(atlas, config.data.atlas, tiles)
     seconds = time.perf_counter() - t0
-    log.info("dataset map: %d items of %d photos on a %dx%d grid, exported to %s in %.1f s", n_items, len(paths), n, n,
-             result.atlas_dir, seconds)
-    return DatasetMapResult(images=len(paths) - len(codes.skipped), items=n_items, grid=n, export=result.atlas_dir,
-                            skipped=codes.skipped, seconds=seconds)
+    log.info(
+        "dataset map: %d items of %d photos on a %dx%d grid, exported to %s in %.1f s",
+        n_items,
+        len(paths),
+        n,
+        n,
+        result.atlas_dir,
+        seconds,
+    )
+    return DatasetMapResult(
+        images=len(paths) - len(codes.skipped),
+        items=n_items,
+        grid=n,
+        export=result.atlas_dir,
+        skipped=codes.skipped,
+        seconds=seconds,
+    )

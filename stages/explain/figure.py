@@ -21,8 +21,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 # matplotlib's tab10, so the group colours are the ones people know from plots
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
 _PAD = 12
 _TITLE = 18
 _LABEL = 28  # two lines of 11 px text under each group
@@ -33,14 +42,14 @@ _BACKGROUND = (255, 255, 255)
 class ExplainPanels:
     """Everything the figure shows; ``grid`` is the layer's spatial size ``(H, W)``."""
 
-    photo: Image.Image                # RGB, square, as fed to the model
+    photo: Image.Image  # RGB, square, as fed to the model
     grid: tuple[int, int]
-    cell: NDArray[np.int64]           # [H*W] nearest cell per position, -1: none
-    icons: NDArray[np.uint8]          # [K, S, S, 3] the level's icons (cell order)
+    cell: NDArray[np.int64]  # [H*W] nearest cell per position, -1: none
+    icons: NDArray[np.uint8]  # [K, S, S, 3] the level's icons (cell order)
     level: int
-    assignment: NDArray[np.int64]     # [H*W] NMF group per position, -1: none
-    strength: NDArray[np.float32]     # [H*W] in [0, 1]
-    group_images: NDArray[np.uint8]   # [G, s, s, 3]
+    assignment: NDArray[np.int64]  # [H*W] NMF group per position, -1: none
+    strength: NDArray[np.float32]  # [H*W] in [0, 1]
+    group_images: NDArray[np.uint8]  # [G, s, s, 3]
     group_labels: list[str]
 
 
@@ -57,7 +66,9 @@ def colour(group: int) -> tuple[int, int, int]:
     return PALETTE[group % len(PALETTE)]
 
 
-def dictionary_panel(cell: NDArray[np.int64], icons: NDArray[np.uint8], grid: tuple[int, int], icon_px: int) -> Image.Image:
+def dictionary_panel(
+    cell: NDArray[np.int64], icons: NDArray[np.uint8], grid: tuple[int, int], icon_px: int
+) -> Image.Image:
     """The ``H x W`` mosaic: position (y, x) shows the icon of its nearest cell (blank: none)."""
     h, w = grid
     canvas = Image.new("RGB", (w * icon_px, h * icon_px), _BACKGROUND)
@@ -72,8 +83,13 @@ def dictionary_panel(cell: NDArray[np.int64], icons: NDArray[np.uint8], grid: tu
     return canvas
 
 
-def overlay_panel(photo: Image.Image, assignment: NDArray[np.int64], strength: NDArray[np.float32],
-                  grid: tuple[int, int], max_alpha: float = 0.7) -> Image.Image:
+def overlay_panel(
+    photo: Image.Image,
+    assignment: NDArray[np.int64],
+    strength: NDArray[np.float32],
+    grid: tuple[int, int],
+    max_alpha: float = 0.7,
+) -> Image.Image:
     """The photo with each position tinted by its group's colour, opacity = the group's strength."""
     h, w = grid
     rgb = np.zeros((h * w, 3), np.float32)
@@ -132,10 +148,12 @@ def compose(panels: ExplainPanels, icon_px: int) -> Image.Image:
     draw = ImageDraw.Draw(figure)
     title = font(13)
     x1, y0, y1 = _PAD + side + _PAD, _PAD, _PAD + _TITLE + top + _PAD
-    titles = (((_PAD, y0), "input, as the model sees it", side),
-              ((x1, y0), f"nearest atlas cell, level {panels.level} ({panels.grid[0]}\u00d7{panels.grid[1]})", right),
-              ((_PAD, y1), f"NMF groups of the activations ({len(panels.group_images)})", side),
-              ((x1, y1), "each group's direction, rendered", right))
+    titles = (
+        ((_PAD, y0), "input, as the model sees it", side),
+        ((x1, y0), f"nearest atlas cell, level {panels.level} ({panels.grid[0]}\u00d7{panels.grid[1]})", right),
+        ((_PAD, y1), f"NMF groups of the activations ({len(panels.group_images)})", side),
+        ((x1, y1), "each group's direction, rendered", right),
+    )
     for xy, text, room in titles:  # cut with an ellipsis where a panel is narrower than its title
         draw.text(xy, _fit(draw, text, room, title), fill=(0, 0, 0), font=title)
     figure.paste(photo, (_PAD, y0 + _TITLE))

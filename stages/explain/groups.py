@@ -31,7 +31,9 @@ def unit_rows(x: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
-def nearest_cells(activations: NDArray[np.floating], directions: NDArray[np.floating]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def nearest_cells(
+    activations: NDArray[np.floating], directions: NDArray[np.floating]
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """``(cell [P], cosine [P])``: each position's nearest cell direction by cosine (exact, faiss).
 
     A position with an all-zero activation has cosine 0 with every cell; it gets cell -1.
@@ -52,11 +54,11 @@ def nearest_cells(activations: NDArray[np.floating], directions: NDArray[np.floa
 class Groups:
     """NMF of one image's ``[P, C]`` activations into ``K`` groups."""
 
-    weights: NDArray[np.float32]     # [P, K] >= 0: how strongly each position expresses each group
+    weights: NDArray[np.float32]  # [P, K] >= 0: how strongly each position expresses each group
     components: NDArray[np.float32]  # [K, C] >= 0: each group's channel direction
-    assignment: NDArray[np.int64]    # [P]: the group of each position (its largest weight), -1: none
-    clipped_fraction: float          # share of the activation mass that was negative and set to 0
-    reconstruction_error: float      # sklearn's Frobenius norm of (A - W H)
+    assignment: NDArray[np.int64]  # [P]: the group of each position (its largest weight), -1: none
+    clipped_fraction: float  # share of the activation mass that was negative and set to 0
+    reconstruction_error: float  # sklearn's Frobenius norm of (A - W H)
 
 
 def nmf_groups(activations: NDArray[np.floating], k: int, seed: int = 0, max_iter: int = 500) -> Groups:
@@ -76,8 +78,10 @@ def nmf_groups(activations: NDArray[np.floating], k: int, seed: int = 0, max_ite
     model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter)
     weights = model.fit_transform(a)
     return Groups(
-        weights=weights.astype(np.float32), components=model.components_.astype(np.float32),
-        assignment=group_assignment(weights), clipped_fraction=float(negative / total) if total > 0 else 0.0,
+        weights=weights.astype(np.float32),
+        components=model.components_.astype(np.float32),
+        assignment=group_assignment(weights),
+        clipped_fraction=float(negative / total) if total > 0 else 0.0,
         reconstruction_error=float(model.reconstruction_err_),
     )
 
@@ -106,8 +110,9 @@ def group_strength(weights: NDArray[np.floating], assignment: NDArray[np.integer
     return out.astype(np.float32)
 
 
-def group_attribution(weights: NDArray[np.floating], components: NDArray[np.floating],
-                      gradients: NDArray[np.floating]) -> NDArray[np.float32]:
+def group_attribution(
+    weights: NDArray[np.floating], components: NDArray[np.floating], gradients: NDArray[np.floating]
+) -> NDArray[np.float32]:
     """``[K, Q]``: how much each NMF group adds to each of ``Q`` class logits (Building Blocks).
 
     Olah et al. (2018) attribute a class to a *group* rather than a position: the group's part of
@@ -122,5 +127,5 @@ def group_attribution(weights: NDArray[np.floating], components: NDArray[np.floa
     g = np.asarray(gradients, np.float64)
     if g.ndim != 3 or g.shape[1:] != (w.shape[0], h.shape[1]):
         raise ValueError(f"gradients must be [Q, P={w.shape[0]}, C={h.shape[1]}] (got {list(g.shape)})")
-    along = np.einsum("kc,qpc->kqp", h, g)          # <H[g], grad at p> for every group, class, position
+    along = np.einsum("kc,qpc->kqp", h, g)  # <H[g], grad at p> for every group, class, position
     return np.einsum("pk,kqp->kq", w, along).astype(np.float32)

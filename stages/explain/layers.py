@@ -48,12 +48,14 @@ log = logging.getLogger(__name__)
 
 # ReLU6 expansion outputs (``features.N.conv.0``) at each of MobileNetV2's four spatial sizes of the
 # 224 px input: 56x56x144, 28x28x192, 14x14x576, 7x7x960 (docs/explain.md explains the choice).
-DEFAULT_LAYERS = {"mobilenet_v2": ["features.3.conv.0", "features.6.conv.0", "features.12.conv.0",
-                                   "features.17.conv.0"]}
+DEFAULT_LAYERS = {
+    "mobilenet_v2": ["features.3.conv.0", "features.6.conv.0", "features.12.conv.0", "features.17.conv.0"]
+}
 DEFAULT_KEYWORD = "default"
 
 
 # ----------------------------------------------------------------------------- pure geometry / numbers
+
 
 def pool_geometry(side_h: int, side_w: int, max_cells: int) -> tuple[int, int, int]:
     """``(f, rows, cols)``: block side ``f = ceil(max(side) / max_cells)`` and the pooled grid
@@ -76,7 +78,7 @@ def pool_positions(acts: NDArray[np.floating], max_cells: int) -> tuple[NDArray[
     out = np.empty((rows, cols, c), np.float32)
     for i in range(rows):
         for j in range(cols):
-            out[i, j] = acts[i * f:(i + 1) * f, j * f:(j + 1) * f].reshape(-1, c).mean(axis=0)
+            out[i, j] = acts[i * f : (i + 1) * f, j * f : (j + 1) * f].reshape(-1, c).mean(axis=0)
     return out, f
 
 
@@ -108,7 +110,7 @@ def tile(images: NDArray[np.floating], cols: int, scale: int, gap: int = 2) -> N
     for n in range(k):
         r, c = divmod(n, cols)
         y, x = gap + r * (sh + gap), gap + c * (sw + gap)
-        out[y:y + sh, x:x + sw] = np.round(big[n] * 255).astype(np.uint8)
+        out[y : y + sh, x : x + sw] = np.round(big[n] * 255).astype(np.uint8)
     return out
 
 
@@ -119,8 +121,9 @@ def strongest_maps(acts: NDArray[np.floating], k: int) -> tuple[NDArray[np.int64
     return channels, np.ascontiguousarray(np.asarray(acts, np.float32)[:, :, channels].transpose(2, 0, 1))
 
 
-def layer_panel(icons: NDArray[np.uint8], norms: NDArray[np.floating], px: int,
-                background: int = 255) -> NDArray[np.uint8]:
+def layer_panel(
+    icons: NDArray[np.uint8], norms: NDArray[np.floating], px: int, background: int = 255
+) -> NDArray[np.uint8]:
     """The cells' icons ``[rows*cols, S, S, 3]`` on a ``px`` square, each centred in its cell with
     side ``cell * |a| / max |a|`` (the article's magnitude-as-size); a zero cell is left empty."""
     rows, cols = norms.shape
@@ -134,38 +137,47 @@ def layer_panel(icons: NDArray[np.uint8], norms: NDArray[np.floating], px: int,
             continue
         icon = np.asarray(Image.fromarray(icons[n]).resize((side, side), Image.Resampling.LANCZOS))
         y, x = i * cell + (cell - side) // 2, j * cell + (cell - side) // 2
-        out[y:y + side, x:x + side] = icon
+        out[y : y + side, x : x + side] = icon
     return out
 
 
 # ----------------------------------------------------------------------------- layer names
 
+
 def conv_layers(model: LoadedModel) -> dict[str, tuple[int, int, int]]:
     """Every module with a ``[C, H, W]`` output at the model's input size, in forward order."""
-    return {name: tuple(int(v) for v in shape) for name, _, shape in layer_shapes(model.module, model.image_size)
-            if len(shape) == 3}
+    return {
+        name: tuple(int(v) for v in shape)
+        for name, _, shape in layer_shapes(model.module, model.image_size)
+        if len(shape) == 3
+    }
 
 
-def resolve_layers(names: list[str] | None, model: LoadedModel, valid: dict[str, tuple[int, int, int]],
-                   param: str = "explain.layers") -> list[str]:
+def resolve_layers(
+    names: list[str] | None, model: LoadedModel, valid: dict[str, tuple[int, int, int]], param: str = "explain.layers"
+) -> list[str]:
     """The layers to show, in the order given: ``default`` expands to the model's default set; an
     empty list or an unknown name is a one-line error naming ``param`` and the closest names."""
     if names is None:
         return []
     if not names:
         example = ",".join(DEFAULT_LAYERS.get(model.name, list(valid)[-3:]))
-        raise AtlasError(f"{param} is empty; name at least one layer, e.g. --layers {example} "
-                         f"(or --layers {DEFAULT_KEYWORD})")
+        raise AtlasError(
+            f"{param} is empty; name at least one layer, e.g. --layers {example} (or --layers {DEFAULT_KEYWORD})"
+        )
     out: list[str] = []
     for name in (str(n).strip() for n in names):
         if name == DEFAULT_KEYWORD:
             if model.name not in DEFAULT_LAYERS:
-                raise AtlasError(f"{param}: no default layers for {model.name}; name them (`atlas layers "
-                                 f"{model.name}` lists them), e.g. --layers {','.join(list(valid)[-3:])}")
+                raise AtlasError(
+                    f"{param}: no default layers for {model.name}; name them (`atlas layers "
+                    f"{model.name}` lists them), e.g. --layers {','.join(list(valid)[-3:])}"
+                )
             out.extend(n for n in DEFAULT_LAYERS[model.name] if n not in out)
         elif name not in valid:
-            raise AtlasError(f"{param}: {name!r} is not a convolutional layer of {model.name}; "
-                             f"{suggest_layers(name, list(valid))}")
+            raise AtlasError(
+                f"{param}: {name!r} is not a convolutional layer of {model.name}; {suggest_layers(name, list(valid))}"
+            )
         elif name not in out:
             out.append(name)
     return out
@@ -173,19 +185,28 @@ def resolve_layers(names: list[str] | None, model: LoadedModel, valid: dict[str,
 
 # ----------------------------------------------------------------------------- rendering
 
+
 @dataclass(frozen=True)
 class LayerView:
     layer: str
-    shape: tuple[int, int, int]          # C, H, W of the layer
-    block: int                           # f: positions pooled per cell side
-    norms: NDArray[np.float32]           # [rows, cols]
-    icons: NDArray[np.uint8]             # [rows*cols, S, S, 3]
-    source: str                          # "rendered" or "atlas level N"
-    panel: NDArray[np.uint8]             # the drawn panel
+    shape: tuple[int, int, int]  # C, H, W of the layer
+    block: int  # f: positions pooled per cell side
+    norms: NDArray[np.float32]  # [rows, cols]
+    icons: NDArray[np.uint8]  # [rows*cols, S, S, 3]
+    source: str  # "rendered" or "atlas level N"
+    panel: NDArray[np.uint8]  # the drawn panel
 
 
-def render_vectors(module: torch.nn.Module, normalize, layer: str, vectors: NDArray[np.float32], size: int,
-                   steps: int, config: Config, device: torch.device) -> NDArray[np.uint8]:
+def render_vectors(
+    module: torch.nn.Module,
+    normalize,
+    layer: str,
+    vectors: NDArray[np.float32],
+    size: int,
+    steps: int,
+    config: Config,
+    device: torch.device,
+) -> NDArray[np.uint8]:
     """Each activation vector rendered as a direction at ``layer`` (one batch); zero vectors stay white."""
     vectors = np.asarray(vectors, np.float32)
     live = np.flatnonzero(np.linalg.norm(vectors, axis=1) > 0)
@@ -194,17 +215,30 @@ def render_vectors(module: torch.nn.Module, normalize, layer: str, vectors: NDAr
         return out
     r = config.render
     with layer_forward(module, layer, normalize=normalize) as forward:
-        result = render(forward, AtlasDirection(layer, torch.as_tensor(vectors[live]), whitening=None,
-                                                cos_power=r.cos_power, cosine=r.cosine),
-                        FourierImage(len(live), (size, size)), steps=steps, lr=r.lr, device=device,
-                        seed=config.explain.seed)
+        result = render(
+            forward,
+            AtlasDirection(
+                layer, torch.as_tensor(vectors[live]), whitening=None, cos_power=r.cos_power, cosine=r.cosine
+            ),
+            FourierImage(len(live), (size, size)),
+            steps=steps,
+            lr=r.lr,
+            device=device,
+            seed=config.explain.seed,
+        )
     out[live] = result.images
     return out
 
 
-def layer_views(model: LoadedModel, acts: dict[str, NDArray[np.float32]], layers: list[str], config: Config,
-                device: torch.device, atlas: tuple[str, NDArray[np.float32], NDArray[np.uint8], int] | None = None,
-                render_module: torch.nn.Module | None = None) -> list[LayerView]:
+def layer_views(
+    model: LoadedModel,
+    acts: dict[str, NDArray[np.float32]],
+    layers: list[str],
+    config: Config,
+    device: torch.device,
+    atlas: tuple[str, NDArray[np.float32], NDArray[np.uint8], int] | None = None,
+    render_module: torch.nn.Module | None = None,
+) -> list[LayerView]:
     """One :class:`LayerView` per layer from its ``[H, W, C]`` activations on the photo.
 
     ``atlas``: ``(layer, cell directions [N, C], cell icons [N, S, S, 3], level)``: that layer's
@@ -229,12 +263,22 @@ def layer_views(model: LoadedModel, acts: dict[str, NDArray[np.float32]], layers
             icons = render_vectors(module, model.normalize, layer, flat, e.layer_icon_px, e.layer_steps, config, device)
             source = "rendered"
         norms = magnitudes(pooled)
-        views.append(LayerView(layer=layer, shape=(c, a.shape[0], a.shape[1]), block=f, norms=norms, icons=icons,
-                               source=source, panel=layer_panel(icons, norms, e.layer_panel_px)))
+        views.append(
+            LayerView(
+                layer=layer,
+                shape=(c, a.shape[0], a.shape[1]),
+                block=f,
+                norms=norms,
+                icons=icons,
+                source=source,
+                panel=layer_panel(icons, norms, e.layer_panel_px),
+            )
+        )
     return views
 
 
 # ----------------------------------------------------------------------------- figures
+
 
 def _figure(width_in: float, height_in: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -273,7 +317,9 @@ def layers_figure(photo: NDArray[np.uint8], views: list[LayerView], title: str, 
         ax.imshow(v.panel)
         c, h, w = v.shape
         rows, cols = v.norms.shape
-        pooled = f"{rows}\u00d7{cols} cells of {v.block}\u00d7{v.block}" if v.block > 1 else f"{rows}\u00d7{cols} positions"
+        pooled = (
+            f"{rows}\u00d7{cols} cells of {v.block}\u00d7{v.block}" if v.block > 1 else f"{rows}\u00d7{cols} positions"
+        )
         ax.set_title(f"{v.layer}\n{h}\u00d7{w}\u00d7{c} \u2192 {pooled}", fontsize=9.5)
         ax.set_xlabel(f"{v.source}; side \u221d |a|, max {float(v.norms.max()):.3g}", fontsize=8.5)
         ax.set_xticks([])
@@ -294,20 +340,40 @@ def filters_figure(images: NDArray[np.float32], layer: str, out: Path, cols: int
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - 0.62 / height))
     ax.imshow(grid, interpolation="nearest")
     _off(ax)
-    fig.suptitle(f"first layer {layer}: {k} filters {kh}\u00d7{kw}\u00d73 as RGB\n(BatchNorm folded in; each filter "
-                 "min-max normalised on its own)", fontsize=9.5, y=0.99, va="top")
+    fig.suptitle(
+        f"first layer {layer}: {k} filters {kh}\u00d7{kw}\u00d73 as RGB\n(BatchNorm folded in; each filter "
+        "min-max normalised on its own)",
+        fontsize=9.5,
+        y=0.99,
+        va="top",
+    )
     return _save(fig, out)
 
 
-def maps_figure(photo: NDArray[np.uint8], channels: NDArray[np.int64], maps: NDArray[np.float32], layer: str,
-                shape: tuple[int, int, int], out: Path, cols: int = 8) -> Path:
+def maps_figure(
+    photo: NDArray[np.uint8],
+    channels: NDArray[np.int64],
+    maps: NDArray[np.float32],
+    layer: str,
+    shape: tuple[int, int, int],
+    out: Path,
+    cols: int = 8,
+) -> Path:
     """The photo, then the strongest channels' activation maps (each on its own colour scale)."""
     k = len(channels)
     rows = max(1, math.ceil(k / cols))
     cols = min(cols, max(k, 1))
     fig = _figure(1.55 * (cols + rows) + 0.2, 1.62 * rows + 0.55)
-    grid = fig.add_gridspec(rows, rows + cols, left=0.005, right=0.995, top=1 - 0.5 / (1.62 * rows + 0.55),
-                            bottom=0.005, wspace=0.05, hspace=0.22)
+    grid = fig.add_gridspec(
+        rows,
+        rows + cols,
+        left=0.005,
+        right=0.995,
+        top=1 - 0.5 / (1.62 * rows + 0.55),
+        bottom=0.005,
+        wspace=0.05,
+        hspace=0.22,
+    )
     ax = fig.add_subplot(grid[:, :rows])
     ax.imshow(photo)
     _off(ax)
@@ -320,12 +386,18 @@ def maps_figure(photo: NDArray[np.uint8], channels: NDArray[np.int64], maps: NDA
         ax.set_title(f"ch {int(channels[n])}: mean {float(m.mean()):.2f}", fontsize=8)
         _off(ax)
     c_, h, w = shape
-    fig.suptitle(f"activation maps of the {k} strongest channels (largest mean) of {layer} ({h}\u00d7{w}\u00d7{c_}); "
-                 "each map on its own scale, black = 0", fontsize=10, y=0.995, va="top")
+    fig.suptitle(
+        f"activation maps of the {k} strongest channels (largest mean) of {layer} ({h}\u00d7{w}\u00d7{c_}); "
+        "each map on its own scale, black = 0",
+        fontsize=10,
+        y=0.995,
+        va="top",
+    )
     return _save(fig, out)
 
 
 # ----------------------------------------------------------------------------- the view
+
 
 def first_conv(module: torch.nn.Module) -> str:
     """The name of the first ``Conv2d`` with 3 input channels (the layer that sees the pixels)."""
@@ -337,8 +409,11 @@ def first_conv(module: torch.nn.Module) -> str:
 
 def figure_paths(target: Path) -> dict[str, Path]:
     stem = Path(target).with_suffix("")
-    return {"layers": Path(f"{stem}_layers.png"), "filters": Path(f"{stem}_filters.png"),
-            "activation_maps": Path(f"{stem}_activation_maps.png")}
+    return {
+        "layers": Path(f"{stem}_layers.png"),
+        "filters": Path(f"{stem}_filters.png"),
+        "activation_maps": Path(f"{stem}_activation_maps.png"),
+    }
 
 
 @dataclass(frozen=True)
@@ -360,14 +435,23 @@ def check_layers(config: Config, model: LoadedModel) -> tuple[list[str], str, di
     layers = resolve_layers(config.explain.layers, model, valid)
     maps_layer = config.explain.maps_layer or model.layer
     if maps_layer not in valid:
-        raise AtlasError(f"explain.maps_layer: {maps_layer!r} is not a convolutional layer of {model.name}; "
-                         f"{suggest_layers(maps_layer, list(valid))}")
+        raise AtlasError(
+            f"explain.maps_layer: {maps_layer!r} is not a convolutional layer of {model.name}; "
+            f"{suggest_layers(maps_layer, list(valid))}"
+        )
     return layers, maps_layer, valid
 
 
-def run(config: Config, photo: Image.Image, model: LoadedModel, device: torch.device, target: str | Path,
-        image_name: str = "", atlas: tuple[str, NDArray[np.float32], NDArray[np.uint8], int] | None = None,
-        checked: tuple[list[str], str, dict[str, tuple[int, int, int]]] | None = None) -> LayersResult:
+def run(
+    config: Config,
+    photo: Image.Image,
+    model: LoadedModel,
+    device: torch.device,
+    target: str | Path,
+    image_name: str = "",
+    atlas: tuple[str, NDArray[np.float32], NDArray[np.uint8], int] | None = None,
+    checked: tuple[list[str], str, dict[str, tuple[int, int, int]]] | None = None,
+) -> LayersResult:
     """The three figures next to ``target`` (``<stem>_layers.png``, ``_filters.png``, ``_activation_maps.png``)."""
     t0 = time.perf_counter()
     e = config.explain
@@ -386,21 +470,35 @@ def run(config: Config, photo: Image.Image, model: LoadedModel, device: torch.de
     photo_np = np.asarray(photo)
     filters_layer = first_conv(model.module)
     deepest = max(wanted, key=list(valid).index)
-    folded = fold_batchnorm(model.module, deepest, model.normalize)   # same values, faster render steps
+    folded = fold_batchnorm(model.module, deepest, model.normalize)  # same values, faster render steps
     views: list[LayerView] = []
     if layers:
         views = layer_views(model, acts, layers, config, device, atlas=atlas, render_module=folded)
         said = ", ".join(f"{n} {p:.0%}" for n, p in predictions)
-        figures["layers"] = layers_figure(photo_np, views, f"{image_name or 'the photo'} through {model.name} "
-                                          f"(top: {said}); each cell = its mean activation vector, rendered", paths["layers"])
+        figures["layers"] = layers_figure(
+            photo_np,
+            views,
+            f"{image_name or 'the photo'} through {model.name} "
+            f"(top: {said}); each cell = its mean activation vector, rendered",
+            paths["layers"],
+        )
     # the filters as the network applies them: the folded copy's conv holds conv x BN scale (checked at the
     # deepest layer; the original weights when nothing could be folded)
     weight = dict(folded.named_modules())[filters_layer].weight
     figures["filters"] = filters_figure(filter_grid(weight), filters_layer, paths["filters"])
     channels, maps = strongest_maps(acts[maps_layer], e.maps_channels)
-    figures["activation_maps"] = maps_figure(photo_np, channels, maps, maps_layer, valid[maps_layer],
-                                             paths["activation_maps"])
+    figures["activation_maps"] = maps_figure(
+        photo_np, channels, maps, maps_layer, valid[maps_layer], paths["activation_maps"]
+    )
     seconds = time.perf_counter() - t0
     log.info("explain --layers: %s in %.1f s", ", ".join(layers), seconds)
-    return LayersResult(layers=layers, views=views, filters_layer=filters_layer, maps_layer=maps_layer,
-                        maps_channels=channels.tolist(), figures=figures, predictions=predictions, seconds=seconds)
+    return LayersResult(
+        layers=layers,
+        views=views,
+        filters_layer=filters_layer,
+        maps_layer=maps_layer,
+        maps_channels=channels.tolist(),
+        figures=figures,
+        predictions=predictions,
+        seconds=seconds,
+    )

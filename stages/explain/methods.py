@@ -17,9 +17,16 @@ from stages.config import EXPLAIN_METHODS as METHODS
 from stages.explain import attribution as A
 from stages.explain.cam import CamCheck
 from store.errors import AtlasError
-TITLES = {"saliency": "gradient saliency", "gradient_x_input": "gradient \u00d7 input",
-          "guided_backprop": "guided backprop", "deconvnet": "deconvnet", "occlusion": "occlusion",
-          "cam": "CAM", "grad_cam": "Grad-CAM"}
+
+TITLES = {
+    "saliency": "gradient saliency",
+    "gradient_x_input": "gradient \u00d7 input",
+    "guided_backprop": "guided backprop",
+    "deconvnet": "deconvnet",
+    "occlusion": "occlusion",
+    "cam": "CAM",
+    "grad_cam": "Grad-CAM",
+}
 
 
 @dataclass(frozen=True)
@@ -40,12 +47,18 @@ class MethodMaps:
     classes: list[int]
     maps: dict[str, Tensor] = field(default_factory=dict)
     pictures: dict[str, Tensor] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)   # method -> why it did not run
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run
     grad_cam_layer: str = ""
 
 
-def method_maps(net: A.Net, image: Tensor, classes: list[int], methods: tuple[str, ...] | list[str],
-                settings: MethodSettings, cam: CamCheck) -> MethodMaps:
+def method_maps(
+    net: A.Net,
+    image: Tensor,
+    classes: list[int],
+    methods: tuple[str, ...] | list[str],
+    settings: MethodSettings,
+    cam: CamCheck,
+) -> MethodMaps:
     """Heatmaps of ``image`` (``[3, H, W]`` in [0, 1], on the model's device) for each class.
 
     A method that does not apply (CAM on a head that is not pooling + one linear layer) is listed
@@ -73,8 +86,9 @@ def method_maps(net: A.Net, image: Tensor, classes: list[int], methods: tuple[st
             out.maps[method] = A.saliency(grads)
             out.pictures[method] = A.gradient_image(grads)
     if "occlusion" in methods:
-        out.maps["occlusion"] = A.occlusion(net, image, target, settings.window, settings.stride, settings.baseline,
-                                            batch_size=max(bs, 1)).pixels
+        out.maps["occlusion"] = A.occlusion(
+            net, image, target, settings.window, settings.stride, settings.baseline, batch_size=max(bs, 1)
+        ).pixels
     if "cam" in methods:
         if cam.spec is None:
             out.skipped["cam"] = cam.reason

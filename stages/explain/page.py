@@ -55,13 +55,13 @@ class PageContent:
     level: int
     grid: tuple[int, int]
     predictions: list[tuple[str, float]]
-    cell: NDArray[np.int64]           # [h*w] nearest cell per position, -1 none
-    cosine: NDArray[np.float32]       # [h*w]
-    cell_names: list[str]             # top class of each cell of the level ("" none)
-    cell_ij: list[tuple[int, int]]    # grid position of each cell
+    cell: NDArray[np.int64]  # [h*w] nearest cell per position, -1 none
+    cosine: NDArray[np.float32]  # [h*w]
+    cell_names: list[str]  # top class of each cell of the level ("" none)
+    cell_ij: list[tuple[int, int]]  # grid position of each cell
     groups: list[GroupEntry]
-    figures: dict[str, Path]          # caption -> PNG written by the stage
-    dictionary_png: Path              # the mosaic alone, the clickable map's background
+    figures: dict[str, Path]  # caption -> PNG written by the stage
+    dictionary_png: Path  # the mosaic alone, the clickable map's background
     notes: list[str]
 
 
@@ -100,20 +100,29 @@ def render_html(content: PageContent, files: dict[str, str], dictionary_file: st
         y, x = divmod(p, w)
         i, j = content.cell_ij[c]
         name = content.cell_names[c]
-        title = (f"position ({y}, {x}) \u2192 cell {c} at ({i}, {j}) of level {content.level}, "
-                 f"cosine {float(content.cosine[p]):.2f}" + (f", '{name}'" if name else ""))
-        areas.append(f'<a href="{_esc(cell_link(content.level, c))}" title="{_esc(title)}" '
-                     f'style="left:{x * side:.2f}px;top:{y * side:.2f}px;width:{side:.2f}px;height:{side:.2f}px"></a>')
-    preds = "".join(f"<tr><td>{k + 1}</td><td>{_esc(n)}</td><td>{p:.3f}</td></tr>"
-                    for k, (n, p) in enumerate(content.predictions))
+        title = (
+            f"position ({y}, {x}) \u2192 cell {c} at ({i}, {j}) of level {content.level}, "
+            f"cosine {float(content.cosine[p]):.2f}" + (f", '{name}'" if name else "")
+        )
+        areas.append(
+            f'<a href="{_esc(cell_link(content.level, c))}" title="{_esc(title)}" '
+            f'style="left:{x * side:.2f}px;top:{y * side:.2f}px;width:{side:.2f}px;height:{side:.2f}px"></a>'
+        )
+    preds = "".join(
+        f"<tr><td>{k + 1}</td><td>{_esc(n)}</td><td>{p:.3f}</td></tr>" for k, (n, p) in enumerate(content.predictions)
+    )
     groups = "".join(
         f'<tr><td><span class="swatch" style="background:rgb{g.colour}"></span>{_esc(g.label)}</td>'
         f'<td><a href="{_esc(cell_link(content.level, g.cell))}">cell {g.cell}</a> '
-        f'({content.cell_ij[g.cell][0]}, {content.cell_ij[g.cell][1]}), cosine {g.cosine:.2f}'
-        f'{", " + _esc(repr(content.cell_names[g.cell])) if content.cell_names[g.cell] else ""}</td></tr>'
-        for g in content.groups if g.cell >= 0)
-    figures = "".join(f'<figure><img src="{_esc(f)}" alt="{_esc(cap)}" loading="lazy"><figcaption>{_esc(cap)}'
-                      f'</figcaption></figure>' for cap, f in files.items())
+        f"({content.cell_ij[g.cell][0]}, {content.cell_ij[g.cell][1]}), cosine {g.cosine:.2f}"
+        f"{', ' + _esc(repr(content.cell_names[g.cell])) if content.cell_names[g.cell] else ''}</td></tr>"
+        for g in content.groups
+        if g.cell >= 0
+    )
+    figures = "".join(
+        f'<figure><img src="{_esc(f)}" alt="{_esc(cap)}" loading="lazy"><figcaption>{_esc(cap)}</figcaption></figure>'
+        for cap, f in files.items()
+    )
     notes = "".join(f'<p class="note">{_esc(n)}</p>' for n in content.notes)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -127,7 +136,7 @@ def render_html(content: PageContent, files: dict[str, str], dictionary_file: st
 <p>Each square is one of the layer's {h}\u00d7{w} positions, drawn as the icon of the atlas cell whose direction
 is nearest (cosine). Click one to open that cell in the atlas.</p>
 <div class="mosaic" style="width:{mosaic_px}px;height:{mosaic_px}px"><img src="{_esc(dictionary_file)}"
-alt="nearest atlas cell per position">{''.join(areas)}</div>
+alt="nearest atlas cell per position">{"".join(areas)}</div>
 <h2>NMF groups and their nearest cells</h2><table><tr><th>group</th><th>nearest atlas cell</th></tr>{groups}</table>
 {figures}
 </main></body></html>

@@ -69,9 +69,16 @@ class ClassColumn:
     probability: float
 
 
-def attribution_figure(photo: NDArray[np.uint8], columns: list[ClassColumn], maps: dict[str, NDArray[np.float32]],
-                       pictures: dict[str, NDArray[np.float32]], methods: list[str], skipped: dict[str, str],
-                       out: Path, notes: dict[str, str] | None = None) -> Path:
+def attribution_figure(
+    photo: NDArray[np.uint8],
+    columns: list[ClassColumn],
+    maps: dict[str, NDArray[np.float32]],
+    pictures: dict[str, NDArray[np.float32]],
+    methods: list[str],
+    skipped: dict[str, str],
+    out: Path,
+    notes: dict[str, str] | None = None,
+) -> Path:
     """Rows: methods; columns: the photo, then one class each (top-5 and any asked for by name).
 
     Guided backprop and the deconvnet are shown as the RGB gradient pictures of their papers;
@@ -81,8 +88,16 @@ def attribution_figure(photo: NDArray[np.uint8], columns: list[ClassColumn], map
     rows = [m for m in methods if m in maps or m in skipped]
     n_cols = len(columns) + 1
     fig = _figure(1.75 * n_cols, 1.9 * len(rows) + 0.2)
-    grid = fig.add_gridspec(len(rows), n_cols, left=0.09, right=0.995, top=1 - 0.45 / (1.9 * len(rows) + 0.2),
-                            bottom=0.01, wspace=0.04, hspace=0.22)
+    grid = fig.add_gridspec(
+        len(rows),
+        n_cols,
+        left=0.09,
+        right=0.995,
+        top=1 - 0.45 / (1.9 * len(rows) + 0.2),
+        bottom=0.01,
+        wspace=0.04,
+        hspace=0.22,
+    )
     for r, method in enumerate(rows):
         ax = fig.add_subplot(grid[r, 0])
         ax.imshow(photo)
@@ -96,8 +111,14 @@ def attribution_figure(photo: NDArray[np.uint8], columns: list[ClassColumn], map
             if method in skipped:
                 _off(ax)
                 if c == 0:
-                    ax.text(0.0, 0.5, "not available:\n" + _wrap(skipped[method], 38), fontsize=7.5, va="center",
-                            transform=ax.transAxes)
+                    ax.text(
+                        0.0,
+                        0.5,
+                        "not available:\n" + _wrap(skipped[method], 38),
+                        fontsize=7.5,
+                        va="center",
+                        transform=ax.transAxes,
+                    )
                 continue
             if method in pictures:
                 ax.imshow(pictures[method][c])
@@ -123,26 +144,32 @@ def _wrap(text: str, width: int) -> str:
 class BlockRow:
     """One NMF group of the building-blocks figure."""
 
-    extent: NDArray[np.float32]      # [h, w] the group's spatial weights
-    rendered: NDArray[np.uint8]      # [s, s, 3] its direction, rendered
-    cell_icon: NDArray[np.uint8]     # [S, S, 3] the icon of its nearest atlas cell
-    cell_label: str                  # "cell 123 (i, j), cos 0.61, 'tabby'"
-    share: float                     # fraction of positions assigned to it
+    extent: NDArray[np.float32]  # [h, w] the group's spatial weights
+    rendered: NDArray[np.uint8]  # [s, s, 3] its direction, rendered
+    cell_icon: NDArray[np.uint8]  # [S, S, 3] the icon of its nearest atlas cell
+    cell_label: str  # "cell 123 (i, j), cos 0.61, 'tabby'"
+    share: float  # fraction of positions assigned to it
     contributions: NDArray[np.float32]  # [K] its attribution to each class column
 
 
-def blocks_figure(photo: NDArray[np.uint8], rows: list[BlockRow], classes: list[ClassColumn], level: int,
-                  out: Path) -> Path:
+def blocks_figure(
+    photo: NDArray[np.uint8], rows: list[BlockRow], classes: list[ClassColumn], level: int, out: Path
+) -> Path:
     """Building Blocks (Olah et al., 2018): per NMF group, where it is, what it looks like, which
     atlas cell it is nearest, and how much it adds to each top class's logit."""
     n = len(rows)
     fig = _figure(11.5, 2.25 * n + 0.5)
     top = 1 - 0.5 / (2.25 * n + 0.5)
-    grid = fig.add_gridspec(n, 4, width_ratios=[1, 1, 1, 2.3], left=0.055, right=0.85, top=top, bottom=0.03,
-                            wspace=0.12, hspace=0.32)
+    grid = fig.add_gridspec(
+        n, 4, width_ratios=[1, 1, 1, 2.3], left=0.055, right=0.85, top=top, bottom=0.03, wspace=0.12, hspace=0.32
+    )
     scale = max(float(np.abs(np.stack([r.contributions for r in rows])).max()), 1e-9)
-    heads = ["where (NMF factor)", "its direction, rendered", f"nearest atlas cell (level {level})",
-             "contribution to each class logit"]
+    heads = [
+        "where (NMF factor)",
+        "its direction, rendered",
+        f"nearest atlas cell (level {level})",
+        "contribution to each class logit",
+    ]
     for g, row in enumerate(rows):
         colour = np.asarray(PALETTE[g % len(PALETTE)]) / 255.0
         ax = fig.add_subplot(grid[g, 0])
@@ -188,9 +215,9 @@ class ChannelRow:
     """One channel of the channel view."""
 
     channel: int
-    mean: float                       # its spatial mean activation on this image
-    activation: NDArray[np.float32]   # [h, w]
-    rendered: NDArray[np.uint8]       # [s, s, 3] feature visualization
+    mean: float  # its spatial mean activation on this image
+    activation: NDArray[np.float32]  # [h, w]
+    rendered: NDArray[np.uint8]  # [s, s, 3] feature visualization
     patches: list[NDArray[np.uint8]]  # top dataset patches
 
 
@@ -232,8 +259,17 @@ def sanity_figure(photo: NDArray[np.uint8], report, out: Path, columns: int = 6)
     n_cols = 1 + len(picks)
     height = 1.45 * len(methods) + 2.9
     fig = _figure(1.45 * (n_cols + 1) + 0.4, height)
-    grid = fig.add_gridspec(len(methods) + 1, n_cols + 1, height_ratios=[1] * len(methods) + [1.6],
-                            left=0.1, right=0.99, top=1 - 0.5 / height, bottom=0.08, wspace=0.05, hspace=0.25)
+    grid = fig.add_gridspec(
+        len(methods) + 1,
+        n_cols + 1,
+        height_ratios=[1] * len(methods) + [1.6],
+        left=0.1,
+        right=0.99,
+        top=1 - 0.5 / height,
+        bottom=0.08,
+        wspace=0.05,
+        hspace=0.25,
+    )
     for r, m in enumerate(methods):
         maps = report.maps[m]
         ax = fig.add_subplot(grid[r, 0])

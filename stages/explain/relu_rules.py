@@ -22,7 +22,8 @@ inside its ``with`` block, so nothing can leak when it ends, by return or by exc
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -55,7 +56,7 @@ class _RuleRelu(torch.autograd.Function):
         return positive_signal * switch, None, None
 
 
-class relu_rule(TorchFunctionMode):  # noqa: N801 - used like a function: ``with relu_rule("guided"):``
+class relu_rule(TorchFunctionMode):
     """Inside this block every ReLU / ReLU6 call backpropagates with ``rule``.
 
     ``calls`` counts the ReLUs that were replaced, so a caller can refuse a model that has none

@@ -116,8 +116,8 @@ class SanityReport:
     random_class: int
     random_name: str
     methods: list[str]
-    steps: list[str]                                   # blocks randomized, top first (cumulative)
-    cascade: dict[str, list[float]] = field(default_factory=dict)   # method -> one value per step
+    steps: list[str]  # blocks randomized, top first (cumulative)
+    cascade: dict[str, list[float]] = field(default_factory=dict)  # method -> one value per step
     class_randomization: dict[str, float] = field(default_factory=dict)
     threshold: float = 0.5
     skipped: dict[str, str] = field(default_factory=dict)
@@ -139,13 +139,19 @@ class SanityReport:
         return float(np.mean(values)) if values else float("nan")
 
     def to_json(self) -> dict:
-        return {"image": self.image, "class": {"index": self.target_class, "name": self.target_name},
-                "random_class": {"index": self.random_class, "name": self.random_name},
-                "methods": self.methods, "threshold": self.threshold, "steps": self.steps,
-                "cascade_rank_correlation": {m: [_r(v) for v in vals] for m, vals in self.cascade.items()},
-                "cascade_mean_rank_correlation": {m: _r(self.mean_correlation(m)) for m in self.methods},
-                "class_randomization_rank_correlation": {m: _r(v) for m, v in self.class_randomization.items()},
-                "verdicts": self.verdicts(), "skipped": self.skipped}
+        return {
+            "image": self.image,
+            "class": {"index": self.target_class, "name": self.target_name},
+            "random_class": {"index": self.random_class, "name": self.random_name},
+            "methods": self.methods,
+            "threshold": self.threshold,
+            "steps": self.steps,
+            "cascade_rank_correlation": {m: [_r(v) for v in vals] for m, vals in self.cascade.items()},
+            "cascade_mean_rank_correlation": {m: _r(self.mean_correlation(m)) for m in self.methods},
+            "class_randomization_rank_correlation": {m: _r(v) for m, v in self.class_randomization.items()},
+            "verdicts": self.verdicts(),
+            "skipped": self.skipped,
+        }
 
 
 def _r(value: float) -> float | None:
@@ -153,9 +159,19 @@ def _r(value: float) -> float | None:
     return None if value != value else round(float(value), 4)
 
 
-def run_checks(net: A.Net, image: Tensor, image_name: str, class_names: list[str], methods: list[str],
-               settings: MethodSettings, order: list[str], seed: int, threshold: float,
-               keep_maps: bool = False, progress: Callable[[int, int], None] | None = None) -> SanityReport:
+def run_checks(
+    net: A.Net,
+    image: Tensor,
+    image_name: str,
+    class_names: list[str],
+    methods: list[str],
+    settings: MethodSettings,
+    order: list[str],
+    seed: int,
+    threshold: float,
+    keep_maps: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> SanityReport:
     """Both tests on one image (``[3, H, W]`` in [0, 1]) for its top-1 class (see the module docstring).
 
     ``order`` is the cascade, top block first; ``keep_maps`` keeps every step's maps (for the figure).
@@ -167,9 +183,17 @@ def run_checks(net: A.Net, image: Tensor, image_name: str, class_names: list[str
     other = int(rng.choice([k for k in range(len(logits)) if k != top]))
     trained_cam = cam_layer(net.module)
     trained = method_maps(net, image, [top, other], methods, settings, trained_cam)
-    report = SanityReport(image=image_name, target_class=top, target_name=class_names[top], random_class=other,
-                          random_name=class_names[other], methods=[m for m in methods if m in trained.maps],
-                          steps=list(order), threshold=threshold, skipped=dict(trained.skipped))
+    report = SanityReport(
+        image=image_name,
+        target_class=top,
+        target_name=class_names[top],
+        random_class=other,
+        random_name=class_names[other],
+        methods=[m for m in methods if m in trained.maps],
+        steps=list(order),
+        threshold=threshold,
+        skipped=dict(trained.skipped),
+    )
     for m in report.methods:
         report.class_randomization[m] = rank_correlation(trained.maps[m][0], trained.maps[m][1])
         report.cascade[m] = []
@@ -196,8 +220,12 @@ def _same_layers(trained: CamCheck, model: nn.Module) -> CamCheck:
     from stages.explain.cam import CamSpec
 
     linear = model.get_submodule(trained.spec.linear)
-    spec = CamSpec(layer=trained.spec.layer, linear=trained.spec.linear, weight=linear.weight.detach(),
-                   bias=linear.bias.detach() if linear.bias is not None else None)
+    spec = CamSpec(
+        layer=trained.spec.layer,
+        linear=trained.spec.linear,
+        weight=linear.weight.detach(),
+        bias=linear.bias.detach() if linear.bias is not None else None,
+    )
     return CamCheck(spec, trained.reason)
 
 
@@ -205,18 +233,27 @@ def format_table(report: SanityReport) -> str:
     """The printed table: one row per method, the rank correlation after selected steps."""
     steps = report.steps
     picks = sorted({0, len(steps) // 4, len(steps) // 2, (3 * len(steps)) // 4, len(steps) - 1}) if steps else []
-    head = (f"{'method':18s} {'class rand.':>11s} " + " ".join(f"{'->' + steps[k]:>14s}" for k in picks)
-            + f" {'cascade mean':>12s}  verdict")
-    lines = [f"{report.image}: class {report.target_class} {report.target_name!r} vs random class "
-             f"{report.random_class} {report.random_name!r}; Spearman rank correlation of |map| with the trained "
-             f"model's map (fail: > {report.threshold})", head]
+    head = (
+        f"{'method':18s} {'class rand.':>11s} "
+        + " ".join(f"{'->' + steps[k]:>14s}" for k in picks)
+        + f" {'cascade mean':>12s}  verdict"
+    )
+    lines = [
+        f"{report.image}: class {report.target_class} {report.target_name!r} vs random class "
+        f"{report.random_class} {report.random_name!r}; Spearman rank correlation of |map| with the trained "
+        f"model's map (fail: > {report.threshold})",
+        head,
+    ]
     verdicts = report.verdicts()
     for m in report.methods:
         values = " ".join(f"{report.cascade[m][k]:14.3f}" for k in picks)
         v = verdicts[m]
         verdict = ("pass" if v["model_randomization"] else "FAIL model") + (
-            ", pass class" if v["class_randomization"] else ", FAIL class")
-        lines.append(f"{m:18s} {report.class_randomization[m]:11.3f} {values} {report.mean_correlation(m):12.3f}  {verdict}")
+            ", pass class" if v["class_randomization"] else ", FAIL class"
+        )
+        lines.append(
+            f"{m:18s} {report.class_randomization[m]:11.3f} {values} {report.mean_correlation(m):12.3f}  {verdict}"
+        )
     for m, why in report.skipped.items():
         lines.append(f"{m:18s} skipped: {why}")
     return "\n".join(lines)
@@ -230,8 +267,14 @@ class SanityResult:
     seconds: float
 
 
-def run(config: "Config", images: list[str], device: torch.device, *, model: "LoadedModel | None" = None,
-        progress: Callable[[int, int], None] | None = None) -> SanityResult:
+def run(
+    config: Config,
+    images: list[str],
+    device: torch.device,
+    *,
+    model: LoadedModel | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SanityResult:
     """``atlas sanity-check``: both tests on each image; the JSON report (``sanity.out``) and, for the
     first image, the figure of the maps per step (``sanity.figure``)."""
     import json
@@ -247,14 +290,29 @@ def run(config: "Config", images: list[str], device: torch.device, *, model: "Lo
     net = A.Net(model.module, model.normalize)
     order = blocks(model.module)[::-1]
     order = order[: s.blocks] if s.blocks else order
-    settings = MethodSettings(batch_size=e.batch_size, window=e.occlusion_window, stride=e.occlusion_stride,
-                              baseline=e.occlusion_baseline,
-                              grad_cam_layer=grad_cam_layer(e.grad_cam_layer, cam_layer(model.module), model.layer))
+    settings = MethodSettings(
+        batch_size=e.batch_size,
+        window=e.occlusion_window,
+        stride=e.occlusion_stride,
+        baseline=e.occlusion_baseline,
+        grad_cam_layer=grad_cam_layer(e.grad_cam_layer, cam_layer(model.module), model.layer),
+    )
     reports, figure = [], None
     for k, image in enumerate(images):
         photo = load_photo(image, config)
-        report = run_checks(net, model_input(photo, device), str(image), model.class_names, list(s.methods), settings,
-                            order, s.seed, s.threshold, keep_maps=(k == 0 and s.figure is not None), progress=progress)
+        report = run_checks(
+            net,
+            model_input(photo, device),
+            str(image),
+            model.class_names,
+            list(s.methods),
+            settings,
+            order,
+            s.seed,
+            s.threshold,
+            keep_maps=(k == 0 and s.figure is not None),
+            progress=progress,
+        )
         reports.append(report)
         if k == 0 and s.figure:
             from stages.explain.plots import sanity_figure
@@ -262,8 +320,12 @@ def run(config: "Config", images: list[str], device: torch.device, *, model: "Lo
             figure = sanity_figure(np.asarray(photo), report, Path(s.figure))
     out = Path(s.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": {"name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256},
-               "grad_cam_layer": settings.grad_cam_layer, "blocks": order, "images": [r.to_json() for r in reports]}
+    payload = {
+        "model": {"name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256},
+        "grad_cam_layer": settings.grad_cam_layer,
+        "blocks": order,
+        "images": [r.to_json() for r in reports],
+    }
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
     tmp.replace(out)

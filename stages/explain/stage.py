@@ -34,11 +34,8 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from stages.config import Config, RenderConfig
-from stages.images.decoding import decode_rgb
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel, load_model
 from stages.classes.select import resolve_class
+from stages.config import Config, RenderConfig
 from stages.explain import attribution as A
 from stages.explain import channels as channel_view
 from stages.explain import layers as layers_view
@@ -49,9 +46,12 @@ from stages.explain.figure import PALETTE, ExplainPanels, compose, dictionary_pa
 from stages.explain.groups import Groups, group_attribution, group_strength, nearest_cells, nmf_groups
 from stages.explain.methods import MethodMaps, MethodSettings, grad_cam_layer, method_maps
 from stages.featurevis import layer_forward
+from stages.images.decoding import decode_rgb
+from stages.model.registry import LoadedModel, load_model
 from stages.render.stage import render_batch
 from store import derived
 from store.atlas_store import AtlasStore
+from store.errors import AtlasError
 from store.icons import IconStore
 
 log = logging.getLogger(__name__)
@@ -62,27 +62,29 @@ class ExplainResult:
     out: Path
     level: int
     grid: tuple[int, int]
-    cell: NDArray[np.int64]         # [H*W] nearest cell per position (-1: zero activation)
-    cosine: NDArray[np.float32]     # [H*W]
+    cell: NDArray[np.int64]  # [H*W] nearest cell per position (-1: zero activation)
+    cosine: NDArray[np.float32]  # [H*W]
     groups: Groups
     group_labels: list[str]
     seconds: float
-    classes: list[int] = field(default_factory=list)                 # explained classes (top-k, then asked)
+    classes: list[int] = field(default_factory=list)  # explained classes (top-k, then asked)
     probabilities: list[float] = field(default_factory=list)
-    group_cells: NDArray[np.int64] | None = None                      # [K] nearest cell of each group
-    group_contributions: NDArray[np.float32] | None = None            # [K, classes]
+    group_cells: NDArray[np.int64] | None = None  # [K] nearest cell of each group
+    group_contributions: NDArray[np.float32] | None = None  # [K, classes]
     maps: MethodMaps | None = None
     channels: list[int] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)
     page: Path | None = None
-    layers: layers_view.LayersResult | None = None                    # explain.layers: the evolving-understanding view
+    layers: layers_view.LayersResult | None = None  # explain.layers: the evolving-understanding view
 
 
 def load_photo(path: str | Path, config: Config) -> Image.Image:
     """The image as RGB at the model's input size; a one-line error when it cannot be read."""
     decoded = decode_rgb(path, config.collect.max_pixels)
     if not decoded.ok:
-        raise AtlasError(f"{path}: cannot read the image ({decoded.reason}{': ' + decoded.detail if decoded.detail else ''})")
+        raise AtlasError(
+            f"{path}: cannot read the image ({decoded.reason}{': ' + decoded.detail if decoded.detail else ''})"
+        )
     size = config.model.image_size
     return decoded.image.resize((size, size), Image.Resampling.BILINEAR)
 
@@ -101,8 +103,10 @@ def level_icons(store: AtlasStore, level: int) -> tuple[derived.CellLevel, NDArr
     icons = IconStore.open(store.derived_path("icons"))
     if level not in icons.levels or not icons.complete(level):
         done = ", ".join(str(n) for n in icons.levels if icons.complete(n)) or "none"
-        raise AtlasError(f"explain.level {level}: its icons are not completely rendered (complete levels: {done}); "
-                         f"run `atlas render --levels '[{level}]'` or pass --level with a complete one")
+        raise AtlasError(
+            f"explain.level {level}: its icons are not completely rendered (complete levels: {done}); "
+            f"run `atlas render --levels '[{level}]'` or pass --level with a complete one"
+        )
     return cells, icons.read_level(level).icons
 
 
@@ -118,15 +122,17 @@ def group_labels(groups: Groups, cells: derived.CellLevel) -> list[str]:
     return out
 
 
-def render_groups(model: LoadedModel, store: AtlasStore, components: NDArray[np.float32], config: Config,
-                  device: torch.device) -> NDArray[np.uint8]:
+def render_groups(
+    model: LoadedModel, store: AtlasStore, components: NDArray[np.float32], config: Config, device: torch.device
+) -> NDArray[np.uint8]:
     """Each NMF direction rendered like an atlas cell (same objective, whitening and engine)."""
     e = config.explain
     r = RenderConfig.model_validate({**config.render.model_dump(), "size": e.size, "steps": e.steps, "attempts": 1})
     whitening = torch.as_tensor(derived.read_whitening(store).matrix, dtype=torch.float32) if r.whiten else None
     with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
-        images, _ = render_batch(forward, model.layer, torch.as_tensor(components), whitening, r, device,
-                                 seeds=[e.seed], cap=len(components))
+        images, _ = render_batch(
+            forward, model.layer, torch.as_tensor(components), whitening, r, device, seeds=[e.seed], cap=len(components)
+        )
     return images
 
 
@@ -167,9 +173,13 @@ def layer_logit_gradients(model: LoadedModel, x: torch.Tensor, classes: list[int
 def figure_paths(target: Path, methods: list[str]) -> dict[str, Path]:
     """Where each figure goes: ``explain.out`` and ``<stem>_<name>.png`` beside it."""
     stem = target.with_suffix("")
-    paths = {"dictionary_groups": target, "attribution": Path(f"{stem}_attribution.png"),
-             "blocks": Path(f"{stem}_blocks.png"), "channels": Path(f"{stem}_channels.png"),
-             "dictionary": Path(f"{stem}_dictionary.png")}
+    paths = {
+        "dictionary_groups": target,
+        "attribution": Path(f"{stem}_attribution.png"),
+        "blocks": Path(f"{stem}_blocks.png"),
+        "channels": Path(f"{stem}_channels.png"),
+        "dictionary": Path(f"{stem}_dictionary.png"),
+    }
     paths.update({f"method:{m}": Path(f"{stem}_{m}.png") for m in methods})
     return paths
 
@@ -181,8 +191,15 @@ def _cell_label(cells: derived.CellLevel, names: list[list[str]], cell: int, cos
     return f"cell {cell} ({int(cells.i[cell])}, {int(cells.j[cell])}), cos {cosine:.2f}{top}"
 
 
-def run(config: Config, image: str | Path, store: AtlasStore, device: torch.device, *,
-        model: LoadedModel | None = None, out: str | Path | None = None) -> ExplainResult:
+def run(
+    config: Config,
+    image: str | Path,
+    store: AtlasStore,
+    device: torch.device,
+    *,
+    model: LoadedModel | None = None,
+    out: str | Path | None = None,
+) -> ExplainResult:
     """Explain ``image`` with ``store``'s atlas; write the figures (``out``: default ``explain.out``)
     and, with ``explain.page``, the HTML page inside ``data.atlas``."""
     t0 = time.perf_counter()
@@ -192,13 +209,19 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
     model = model if model is not None else load_model(config.model, device)
     stored = (store.attrs.get("model") or {}).get("layer")
     if stored and stored != model.layer:
-        raise AtlasError(f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer")
-    checked = layers_view.check_layers(config, model) if e.layers is not None else None  # bad names fail before any work
+        raise AtlasError(
+            f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"
+        )
+    checked = (
+        layers_view.check_layers(config, model) if e.layers is not None else None
+    )  # bad names fail before any work
     acts = layer_activations(model, photo, device)
     h, w, c = acts.shape
     flat = acts.reshape(h * w, c)
     if e.groups > min(h * w, c):
-        raise AtlasError(f"explain.groups {e.groups}: the layer has only {h * w} positions; choose at most {min(h * w, c)}")
+        raise AtlasError(
+            f"explain.groups {e.groups}: the layer has only {h * w} positions; choose at most {min(h * w, c)}"
+        )
     x = model_input(photo, device)
     net = A.Net(model.module, model.normalize)
     with torch.no_grad():
@@ -209,16 +232,25 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
     cell, cosine = nearest_cells(flat, cells.direction)
     groups = nmf_groups(flat, e.groups, seed=e.seed, max_iter=e.nmf_max_iter)
     if groups.clipped_fraction > 0:
-        log.warning("layer %s has negative activations (%.1f%% of the mass); NMF groups explain the clipped, "
-                    "non-negative part only", model.layer, 100 * groups.clipped_fraction)
+        log.warning(
+            "layer %s has negative activations (%.1f%% of the mass); NMF groups explain the clipped, "
+            "non-negative part only",
+            model.layer,
+            100 * groups.clipped_fraction,
+        )
     labels = group_labels(groups, cells)
     group_cell, group_cos = nearest_cells(groups.components, cells.direction)
     contributions = group_attribution(groups.weights, groups.components, layer_logit_gradients(model, x, classes))
     rendered = render_groups(model, store, groups.components, config, device)
 
     cam = cam_layer(model.module)
-    settings = MethodSettings(batch_size=e.batch_size, window=e.occlusion_window, stride=e.occlusion_stride,
-                              baseline=e.occlusion_baseline, grad_cam_layer=grad_cam_layer(e.grad_cam_layer, cam, model.layer))
+    settings = MethodSettings(
+        batch_size=e.batch_size,
+        window=e.occlusion_window,
+        stride=e.occlusion_stride,
+        baseline=e.occlusion_baseline,
+        grad_cam_layer=grad_cam_layer(e.grad_cam_layer, cam, model.layer),
+    )
     maps = method_maps(net, x, classes, list(e.methods), settings, cam)
     for method, why in maps.skipped.items():
         log.warning("explain: %s skipped: %s", method, why)
@@ -227,9 +259,16 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
     target.parent.mkdir(parents=True, exist_ok=True)
     paths = figure_paths(target, list(e.methods))
     panels = ExplainPanels(
-        photo=photo.resize((e.image_px, e.image_px), Image.Resampling.BICUBIC), grid=(h, w), cell=cell, icons=icons,
-        level=e.level, assignment=groups.assignment, strength=group_strength(groups.weights, groups.assignment),
-        group_images=rendered, group_labels=labels)
+        photo=photo.resize((e.image_px, e.image_px), Image.Resampling.BICUBIC),
+        grid=(h, w),
+        cell=cell,
+        icons=icons,
+        level=e.level,
+        assignment=groups.assignment,
+        strength=group_strength(groups.weights, groups.assignment),
+        group_images=rendered,
+        group_labels=labels,
+    )
     compose(panels, e.icon_px).save(target)
     dictionary_panel(cell, icons, (h, w), e.icon_px).save(paths["dictionary"])
     figures = {"dictionary_groups": target, "dictionary": paths["dictionary"]}
@@ -241,71 +280,156 @@ def run(config: Config, image: str | Path, store: AtlasStore, device: torch.devi
         notes["cam"] = f"at {cam.spec.layer}"
     np_maps = {m: v.numpy() for m, v in maps.maps.items()}
     np_pictures = {m: v.numpy() for m, v in maps.pictures.items()}
-    figures["attribution"] = plots.attribution_figure(photo_np, columns, np_maps, np_pictures, list(e.methods),
-                                                      maps.skipped, paths["attribution"], notes)
+    figures["attribution"] = plots.attribution_figure(
+        photo_np, columns, np_maps, np_pictures, list(e.methods), maps.skipped, paths["attribution"], notes
+    )
     for m in e.methods:
-        figures[f"method:{m}"] = plots.attribution_figure(photo_np, columns, np_maps, np_pictures, [m], maps.skipped,
-                                                          paths[f"method:{m}"], notes)
+        figures[f"method:{m}"] = plots.attribution_figure(
+            photo_np, columns, np_maps, np_pictures, [m], maps.skipped, paths[f"method:{m}"], notes
+        )
     names = cells.top_names()
-    rows = [plots.BlockRow(extent=groups.weights[:, k].reshape(h, w), rendered=rendered[k],
-                           cell_icon=icons[group_cell[k]] if group_cell[k] >= 0 else np.full_like(icons[0], 255),
-                           cell_label=_cell_label(cells, names, int(group_cell[k]), float(group_cos[k])),
-                           share=float((groups.assignment == k).mean()), contributions=contributions[k])
-            for k in range(len(groups.components))]
+    rows = [
+        plots.BlockRow(
+            extent=groups.weights[:, k].reshape(h, w),
+            rendered=rendered[k],
+            cell_icon=icons[group_cell[k]] if group_cell[k] >= 0 else np.full_like(icons[0], 255),
+            cell_label=_cell_label(cells, names, int(group_cell[k]), float(group_cos[k])),
+            share=float((groups.assignment == k).mean()),
+            contributions=contributions[k],
+        )
+        for k in range(len(groups.components))
+    ]
     figures["blocks"] = plots.blocks_figure(photo_np, rows, columns, e.level, paths["blocks"])
 
     strongest: list[int] = []
     if e.channels:
         strongest = channel_view.strongest_channels(acts, e.channels).tolist()
-        chan_images = channel_view.render_channels(model.module, model.normalize, model.layer, strongest, e.size, e.steps,
-                                                   config.render.lr, e.seed, device)
+        chan_images = channel_view.render_channels(
+            model.module, model.normalize, model.layer, strongest, e.size, e.steps, config.render.lr, e.seed, device
+        )
         patches: list[list[np.ndarray]] = [[] for _ in strongest]
         if e.channel_patches:
             top_rows = channel_view.top_rows_per_channel(store, np.asarray(strongest), e.channel_patches)
             patches = channel_view.channel_patches(store, top_rows, e.patch_px, config.tiles.example_field)
-        chan_rows = [plots.ChannelRow(channel=ch, mean=float(acts[:, :, ch].mean()), activation=acts[:, :, ch],
-                                      rendered=chan_images[k], patches=patches[k]) for k, ch in enumerate(strongest)]
-        figures["channels"] = plots.channels_figure(photo_np, chan_rows, model.layer, e.channel_patches, paths["channels"])
+        chan_rows = [
+            plots.ChannelRow(
+                channel=ch,
+                mean=float(acts[:, :, ch].mean()),
+                activation=acts[:, :, ch],
+                rendered=chan_images[k],
+                patches=patches[k],
+            )
+            for k, ch in enumerate(strongest)
+        ]
+        figures["channels"] = plots.channels_figure(
+            photo_np, chan_rows, model.layer, e.channel_patches, paths["channels"]
+        )
 
     evolving = None
     if checked is not None:
         # the atlas layer is drawn with its nearest cells' icons, like the semantic dictionary
-        evolving = layers_view.run(config, photo, model, device, target, image_name=Path(image).name,
-                                   atlas=(model.layer, cells.direction, icons, e.level), checked=checked)
+        evolving = layers_view.run(
+            config,
+            photo,
+            model,
+            device,
+            target,
+            image_name=Path(image).name,
+            atlas=(model.layer, cells.direction, icons, e.level),
+            checked=checked,
+        )
         figures.update(evolving.figures)
 
     page = None
     if e.page:
-        page = write_explain_page(config, image, store, model, cells, names, cell, cosine, groups, group_cell, group_cos,
-                                  labels, classes, probs, figures, (h, w), e.icon_px, maps)
+        page = write_explain_page(
+            config,
+            image,
+            store,
+            model,
+            cells,
+            names,
+            cell,
+            cosine,
+            groups,
+            group_cell,
+            group_cos,
+            labels,
+            classes,
+            probs,
+            figures,
+            (h, w),
+            e.icon_px,
+            maps,
+        )
     seconds = time.perf_counter() - t0
-    log.info("explained %s: %d x %d positions, median cosine to the nearest cell %.3f, %d groups, %d methods; %s in %.1f s",
-             image, h, w, float(np.median(cosine)), e.groups, len(maps.maps), target, seconds)
-    return ExplainResult(out=target, level=e.level, grid=(h, w), cell=cell, cosine=cosine, groups=groups,
-                         group_labels=labels, seconds=seconds, classes=classes,
-                         probabilities=[float(probs[k]) for k in classes], group_cells=group_cell,
-                         group_contributions=contributions, maps=maps, channels=strongest, figures=figures, page=page,
-                         layers=evolving)
+    log.info(
+        "explained %s: %d x %d positions, median cosine to the nearest cell %.3f, %d groups, %d methods; %s in %.1f s",
+        image,
+        h,
+        w,
+        float(np.median(cosine)),
+        e.groups,
+        len(maps.maps),
+        target,
+        seconds,
+    )
+    return ExplainResult(
+        out=target,
+        level=e.level,
+        grid=(h, w),
+        cell=cell,
+        cosine=cosine,
+        groups=groups,
+        group_labels=labels,
+        seconds=seconds,
+        classes=classes,
+        probabilities=[float(probs[k]) for k in classes],
+        group_cells=group_cell,
+        group_contributions=contributions,
+        maps=maps,
+        channels=strongest,
+        figures=figures,
+        page=page,
+        layers=evolving,
+    )
 
 
-_CAPTIONS = {"attribution": "Attribution methods for the top predictions (rows: methods; columns: classes).",
-             "blocks": "Building blocks: each NMF group's extent, rendered direction, nearest atlas cell and "
-                       "contribution to each class logit.",
-             "channels": "Channel view: the strongest channels, their activation, feature visualization and top "
-                         "dataset patches.",
-             "dictionary_groups": "The photo, its semantic dictionary, the NMF groups and their rendered directions.",
-             "layers": "How understanding evolves across layers (Olah et al. 2018): each layer's positions (pooled to at "
-                       "most explain.layer_cells per side) as their rendered activation vectors, icon side proportional "
-                       "to the activation norm; the atlas layer shows its nearest cells' icons.",
-             "filters": "The first convolution's filters (BatchNorm folded in), each normalised on its own.",
-             "activation_maps": "Activation maps of the strongest channels (largest mean) at explain.maps_layer."}
+_CAPTIONS = {
+    "attribution": "Attribution methods for the top predictions (rows: methods; columns: classes).",
+    "blocks": "Building blocks: each NMF group's extent, rendered direction, nearest atlas cell and "
+    "contribution to each class logit.",
+    "channels": "Channel view: the strongest channels, their activation, feature visualization and top "
+    "dataset patches.",
+    "dictionary_groups": "The photo, its semantic dictionary, the NMF groups and their rendered directions.",
+    "layers": "How understanding evolves across layers (Olah et al. 2018): each layer's positions (pooled to at "
+    "most explain.layer_cells per side) as their rendered activation vectors, icon side proportional "
+    "to the activation norm; the atlas layer shows its nearest cells' icons.",
+    "filters": "The first convolution's filters (BatchNorm folded in), each normalised on its own.",
+    "activation_maps": "Activation maps of the strongest channels (largest mean) at explain.maps_layer.",
+}
 
 
-def write_explain_page(config: Config, image: str | Path, store: AtlasStore, model: LoadedModel,
-                       cells: derived.CellLevel, names: list[list[str]], cell: NDArray[np.int64],
-                       cosine: NDArray[np.float32], groups: Groups, group_cell: NDArray[np.int64],
-                       group_cos: NDArray[np.float32], labels: list[str], classes: list[int], probs: torch.Tensor,
-                       figures: dict[str, Path], grid: tuple[int, int], icon_px: int, maps: MethodMaps) -> Path | None:
+def write_explain_page(
+    config: Config,
+    image: str | Path,
+    store: AtlasStore,
+    model: LoadedModel,
+    cells: derived.CellLevel,
+    names: list[list[str]],
+    cell: NDArray[np.int64],
+    cosine: NDArray[np.float32],
+    groups: Groups,
+    group_cell: NDArray[np.int64],
+    group_cos: NDArray[np.float32],
+    labels: list[str],
+    classes: list[int],
+    probs: torch.Tensor,
+    figures: dict[str, Path],
+    grid: tuple[int, int],
+    icon_px: int,
+    maps: MethodMaps,
+) -> Path | None:
     """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
     (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
     from stages.tiles.export import update_index
@@ -318,22 +442,43 @@ def write_explain_page(config: Config, image: str | Path, store: AtlasStore, mod
     slug = html_page.page_slug(image)
     folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
     content = html_page.PageContent(
-        image_name=Path(image).name, model=model.name, layer=model.layer, level=cells.n, grid=grid,
-        predictions=[(model.class_names[k], float(probs[k])) for k in classes], cell=cell, cosine=cosine,
-        cell_names=[n[0] if n else "" for n in names], cell_ij=list(zip(cells.i.tolist(), cells.j.tolist())),
-        groups=[html_page.GroupEntry(labels[k], int(group_cell[k]), float(group_cos[k]), PALETTE[k % len(PALETTE)])
-                for k in range(len(labels))],
-        figures={_CAPTIONS.get(k, k.replace("method:", "Method: ")): v for k, v in figures.items()
-                 if k not in ("dictionary", ) and not k.startswith("method:")},
+        image_name=Path(image).name,
+        model=model.name,
+        layer=model.layer,
+        level=cells.n,
+        grid=grid,
+        predictions=[(model.class_names[k], float(probs[k])) for k in classes],
+        cell=cell,
+        cosine=cosine,
+        cell_names=[n[0] if n else "" for n in names],
+        cell_ij=list(zip(cells.i.tolist(), cells.j.tolist())),
+        groups=[
+            html_page.GroupEntry(labels[k], int(group_cell[k]), float(group_cos[k]), PALETTE[k % len(PALETTE)])
+            for k in range(len(labels))
+        ],
+        figures={
+            _CAPTIONS.get(k, k.replace("method:", "Method: ")): v
+            for k, v in figures.items()
+            if k not in ("dictionary",) and not k.startswith("method:")
+        },
         dictionary_png=figures["dictionary"],
-        notes=[f"{m} not drawn: {why}" for m, why in maps.skipped.items()])
+        notes=[f"{m} not drawn: {why}" for m, why in maps.skipped.items()],
+    )
     page = html_page.write_page(atlas / folder_id, content, mosaic_px=grid[1] * icon_px)
     model_entry = store.attrs.get("model") or {}
     entry = AtlasSource(
-        id=folder_id, kind="explain", title=f"explained: {Path(image).name}", levels=[], cell_level=_no_levels,
-        icon_level=_no_levels, minimap=_no_levels, class_names=[], icon_px=icon_px,
+        id=folder_id,
+        kind="explain",
+        title=f"explained: {Path(image).name}",
+        levels=[],
+        cell_level=_no_levels,
+        icon_level=_no_levels,
+        minimap=_no_levels,
+        class_names=[],
+        icon_px=icon_px,
         model={"name": model_entry.get("name", model.name), "layer": model_entry.get("layer", model.layer)},
-        index={"page": f"{folder_id}/index.html"})
+        index={"page": f"{folder_id}/index.html"},
+    )
     update_index(atlas, entry)
     log.info("explain page: %s", page)
     return page

@@ -46,16 +46,21 @@ def _fold_in_place(model: nn.Module) -> int:
             pairs = [(n, "bn" + m.group(1)) for n in names if (m := _PAIR.match(n)) and "bn" + m.group(1) in children]
         for conv_name, bn_name in pairs:
             conv, bn = children[conv_name], children[bn_name]
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
-                    and conv.out_channels == bn.num_features):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and conv.out_channels == bn.num_features
+            ):
                 children[conv_name] = fuse_conv_bn_eval(conv, bn)
                 children[bn_name] = nn.Identity()
                 folded += 1
     return folded
 
 
-def fold_batchnorm(model: nn.Module, layer: str, normalize: Normalize = imagenet_normalize,
-                   probe_size: int = 64) -> nn.Module:
+def fold_batchnorm(
+    model: nn.Module, layer: str, normalize: Normalize = imagenet_normalize, probe_size: int = 64
+) -> nn.Module:
     """An eval-mode copy of ``model`` with its BatchNorms folded, or ``model`` itself.
 
     ``model`` is never modified. The copy is returned only if ``layer``'s output on a seeded
@@ -70,7 +75,11 @@ def fold_batchnorm(model: nn.Module, layer: str, normalize: Normalize = imagenet
         return model
     device = next(model.parameters()).device
     probe = torch.rand(2, 3, probe_size, probe_size, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad(), layer_forward(model, layer, normalize) as before, layer_forward(folded, layer, normalize) as after:
+    with (
+        torch.no_grad(),
+        layer_forward(model, layer, normalize) as before,
+        layer_forward(folded, layer, normalize) as after,
+    ):
         want, got = before(probe)[layer].float(), after(probe)[layer].float()
     scale = float(want.abs().max()) or 1.0
     if float((want - got).abs().max()) > _PROBE_RTOL * scale:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -102,7 +102,9 @@ def layer_forward(
                 logits = None
             missing = [n for n in names if n not in captured]
             if missing:
-                raise FeatureVisError(f"layer(s) {', '.join(missing)} did not run in the forward of {type(model).__name__}")
+                raise FeatureVisError(
+                    f"layer(s) {', '.join(missing)} did not run in the forward of {type(model).__name__}"
+                )
             out = dict(captured)
             captured.clear()
             if with_logits:

@@ -13,8 +13,8 @@ Values are computed in float32 even when the forward ran under autocast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -36,33 +36,33 @@ class Objective:
     def __call__(self, acts: Activations) -> Tensor:
         raise NotImplementedError
 
-    def __add__(self, other: "Objective | float") -> "Objective":
+    def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, (int, float)) and other == 0:
             return self
         if not isinstance(other, Objective):
             return NotImplemented
         return Sum((self, other))
 
-    def __radd__(self, other: "Objective | float") -> "Objective":
+    def __radd__(self, other: Objective | float) -> Objective:
         # Lets ``sum(objectives)`` start from 0.
         return self.__add__(other)
 
-    def __neg__(self) -> "Objective":
+    def __neg__(self) -> Objective:
         return Scaled(self, -1.0)
 
-    def __sub__(self, other: "Objective") -> "Objective":
+    def __sub__(self, other: Objective) -> Objective:
         if not isinstance(other, Objective):
             return NotImplemented
         return Sum((self, Scaled(other, -1.0)))
 
-    def __mul__(self, factor: float | Tensor) -> "Objective":
+    def __mul__(self, factor: float | Tensor) -> Objective:
         if isinstance(factor, Objective):
             return NotImplemented
         return Scaled(self, factor)
 
     __rmul__ = __mul__
 
-    def __truediv__(self, divisor: float) -> "Objective":
+    def __truediv__(self, divisor: float) -> Objective:
         return Scaled(self, 1.0 / divisor)
 
 
@@ -209,7 +209,9 @@ def _directions(vectors: Tensor | Sequence[Sequence[float]], whitening: Tensor |
     if whitening is not None:
         s = torch.as_tensor(whitening, dtype=torch.float32)
         if s.shape != (v.shape[1], v.shape[1]):
-            raise FeatureVisError(f"whitening matrix must be [C, C] = [{v.shape[1]}, {v.shape[1]}] (got {list(s.shape)})")
+            raise FeatureVisError(
+                f"whitening matrix must be [C, C] = [{v.shape[1]}, {v.shape[1]}] (got {list(s.shape)})"
+            )
         v = v @ s.to(v.device)
     return v
 
@@ -221,7 +223,9 @@ def _centre_vectors(t: Tensor, v: Tensor, x: int | None, y: int | None, layer: s
     if v.shape[1] != h.shape[1]:
         raise FeatureVisError(f"directions have {v.shape[1]} channels but layer '{layer}' has {h.shape[1]}")
     if v.shape[0] not in (1, h.shape[0]):
-        raise FeatureVisError(f"got {v.shape[0]} directions for a batch of {h.shape[0]} images; give one or {h.shape[0]}")
+        raise FeatureVisError(
+            f"got {v.shape[0]} directions for a batch of {h.shape[0]} images; give one or {h.shape[0]}"
+        )
     return h, v.to(h.device).expand_as(h)
 
 

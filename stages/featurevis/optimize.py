@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -103,8 +103,13 @@ def render(
 
         result = loop.run(params, image_fn, steps, lr, report)
         histories.append(result.history.cpu())
-        log.info("attempt %d/%d: mean objective %.4g -> %.4g", attempt + 1, attempts,
-                 float(result.initial.mean()), float(result.final.mean()))
+        log.info(
+            "attempt %d/%d: mean objective %.4g -> %.4g",
+            attempt + 1,
+            attempts,
+            float(result.initial.mean()),
+            float(result.final.mean()),
+        )
         if kept is None:
             kept, kept_index = result, torch.zeros(result.final.shape[0], dtype=torch.long)
         else:
@@ -130,7 +135,7 @@ class _Loop:
     objective: Objective
     transforms: Transform | None
     generator: torch.Generator
-    amp: "_Autocast"
+    amp: _Autocast
     relu_redirect_steps: int
 
     def run(
@@ -165,7 +170,7 @@ class _Loop:
             return _values(self.objective, self.forward(images), images.shape[0])
 
 
-def _evaluate(forward: Forward, objective: Objective, image_fn: ImageFn, amp: "_Autocast") -> Tensor:
+def _evaluate(forward: Forward, objective: Objective, image_fn: ImageFn, amp: _Autocast) -> Tensor:
     """Objective of the current images, untransformed, without building a graph."""
     with torch.no_grad():
         images = image_fn()
@@ -225,7 +230,7 @@ class _Autocast:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
         self.device_type = device.type
 
-    def context(self) -> ContextManager:
+    def context(self) -> contextlib.AbstractContextManager[None]:
         if not self.enabled:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)

@@ -16,8 +16,9 @@ ones (noise); without it results come out as high-frequency noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -163,8 +164,14 @@ class FourierImage:
     def __call__(self, *, device: torch.device, generator: torch.Generator) -> tuple[list[Tensor], ImageFn]:
         h, w = self.size
         return fft_image(
-            self.batch, h, w, device=device, generator=generator,
-            sd=self.sd, decay_power=self.decay_power, decorrelate=self.decorrelate,
+            self.batch,
+            h,
+            w,
+            device=device,
+            generator=generator,
+            sd=self.sd,
+            decay_power=self.decay_power,
+            decorrelate=self.decorrelate,
         )
 
 

@@ -16,7 +16,8 @@ hooks on the model, and is active only inside its ``with`` block.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,7 @@ def relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float |
     return False, None
 
 
-class redirected_relu_grad(TorchFunctionMode):  # noqa: N801 - used like a function: ``with redirected_relu_grad():``
+class redirected_relu_grad(TorchFunctionMode):
     """Inside this block, ReLU and ReLU6 calls get lucid's redirected gradient."""
 
     def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:

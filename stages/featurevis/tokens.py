@@ -53,8 +53,10 @@ def spatial(t: Tensor) -> Tensor:
         return t
     layout = token_layout(t.shape[1])
     if layout is None:
-        raise FeatureVisError(f"a [B, N, C] activation with N = {t.shape[1]} tokens is not a square patch grid "
-                              f"plus at most {MAX_LEADING} leading tokens; choose a layer with a spatial layout")
+        raise FeatureVisError(
+            f"a [B, N, C] activation with N = {t.shape[1]} tokens is not a square patch grid "
+            f"plus at most {MAX_LEADING} leading tokens; choose a layer with a spatial layout"
+        )
     leading, side = layout
     return t[:, leading:, :].reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
 
@@ -64,7 +66,7 @@ def leading_tokens(t: Tensor) -> Tensor:
     layout = token_layout(t.shape[1])
     if t.dim() != 3 or layout is None:
         raise FeatureVisError(f"expected a [B, N, C] token tensor, got shape {list(t.shape)}")
-    return t[:, :layout[0], :]
+    return t[:, : layout[0], :]
 
 
 def tokens_from_grid(grid: Tensor, leading: Tensor) -> Tensor:

@@ -28,8 +28,8 @@ from the given CPU ``torch.Generator`` only, so a seeded run repeats exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

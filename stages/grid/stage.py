@@ -30,11 +30,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from stages.config import Config, GridConfig
-from store.view import RowStore
-from store.errors import AtlasError
 from stages.grid import binning
 from stages.grid.whitening import SecondMoment, absolute_ridge, whitening_matrix
 from store import derived
+from store.errors import AtlasError
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ def _check_levels(cfg: GridConfig) -> list[int]:
     return levels
 
 
-def _level_totals(n: int, layout: derived.Layout, n_rows: int, cfg: GridConfig, channels: int, n_classes: int) -> _LevelTotals:
+def _level_totals(
+    n: int, layout: derived.Layout, n_rows: int, cfg: GridConfig, channels: int, n_classes: int
+) -> _LevelTotals:
     """Bin the layout at one level and allocate the kept cells' accumulators."""
     ids = binning.flat_cell_ids(layout.layout, n)
     counts = np.bincount(ids, minlength=n * n)
@@ -86,29 +88,36 @@ def _level_totals(n: int, layout: derived.Layout, n_rows: int, cfg: GridConfig, 
     cell_of_row = np.full(n_rows, -1, dtype=np.int32)
     cell_of_row[layout.rows] = position[ids]
     return _LevelTotals(
-        n=n, cell_of_row=cell_of_row, kept=kept, counts=counts[kept].astype(np.int64),
-        sums=np.zeros((len(kept), channels), np.float64), attribution=np.zeros((len(kept), n_classes), np.float64),
+        n=n,
+        cell_of_row=cell_of_row,
+        kept=kept,
+        counts=counts[kept].astype(np.int64),
+        sums=np.zeros((len(kept), channels), np.float64),
+        attribution=np.zeros((len(kept), n_classes), np.float64),
     )
 
 
-def _accumulate(store: RowStore, valid: NDArray[np.bool_], totals: list[_LevelTotals], n_classes: int,
-                progress: Progress | None) -> SecondMoment:
+def _accumulate(
+    store: RowStore, valid: NDArray[np.bool_], totals: list[_LevelTotals], n_classes: int, progress: Progress | None
+) -> SecondMoment:
     """The one pass over the activations: cell sums at every level plus the second moment."""
     moment = SecondMoment(store.channels)
     attr_idx, attr_val = store.attribution_topk()
     arrays = [store.activations()] + ([attr_idx, attr_val] if n_classes else [])
     for block in derived.iter_row_blocks(arrays, progress):
-        keep = valid[block.start:block.stop]
+        keep = valid[block.start : block.stop]
         x = block.arrays[0][keep].astype(np.float64)  # once per block; float16 sums overflow
         moment.add(x)
         idx = val = None
         if n_classes:
             idx, val = block.arrays[1][keep], block.arrays[2][keep]
             if idx.size and idx.max() >= n_classes:
-                raise AtlasError(f"store {getattr(store, 'path', '')}: attribution class {int(idx.max())} is beyond "
-                                 f"the {n_classes} class names; the store is damaged, collect again")
+                raise AtlasError(
+                    f"store {getattr(store, 'path', '')}: attribution class {int(idx.max())} is beyond "
+                    f"the {n_classes} class names; the store is damaged, collect again"
+                )
         for level in totals:
-            cells = level.cell_of_row[block.start:block.stop][keep]
+            cells = level.cell_of_row[block.start : block.stop][keep]
             member = cells >= 0
             binning.add_cell_sums(level.sums, cells[member], x[member])
             if idx is not None:
@@ -116,13 +125,18 @@ def _accumulate(store: RowStore, valid: NDArray[np.bool_], totals: list[_LevelTo
     return moment
 
 
-def _finish_level(level: _LevelTotals, layout: derived.Layout, cfg: GridConfig, class_names: list[str]) -> derived.CellLevel:
+def _finish_level(
+    level: _LevelTotals, layout: derived.Layout, cfg: GridConfig, class_names: list[str]
+) -> derived.CellLevel:
     """Means, top classes and member lists of one level's kept cells."""
     count = level.counts.astype(np.float64)[:, None]
     direction = (level.sums / np.maximum(count, 1)).astype(np.float32)
     attribution = (level.attribution / np.maximum(count, 1)).astype(np.float32)
-    top_idx, top_val = binning.top_classes(attribution, cfg.top_classes) if attribution.shape[1] else (
-        np.zeros((len(level.kept), 0), np.int32), np.zeros((len(level.kept), 0), np.float32))
+    top_idx, top_val = (
+        binning.top_classes(attribution, cfg.top_classes)
+        if attribution.shape[1]
+        else (np.zeros((len(level.kept), 0), np.int32), np.zeros((len(level.kept), 0), np.float32))
+    )
     # Only a class that pushes the logit up labels a cell; pad with -1 (value 0) past the last one.
     top_idx = np.where(top_val > 0.0, top_idx, -1).astype(np.int32)
     top_val = np.where(top_val > 0.0, top_val, 0.0).astype(np.float32)
@@ -130,11 +144,22 @@ def _finish_level(level: _LevelTotals, layout: derived.Layout, cfg: GridConfig, 
     members = binning.cell_members(ids[ids >= 0], layout.rows[ids >= 0], np.arange(len(level.kept)))
     n = level.n
     return derived.CellLevel(
-        n=n, i=(level.kept % n).astype(np.int32), j=(level.kept // n).astype(np.int32), count=level.counts,
-        direction=direction, attribution=attribution, top_idx=top_idx, top_val=top_val,
-        member_offsets=members.offsets, member_rows=members.rows, class_names=class_names,
-        attrs={"min_count": cfg.min_count, "n_rows_kept": int(level.counts.sum()),
-               "n_rows_dropped": int(len(layout.rows) - level.counts.sum())},
+        n=n,
+        i=(level.kept % n).astype(np.int32),
+        j=(level.kept // n).astype(np.int32),
+        count=level.counts,
+        direction=direction,
+        attribution=attribution,
+        top_idx=top_idx,
+        top_val=top_val,
+        member_offsets=members.offsets,
+        member_rows=members.rows,
+        class_names=class_names,
+        attrs={
+            "min_count": cfg.min_count,
+            "n_rows_kept": int(level.counts.sum()),
+            "n_rows_dropped": int(len(layout.rows) - level.counts.sum()),
+        },
     )
 
 
@@ -168,8 +193,9 @@ def level_in_memory(
     return _finish_level(totals, lay, cfg, class_names)
 
 
-def run(config: Config, store: RowStore, progress: Progress | None = None,
-        whitening: derived.Whitening | None = None) -> GridResult:
+def run(
+    config: Config, store: RowStore, progress: Progress | None = None, whitening: derived.Whitening | None = None
+) -> GridResult:
     """Bin the store's layout at every ``grid.levels`` level and write cells + whitening.
 
     ``whitening`` replaces the one computed from the store's own rows (a class atlas whitens with
@@ -183,8 +209,10 @@ def run(config: Config, store: RowStore, progress: Progress | None = None,
     layout = derived.read_layout(store)
     valid = np.asarray(store.valid_mask(), dtype=bool)
     if len(layout.rows) != int(valid.sum()) or not valid[layout.rows].all():
-        raise AtlasError(f"store {where} has {int(valid.sum())} valid rows but its layout covers {len(layout.rows)}; "
-                         "run `atlas reduce` again")
+        raise AtlasError(
+            f"store {where} has {int(valid.sum())} valid rows but its layout covers {len(layout.rows)}; "
+            "run `atlas reduce` again"
+        )
     class_names = list(store.class_names)
     n_classes = len(class_names)
     totals = [_level_totals(n, layout, store.n_rows, cfg, store.channels, n_classes) for n in levels]
@@ -202,19 +230,43 @@ def run(config: Config, store: RowStore, progress: Progress | None = None,
     seconds["finish"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    derived.write_whitening(store, whitening or derived.Whitening(matrix=s, second_moment=second_moment, attrs={
-        "ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id}))
-    derived.write_grid(store, cell_levels, attrs={
-        "layout_id": layout.layout_id, "params": cfg.model_dump(mode="json"),
-        "mean_attribution": "top-k approximation: classes outside a member's top-k count as 0"})
+    derived.write_whitening(
+        store,
+        whitening
+        or derived.Whitening(
+            matrix=s,
+            second_moment=second_moment,
+            attrs={"ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id},
+        ),
+    )
+    derived.write_grid(
+        store,
+        cell_levels,
+        attrs={
+            "layout_id": layout.layout_id,
+            "params": cfg.model_dump(mode="json"),
+            "mean_attribution": "top-k approximation: classes outside a member's top-k count as 0",
+        },
+    )
     seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     for lv in cell_levels:
-        log.info("level %d: %d cells kept (count > %d) holding %d of %d rows", lv.n, len(lv), cfg.min_count,
-                 lv.attrs["n_rows_kept"], len(layout.rows))
+        log.info(
+            "level %d: %d cells kept (count > %d) holding %d of %d rows",
+            lv.n,
+            len(lv),
+            cfg.min_count,
+            lv.attrs["n_rows_kept"],
+            len(layout.rows),
+        )
     log.info("grid done in %.1f s: %s", seconds["total"], {k: round(v, 1) for k, v in seconds.items()})
     return GridResult(
-        levels=levels, cells={lv.n: len(lv) for lv in cell_levels}, rows=int(len(layout.rows)),
+        levels=levels,
+        cells={lv.n: len(lv) for lv in cell_levels},
+        rows=int(len(layout.rows)),
         rows_in_kept_cells={lv.n: int(lv.attrs["n_rows_kept"]) for lv in cell_levels},
-        whitening_rows=moment.n, whitening_ridge=ridge_abs, layout_id=layout.layout_id, seconds=seconds,
+        whitening_rows=moment.n,
+        whitening_ridge=ridge_abs,
+        layout_id=layout.layout_id,
+        seconds=seconds,
     )

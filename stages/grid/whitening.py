@@ -71,9 +71,7 @@ def whitening_matrix(moment: NDArray[np.floating], ridge: float = 1e-3) -> NDArr
     shifted = eigvals + absolute_ridge(m, ridge)
     scale = max(float(np.abs(shifted).max()), np.finfo(np.float64).tiny)
     if shifted.min() <= scale * 1e-12:
-        raise ValueError(
-            "second moment is singular (a channel is never active); use a ridge > 0 (grid.ridge)"
-        )
+        raise ValueError("second moment is singular (a channel is never active); use a ridge > 0 (grid.ridge)")
     s = (eigvecs / shifted) @ eigvecs.T
     return (s + s.T) / 2.0
 

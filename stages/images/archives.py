@@ -50,7 +50,7 @@ def expand_braces(pattern: str) -> list[str]:
     match = re.search(r"\{([^{}]*)\}", pattern)
     if not match:
         return [pattern]
-    head, body, tail = pattern[: match.start()], match.group(1), pattern[match.end():]
+    head, body, tail = pattern[: match.start()], match.group(1), pattern[match.end() :]
     numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
     if numeric:
         first, last = numeric.groups()
@@ -93,12 +93,12 @@ def _label_of(suffix: str, data: bytes) -> str | None:
 class TarSamples:
     """One tar's samples in member order."""
 
-    members: list[str] = field(default_factory=list)   # image member name ("" when the key has none)
+    members: list[str] = field(default_factory=list)  # image member name ("" when the key has none)
     keys: list[str] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)   # byte offset of the image data, -1 without image
-    sizes: list[int] = field(default_factory=list)     # bytes the header promises
+    offsets: list[int] = field(default_factory=list)  # byte offset of the image data, -1 without image
+    sizes: list[int] = field(default_factory=list)  # bytes the header promises
     labels: list[str | None] = field(default_factory=list)
-    problem: str = ""                                  # why the listing stopped early, "" when it did not
+    problem: str = ""  # why the listing stopped early, "" when it did not
 
 
 def list_tar(path: Path) -> TarSamples:
@@ -111,8 +111,10 @@ def list_tar(path: Path) -> TarSamples:
         try:
             archive = tarfile.open(fileobj=handle, mode="r:")
         except tarfile.ReadError as exc:
-            raise AtlasError(f"{path}: not an uncompressed tar file ({exc}); WebDataset shards must be plain .tar "
-                             "(decompress .tar.gz first)") from None
+            raise AtlasError(
+                f"{path}: not an uncompressed tar file ({exc}); WebDataset shards must be plain .tar "
+                "(decompress .tar.gz first)"
+            ) from None
         try:
             for info in archive:
                 if not info.isfile():
@@ -133,7 +135,9 @@ def list_tar(path: Path) -> TarSamples:
                         out.labels.append(pending_labels.pop(key, None))
                     i = index[key]
                     out.members[i], out.offsets[i], out.sizes[i] = info.name, info.offset_data, info.size
-                elif info.size <= 1 << 16 and (label := _label_of(suffix, archive.extractfile(info).read())) is not None:
+                elif (
+                    info.size <= 1 << 16 and (label := _label_of(suffix, archive.extractfile(info).read())) is not None
+                ):
                     if key in index:
                         if out.labels[index[key]] is None:
                             out.labels[index[key]] = label
@@ -182,27 +186,33 @@ def is_hf_dataset_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
-def import_datasets():  # noqa: ANN201 - the optional module
+def import_datasets():
     try:
         import datasets
     except ImportError:
-        raise AtlasError(f"Hugging Face datasets need the 'datasets' package: pip install "
-                         f"'activation-atlas[{HF_EXTRA}]' (or pip install datasets)") from None
+        raise AtlasError(
+            f"Hugging Face datasets need the 'datasets' package: pip install "
+            f"'activation-atlas[{HF_EXTRA}]' (or pip install datasets)"
+        ) from None
     return datasets
 
 
 @functools.lru_cache(maxsize=4)
-def load_hf(folder: str):  # noqa: ANN201 - datasets.Dataset, memory-mapped, one per process
+def load_hf(folder: str):
     datasets = import_datasets()
     try:
         loaded = datasets.load_from_disk(folder)
-    except Exception as exc:  # noqa: BLE001 - any reason it is not a readable saved dataset
-        raise AtlasError(f"{folder}: cannot load the saved dataset ({type(exc).__name__}: {exc}); "
-                         "point data.source at a folder written by save_to_disk") from None
+    except Exception as exc:
+        raise AtlasError(
+            f"{folder}: cannot load the saved dataset ({type(exc).__name__}: {exc}); "
+            "point data.source at a folder written by save_to_disk"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = ", ".join(loaded)
-        raise AtlasError(f"{folder}: a DatasetDict with splits {splits}; set data.source to one split's folder, "
-                         f"e.g. {folder}/{next(iter(loaded))}")
+        raise AtlasError(
+            f"{folder}: a DatasetDict with splits {splits}; set data.source to one split's folder, "
+            f"e.g. {folder}/{next(iter(loaded))}"
+        )
     return loaded
 
 
@@ -226,7 +236,7 @@ def hf_image_bytes(folder: str, column: str, row: int) -> bytes | str:
     return "the image cell is empty"
 
 
-def hf_labels(dataset, column: str) -> tuple[np.ndarray, tuple[str, ...]]:  # noqa: ANN001
+def hf_labels(dataset, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """[n] int32 label index and the label names (a ClassLabel's names, else the distinct values)."""
     feature = dataset.features[column]
     values = dataset.data.column(column).to_pylist()

@@ -141,7 +141,9 @@ def _decode_stream(stream: str | Path | IO[bytes], max_pixels: int, draft_side: 
             with Image.open(stream) as image:  # lazy: reads the header only
                 width, height = image.size
                 if width * height > max_pixels:
-                    return _skip("too_many_pixels", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
+                    return _skip(
+                        "too_many_pixels", f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels}"
+                    )
                 image.seek(0)  # animated GIF / multi-page TIFF: the first frame
                 if draft_side > 0 and image.format == "JPEG" and min(width, height) >= 2 * draft_side:
                     image.draft(None, (draft_side, draft_side))

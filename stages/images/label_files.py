@@ -32,14 +32,16 @@ _HEADER_PATHS = {"path", "file", "filename", "file_name", "image", "imageid", "i
 def _devkit_synsets(ground_truth: Path) -> dict[int, str]:
     meta = ground_truth.with_name("meta.mat")
     if not meta.is_file():
-        raise AtlasError(f"{ground_truth}: the devkit's labels are ILSVRC2012_IDs in its own synset order, read from "
-                         f"meta.mat beside it; copy ILSVRC2012_devkit_t12/data/meta.mat to {meta}")
+        raise AtlasError(
+            f"{ground_truth}: the devkit's labels are ILSVRC2012_IDs in its own synset order, read from "
+            f"meta.mat beside it; copy ILSVRC2012_devkit_t12/data/meta.mat to {meta}"
+        )
     try:
         from scipy.io import loadmat
 
         synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
         return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["ILSVRC2012_ID"]) <= 1000}
-    except Exception as exc:  # noqa: BLE001 - any unreadable meta.mat
+    except Exception as exc:
         raise AtlasError(f"{meta}: not the devkit's meta.mat ({type(exc).__name__}: {exc})") from None
 
 
@@ -83,8 +85,10 @@ def read_label_file(path: str | Path) -> dict[str, str]:
     """image key (a relative path, a file name or a name without extension) -> label name."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise AtlasError(f"{file}: labels file not found; set data.labels (--labels) to a CSV of path,label, "
-                         "LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt")
+        raise AtlasError(
+            f"{file}: labels file not found; set data.labels (--labels) to a CSV of path,label, "
+            "LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt"
+        )
     try:
         text = file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -119,6 +123,11 @@ def match_labels(label_file: str | Path, relative_paths: list[str]) -> tuple[lis
         else:
             labels[i] = label
     if unmatched:
-        log.warning("%s: %d of %d rows name no image in the folder (first: %s); they are not collected",
-                    label_file, len(unmatched), len(table), unmatched[0])
+        log.warning(
+            "%s: %d of %d rows name no image in the folder (first: %s); they are not collected",
+            label_file,
+            len(unmatched),
+            len(table),
+            unmatched[0],
+        )
     return labels, len(unmatched)

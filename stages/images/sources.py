@@ -33,8 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.images.archives import (MEMBER_SEP, expand_braces, hf_labels, is_hf_dataset_dir, list_tar, load_hf,
-                                    read_range)
+from stages.images.archives import (
+    MEMBER_SEP,
+    expand_braces,
+    hf_labels,
+    is_hf_dataset_dir,
+    list_tar,
+    load_hf,
+    read_range,
+)
 from stages.images.decoding import Decoded, decode_rgb, decode_rgb_bytes
 from store.errors import AtlasError
 
@@ -54,13 +61,13 @@ class RecordList(Sequence):
     """The records of a source, made on access: a million-image source keeps one list of relative
     paths and one int32 array of labels, not a million record objects."""
 
-    def __init__(self, source: "ImageSource") -> None:
+    def __init__(self, source: ImageSource) -> None:
         self._source = source
 
     def __len__(self) -> int:
         return len(self._source.rel_paths)
 
-    def __getitem__(self, index):  # noqa: ANN001, ANN204 - int or slice, as a tuple would
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         return ImageRecord(path=self._source.path(index), label=int(self._source.labels[index]))
@@ -185,8 +192,11 @@ def _open_folder(root: Path) -> ImageSource:
             "point data.source at a folder of photos, an ImageFolder tree, tar shards, a saved dataset or a list file"
         )
     if _tar_names(root):
-        log.warning("%s: has image files, so its .tar files are not read; point data.source at the tars "
-                    "(a folder of only .tar files or a pattern like 'train-{000000..000146}.tar') to collect them", root)
+        log.warning(
+            "%s: has image files, so its .tar files are not read; point data.source at the tars "
+            "(a folder of only .tar files or a pattern like 'train-{000000..000146}.tar') to collect them",
+            root,
+        )
     rel.sort()
     label_names = tuple(sorted(classes))
     index = {name: i for i, name in enumerate(label_names)}
@@ -202,7 +212,9 @@ def _parse_list_line(line: str, list_file: Path, number: int) -> tuple[str, str 
         return None
     columns = [c.strip() for c in text.split("\t")]
     if len(columns) > 2:
-        raise AtlasError(f"{list_file}:{number}: expected 'path' or 'path<TAB>label', found {len(columns)} tab-separated columns")
+        raise AtlasError(
+            f"{list_file}:{number}: expected 'path' or 'path<TAB>label', found {len(columns)} tab-separated columns"
+        )
     label = columns[1] if len(columns) == 2 and columns[1] else None
     return columns[0], label
 
@@ -252,8 +264,10 @@ def _open_tars(tars: list[Path], shown: str) -> ImageSource:
     """WebDataset shards, in the given order (sorted names for a folder, the pattern's order)."""
     missing = [t for t in tars if not t.is_file()]
     if missing:
-        raise AtlasError(f"{missing[0]}: tar shard not found ({len(missing)} of {len(tars)} named by {shown} "
-                         "are missing); fix the pattern or the folder")
+        raise AtlasError(
+            f"{missing[0]}: tar shard not found ({len(missing)} of {len(tars)} named by {shown} "
+            "are missing); fix the pattern or the folder"
+        )
     root = os.path.commonpath([os.path.abspath(t.parent) for t in tars])
     rel: list[str] = []
     names: list[str | None] = []
@@ -268,43 +282,66 @@ def _open_tars(tars: list[Path], shown: str) -> ImageSource:
         offsets.extend(samples.offsets)
         sizes.extend(samples.sizes)
         if samples.problem:
-            notes.append(f"{tar}: {samples.problem}; its samples up to there are collected, a cut member is "
-                         "recorded as skipped (decode_error), anything after it is not in the tar any more")
+            notes.append(
+                f"{tar}: {samples.problem}; its samples up to there are collected, a cut member is "
+                "recorded as skipped (decode_error), anything after it is not in the tar any more"
+            )
     if not rel:
-        raise AtlasError(f"{shown}: the tar shards hold no image files ({_EXTENSIONS_TEXT}); "
-                         "WebDataset samples are KEY.jpg (+ KEY.cls / KEY.json) members")
-    return _with_labels(root, "tar", rel, names, offsets=np.asarray(offsets, np.int64),
-                        sizes=np.asarray(sizes, np.int64), notes=tuple(notes))
+        raise AtlasError(
+            f"{shown}: the tar shards hold no image files ({_EXTENSIONS_TEXT}); "
+            "WebDataset samples are KEY.jpg (+ KEY.cls / KEY.json) members"
+        )
+    return _with_labels(
+        root,
+        "tar",
+        rel,
+        names,
+        offsets=np.asarray(offsets, np.int64),
+        sizes=np.asarray(sizes, np.int64),
+        notes=tuple(notes),
+    )
 
 
 def _open_hf(folder: Path, image_column: str, label_column: str) -> ImageSource:
     dataset = load_hf(os.path.abspath(folder))
     columns = list(dataset.features)
     if image_column not in columns:
-        raise AtlasError(f"{folder}: no image column {image_column!r} (columns: {', '.join(columns)}); "
-                         "set data.image_column (--image-column)")
+        raise AtlasError(
+            f"{folder}: no image column {image_column!r} (columns: {', '.join(columns)}); "
+            "set data.image_column (--image-column)"
+        )
     n = len(dataset)
     if label_column and label_column in columns:
         labels, label_names = hf_labels(dataset, label_column)
     else:
         if label_column:
-            log.info("%s: no label column %r (columns: %s); collecting unlabelled", folder, label_column, ", ".join(columns))
+            log.info(
+                "%s: no label column %r (columns: %s); collecting unlabelled", folder, label_column, ", ".join(columns)
+            )
         labels, label_names = np.full(n, -1, np.int32), ()
     name = os.path.basename(os.path.abspath(folder))
     rel = [f"{name}{MEMBER_SEP}{image_column}/{row}" for row in range(n)]
     if not rel:
         raise AtlasError(f"{folder}: the dataset has no rows")
-    return ImageSource(kind="hf", root=os.path.dirname(os.path.abspath(folder)), rel_paths=rel, labels=labels,
-                       label_names=label_names, sizes=np.full(n, -1, np.int64),
-                       content_id=str(getattr(dataset, "_fingerprint", "")))
+    return ImageSource(
+        kind="hf",
+        root=os.path.dirname(os.path.abspath(folder)),
+        rel_paths=rel,
+        labels=labels,
+        label_names=label_names,
+        sizes=np.full(n, -1, np.int64),
+        content_id=str(getattr(dataset, "_fingerprint", "")),
+    )
 
 
 def _apply_label_file(source: ImageSource, label_file: str) -> ImageSource:
     from stages.images.label_files import match_labels
 
     if source.kind not in ("flat", "imagefolder"):
-        raise AtlasError(f"data.labels={label_file}: a labels file labels a folder of images; data.source is a "
-                         f"{source.kind} source, which carries its own labels: leave data.labels empty")
+        raise AtlasError(
+            f"data.labels={label_file}: a labels file labels a folder of images; data.source is a "
+            f"{source.kind} source, which carries its own labels: leave data.labels empty"
+        )
     names, _unmatched = match_labels(label_file, source.rel_paths)
     relabelled = _with_labels(source.root, source.kind, source.rel_paths, names)
     return replace(relabelled, kind=source.kind)
@@ -314,16 +351,20 @@ def is_pattern(source: str) -> bool:
     return any(ch in source for ch in "{*?[")
 
 
-def open_image_source(source: str | Path, labels: str | None = None, image_column: str = "image",
-                      label_column: str = "label") -> ImageSource:
+def open_image_source(
+    source: str | Path, labels: str | None = None, image_column: str = "image", label_column: str = "label"
+) -> ImageSource:
     """Open ``data.source``: a folder (ImageFolder or flat), tar shards (a folder of ``.tar``, one
     ``.tar`` or a pattern ``train-{000000..000146}.tar``), a saved Hugging Face dataset, or a
     text file listing images. ``labels``: a labels file for a folder (stages/images/label_files.py)."""
     text = os.path.expanduser(str(source))
     path = Path(text)
     if not path.exists() and is_pattern(text):
-        names = [n for part in expand_braces(text) for n in (sorted(glob.glob(part)) if any(c in part for c in "*?[")
-                                                            else [part])]
+        names = [
+            n
+            for part in expand_braces(text)
+            for n in (sorted(glob.glob(part)) if any(c in part for c in "*?[") else [part])
+        ]
         if not names:
             raise AtlasError(f"{text}: the pattern names no file; check the shard folder and numbering")
         opened = _open_tars([Path(n) for n in names], text)
@@ -369,5 +410,11 @@ def subsample(source: ImageSource, max_images: int | None, per_class: int | None
     keep = np.flatnonzero(chosen)
     pick = lambda a: None if a is None else a[keep]  # noqa: E731
     selection = {"max_images": max_images, "per_class": per_class, "seed": seed, "of": n}
-    return replace(source, rel_paths=[source.rel_paths[i] for i in keep], labels=source.labels[keep],
-                   sizes=pick(source.sizes), offsets=pick(source.offsets), selection=selection)
+    return replace(
+        source,
+        rel_paths=[source.rel_paths[i] for i in keep],
+        labels=source.labels[keep],
+        sizes=pick(source.sizes),
+        offsets=pick(source.offsets),
+        selection=selection,
+    )

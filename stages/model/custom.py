@@ -67,7 +67,12 @@ def _import(module_name: str) -> Any:
     except ModuleNotFoundError as exc:
         cwd = os.getcwd()
         top = module_name.split(".")[0]
-        if exc.name != top or cwd in sys.path or not (Path(cwd) / top).exists() and not (Path(cwd) / f"{top}.py").exists():
+        if (
+            exc.name != top
+            or cwd in sys.path
+            or not (Path(cwd) / top).exists()
+            and not (Path(cwd) / f"{top}.py").exists()
+        ):
             raise
         sys.path.insert(0, cwd)
         return importlib.import_module(module_name)
@@ -76,15 +81,19 @@ def _import(module_name: str) -> Any:
 def resolve_factory(path: str) -> Callable[..., Any]:
     """Import ``package.module`` and return its callable ``factory``; one-line errors otherwise."""
     if not _PATH.match(path):
-        raise AtlasError(f"model.name {path!r} is neither a torchvision classifier nor an import path "
-                         "'package.module:factory'; e.g. stages.model.factories:efficientnet_lite0")
+        raise AtlasError(
+            f"model.name {path!r} is neither a torchvision classifier nor an import path "
+            "'package.module:factory'; e.g. stages.model.factories:efficientnet_lite0"
+        )
     module_name, attr = path.split(":")
     try:
         module = _import(module_name)
     except ImportError as exc:
-        raise AtlasError(f"model.name {path!r}: cannot import {module_name} ({type(exc).__name__}: {exc}); "
-                         "install the package that provides it or fix the path") from None
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise AtlasError(
+            f"model.name {path!r}: cannot import {module_name} ({type(exc).__name__}: {exc}); "
+            "install the package that provides it or fix the path"
+        ) from None
+    except Exception as exc:
         raise AtlasError(f"model.name {path!r}: importing {module_name} failed ({type(exc).__name__}: {exc})") from None
     factory = getattr(module, attr, None)
     if factory is None:
@@ -111,14 +120,17 @@ def build_factory_model(path: str, weights: str | None) -> FactoryModel:
         made = factory(weights)
     except AtlasError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure inside the user's factory is one line
-        raise AtlasError(f"model.name {path!r}: the factory failed with weights {weights!r} "
-                         f"({type(exc).__name__}: {exc})") from None
+    except Exception as exc:
+        raise AtlasError(
+            f"model.name {path!r}: the factory failed with weights {weights!r} ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(made, nn.Module):
         made = {"module": made}
     if not isinstance(made, Mapping) or not isinstance(made.get("module"), nn.Module):
-        raise AtlasError(f"model.name {path!r}: the factory returned {type(made).__name__}; return an nn.Module "
-                         "or a mapping with 'module' (see stages/model/custom.py)")
+        raise AtlasError(
+            f"model.name {path!r}: the factory returned {type(made).__name__}; return an nn.Module "
+            "or a mapping with 'module' (see stages/model/custom.py)"
+        )
     unknown = sorted(set(made) - set(_KEYS))
     if unknown:
         raise AtlasError(f"model.name {path!r}: the factory returned unknown keys {unknown}; known: {', '.join(_KEYS)}")

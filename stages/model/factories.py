@@ -56,7 +56,9 @@ def efficientnet_lite0(weights: str | None) -> dict[str, Any]:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise AtlasError(f"EfficientNet-Lite architecture package is missing; run scripts/setup.sh ({_INSTALL})") from None
+        raise AtlasError(
+            f"EfficientNet-Lite architecture package is missing; run scripts/setup.sh ({_INSTALL})"
+        ) from None
     name = "efficientnet-lite0"
     file: Path | None = None
     if weights is None:
@@ -67,8 +69,10 @@ def efficientnet_lite0(weights: str | None) -> dict[str, Any]:
         else:
             file = Path(weights).expanduser()
             if not file.is_file():
-                raise AtlasError(f"model.weights {weights!r} for EfficientNet-Lite0 is neither "
-                                 f"{' nor '.join(PACKAGED_WEIGHTS)} (the packaged file) nor an existing state-dict file")
+                raise AtlasError(
+                    f"model.weights {weights!r} for EfficientNet-Lite0 is neither "
+                    f"{' nor '.join(PACKAGED_WEIGHTS)} (the packaged file) nor an existing state-dict file"
+                )
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):  # the package prints "Loaded pretrained weights ..."
@@ -78,5 +82,10 @@ def efficientnet_lite0(weights: str | None) -> dict[str, Any]:
         if printed.getvalue().strip():
             log.debug("%s", printed.getvalue().strip())
     module.eval()
-    return {"module": module, "image_size": EfficientNet.get_image_size(name), "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD, "weights_file": str(file) if file is not None else None}
+    return {
+        "module": module,
+        "image_size": EfficientNet.get_image_size(name),
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "weights_file": str(file) if file is not None else None,
+    }

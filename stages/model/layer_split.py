@@ -139,6 +139,7 @@ def layer_shapes(model: nn.Module, image_size: int) -> list[tuple[str, str, tupl
         def hook(_module: nn.Module, _inp: object, out: object) -> None:
             if isinstance(out, torch.Tensor) and name not in shapes:
                 shapes[name] = tuple(out.shape[1:])
+
         return hook
 
     try:

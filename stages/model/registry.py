@@ -35,9 +35,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from stages.config import ModelConfig
 from stages.featurevis.tokens import leading_tokens, spatial, token_layout, tokens_from_grid
-from store.errors import AtlasError
 from stages.model.custom import FactoryModel, build_factory_model, is_import_path
 from stages.model.layer_split import layer_shapes, split_at_layer
+from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class LoadedModel:
     weights_sha256: str
     module: nn.Module
     layer: str
-    trunk: nn.Module           # x -> (activation [B, C, H, W], *cuts); nothing above the layer
-    head: nn.Module            # (activation, *cuts) -> logits
+    trunk: nn.Module  # x -> (activation [B, C, H, W], *cuts); nothing above the layer
+    head: nn.Module  # (activation, *cuts) -> logits
     n_cuts: int
     layer_shape: tuple[int, int, int]
     image_size: int
@@ -71,15 +71,16 @@ class LoadedModel:
     std: tuple[float, float, float]
     class_names: list[str]
     device: torch.device
-    tokens: int | None = None        # token layer: leading (non-patch) tokens; None: a conv layer
-    fixed_size: bool = False         # the model takes only image_size inputs (a ViT): resize first
+    tokens: int | None = None  # token layer: leading (non-patch) tokens; None: a conv layer
+    fixed_size: bool = False  # the model takes only image_size inputs (a ViT): resize first
     normalize_fn: Callable[[torch.Tensor], torch.Tensor] | None = None  # a factory's own normalisation
 
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> the model's input normalisation (and size, for a fixed-size model)."""
         if self.fixed_size and tuple(images01.shape[-2:]) != (self.image_size, self.image_size):
-            images01 = F.interpolate(images01, size=(self.image_size, self.image_size), mode="bilinear",
-                                     align_corners=False, antialias=False)
+            images01 = F.interpolate(
+                images01, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=False
+            )
         if self.normalize_fn is not None:
             return self.normalize_fn(images01)
         mean = torch.tensor(self.mean, device=images01.device, dtype=images01.dtype).view(1, 3, 1, 1)
@@ -89,9 +90,15 @@ class LoadedModel:
     def identity(self) -> dict[str, object]:
         """What a store records (and checks) about the model."""
         out: dict[str, object] = {
-            "name": self.name, "weights": self.weights, "weights_sha256": self.weights_sha256, "layer": self.layer,
-            "layer_shape": list(self.layer_shape), "image_size": self.image_size, "mean": list(self.mean),
-            "std": list(self.std)}
+            "name": self.name,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "layer": self.layer,
+            "layer_shape": list(self.layer_shape),
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
         if self.tokens is not None:  # only then: stores of conv layers keep their recorded identity
             out["tokens"] = {"leading": self.tokens, "grid": list(self.layer_shape[1:])}
         if self.normalize_fn is not None:
@@ -107,7 +114,9 @@ def _check_name(name: str) -> None:
     if is_import_path(name):
         return
     if name not in available_models():
-        raise AtlasError(f"model {name!r} is not a torchvision classifier; choose one of: {', '.join(available_models())}")
+        raise AtlasError(
+            f"model {name!r} is not a torchvision classifier; choose one of: {', '.join(available_models())}"
+        )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -131,8 +140,10 @@ def resolve_weights_enum(name: str, weights: str) -> torchvision.models.WeightsE
         return enum[weights]
     except KeyError:
         choices = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise AtlasError(f"model.weights {weights!r} is neither a file nor a weights name of {name}; "
-                         f"choose one of: {choices}, or pass a path to a state-dict file") from None
+        raise AtlasError(
+            f"model.weights {weights!r} is neither a file nor a weights name of {name}; "
+            f"choose one of: {choices}, or pass a path to a state-dict file"
+        ) from None
 
 
 def _imagenet_categories(name: str, num_classes: int) -> list[str]:
@@ -159,8 +170,8 @@ class _Built:
     """A classifier before it is cut: the module and what the registry knows about it."""
 
     module: nn.Module
-    weights_file: str          # the file hashed into the store identity ("" when there is none)
-    label: str                 # how the weights are named in the store
+    weights_file: str  # the file hashed into the store identity ("" when there is none)
+    label: str  # how the weights are named in the store
     class_names: list[str]
     factory: FactoryModel | None = None
 
@@ -212,7 +223,7 @@ def _build_torchvision(name: str, weights: str) -> tuple[nn.Module, str, str, li
         model = torchvision.models.get_model(name, weights=None, **_ARCH_KWARGS.get(name, {}))
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        except Exception as exc:
             raise AtlasError(f"model.weights file {path} is not a torch state dict ({type(exc).__name__})") from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
@@ -220,15 +231,19 @@ def _build_torchvision(name: str, weights: str) -> tuple[nn.Module, str, str, li
         aux_only = all(k.startswith(("aux1.", "aux2.", "AuxLogits.")) for k in missing)
         if unexpected or (missing and not aux_only):
             bad = (missing or unexpected)[:3]
-            raise AtlasError(f"model.weights file {path} does not fit {name} (e.g. keys {bad}); "
-                             "pass weights saved from the same architecture")
+            raise AtlasError(
+                f"model.weights file {path} does not fit {name} (e.g. keys {bad}); "
+                "pass weights saved from the same architecture"
+            )
         file, label = str(path), str(path)
     else:
         enum = resolve_weights_enum(name, weights)
         checkpoint = hub_checkpoint_path(enum)
         if not checkpoint.is_file():
-            raise AtlasError(f"weights {name}.{enum.name} are not on this machine: put {checkpoint.name} in "
-                             f"{checkpoint.parent} (torchvision's cache) or pass model.weights=/path/to/file.pth")
+            raise AtlasError(
+                f"weights {name}.{enum.name} are not on this machine: put {checkpoint.name} in "
+                f"{checkpoint.parent} (torchvision's cache) or pass model.weights=/path/to/file.pth"
+            )
         kwargs = dict(_ARCH_KWARGS.get(name, {}))
         kwargs.pop("init_weights", None)
         model = torchvision.models.get_model(name, weights=enum, **kwargs)
@@ -322,16 +337,19 @@ def _layer_kind(shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _preprocessing(built: _Built, config: ModelConfig) -> tuple[tuple[float, float, float], tuple[float, float, float],
-                                                                 Callable[[torch.Tensor], torch.Tensor] | None, bool]:
+def _preprocessing(
+    built: _Built, config: ModelConfig
+) -> tuple[tuple[float, float, float], tuple[float, float, float], Callable[[torch.Tensor], torch.Tensor] | None, bool]:
     made = built.factory
     fixed = is_fixed_size(built.module) or bool(made and made.fixed_size)
     wanted = made.image_size if made is not None else None
     if wanted is None and fixed:  # torchvision's ViT knows its own size
         wanted = getattr(built.module, "image_size", None)
     if wanted is not None and int(wanted) != config.image_size:
-        raise AtlasError(f"model {config.name} takes {int(wanted)} px inputs but model.image_size is "
-                         f"{config.image_size}; set model.image_size={int(wanted)}")
+        raise AtlasError(
+            f"model {config.name} takes {int(wanted)} px inputs but model.image_size is "
+            f"{config.image_size}; set model.image_size={int(wanted)}"
+        )
     mean = made.mean if made and made.mean else IMAGENET_MEAN
     std = made.std if made and made.std else IMAGENET_STD
     return mean, std, (made.normalize if made else None), fixed
@@ -355,8 +373,10 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
             act = trunk(torch.zeros(1, 3, config.image_size, config.image_size))[0]
         shape = tuple(act.shape[1:])
         if _layer_kind(shape) is None:
-            raise AtlasError(f"layer {config.layer!r} has output shape {shape}, neither [C, H, W] nor [N, C] patch "
-                             "tokens; choose a convolutional or transformer-block layer (see `atlas layers`)")
+            raise AtlasError(
+                f"layer {config.layer!r} has output shape {shape}, neither [C, H, W] nor [N, C] patch "
+                "tokens; choose a convolutional or transformer-block layer (see `atlas layers`)"
+            )
     tokens = None
     if _layer_kind(shape) == "tokens":
         tokens, side = token_layout(shape[0])  # type: ignore[misc]
@@ -367,8 +387,22 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     head = head.to(device=device, memory_format=torch.channels_last)
     sha = file_sha256(built.weights_file) if built.weights_file else state_sha256(model)
     return LoadedModel(
-        name=config.name, weights=built.label, weights_file=built.weights_file, weights_sha256=sha, module=model,
-        layer=config.layer, trunk=trunk, head=head, n_cuts=n_cuts, layer_shape=tuple(int(v) for v in shape),
-        image_size=config.image_size, mean=tuple(mean), std=tuple(std), class_names=built.class_names, device=device,
-        tokens=tokens, fixed_size=fixed, normalize_fn=normalize_fn,
+        name=config.name,
+        weights=built.label,
+        weights_file=built.weights_file,
+        weights_sha256=sha,
+        module=model,
+        layer=config.layer,
+        trunk=trunk,
+        head=head,
+        n_cuts=n_cuts,
+        layer_shape=tuple(int(v) for v in shape),
+        image_size=config.image_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        class_names=built.class_names,
+        device=device,
+        tokens=tokens,
+        fixed_size=fixed,
+        normalize_fn=normalize_fn,
     )

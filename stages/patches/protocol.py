@@ -42,11 +42,11 @@ class Patch:
     """A candidate or control picture: ``image`` ``[h, w, 3]`` in [0, 1]."""
 
     name: str
-    kind: str                                # dataset | icon | noise | random_cell
+    kind: str  # dataset | icon | noise | random_cell
     image: NDArray[np.float32]
-    resample: str = "lanczos"                # nearest for noise (no smoothing)
-    cell: int | None = None                  # the comparison atlas's kept-cell number
-    source: str | None = None                # the photo a dataset crop was cut from
+    resample: str = "lanczos"  # nearest for noise (no smoothing)
+    cell: int | None = None  # the comparison atlas's kept-cell number
+    source: str | None = None  # the photo a dataset crop was cut from
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,12 +75,13 @@ def placements(sizes: Sequence[float], corners: Sequence[str] = CORNERS) -> list
     return [Placement(c, float(r)) for r in sizes for c in corners]
 
 
-def classify_all(classify: Classify, images: NDArray[np.float32], batch_size: int,
-                 progress: Progress | None = None) -> NDArray[np.float64]:
+def classify_all(
+    classify: Classify, images: NDArray[np.float32], batch_size: int, progress: Progress | None = None
+) -> NDArray[np.float64]:
     """``classify`` over ``images`` in batches of at most ``batch_size``."""
     out = []
     for start in range(0, len(images), batch_size):
-        out.append(np.asarray(classify(images[start:start + batch_size]), np.float64))
+        out.append(np.asarray(classify(images[start : start + batch_size]), np.float64))
         if progress is not None:
             progress(len(out[-1]))
     return np.concatenate(out) if out else np.zeros((0, 0))
@@ -95,8 +96,16 @@ class Patched:
     pb: NDArray[np.float64]
 
 
-def patched(classify: Classify, photos: NDArray[np.float32], patch: Patch, where: Sequence[Placement], a: int, b: int,
-            batch_size: int, progress: Progress | None = None) -> Patched:
+def patched(
+    classify: Classify,
+    photos: NDArray[np.float32],
+    patch: Patch,
+    where: Sequence[Placement],
+    a: int,
+    b: int,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> Patched:
     """Paste ``patch`` on every photo at every placement, classify in batches (streamed: memory is one batch)."""
     n, size = len(photos), photos.shape[1]
     out = Patched(np.zeros((n, len(where)), np.int64), np.zeros((n, len(where))), np.zeros((n, len(where))))
@@ -143,8 +152,17 @@ def split_photos(n: int, rank_count: int, seed: int) -> tuple[NDArray[np.int64],
     return np.sort(perm[:rank_count]).astype(np.int64), np.sort(perm[rank_count:]).astype(np.int64)
 
 
-def rank_scores(classify: Classify, photos: NDArray[np.float32], clean: NDArray[np.float64], candidates: Sequence[Patch],
-                r: float, a: int, b: int, batch_size: int, progress: Progress | None = None) -> NDArray[np.float64]:
+def rank_scores(
+    classify: Classify,
+    photos: NDArray[np.float32],
+    clean: NDArray[np.float64],
+    candidates: Sequence[Patch],
+    r: float,
+    a: int,
+    b: int,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> NDArray[np.float64]:
     """Mean B-minus-A logit gain of each candidate over ``photos`` (the ranking photos) and the four corners at ``r``."""
     base = log_ratio(clean[:, b], clean[:, a])[:, None]
     where = placements([r])
@@ -167,9 +185,9 @@ class Outcome:
 
     patch: Patch
     where: list[Placement]
-    static: int                                # index of the static placement in ``where``
+    static: int  # index of the static placement in ``where``
     result: Patched
-    clean_pb: NDArray[np.float64]              # [N] P(B) before
+    clean_pb: NDArray[np.float64]  # [N] P(B) before
     b: int
     rank_score: float | None = None
 
@@ -203,7 +221,7 @@ class Outcome:
             "p_b_after_dynamic": float(self.dynamic_pb().mean()) if self.n else None,
             "p_b_after_static": float(self.result.pb[:, self.static].mean()) if self.n else None,
             "best_placements": [self.where[int(j)].label() for j in best],
-            "flipped_dynamic": self.dynamic().tolist(),          # per test photo, in the report's test order
+            "flipped_dynamic": self.dynamic().tolist(),  # per test photo, in the report's test order
             "flipped_static": self.static_flips().tolist(),
             "p_b_after_dynamic_each": [round(float(v), 4) for v in self.dynamic_pb()],
         }
@@ -229,13 +247,13 @@ def works(rate: Rate, noise_rate: float | None) -> bool:
 class ProtocolResult:
     a: int
     b: int
-    photos: int                                 # photos given
-    kept: NDArray[np.int64]                     # given photos classified as A (indices)
-    rank: NDArray[np.int64]                     # indices into the given photos
+    photos: int  # photos given
+    kept: NDArray[np.int64]  # given photos classified as A (indices)
+    rank: NDArray[np.int64]  # indices into the given photos
     test: NDArray[np.int64]
-    clean: NDArray[np.float64]                  # [photos, classes] clean probabilities of every given photo
+    clean: NDArray[np.float64]  # [photos, classes] clean probabilities of every given photo
     candidates: list[Patch]
-    scores: NDArray[np.float64]                 # rank score per candidate (nan: left out, cut from a test photo)
+    scores: NDArray[np.float64]  # rank score per candidate (nan: left out, cut from a test photo)
     selected: list[int]
     outcomes: list[Outcome]
     controls: list[Outcome]
@@ -246,25 +264,42 @@ class ProtocolResult:
         return pooled([o for o in self.controls if o.patch.kind == "noise"], which).rate
 
 
-def run_protocol(classify: Classify, photos: NDArray[np.float32], a: int, b: int, candidates: Sequence[Patch],
-                 controls: Sequence[Patch], *, photo_ids: Sequence[str] | None = None, rank_count: int, keep: int,
-                 sizes: Sequence[float], static: Placement, controls_per_kind: int, batch_size: int, seed: int,
-                 progress: Progress | None = None) -> ProtocolResult:
+def run_protocol(
+    classify: Classify,
+    photos: NDArray[np.float32],
+    a: int,
+    b: int,
+    candidates: Sequence[Patch],
+    controls: Sequence[Patch],
+    *,
+    photo_ids: Sequence[str] | None = None,
+    rank_count: int,
+    keep: int,
+    sizes: Sequence[float],
+    static: Placement,
+    controls_per_kind: int,
+    batch_size: int,
+    seed: int,
+    progress: Progress | None = None,
+) -> ProtocolResult:
     """Steps 1-5 of the module docstring. ``photo_ids`` name the photos so that a candidate or control cut
     from a test photo (``Patch.source``) is left out; controls beyond ``controls_per_kind`` of a kind are unused."""
     clean = classify_all(classify, photos, batch_size, progress)
     kept = np.flatnonzero(clean.argmax(axis=1) == a).astype(np.int64)
     if len(kept) < 2:
-        raise ValueError(f"{len(kept)} of {len(photos)} photos are classified as class {a} beforehand; "
-                         "the protocol needs at least 2 (1 to rank the candidates, 1 to measure)")
+        raise ValueError(
+            f"{len(kept)} of {len(photos)} photos are classified as class {a} beforehand; "
+            "the protocol needs at least 2 (1 to rank the candidates, 1 to measure)"
+        )
     r_local, t_local = split_photos(len(kept), min(rank_count, len(kept) - 1), seed)
     rank, test = kept[r_local], kept[t_local]
     ids = list(photo_ids) if photo_ids is not None else [str(i) for i in range(len(photos))]
     test_ids = {ids[i] for i in test}
     usable = [k for k, p in enumerate(candidates) if p.source is None or p.source not in test_ids]
     scores = np.full(len(candidates), np.nan)
-    scores[usable] = rank_scores(classify, photos[rank], clean[rank], [candidates[k] for k in usable], static.r, a, b,
-                                 batch_size, progress)
+    scores[usable] = rank_scores(
+        classify, photos[rank], clean[rank], [candidates[k] for k in usable], static.r, a, b, batch_size, progress
+    )
     chosen = [usable[i] for i in select(scores[usable], keep)]
     where = placements(sizes)
     if static not in where:
@@ -273,16 +308,38 @@ def run_protocol(classify: Classify, photos: NDArray[np.float32], a: int, b: int
     test_photos, clean_pb = photos[test], clean[test, b]
 
     def measure(patch: Patch, score: float | None = None) -> Outcome:
-        return Outcome(patch, where, s, patched(classify, test_photos, patch, where, a, b, batch_size, progress),
-                       clean_pb, b, score)
+        return Outcome(
+            patch,
+            where,
+            s,
+            patched(classify, test_photos, patch, where, a, b, batch_size, progress),
+            clean_pb,
+            b,
+            score,
+        )
 
     outcomes = [measure(candidates[k], float(scores[k])) for k in chosen]
     picked: list[Patch] = []
     for kind in ("noise", "random_cell"):
-        picked += [c for c in controls if c.kind == kind and (c.source is None or c.source not in test_ids)][:controls_per_kind]
-    return ProtocolResult(a=a, b=b, photos=len(photos), kept=kept, rank=rank, test=test, clean=clean,
-                          candidates=list(candidates), scores=scores, selected=chosen, outcomes=outcomes,
-                          controls=[measure(c) for c in picked], where=where, static=static)
+        picked += [c for c in controls if c.kind == kind and (c.source is None or c.source not in test_ids)][
+            :controls_per_kind
+        ]
+    return ProtocolResult(
+        a=a,
+        b=b,
+        photos=len(photos),
+        kept=kept,
+        rank=rank,
+        test=test,
+        clean=clean,
+        candidates=list(candidates),
+        scores=scores,
+        selected=chosen,
+        outcomes=outcomes,
+        controls=[measure(c) for c in picked],
+        where=where,
+        static=static,
+    )
 
 
 def work_count(result: ProtocolResult) -> int:

@@ -48,9 +48,11 @@ from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = ("Carter et al. 2019 (InceptionV1, ~800 correctly classified ImageNet training photos per class, "
-             "10 patches per pair): dynamic 57.5% overall (snorkel -> scuba diver 85.0%, frying pan -> wok 44.9%, "
-             "grey whale -> great white shark 40.5%), static 37.2%; noise patch 11-18% dynamic, ~4% static")
+PUBLISHED = (
+    "Carter et al. 2019 (InceptionV1, ~800 correctly classified ImageNet training photos per class, "
+    "10 patches per pair): dynamic 57.5% overall (snorkel -> scuba diver 85.0%, frying pan -> wok 44.9%, "
+    "grey whale -> great white shark 40.5%), static 37.2%; noise patch 11-18% dynamic, ~4% static"
+)
 
 
 @dataclass
@@ -90,8 +92,10 @@ def directions(config: Config, pair: list[str] | None, class_names: list[str]) -
     """``[(A, B)]``: the pair given, else both directions of every ``compare.pairs`` pair."""
     if pair:
         if len(pair) != 2:
-            raise AtlasError(f"name two classes, A (the photos) and B (the patches' target), e.g. `atlas patches lemon "
-                             f"orange`; got {len(pair)}: {' '.join(pair)}")
+            raise AtlasError(
+                f"name two classes, A (the photos) and B (the patches' target), e.g. `atlas patches lemon "
+                f"orange`; got {len(pair)}: {' '.join(pair)}"
+            )
         a, b = (resolve_class(p, class_names, "class") for p in pair)
         if a == b:
             raise AtlasError(f"A and B are the same class ({class_names[a]}); name two classes")
@@ -103,22 +107,33 @@ def directions(config: Config, pair: list[str] | None, class_names: list[str]) -
         a, b = resolve_class(x, class_names, "compare.pairs"), resolve_class(y, class_names, "compare.pairs")
         out += [(a, b), (b, a)]
     if config.patches.photos is not None and len(out) > 1:
-        raise AtlasError(f"--photos {config.patches.photos} holds photos of one class; name the pair, e.g. "
-                         f"`atlas patches {class_names[out[0][0]]} {class_names[out[0][1]]} --photos DIR`")
+        raise AtlasError(
+            f"--photos {config.patches.photos} holds photos of one class; name the pair, e.g. "
+            f"`atlas patches {class_names[out[0][0]]} {class_names[out[0][1]]} --photos DIR`"
+        )
     return out
 
 
 def controls_of(comp: cands.Comparison, config: Config) -> list[Patch]:
     """``patches.controls`` uniform-noise patches and random-cell crops (a few spare)."""
     cfg = config.patches
-    noise = [Patch(f"uniform noise {k + 1}", "noise", uniform_noise(cfg.crop_px, cfg.seed + 1000 + k), resample="nearest")
-             for k in range(cfg.controls)]
+    noise = [
+        Patch(f"uniform noise {k + 1}", "noise", uniform_noise(cfg.crop_px, cfg.seed + 1000 + k), resample="nearest")
+        for k in range(cfg.controls)
+    ]
     return noise + cands.random_cell_controls(comp, cfg.controls, cfg.crop_px, cfg.field, cfg.seed)
 
 
-def run(config: Config, device: torch.device, pair: list[str] | None = None, *, store: AtlasStore,
-        model: LoadedModel | None = None, progress: Callable[[int], None] | None = None,
-        on_total: Callable[[int], None] | None = None) -> PatchesResult:
+def run(
+    config: Config,
+    device: torch.device,
+    pair: list[str] | None = None,
+    *,
+    store: AtlasStore,
+    model: LoadedModel | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> PatchesResult:
     """Every direction; ``on_total(images)`` once per direction when its image count is known, ``progress(n)``."""
     t0 = time.perf_counter()
     cfg = config.patches
@@ -132,8 +147,10 @@ def run(config: Config, device: torch.device, pair: list[str] | None = None, *, 
         else:
             found = store_photos(store, a)
             if not found:
-                raise AtlasError(f"no photo of the store {store.path} is labelled or predicted {names[a]!r}; "
-                                 f"pass a folder of photos of it with --photos DIR")
+                raise AtlasError(
+                    f"no photo of the store {store.path} is labelled or predicted {names[a]!r}; "
+                    f"pass a folder of photos of it with --photos DIR"
+                )
             photo_lists.append((found, f"the store's photos labelled or predicted {names[a]!r}"))
     model = model if model is not None else load_model(config.model, device)
     if model.class_names != names:
@@ -151,17 +168,42 @@ def run(config: Config, device: torch.device, pair: list[str] | None = None, *, 
         controls = controls_of(comp, config)
         n_where = len(set(cfg.sizes) | {cfg.static_size}) * len(CORNERS)
         if on_total is not None:
-            on_total(len(arrays) + len(candidates) * min(cfg.rank_photos, len(arrays)) * 4
-                     + (min(cfg.keep, len(candidates)) + 2 * cfg.controls) * len(arrays) * n_where)
+            on_total(
+                len(arrays)
+                + len(candidates) * min(cfg.rank_photos, len(arrays)) * 4
+                + (min(cfg.keep, len(candidates)) + 2 * cfg.controls) * len(arrays) * n_where
+            )
         try:
-            result = run_protocol(classify, arrays, a, b, candidates, controls, photo_ids=[same_file(p) for p in paths],
-                                  rank_count=cfg.rank_photos, keep=cfg.keep, sizes=cfg.sizes,
-                                  static=Placement(cfg.static_corner, cfg.static_size), controls_per_kind=cfg.controls,
-                                  batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
+            result = run_protocol(
+                classify,
+                arrays,
+                a,
+                b,
+                candidates,
+                controls,
+                photo_ids=[same_file(p) for p in paths],
+                rank_count=cfg.rank_photos,
+                keep=cfg.keep,
+                sizes=cfg.sizes,
+                static=Placement(cfg.static_corner, cfg.static_size),
+                controls_per_kind=cfg.controls,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                progress=progress,
+            )
         except ValueError as exc:
             raise AtlasError(f"{origin}: {exc} ({names[a]!r})") from None
-        out.append(Direction(a=(a, names[a]), b=(b, names[b]), atlas_id=comp.atlas_id, photo_paths=paths,
-                             photos_from=origin, result=result, seconds=time.perf_counter() - t1))
+        out.append(
+            Direction(
+                a=(a, names[a]),
+                b=(b, names[b]),
+                atlas_id=comp.atlas_id,
+                photo_paths=paths,
+                photos_from=origin,
+                result=result,
+                seconds=time.perf_counter() - t1,
+            )
+        )
         d = out[-1]
         d.figure = figure_path(Path(cfg.out), d)
         from stages.patches.figure import draw_figure
@@ -170,8 +212,9 @@ def run(config: Config, device: torch.device, pair: list[str] | None = None, *, 
         if cfg.page:
             from stages.patches.page import write_page
 
-            d.page = write_page(config, store, d, comp, slug=direction_slug(d), report=direction_report(d),
-                                published=PUBLISHED)
+            d.page = write_page(
+                config, store, d, comp, slug=direction_slug(d), report=direction_report(d), published=PUBLISHED
+            )
     result_all = PatchesResult(directions=out, out=Path(cfg.out), seconds=time.perf_counter() - t0)
     write_report(result_all, config)
     return result_all
@@ -195,18 +238,30 @@ def figure_path(out: Path, d: Direction) -> Path:
 def patch_entry(o: Any, noise_rate: float | None) -> dict[str, Any]:
     p = o.patch
     s = o.summary()
-    entry = {"name": p.name, "kind": p.kind, "cell": p.cell, **{k: v for k, v in p.meta.items() if k != "row"},
-             "rank_score": o.rank_score, **s}
-    entry["works"] = works(Rate(s["dynamic"]["k"], s["dynamic"]["n"]), noise_rate) if p.kind in ("dataset", "icon") else None
+    entry = {
+        "name": p.name,
+        "kind": p.kind,
+        "cell": p.cell,
+        **{k: v for k, v in p.meta.items() if k != "row"},
+        "rank_score": o.rank_score,
+        **s,
+    }
+    entry["works"] = (
+        works(Rate(s["dynamic"]["k"], s["dynamic"]["n"]), noise_rate) if p.kind in ("dataset", "icon") else None
+    )
     return entry
 
 
 def control_summary(outcomes: list[Any]) -> dict[str, Any] | None:
     if not outcomes:
         return None
-    return {"patches": len(outcomes), "dynamic": pooled(outcomes, "dynamic").as_dict(),
-            "static": pooled(outcomes, "static").as_dict(), "p_b_after_dynamic": pooled_pb(outcomes, "dynamic"),
-            "p_b_after_static": pooled_pb(outcomes, "static")}
+    return {
+        "patches": len(outcomes),
+        "dynamic": pooled(outcomes, "dynamic").as_dict(),
+        "static": pooled(outcomes, "static").as_dict(),
+        "p_b_after_dynamic": pooled_pb(outcomes, "dynamic"),
+        "p_b_after_static": pooled_pb(outcomes, "static"),
+    }
 
 
 def direction_report(d: Direction) -> dict[str, Any]:
@@ -215,40 +270,68 @@ def direction_report(d: Direction) -> dict[str, Any]:
     patches = [patch_entry(o, noise) for o in r.outcomes]
     test_pb = r.clean[r.test, r.b]
     return {
-        "a": {"index": d.a[0], "name": d.a[1]}, "b": {"index": d.b[0], "name": d.b[1]},
+        "a": {"index": d.a[0], "name": d.a[1]},
+        "b": {"index": d.b[0], "name": d.b[1]},
         "comparison_atlas": d.atlas_id,
-        "photos": {"from": d.photos_from, "given": r.photos, "classified_a": len(r.kept),
-                   "rank": [d.photo_paths[i] for i in r.rank], "test": [d.photo_paths[i] for i in r.test],
-                   "dropped": [d.photo_paths[i] for i in range(r.photos) if i not in set(r.kept.tolist())]},
-        "protocol": {"sizes": sorted({p.r for p in r.where}), "corners": list(CORNERS),
-                     "static": {"corner": r.static.corner, "r": r.static.r},
-                     "rank_proxy": "mean over the ranking photos and the 4 corners at the static size of "
-                                   "(logit_B - logit_A) patched minus clean",
-                     "works": "the lower end of the patch's dynamic 95% Wilson interval is above the noise control's "
-                              "pooled dynamic rate",
-                     "pooled": "overall and control rates count patch x photo pairs (not independent)"},
-        "overall": {"patches": len(r.outcomes), "dynamic": pooled(r.outcomes, "dynamic").as_dict(),
-                    "static": pooled(r.outcomes, "static").as_dict(),
-                    "p_b_before": float(test_pb.mean()) if len(test_pb) else None,
-                    "p_b_after_dynamic": pooled_pb(r.outcomes, "dynamic"),
-                    "p_b_after_static": pooled_pb(r.outcomes, "static"),
-                    "works": sum(bool(p["works"]) for p in patches)},
+        "photos": {
+            "from": d.photos_from,
+            "given": r.photos,
+            "classified_a": len(r.kept),
+            "rank": [d.photo_paths[i] for i in r.rank],
+            "test": [d.photo_paths[i] for i in r.test],
+            "dropped": [d.photo_paths[i] for i in range(r.photos) if i not in set(r.kept.tolist())],
+        },
+        "protocol": {
+            "sizes": sorted({p.r for p in r.where}),
+            "corners": list(CORNERS),
+            "static": {"corner": r.static.corner, "r": r.static.r},
+            "rank_proxy": "mean over the ranking photos and the 4 corners at the static size of "
+            "(logit_B - logit_A) patched minus clean",
+            "works": "the lower end of the patch's dynamic 95% Wilson interval is above the noise control's "
+            "pooled dynamic rate",
+            "pooled": "overall and control rates count patch x photo pairs (not independent)",
+        },
+        "overall": {
+            "patches": len(r.outcomes),
+            "dynamic": pooled(r.outcomes, "dynamic").as_dict(),
+            "static": pooled(r.outcomes, "static").as_dict(),
+            "p_b_before": float(test_pb.mean()) if len(test_pb) else None,
+            "p_b_after_dynamic": pooled_pb(r.outcomes, "dynamic"),
+            "p_b_after_static": pooled_pb(r.outcomes, "static"),
+            "works": sum(bool(p["works"]) for p in patches),
+        },
         "patches": patches,
-        "controls": {"noise": control_summary([o for o in r.controls if o.patch.kind == "noise"]),
-                     "random_cell": control_summary([o for o in r.controls if o.patch.kind == "random_cell"]),
-                     "each": [patch_entry(o, noise) for o in r.controls]},
-        "candidates": [{"name": c.name, "kind": c.kind, "cell": c.cell, "toward_b": c.meta.get("toward_b"),
-                        "rank_score": None if np.isnan(r.scores[k]) else float(r.scores[k]),
-                        "selected": k in r.selected} for k, c in enumerate(r.candidates)],
-        "figure": str(d.figure) if d.figure else None, "page": str(d.page) if d.page else None,
+        "controls": {
+            "noise": control_summary([o for o in r.controls if o.patch.kind == "noise"]),
+            "random_cell": control_summary([o for o in r.controls if o.patch.kind == "random_cell"]),
+            "each": [patch_entry(o, noise) for o in r.controls],
+        },
+        "candidates": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "cell": c.cell,
+                "toward_b": c.meta.get("toward_b"),
+                "rank_score": None if np.isnan(r.scores[k]) else float(r.scores[k]),
+                "selected": k in r.selected,
+            }
+            for k, c in enumerate(r.candidates)
+        ],
+        "figure": str(d.figure) if d.figure else None,
+        "page": str(d.page) if d.page else None,
         "seconds": round(d.seconds, 1),
     }
 
 
 def write_report(result: PatchesResult, config: Config) -> None:
-    data = {"experiment": "human-designed adversarial patches found on a class-comparison atlas (Carter et al. 2019)",
-            "model": config.model.name, "layer": config.model.layer, "published": PUBLISHED,
-            "directions": [direction_report(d) for d in result.directions], "seconds": round(result.seconds, 1)}
+    data = {
+        "experiment": "human-designed adversarial patches found on a class-comparison atlas (Carter et al. 2019)",
+        "model": config.model.name,
+        "layer": config.model.layer,
+        "published": PUBLISHED,
+        "directions": [direction_report(d) for d in result.directions],
+        "seconds": round(result.seconds, 1),
+    }
     path = result.out
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -95,14 +95,13 @@ def enable_caching(modules: list[ModuleType]) -> int:
 
 def library_modules(packages: tuple[str, ...] = PACKAGES) -> list[ModuleType]:
     """The imported modules of ``packages`` (their submodules included)."""
-    return [m for name, m in list(sys.modules.items())
-            if m is not None and name.split(".")[0] in packages]
+    return [m for name, m in list(sys.modules.items()) if m is not None and name.split(".")[0] in packages]
 
 
 def prepare_umap() -> ModuleType:
     """``import umap`` with its numba code cached on disk (see the module docstring)."""
     folder = configure()
-    import umap  # noqa: PLC0415 - after configure(): pynndescent compiles some functions at import
+    import umap
 
     if folder is not None:
         n = enable_caching(library_modules())

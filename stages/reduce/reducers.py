@@ -33,7 +33,7 @@ class FeatureMap:
     basis_: NDArray[np.float32] | None = None
     kept_energy_: float = 1.0
 
-    def fit(self, raw: NDArray[np.floating]) -> "FeatureMap":
+    def fit(self, raw: NDArray[np.floating]) -> FeatureMap:
         x = self._prepare(np.asarray(raw, dtype=np.float32))
         self.mean_ = x.mean(axis=0) if self.metric == "euclidean" else np.zeros(x.shape[1], np.float32)
         channels = x.shape[1]
@@ -43,7 +43,7 @@ class FeatureMap:
         centred = x - self.mean_
         gram = np.zeros((channels, channels), dtype=np.float64)
         for start in range(0, len(centred), 65536):
-            part = centred[start:start + 65536].astype(np.float64)
+            part = centred[start : start + 65536].astype(np.float64)
             gram += part.T @ part
         eigvals, eigvecs = np.linalg.eigh(gram)
         order = np.argsort(eigvals)[::-1][: self.dims]
@@ -220,4 +220,3 @@ def place(index: Any, features: NDArray[np.float32], fitted_embedding: NDArray[n
         nearest[missed] = index.search(queries[missed], 1)[1]
         index.nprobe = saved
     return fitted_embedding[nearest[:, 0]]
-

@@ -35,11 +35,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from stages.config import Config, ReduceConfig
-from store.view import RowStore
-from store.errors import AtlasError
 from stages.reduce.layout_math import normalize_layout
 from stages.reduce.reducers import FeatureMap, fit_embedding, linear_2d, nearest_fitted, place
 from store import derived
+from store.errors import AtlasError
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def read_fit_rows(store: RowStore, fit_rows: NDArray[np.int64], progress: Progress | None = None) -> NDArray[np.float32]:
+def read_fit_rows(
+    store: RowStore, fit_rows: NDArray[np.int64], progress: Progress | None = None
+) -> NDArray[np.float32]:
     """Pass 1: the fitted rows' raw activations (ascending row ids), cast to float32 one block at a time."""
     out = np.empty((len(fit_rows), store.channels), dtype=np.float32)
     for block in derived.iter_row_blocks([store.activations()], progress):
@@ -124,7 +126,7 @@ def _embed_rest(
     fit_pos = np.full(len(valid), -1, dtype=np.int64)
     fit_pos[fit_rows] = np.arange(len(fit_rows))
     for block in derived.iter_row_blocks([store.activations()], progress):
-        rows = np.flatnonzero(valid[block.start:block.stop]) + block.start
+        rows = np.flatnonzero(valid[block.start : block.stop]) + block.start
         emb = np.empty((len(rows), 2), np.float32)
         here_fit = fit_pos[rows] >= 0
         emb[here_fit] = fitted_embedding[fit_pos[rows[here_fit]]]
@@ -189,18 +191,31 @@ def run(config: Config, store: RowStore, progress: Progress | None = None) -> La
     layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
     seconds["total"] = time.perf_counter() - t0
     attrs = {
-        "method": cfg.method, "params": cfg.model_dump(mode="json"), "seed": cfg.seed,
-        "deterministic": cfg.deterministic, "versions": library_versions(),
-        "n_fit": int(len(fit_rows)), "n_placed": int(len(rows) - len(fit_rows)),
-        "feature_dims": features.out_dims, "feature_energy": features.kept_energy_, "placement": placement,
+        "method": cfg.method,
+        "params": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "deterministic": cfg.deterministic,
+        "versions": library_versions(),
+        "n_fit": int(len(fit_rows)),
+        "n_placed": int(len(rows) - len(fit_rows)),
+        "feature_dims": features.out_dims,
+        "feature_energy": features.kept_energy_,
+        "placement": placement,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    layout_id = derived.write_layout(store, derived.Layout(rows=rows, layout=layout, embedding=embedding,
-                                                           fitted=fitted, attrs=attrs))
+    layout_id = derived.write_layout(
+        store, derived.Layout(rows=rows, layout=layout, embedding=embedding, fitted=fitted, attrs=attrs)
+    )
     log.info("reduce done in %.1f s: %s", seconds["total"], {k: round(v, 1) for k, v in seconds.items()})
     return LayoutResult(
-        n_rows=int(len(rows)), n_fit=int(len(fit_rows)), n_placed=int(len(rows) - len(fit_rows)), method=cfg.method,
-        seed=cfg.seed, deterministic=cfg.deterministic, feature_dims=features.out_dims, layout_id=layout_id,
+        n_rows=int(len(rows)),
+        n_fit=int(len(fit_rows)),
+        n_placed=int(len(rows) - len(fit_rows)),
+        method=cfg.method,
+        seed=cfg.seed,
+        deterministic=cfg.deterministic,
+        feature_dims=features.out_dims,
+        layout_id=layout_id,
         seconds=seconds,
     )
 
@@ -225,13 +240,22 @@ def layout_in_memory(raw: NDArray[np.floating], cfg: ReduceConfig) -> derived.La
     embedding[fit_rows] = fitted_embedding
     rest = np.flatnonzero(~fitted)
     for start in range(0, len(rest), 65536):  # the placed rows a chunk at a time, like the stage's second pass
-        part = rest[start:start + 65536]
+        part = rest[start : start + 65536]
         embedding[part] = to_2d(features.transform(x[part]))
     layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
-    attrs = {"method": cfg.method, "params": cfg.model_dump(mode="json"), "seed": cfg.seed, "n_fit": int(len(fit_rows)),
-             "n_placed": int(len(rest)), "feature_dims": features.out_dims, "placement": placement,
-             "seconds": round(time.perf_counter() - t0, 2)}
-    log.info("laid out %d in-memory rows with %s (%d fitted) in %.1f s", len(x), cfg.method, len(fit_rows), attrs["seconds"])
+    attrs = {
+        "method": cfg.method,
+        "params": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "n_fit": int(len(fit_rows)),
+        "n_placed": int(len(rest)),
+        "feature_dims": features.out_dims,
+        "placement": placement,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    log.info(
+        "laid out %d in-memory rows with %s (%d fitted) in %.1f s", len(x), cfg.method, len(fit_rows), attrs["seconds"]
+    )
     return derived.Layout(rows=rows, layout=layout, embedding=embedding, fitted=fitted, attrs=attrs)
 
 

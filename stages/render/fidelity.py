@@ -37,14 +37,14 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from stages.config import Config
-from store.view import RowStore
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel, load_model
 from stages.featurevis import layer_forward, spatial
 from stages.featurevis.forward import Forward
+from stages.model.registry import LoadedModel, load_model
 from stages.render.stage import grid_fingerprint
 from store import derived
+from store.errors import AtlasError
 from store.icons import FidelityArrays, IconStore
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ class FidelityReport:
 
     icons: int
     levels: dict[int, int]
-    cossim_quantiles: dict[str, float]            # icon at its own size
+    cossim_quantiles: dict[str, float]  # icon at its own size
     frac_cossim_ge_half: float
-    frac_overlap: float                           # over cells with at least one attributed class
+    frac_overlap: float  # over cells with at least one attributed class
     cells_with_classes: int
     cossim_resized_quantiles: dict[str, float] = field(default_factory=dict)
     frac_cossim_resized_ge_half: float = float("nan")
     frac_overlap_resized: float = float("nan")
-    frac_members_overlap: float = float("nan")    # the ceiling (c), over the same cells
+    frac_members_overlap: float = float("nan")  # the ceiling (c), over the same cells
     seconds: float = 0.0
 
 
@@ -74,8 +74,8 @@ class FidelityReport:
 class IconResponse:
     """What the model makes of a batch of icons."""
 
-    cossim: NDArray[np.float32]   # [B]
-    top_pred: NDArray[np.int32]   # [B, TOP]
+    cossim: NDArray[np.float32]  # [B]
+    top_pred: NDArray[np.int32]  # [B, TOP]
 
 
 def respond(forward: Forward, layer: str, images: torch.Tensor, directions: torch.Tensor) -> IconResponse:
@@ -108,17 +108,18 @@ def members_overlap(cells: derived.CellLevel, row_top1: NDArray[np.integer]) -> 
     for k in range(len(cells)):
         values, counts = np.unique(row_top1[cells.members(k)], return_counts=True)
         pick = values[np.argsort(-counts, kind="stable")[:TOP]]
-        common[k, :len(pick)] = pick
+        common[k, : len(pick)] = pick
     common = np.where(common >= 0, common, -3)  # -3 never matches a class or the -1 padding
     return overlaps(common, cells.top_idx[:, :TOP])
 
 
-def _level_fidelity(forward: Forward, model: LoadedModel, icons: NDArray[np.uint8], cells: derived.CellLevel,
-                    device: torch.device) -> FidelityArrays:
+def _level_fidelity(
+    forward: Forward, model: LoadedModel, icons: NDArray[np.uint8], cells: derived.CellLevel, device: torch.device
+) -> FidelityArrays:
     native, resized = [], []
     for start in range(0, len(icons), _BATCH):
-        x = torch.as_tensor(icons[start:start + _BATCH], device=device).permute(0, 3, 1, 2).float() / 255.0
-        v = torch.as_tensor(cells.direction[start:start + _BATCH])
+        x = torch.as_tensor(icons[start : start + _BATCH], device=device).permute(0, 3, 1, 2).float() / 255.0
+        v = torch.as_tensor(cells.direction[start : start + _BATCH])
         native.append(respond(forward, model.layer, x, v))
         big = F.interpolate(x, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False)
         resized.append(respond(forward, model.layer, big, v))
@@ -127,8 +128,13 @@ def _level_fidelity(forward: Forward, model: LoadedModel, icons: NDArray[np.uint
     cos_big = np.concatenate([r.cossim for r in resized]) if resized else np.zeros(0, np.float32)
     top_big = np.concatenate([r.top_pred for r in resized]) if resized else np.zeros((0, TOP), np.int32)
     cell_top = cells.top_idx[:, :TOP]
-    return FidelityArrays(cossim=cos, overlap=overlaps(top, cell_top), top_pred=top,
-                          cossim_resized=cos_big, overlap_resized=overlaps(top_big, cell_top))
+    return FidelityArrays(
+        cossim=cos,
+        overlap=overlaps(top, cell_top),
+        top_pred=top,
+        cossim_resized=cos_big,
+        overlap_resized=overlaps(top_big, cell_top),
+    )
 
 
 def _quantiles(values: NDArray[np.floating]) -> dict[str, float]:
@@ -156,20 +162,33 @@ def run(config: Config, store: RowStore, device: torch.device, *, model: LoadedM
         ceiling = np.concatenate([members_overlap(cells[n], row_top1) for n in per_level])
         has = np.concatenate([(cells[n].top_idx[:, :TOP] >= 0).any(axis=1) for n in per_level])
         report = replace(report, frac_members_overlap=float(ceiling[has].mean()) if has.any() else float("nan"))
-    log.info("fidelity of %d icons: cos-sim median %.3f, %.0f%% >= 0.5, top-%d overlap %.0f%% (resized to %d px: "
-             "median %.3f, overlap %.0f%%)", report.icons, report.cossim_quantiles.get("q50", float("nan")),
-             100 * report.frac_cossim_ge_half, TOP, 100 * report.frac_overlap, model.image_size,
-             report.cossim_resized_quantiles.get("q50", float("nan")), 100 * report.frac_overlap_resized)
+    log.info(
+        "fidelity of %d icons: cos-sim median %.3f, %.0f%% >= 0.5, top-%d overlap %.0f%% (resized to %d px: "
+        "median %.3f, overlap %.0f%%)",
+        report.icons,
+        report.cossim_quantiles.get("q50", float("nan")),
+        100 * report.frac_cossim_ge_half,
+        TOP,
+        100 * report.frac_overlap,
+        model.image_size,
+        report.cossim_resized_quantiles.get("q50", float("nan")),
+        100 * report.frac_overlap_resized,
+    )
     return report
 
 
-def _report(per_level: dict[int, FidelityArrays], cells: dict[int, derived.CellLevel], seconds: float) -> FidelityReport:
+def _report(
+    per_level: dict[int, FidelityArrays], cells: dict[int, derived.CellLevel], seconds: float
+) -> FidelityReport:
     def cat(name: str) -> NDArray:
         parts = [getattr(f, name) for f in per_level.values()]
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    has_classes = np.concatenate([(cells[n].top_idx[:, :TOP] >= 0).any(axis=1) for n in per_level]) \
-        if per_level else np.zeros(0, bool)
+    has_classes = (
+        np.concatenate([(cells[n].top_idx[:, :TOP] >= 0).any(axis=1) for n in per_level])
+        if per_level
+        else np.zeros(0, bool)
+    )
     cos, cos_big = cat("cossim"), cat("cossim_resized")
     overlap, overlap_big = cat("overlap").astype(bool), cat("overlap_resized").astype(bool)
 
@@ -178,9 +197,14 @@ def _report(per_level: dict[int, FidelityArrays], cells: dict[int, derived.CellL
         return float(chosen.mean()) if chosen.size else float("nan")
 
     return FidelityReport(
-        icons=int(cos.size), levels={n: int(f.cossim.size) for n, f in per_level.items()},
-        cossim_quantiles=_quantiles(cos), frac_cossim_ge_half=frac(cos >= 0.5),
-        frac_overlap=frac(overlap, has_classes), cells_with_classes=int(has_classes.sum()),
-        cossim_resized_quantiles=_quantiles(cos_big), frac_cossim_resized_ge_half=frac(cos_big >= 0.5),
-        frac_overlap_resized=frac(overlap_big, has_classes), seconds=seconds,
+        icons=int(cos.size),
+        levels={n: int(f.cossim.size) for n, f in per_level.items()},
+        cossim_quantiles=_quantiles(cos),
+        frac_cossim_ge_half=frac(cos >= 0.5),
+        frac_overlap=frac(overlap, has_classes),
+        cells_with_classes=int(has_classes.sum()),
+        cossim_resized_quantiles=_quantiles(cos_big),
+        frac_cossim_resized_ge_half=frac(cos_big >= 0.5),
+        frac_overlap_resized=frac(overlap_big, has_classes),
+        seconds=seconds,
     )

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from stages.config import Config, RenderConfig
-from store.view import RowStore
-from store.errors import AtlasError
-from stages.model.registry import LoadedModel, load_model
 from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render, spatial
 from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
+from stages.model.registry import LoadedModel, load_model
 from store import derived
-from store.shards import shard_blocks
+from store.errors import AtlasError
 from store.icons import IconsSpec, IconStore
+from store.shards import shard_blocks
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ class RenderSummary:
 
     icons_path: str
     shard: tuple[int, int]
-    levels: dict[int, int]          # N -> kept cells
+    levels: dict[int, int]  # N -> kept cells
     batches_run: int
     icons_run: int
-    icons_done: int                 # over all levels, this run's and earlier runs'
+    icons_done: int  # over all levels, this run's and earlier runs'
     icons_total: int
-    batch_size: int                 # the largest batch actually optimised at once
+    batch_size: int  # the largest batch actually optimised at once
     seconds: float
-    mean_objective: float           # over this run's icons (nan if none)
+    mean_objective: float  # over this run's icons (nan if none)
     mean_cossim: float
     cossim_quantiles: dict[str, float] = field(default_factory=dict)
 
@@ -93,26 +93,41 @@ def run(
     total = sum(len(icons.batch_range(n, b)) for n, b in pending)
     if on_start is not None:
         on_start(total)
-    log.info("render shard %d/%d: %d batches pending (%d icons, %d steps x %d attempts, %d px)",
-             *shard, len(pending), total, r.steps, r.attempts, r.size)
+    log.info(
+        "render shard %d/%d: %d batches pending (%d icons, %d steps x %d attempts, %d px)",
+        *shard,
+        len(pending),
+        total,
+        r.steps,
+        r.attempts,
+        r.size,
+    )
     cap = _batch_cap(model, r, device)
     objectives, cossims = [], []
     module = fold_batchnorm(model.module, model.layer, model.normalize)  # same values, ~25% faster steps
     with layer_forward(module, model.layer, normalize=model.normalize) as forward:
         for n, b in pending:
             rows = icons.batch_range(n, b)
-            directions = torch.as_tensor(cells[n].direction[rows.start:rows.stop], dtype=torch.float32)
-            images, objective = render_batch(forward, model.layer, directions, whitening, r, device,
-                                             seeds=[batch_seed(r.seed, n, b, k) for k in range(-(-len(rows) // cap))],
-                                             cap=cap)
+            directions = torch.as_tensor(cells[n].direction[rows.start : rows.stop], dtype=torch.float32)
+            images, objective = render_batch(
+                forward,
+                model.layer,
+                directions,
+                whitening,
+                r,
+                device,
+                seeds=[batch_seed(r.seed, n, b, k) for k in range(-(-len(rows) // cap))],
+                cap=cap,
+            )
             cossim = centre_cossim(forward, model.layer, images, directions, device)
             icons.write_batch(n, b, images, objective, cossim)
             objectives.append(objective)
             cossims.append(cossim)
             if progress is not None:
                 progress(len(rows))
-    return _summarise(icons, shard, cells, len(pending), total, min(cap, r.batch_size), time.perf_counter() - t0,
-                      objectives, cossims)
+    return _summarise(
+        icons, shard, cells, len(pending), total, min(cap, r.batch_size), time.perf_counter() - t0, objectives, cossims
+    )
 
 
 def render_batch(
@@ -132,11 +147,17 @@ def render_batch(
     """
     images, objective = [], []
     for k, start in enumerate(range(0, directions.shape[0], cap)):
-        part = directions[start:start + cap]
+        part = directions[start : start + cap]
         result = render(
-            forward, AtlasDirection(layer, part, whitening=whitening, cos_power=r.cos_power, cosine=r.cosine),
-            FourierImage(part.shape[0], (r.size, r.size)), steps=r.steps, attempts=r.attempts, lr=r.lr,
-            device=device, seed=seeds[k], mixed_precision=r.mixed_precision,
+            forward,
+            AtlasDirection(layer, part, whitening=whitening, cos_power=r.cos_power, cosine=r.cosine),
+            FourierImage(part.shape[0], (r.size, r.size)),
+            steps=r.steps,
+            attempts=r.attempts,
+            lr=r.lr,
+            device=device,
+            seed=seeds[k],
+            mixed_precision=r.mixed_precision,
         )
         images.append(result.images)
         objective.append(result.objective)
@@ -176,8 +197,10 @@ def _check_model(store: RowStore, model: LoadedModel) -> None:
     stored = store.attrs.get("model") or {}
     for key, have in (("name", model.name), ("layer", model.layer), ("weights_sha256", model.weights_sha256)):
         if key in stored and stored[key] != have:
-            raise AtlasError(f"store {store.path} was collected with model.{key}={stored[key]!r} but render "
-                             f"loads {have!r}; use the collect run's model settings")
+            raise AtlasError(
+                f"store {store.path} was collected with model.{key}={stored[key]!r} but render "
+                f"loads {have!r}; use the collect run's model settings"
+            )
 
 
 def grid_fingerprint(store: RowStore, cells: dict[int, derived.CellLevel]) -> str:
@@ -191,7 +214,10 @@ def _spec(r: RenderConfig, store: RowStore, model: LoadedModel, cells: dict[int,
     return IconsSpec(
         grid={"layout_id": derived.grid_attrs(store).get("layout_id"), "fingerprint": grid_fingerprint(store, cells)},
         model={"name": model.name, "weights_sha256": model.weights_sha256, "layer": model.layer},
-        params=params, levels={n: len(level) for n, level in cells.items()}, size=r.size, batch_size=r.batch_size,
+        params=params,
+        levels={n: len(level) for n, level in cells.items()},
+        size=r.size,
+        batch_size=r.batch_size,
     )
 
 
@@ -215,25 +241,56 @@ def _batch_cap(model: LoadedModel, r: RenderConfig, device: torch.device) -> int
     free, _ = torch.cuda.mem_get_info(device)
     cap = max(1, min(r.batch_size, int(free * _CUDA_MEMORY_FRACTION // per_icon)))
     if cap < r.batch_size:
-        log.warning("render batch capped at %d (of %d) by free GPU memory (%.1f GiB free, ~%.0f MiB per icon)",
-                    cap, r.batch_size, free / 2**30, per_icon / 2**20)
+        log.warning(
+            "render batch capped at %d (of %d) by free GPU memory (%.1f GiB free, ~%.0f MiB per icon)",
+            cap,
+            r.batch_size,
+            free / 2**30,
+            per_icon / 2**20,
+        )
     return cap
 
 
-def _summarise(icons: IconStore, shard: tuple[int, int], cells: dict[int, derived.CellLevel], batches: int,
-               total: int, batch_size: int, seconds: float, objectives: list[NDArray[np.float32]],
-               cossims: list[NDArray[np.float32]]) -> RenderSummary:
+def _summarise(
+    icons: IconStore,
+    shard: tuple[int, int],
+    cells: dict[int, derived.CellLevel],
+    batches: int,
+    total: int,
+    batch_size: int,
+    seconds: float,
+    objectives: list[NDArray[np.float32]],
+    cossims: list[NDArray[np.float32]],
+) -> RenderSummary:
     obj = np.concatenate(objectives) if objectives else np.zeros(0, np.float32)
     cos = np.concatenate(cossims) if cossims else np.zeros(0, np.float32)
     done = sum(len(icons.batch_range(n, b)) for n in cells for b in np.flatnonzero(icons.done(n)))
     quantiles = {f"q{int(q * 100)}": float(np.quantile(cos, q)) for q in (0.1, 0.5, 0.9)} if cos.size else {}
     summary = RenderSummary(
-        icons_path=str(icons.path), shard=shard, levels={n: len(c) for n, c in cells.items()}, batches_run=batches,
-        icons_run=total, icons_done=int(done), icons_total=sum(len(c) for c in cells.values()),
-        batch_size=batch_size, seconds=seconds, mean_objective=float(obj.mean()) if obj.size else float("nan"),
-        mean_cossim=float(cos.mean()) if cos.size else float("nan"), cossim_quantiles=quantiles,
+        icons_path=str(icons.path),
+        shard=shard,
+        levels={n: len(c) for n, c in cells.items()},
+        batches_run=batches,
+        icons_run=total,
+        icons_done=int(done),
+        icons_total=sum(len(c) for c in cells.values()),
+        batch_size=batch_size,
+        seconds=seconds,
+        mean_objective=float(obj.mean()) if obj.size else float("nan"),
+        mean_cossim=float(cos.mean()) if cos.size else float("nan"),
+        cossim_quantiles=quantiles,
     )
-    log.info("rendered %d icons in %d batches in %.1f s (%.2f icons/s); %d of %d done; mean objective %.4g, "
-             "mean cos-sim %.3f %s", total, batches, seconds, summary.icons_per_second, summary.icons_done,
-             summary.icons_total, summary.mean_objective, summary.mean_cossim, quantiles)
+    log.info(
+        "rendered %d icons in %d batches in %.1f s (%.2f icons/s); %d of %d done; mean objective %.4g, "
+        "mean cos-sim %.3f %s",
+        total,
+        batches,
+        seconds,
+        summary.icons_per_second,
+        summary.icons_done,
+        summary.icons_total,
+        summary.mean_objective,
+        summary.mean_cossim,
+        quantiles,
+    )
     return summary

@@ -40,10 +40,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from stages.images.decoding import decode_rgb
 from stages.images.crops import Box, eval_crop_of, view_box
-from store.view import RowStore
+from stages.images.decoding import decode_rgb
 from store import derived
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,11 @@ class TopK:
     """
 
     values: NDArray[np.float32]  # [cells, k]
-    rows: NDArray[np.int64]      # [cells, k]
+    rows: NDArray[np.int64]  # [cells, k]
     rows_per_photo: int = 0
 
     @classmethod
-    def empty(cls, cells: int, k: int, rows_per_photo: int = 0) -> "TopK":
+    def empty(cls, cells: int, k: int, rows_per_photo: int = 0) -> TopK:
         return cls(np.full((cells, k), -np.inf, np.float32), np.full((cells, k), -1, np.int64), rows_per_photo)
 
     def merge(self, cells: NDArray[np.integer], values: NDArray[np.floating], rows: NDArray[np.integer]) -> None:
@@ -100,18 +100,20 @@ class TopK:
 Candidates = tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]  # (cell, cosine, row)
 
 
-def member_candidates(cell_of_row: NDArray[np.int32], start: int, x_unit: NDArray[np.float32],
-                      directions_unit: NDArray[np.float32]) -> Candidates:
+def member_candidates(
+    cell_of_row: NDArray[np.int32], start: int, x_unit: NDArray[np.float32], directions_unit: NDArray[np.float32]
+) -> Candidates:
     """(cell, cosine, row) of every member row of one block against its own cell's direction."""
-    cells = cell_of_row[start:start + len(x_unit)]
+    cells = cell_of_row[start : start + len(x_unit)]
     member = np.flatnonzero(cells >= 0)
     c = cells[member].astype(np.int64)
     cos = np.einsum("ij,ij->i", x_unit[member], directions_unit[c])
     return c, cos.astype(np.float32), member.astype(np.int64) + start
 
 
-def faiss_candidates(x_unit: NDArray[np.float32], rows: NDArray[np.int64], directions_unit: NDArray[np.float32],
-                     k: int) -> Candidates:
+def faiss_candidates(
+    x_unit: NDArray[np.float32], rows: NDArray[np.int64], directions_unit: NDArray[np.float32], k: int
+) -> Candidates:
     """(cell, cosine, row): the ``k`` rows of one block nearest each direction (exact faiss search)."""
     import faiss
 
@@ -134,9 +136,14 @@ def cell_of_row(level: derived.CellLevel, n_rows: int) -> NDArray[np.int32]:
     return out
 
 
-def nearest_rows(store: RowStore, levels: dict[int, derived.CellLevel], k: int, search: str = "members",
-                 distinct_photos: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> dict[int, TopK]:
+def nearest_rows(
+    store: RowStore,
+    levels: dict[int, derived.CellLevel],
+    k: int,
+    search: str = "members",
+    distinct_photos: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[int, TopK]:
     """The ``k`` store rows nearest by cosine to every cell's direction, for all ``levels`` in one pass
     (``distinct_photos``: at most one row per photo in a cell's list)."""
     per_photo = RowGeometry.from_store(store).rows_per_image if distinct_photos else 0
@@ -154,7 +161,7 @@ def nearest_rows(store: RowStore, levels: dict[int, derived.CellLevel], k: int, 
             if search == "members":
                 found[n].merge(*member_candidates(owner[n], block.start, x, directions[n]))
             else:
-                keep = np.flatnonzero(valid[block.start:block.stop])
+                keep = np.flatnonzero(valid[block.start : block.stop])
                 # one row per photo: a block's top k*R rows hold the best row of each of its top-k photos
                 k_block = k * per_photo if per_photo else k
                 found[n].merge(*faiss_candidates(x[keep], keep.astype(np.int64) + block.start, directions[n], k_block))
@@ -162,8 +169,9 @@ def nearest_rows(store: RowStore, levels: dict[int, derived.CellLevel], k: int, 
 
 
 # --------------------------------------------------------------------------------- thumbnails
-def example_crop_box(view: Box, yx: tuple[int, int], layer_hw: tuple[int, int],
-                     field: float) -> tuple[float, float, float, float]:
+def example_crop_box(
+    view: Box, yx: tuple[int, int], layer_hw: tuple[int, int], field: float
+) -> tuple[float, float, float, float]:
     """Photo-pixel box of the thumbnail of position ``yx`` of a ``layer_hw`` layer seen through ``view``.
 
     The square of side ``field`` (fraction of the view) centred on the position's centre in the
@@ -192,15 +200,19 @@ class RowGeometry:
     eval_crop: tuple[int, int] | None = None  # view 0's evaluation crop (collect.view0: eval), None: plain resize
 
     @classmethod
-    def from_store(cls, store: RowStore) -> "RowGeometry":
+    def from_store(cls, store: RowStore) -> RowGeometry:
         attrs = store.attrs
         sampling = attrs.get("sampling") or {}
         shape = (attrs.get("model") or {}).get("layer_shape") or [0, 1, 1]
-        return cls(views_per_image=int(attrs.get("views_per_image", 1)),
-                   positions_per_image=int(attrs.get("positions_per_image", 1)),
-                   view_scale=tuple(sampling.get("view_scale", (1.0, 1.0))), seed=int(sampling.get("seed", 0)),
-                   max_pixels=int(sampling.get("max_pixels", 89_478_485)), layer_hw=(int(shape[1]), int(shape[2])),
-                   eval_crop=eval_crop_of(sampling))
+        return cls(
+            views_per_image=int(attrs.get("views_per_image", 1)),
+            positions_per_image=int(attrs.get("positions_per_image", 1)),
+            view_scale=tuple(sampling.get("view_scale", (1.0, 1.0))),
+            seed=int(sampling.get("seed", 0)),
+            max_pixels=int(sampling.get("max_pixels", 89_478_485)),
+            layer_hw=(int(shape[1]), int(shape[2])),
+            eval_crop=eval_crop_of(sampling),
+        )
 
     @property
     def rows_per_image(self) -> int:
@@ -210,14 +222,16 @@ class RowGeometry:
         return row // self.rows_per_image, (row // self.positions_per_image) % self.views_per_image
 
 
-def example_thumbnail(photo: Image.Image, geo: "RowGeometry", row: int, yx: tuple[int, int], px: int,
-                      field: float) -> Image.Image:
+def example_thumbnail(
+    photo: Image.Image, geo: RowGeometry, row: int, yx: tuple[int, int], px: int, field: float
+) -> Image.Image:
     """The ``px`` x ``px`` thumbnail of store row ``row`` (sampled at layer position ``yx``) cut from its
     decoded ``photo``: the view's box (:func:`view_box`), the ``field`` square around the position in
     it (:func:`example_crop_box`), resized with Lanczos (see the module docstring)."""
     image, view = geo.image_and_view(row)
-    box = view_box(photo.width, photo.height, image, view, geo.views_per_image, geo.view_scale, geo.seed,
-                   eval_crop=geo.eval_crop)
+    box = view_box(
+        photo.width, photo.height, image, view, geo.views_per_image, geo.view_scale, geo.seed, eval_crop=geo.eval_crop
+    )
     crop = example_crop_box(box, yx, geo.layer_hw, field)
     return photo.resize((px, px), resample=Image.Resampling.LANCZOS, box=crop)
 
@@ -238,16 +252,20 @@ def row_thumbnails(store: RowStore, rows: NDArray[np.integer], px: int, field: f
     for image in np.unique(images):
         decoded = decode_rgb(str(paths[image]), geo.max_pixels)
         if decoded.image is None:
-            log.warning("dataset examples: photo %s cannot be opened (%s); its examples are left out",
-                        paths[image], decoded.reason)
+            log.warning(
+                "dataset examples: photo %s cannot be opened (%s); its examples are left out",
+                paths[image],
+                decoded.reason,
+            )
             continue
         for idx in np.flatnonzero(images == image):
             out[idx] = example_thumbnail(decoded.image, geo, int(rows[idx]), yx_of[int(rows[idx])], px, field)
     return out
 
 
-def cell_examples(store: RowStore, level: derived.CellLevel, cell: int, k: int,
-                  distinct_photos: bool = True) -> NDArray[np.int64]:
+def cell_examples(
+    store: RowStore, level: derived.CellLevel, cell: int, k: int, distinct_photos: bool = True
+) -> NDArray[np.int64]:
     """The ``k`` members of kept cell ``cell`` nearest its direction by cosine, best first.
 
     The tiles stage's ``members`` search (:func:`member_candidates` folded into a :class:`TopK`) for
@@ -260,13 +278,14 @@ def cell_examples(store: RowStore, level: derived.CellLevel, cell: int, k: int,
         return np.zeros(0, np.int64)
     x = unit_rows(store.row_values("activations", members))
     owner = np.zeros(len(members), np.int32)  # every row read belongs to the one cell (number 0 here)
-    c, cos, local = member_candidates(owner, 0, x, unit_rows(level.direction[cell:cell + 1]))
+    c, cos, local = member_candidates(owner, 0, x, unit_rows(level.direction[cell : cell + 1]))
     picks.merge(c, cos, members[local])
     return picks.rows[0][picks.rows[0] >= 0]
 
 
-def write_thumbnails(store: RowStore, picks: TopK, out_dir: Path, rel_prefix: str, px: int, field: float,
-                     quality: int) -> list[list[str]]:
+def write_thumbnails(
+    store: RowStore, picks: TopK, out_dir: Path, rel_prefix: str, px: int, field: float, quality: int
+) -> list[list[str]]:
     """Write ``<out_dir>/<cell>_<k>.jpg`` for every picked row; per cell, the written paths as
     ``<rel_prefix>/<cell>_<k>.jpg`` (best first; missing photos are left out with a warning)."""
     geo = RowGeometry.from_store(store)
@@ -284,14 +303,19 @@ def write_thumbnails(store: RowStore, picks: TopK, out_dir: Path, rel_prefix: st
     for image in np.unique(images):  # each photo decoded once
         decoded = decode_rgb(str(paths[image]), geo.max_pixels)
         if decoded.image is None:
-            log.warning("dataset examples: photo %s cannot be opened (%s); its examples are left out",
-                        paths[image], decoded.reason)
+            log.warning(
+                "dataset examples: photo %s cannot be opened (%s); its examples are left out",
+                paths[image],
+                decoded.reason,
+            )
             continue
         photo = decoded.image
         for idx in np.flatnonzero(images == image):
             cell, rank, row = int(cells[idx]), int(ranks[idx]), int(rows[idx])
-            example_thumbnail(photo, geo, row, yx_of[row], px, field).save(out_dir / f"{cell}_{rank}.jpg", quality=quality)
+            example_thumbnail(photo, geo, row, yx_of[row], px, field).save(
+                out_dir / f"{cell}_{rank}.jpg", quality=quality
+            )
             written[(cell, rank)] = f"{rel_prefix}/{cell}_{rank}.jpg"
-    for (cell, rank), rel in sorted(written.items()):
+    for (cell, _rank), rel in sorted(written.items()):
         out[cell].append(rel)
     return out

@@ -40,14 +40,20 @@ from filelock import FileLock
 
 from stages.config import TilesConfig
 from stages.images.class_names import label_classes
-from stages.tiles.viewer_assets import install_viewer
 from stages.tiles import dataset_examples as examples_mod
 from stages.tiles import highlight as highlight_mod
-from stages.tiles.geometry import (DziGeometry, box_fractions, cell_pixel_boxes, icon_pixel_boxes, icon_pixel_sides,
-                                   icon_scale)
-from stages.tiles.pyramid import compose_canvas, write_dzi
 from stages.tiles import integrity
+from stages.tiles.geometry import (
+    DziGeometry,
+    box_fractions,
+    cell_pixel_boxes,
+    icon_pixel_boxes,
+    icon_pixel_sides,
+    icon_scale,
+)
+from stages.tiles.pyramid import compose_canvas, write_dzi
 from stages.tiles.source import AtlasSource, fingerprint
+from stages.tiles.viewer_assets import install_viewer
 from store.atomic import remove_tree
 from store.errors import storage_error
 from store.shards import shard_blocks
@@ -113,26 +119,38 @@ def _sig(value: float) -> float | None:
     return None if not math.isfinite(float(value)) else float(f"{float(value):.6g}")
 
 
-def cells_records(source: AtlasSource, n: int, level: Any, icons: Any, cfg: TilesConfig,
-                  example_paths: list[list[str]]) -> list[dict[str, Any]]:
+def cells_records(
+    source: AtlasSource, n: int, level: Any, icons: Any, cfg: TilesConfig, example_paths: list[list[str]]
+) -> list[dict[str, Any]]:
     """The ``cells.json`` list of one level (one entry per kept cell, the grid's cell order)."""
     scale = icon_scale(level.count, cfg.density, cfg.density_scaling)
     canvas_px = n * source.icon_px
     bounds = box_fractions(cell_pixel_boxes(level.i, level.j, source.icon_px), canvas_px)
-    icon_bounds = box_fractions(icon_pixel_boxes(level.i, level.j, source.icon_px,
-                                                 icon_pixel_sides(scale, source.icon_px)), canvas_px)
+    icon_bounds = box_fractions(
+        icon_pixel_boxes(level.i, level.j, source.icon_px, icon_pixel_sides(scale, source.icon_px)), canvas_px
+    )
     names = source.class_names
     records = []
     for c in range(len(level)):
-        classes = [{"index": int(k), "name": names[k] if k < len(names) else str(k), "value": _sig(v)}
-                   for k, v in zip(level.top_idx[c].tolist(), level.top_val[c].tolist()) if k >= 0]
-        records.append({
-            "cell": c, "i": int(level.i[c]), "j": int(level.j[c]),
-            "bounds": [_num(v) for v in bounds[c]], "icon_bounds": [_num(v) for v in icon_bounds[c]],
-            "count": int(level.count[c]), "classes": classes[:5],
-            "objective": _sig(icons.objective[c]), "cossim": _sig(icons.cossim[c]),
-            "examples": example_paths[c] if c < len(example_paths) else [],
-        })
+        classes = [
+            {"index": int(k), "name": names[k] if k < len(names) else str(k), "value": _sig(v)}
+            for k, v in zip(level.top_idx[c].tolist(), level.top_val[c].tolist())
+            if k >= 0
+        ]
+        records.append(
+            {
+                "cell": c,
+                "i": int(level.i[c]),
+                "j": int(level.j[c]),
+                "bounds": [_num(v) for v in bounds[c]],
+                "icon_bounds": [_num(v) for v in icon_bounds[c]],
+                "count": int(level.count[c]),
+                "classes": classes[:5],
+                "objective": _sig(icons.objective[c]),
+                "cossim": _sig(icons.cossim[c]),
+                "examples": example_paths[c] if c < len(example_paths) else [],
+            }
+        )
     return records
 
 
@@ -147,15 +165,25 @@ def write_highlight(source: AtlasSource, level: Any, folder: Path, row_labels: A
         columns["label"] = highlight_mod.label_shares(level.member_offsets, level.member_rows, row_labels)
     for kind, by_index in columns.items():
         for index, column in sorted(by_index.items()):
-            write_json_twin(folder / "highlight" / f"{kind}_{index}.json", column.record(),
-                            f'window.ATLAS_HIGHLIGHT["{source.id}/{level.n}/{kind}/{index}"]')
+            write_json_twin(
+                folder / "highlight" / f"{kind}_{index}.json",
+                column.record(),
+                f'window.ATLAS_HIGHLIGHT["{source.id}/{level.n}/{kind}/{index}"]',
+            )
         written["classes" if kind == "class" else "labels"] = sorted(by_index)
     return written
 
 
-def _stage_level(source: AtlasSource, level: Any, staging: Path, cfg: TilesConfig, picks: Any,
-                 level_fp: str, progress: Callable[[int], None] | None,
-                 row_labels: Any = None) -> tuple[int, int, int]:
+def _stage_level(
+    source: AtlasSource,
+    level: Any,
+    staging: Path,
+    cfg: TilesConfig,
+    picks: Any,
+    level_fp: str,
+    progress: Callable[[int], None] | None,
+    row_labels: Any = None,
+) -> tuple[int, int, int]:
     """Write ``level`` into ``staging/level_<n>/`` (via a ``.tmp`` folder); (tiles, examples, cells)."""
     n = level.n
     with_examples = picks is not None and source.store is not None
@@ -170,17 +198,33 @@ def _stage_level(source: AtlasSource, level: Any, staging: Path, cfg: TilesConfi
     del canvas
     paths: list[list[str]] = [[] for _ in range(len(level))]
     if with_examples:
-        paths = examples_mod.write_thumbnails(source.store, picks, tmp / "examples" / f"level_{n}",
-                                              f"examples/level_{n}", cfg.example_px, cfg.example_field, cfg.quality)
+        paths = examples_mod.write_thumbnails(
+            source.store,
+            picks,
+            tmp / "examples" / f"level_{n}",
+            f"examples/level_{n}",
+            cfg.example_px,
+            cfg.example_field,
+            cfg.quality,
+        )
     n_examples = sum(len(p) for p in paths)
     if progress is not None and with_examples:
         progress(len(level) * cfg.examples)  # as announced (fewer are written when photos are missing)
     records = cells_records(source, n, level, icons, cfg, paths)
     write_json_twin(tmp / f"level_{n}" / "cells.json", records, f'window.ATLAS_CELLS["{source.id}/{n}"]')
     highlight = write_highlight(source, level, tmp / f"level_{n}", row_labels) if cfg.highlight else {}
-    (tmp / "done.json").write_text(json.dumps({"fingerprint": level_fp, "tiles": tiles, "examples": n_examples,
-                                               "cells": len(level), "canvas_px": geometry.width,
-                                               "highlight": highlight}))
+    (tmp / "done.json").write_text(
+        json.dumps(
+            {
+                "fingerprint": level_fp,
+                "tiles": tiles,
+                "examples": n_examples,
+                "cells": len(level),
+                "canvas_px": geometry.width,
+                "highlight": highlight,
+            }
+        )
+    )
     integrity.publish_level(tmp, staging, n)
     return tiles, n_examples, len(level)
 
@@ -193,9 +237,14 @@ def _staged(staging: Path, n: int, level_fp: str) -> dict[str, Any] | None:
     return info if info.get("fingerprint") == level_fp else None
 
 
-def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, shard: tuple[int, int] = (0, 1),
-                 progress: Callable[[int], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> ExportResult:
+def export_atlas(
+    source: AtlasSource,
+    out_dir: str | Path,
+    cfg: TilesConfig,
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ExportResult:
     """Export ``source`` into ``out_dir`` (shard ``i/n`` of its levels; see the module docstring).
 
     ``on_start(total)`` gets the tiles + thumbnails this shard will write, ``progress(k)`` is
@@ -204,8 +253,10 @@ def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, sha
     out = Path(out_dir)
     staging = out / f".{_slug(source.id)}.staging"
     params = cfg.model_dump(mode="json", exclude={"levels", "layout_points", "seed"})
-    level_fps = {n: fingerprint({"source": source.fingerprint, "params": params, "n": n, "format": LEVEL_FORMAT})
-                 for n in source.levels}
+    level_fps = {
+        n: fingerprint({"source": source.fingerprint, "params": params, "n": n, "format": LEVEL_FORMAT})
+        for n in source.levels
+    }
     mine = [source.levels[k] for k in shard_blocks(len(source.levels), *shard)]
     state = _state_path(out, source)
     atlas_fp = fingerprint({"levels": level_fps, "minimap": [cfg.layout_points, cfg.seed], "title": source.title})
@@ -213,20 +264,27 @@ def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, sha
         log.info("atlas %s in %s is up to date (same icons, grid and tiles parameters)", source.id, out)
         update_index(out, source)
         install_viewer(out)
-        return ExportResult(atlas_dir=out / source.path, levels_written=[], levels_reused=mine, tiles=0,
-                            examples=0, assembled=True)
+        return ExportResult(
+            atlas_dir=out / source.path, levels_written=[], levels_reused=mine, tiles=0, examples=0, assembled=True
+        )
     staging.mkdir(parents=True, exist_ok=True)
     todo = [n for n in mine if _staged(staging, n, level_fps[n]) is None]
     reused = [n for n in mine if n not in todo]
     cells = {n: source.cell_level(n) for n in todo}
     with_examples = bool(cfg.examples) and source.store is not None
     if on_start is not None:
-        on_start(sum(DziGeometry(n * source.icon_px, n * source.icon_px, cfg.tile_size, cfg.overlap).n_tiles()
-                     + (len(cells[n]) * cfg.examples if with_examples else 0) for n in todo))
+        on_start(
+            sum(
+                DziGeometry(n * source.icon_px, n * source.icon_px, cfg.tile_size, cfg.overlap).n_tiles()
+                + (len(cells[n]) * cfg.examples if with_examples else 0)
+                for n in todo
+            )
+        )
     picks = {}
     if todo and with_examples:
-        picks = examples_mod.nearest_rows(source.store, cells, cfg.examples, cfg.example_search,
-                                          cfg.example_distinct_photos)
+        picks = examples_mod.nearest_rows(
+            source.store, cells, cfg.examples, cfg.example_search, cfg.example_distinct_photos
+        )
     row_labels = _row_labels(source) if todo and cfg.highlight else None
     tiles = n_examples = 0
     counts = {}
@@ -239,20 +297,32 @@ def export_atlas(source: AtlasSource, out_dir: str | Path, cfg: TilesConfig, sha
         integrity.drop_private(staging, todo)
         raise (storage_error(exc, out) if isinstance(exc, OSError) else exc) from None
     with integrity.atlas_lock(staging):
-        if (out / source.path / "manifest.json").exists() and state.exists() and json.loads(state.read_text()) == atlas_fp:
+        if (
+            (out / source.path / "manifest.json").exists()
+            and state.exists()
+            and json.loads(state.read_text()) == atlas_fp
+        ):
             missing = []  # another run assembled these same inputs meanwhile
             shutil.rmtree(staging, ignore_errors=True)
         else:
             missing = [n for n in source.levels if _staged(staging, n, level_fps[n]) is None]
         if missing:
-            log.info("atlas %s: levels %s are not staged yet (other shards); the last shard assembles it",
-                     source.id, missing)
+            log.info(
+                "atlas %s: levels %s are not staged yet (other shards); the last shard assembles it", source.id, missing
+            )
         elif staging.exists():
             state.unlink(missing_ok=True)
             _assemble(source, out, staging, cfg)
             integrity.write_state(state, atlas_fp)
-    return ExportResult(atlas_dir=out / source.path, levels_written=todo, levels_reused=reused, tiles=tiles,
-                        examples=n_examples, assembled=not missing, cells=counts)
+    return ExportResult(
+        atlas_dir=out / source.path,
+        levels_written=todo,
+        levels_reused=reused,
+        tiles=tiles,
+        examples=n_examples,
+        assembled=not missing,
+        cells=counts,
+    )
 
 
 def _row_labels(source: AtlasSource) -> Any:
@@ -274,9 +344,13 @@ def _write_highlight_index(source: AtlasSource, folder: Path, per_level: dict[in
     as_class = label_classes(source.label_names, source.class_names)
     index = {
         "classes": list(source.class_names),
-        "labels": [{"index": k, "name": name, "class": int(as_class[k]), "rows": int(label_rows[k])}
-                   for k, name in enumerate(source.label_names)],
-        "levels": {str(n): {"classes": v.get("classes", []), "labels": v.get("labels", [])} for n, v in per_level.items()},
+        "labels": [
+            {"index": k, "name": name, "class": int(as_class[k]), "rows": int(label_rows[k])}
+            for k, name in enumerate(source.label_names)
+        ],
+        "levels": {
+            str(n): {"classes": v.get("classes", []), "labels": v.get("labels", [])} for n, v in per_level.items()
+        },
         "files": "level_{n}/highlight/{kind}_{index}.js",
     }
     write_json_twin(folder / "highlight.json", index, f'window.ATLAS_HIGHLIGHT_INDEX["{source.id}"]')
@@ -301,14 +375,33 @@ def _assemble(source: AtlasSource, out: Path, staging: Path, cfg: TilesConfig) -
         if (part / "examples" / f"level_{n}").exists():
             (new / "examples").mkdir(exist_ok=True)
             _link(part / "examples" / f"level_{n}", new / "examples" / f"level_{n}")
-        levels.append({"n": n, "canvas_px": info["canvas_px"], "cell_px": source.icon_px, "cells": info["cells"],
-                       "dzi": f"level_{n}.dzi", "tiles": f"level_{n}_files/", "tile_size": cfg.tile_size,
-                       "overlap": cfg.overlap, "format": cfg.format, "cells_json": f"level_{n}/cells.json",
-                       "cells_js": f"level_{n}/cells.js"})
+        levels.append(
+            {
+                "n": n,
+                "canvas_px": info["canvas_px"],
+                "cell_px": source.icon_px,
+                "cells": info["cells"],
+                "dzi": f"level_{n}.dzi",
+                "tiles": f"level_{n}_files/",
+                "tile_size": cfg.tile_size,
+                "overlap": cfg.overlap,
+                "format": cfg.format,
+                "cells_json": f"level_{n}/cells.json",
+                "cells_js": f"level_{n}/cells.js",
+            }
+        )
     _write_minimap(source, new, cfg)
-    manifest = {"id": source.id, "kind": source.kind, "title": source.title, "icon_px": source.icon_px,
-                "axes": source.axes, "density_scaling": cfg.density_scaling, "levels": levels, "layout": "layout.js",
-                "highlight": _write_highlight_index(source, new, highlight)}
+    manifest = {
+        "id": source.id,
+        "kind": source.kind,
+        "title": source.title,
+        "icon_px": source.icon_px,
+        "axes": source.axes,
+        "density_scaling": cfg.density_scaling,
+        "levels": levels,
+        "layout": "layout.js",
+        "highlight": _write_highlight_index(source, new, highlight),
+    }
     write_json_twin(new / "manifest.json", manifest, f'window.ATLAS_MANIFESTS["{source.id}"]')
     integrity.write_checksums(new, source)  # last: every file's sha256 (atlas verify checks them)
     final = out / source.path
@@ -330,6 +423,7 @@ def _link(src: Path, dst: Path) -> None:
     killed half way through assembling leaves every staged level as it was, and the next run
     assembles again from it (a move would leave a level marked done with files missing).
     """
+
     def link_or_copy(a: str, b: str) -> None:
         try:
             os.link(a, b)
@@ -346,9 +440,12 @@ def _write_minimap(source: AtlasSource, folder: Path, cfg: TilesConfig) -> None:
     points = source.minimap(cfg.layout_points, cfg.seed)
     labels = points.label.astype(int)
     names = source.class_names
-    layout = {"x": np.round(points.x.astype(np.float64), 4).tolist(),
-              "y": np.round(points.y.astype(np.float64), 4).tolist(), "label": labels.tolist(),
-              "names": {str(k): names[k] for k in sorted(set(labels.tolist())) if 0 <= k < len(names)}}
+    layout = {
+        "x": np.round(points.x.astype(np.float64), 4).tolist(),
+        "y": np.round(points.y.astype(np.float64), 4).tolist(),
+        "label": labels.tolist(),
+        "names": {str(k): names[k] for k in sorted(set(labels.tolist())) if 0 <= k < len(names)},
+    }
     write_json_twin(folder / "layout.json", layout, f'window.ATLAS_LAYOUTS["{source.id}"]')
 
 

@@ -57,8 +57,9 @@ def cell_pixel_boxes(i: NDArray[np.integer], j: NDArray[np.integer], cell_px: in
     return np.stack([x0, y0, x0 + cell_px, y0 + cell_px], axis=1)
 
 
-def icon_pixel_boxes(i: NDArray[np.integer], j: NDArray[np.integer], cell_px: int,
-                     sides: NDArray[np.integer]) -> NDArray[np.int64]:
+def icon_pixel_boxes(
+    i: NDArray[np.integer], j: NDArray[np.integer], cell_px: int, sides: NDArray[np.integer]
+) -> NDArray[np.int64]:
     """``[K, 4]`` pixel rectangles of the icons: ``sides`` px squares centred in their cells.
 
     When ``cell_px - side`` is odd the extra pixel goes right/below (integer placement keeps the
@@ -134,7 +135,9 @@ class DziGeometry:
 
     def dzi_xml(self, fmt: str) -> str:
         """The ``.dzi`` descriptor OpenSeadragon reads (``fmt``: the tiles' file extension)."""
-        return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" '
-                f'Overlap="{self.overlap}" TileSize="{self.tile_size}">\n'
-                f'  <Size Width="{self.width}" Height="{self.height}"/>\n</Image>\n')
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" '
+            f'Overlap="{self.overlap}" TileSize="{self.tile_size}">\n'
+            f'  <Size Width="{self.width}" Height="{self.height}"/>\n</Image>\n'
+        )

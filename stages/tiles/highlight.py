@@ -60,8 +60,9 @@ def split_columns(matrix: NDArray[np.floating]) -> dict[int, SparseColumn]:
     return {int(cols[s]): SparseColumn(cells[s:e].astype(np.int64), values[s:e]) for s, e in zip(starts, ends)}
 
 
-def label_shares(member_offsets: NDArray[np.integer], member_rows: NDArray[np.integer],
-                 row_labels: NDArray[np.integer]) -> dict[int, SparseColumn]:
+def label_shares(
+    member_offsets: NDArray[np.integer], member_rows: NDArray[np.integer], row_labels: NDArray[np.integer]
+) -> dict[int, SparseColumn]:
     """Per data-set label, the share of each cell's members whose photo carries that label.
 
     ``member_offsets`` / ``member_rows`` are the grid's CSR member lists (store row ids),

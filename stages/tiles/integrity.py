@@ -82,4 +82,6 @@ def made_from(store: Any) -> dict[str, Any]:
 
 def write_checksums(folder: Path, source: Any) -> None:
     """``folder/checksums.json``: every file's sha256 and size, and what the atlas was made from."""
-    write_manifest(folder, {"fingerprint": getattr(source, "fingerprint", ""), **made_from(getattr(source, "store", None))})
+    write_manifest(
+        folder, {"fingerprint": getattr(source, "fingerprint", ""), **made_from(getattr(source, "store", None))}
+    )

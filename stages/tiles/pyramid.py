@@ -21,8 +21,14 @@ from stages.tiles.geometry import DziGeometry, icon_pixel_boxes, icon_pixel_side
 _SAVE_OPTIONS = {"jpg": {"format": "JPEG", "optimize": False}, "webp": {"format": "WEBP", "method": 2}}
 
 
-def compose_canvas(icons: NDArray[np.uint8], i: NDArray[np.integer], j: NDArray[np.integer], n: int,
-                   scale: NDArray[np.floating], background: str) -> tuple[Image.Image, NDArray[np.int64]]:
+def compose_canvas(
+    icons: NDArray[np.uint8],
+    i: NDArray[np.integer],
+    j: NDArray[np.integer],
+    n: int,
+    scale: NDArray[np.floating],
+    background: str,
+) -> tuple[Image.Image, NDArray[np.int64]]:
     """The level's square canvas (``n * S`` px for ``S`` px icons) and each icon's pixel box.
 
     Every kept cell's icon is resized to ``round(scale * S)`` px (Lanczos) and centred in its
@@ -56,8 +62,14 @@ def pyramid_levels(image: Image.Image, geometry: DziGeometry) -> list[tuple[int,
     return out
 
 
-def write_dzi(image: Image.Image, dzi_path: Path, geometry: DziGeometry, fmt: str, quality: int,
-              progress: Callable[[int], None] | None = None) -> int:
+def write_dzi(
+    image: Image.Image,
+    dzi_path: Path,
+    geometry: DziGeometry,
+    fmt: str,
+    quality: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Write ``<name>.dzi`` and ``<name>_files/<level>/<col>_<row>.<fmt>``; returns the tile count.
 
     ``progress(k)`` is called after each pyramid level with the ``k`` tiles it wrote.

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from store.view import RowStore
-from store.errors import AtlasError
 from store import derived
+from store.errors import AtlasError
 from store.icons import IconLevel, IconStore
+from store.view import RowStore
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class AtlasSource:
         return f"{self.id}/"
 
     @classmethod
-    def from_store(cls, store: RowStore, levels: list[int] | None = None) -> "AtlasSource":
+    def from_store(cls, store: RowStore, levels: list[int] | None = None) -> AtlasSource:
         """The main atlas of ``store``: its grid, its icons (``<store>.icons.zarr``), its layout.
 
         ``levels`` None: every level whose icons are completely rendered; a requested level
@@ -80,12 +80,21 @@ class AtlasSource:
         model = store.attrs.get("model") or {}
         attrs = icons.attrs
         return cls(
-            id="main", kind="main", title=f"{model.get('name', 'model')} {model.get('layer', '')}".strip(),
-            levels=chosen, cell_level=lambda n: derived.read_level(store, n, with_attribution=True),
-            icon_level=icons.read_level, minimap=lambda k, seed: store_minimap(store, k, seed),
-            class_names=list(store.class_names), model={"name": model.get("name"), "layer": model.get("layer")},
-            icon_px=int(attrs["size"]), store=store, label_names=[str(v) for v in store.attrs.get("label_names") or []],
-            fingerprint=fingerprint({"grid": attrs.get("grid"), "params": attrs.get("params"), "store": str(store.path)}),
+            id="main",
+            kind="main",
+            title=f"{model.get('name', 'model')} {model.get('layer', '')}".strip(),
+            levels=chosen,
+            cell_level=lambda n: derived.read_level(store, n, with_attribution=True),
+            icon_level=icons.read_level,
+            minimap=lambda k, seed: store_minimap(store, k, seed),
+            class_names=list(store.class_names),
+            model={"name": model.get("name"), "layer": model.get("layer")},
+            icon_px=int(attrs["size"]),
+            store=store,
+            label_names=[str(v) for v in store.attrs.get("label_names") or []],
+            fingerprint=fingerprint(
+                {"grid": attrs.get("grid"), "params": attrs.get("params"), "store": str(store.path)}
+            ),
         )
 
 
@@ -96,6 +105,7 @@ def fingerprint(obj: Any) -> str:
 
 def exportable_levels(icons: IconStore, grid_levels: list[int], requested: list[int] | None) -> list[int]:
     """The levels to export, coarse to fine; refuse a requested level whose icons are not all rendered."""
+
     def state(n: int) -> str:
         if n not in icons.levels:
             return "not rendered"
@@ -106,15 +116,17 @@ def exportable_levels(icons: IconStore, grid_levels: list[int], requested: list[
         chosen = [n for n in icons.levels if n in grid_levels and state(n) == "complete"]
         if not chosen:
             states = "; ".join(f"level {n}: {state(n)}" for n in icons.levels) or "no levels"
-            raise AtlasError(f"icons {icons.path} have no completely rendered level ({states}); "
-                             f"finish `atlas render` first")
+            raise AtlasError(
+                f"icons {icons.path} have no completely rendered level ({states}); finish `atlas render` first"
+            )
         return chosen
     for n in sorted(set(requested)):
         if n not in grid_levels:
             raise AtlasError(f"tiles.levels: {n} is not a grid level; choose from: {', '.join(map(str, grid_levels))}")
         if state(n) != "complete":
-            raise AtlasError(f"tiles.levels: level {n} is {state(n)} in {icons.path}; run "
-                             f"`atlas render --levels '[{n}]'` first")
+            raise AtlasError(
+                f"tiles.levels: level {n} is {state(n)} in {icons.path}; run `atlas render --levels '[{n}]'` first"
+            )
     return sorted(set(requested))
 
 

@@ -32,15 +32,20 @@ log = logging.getLogger(__name__)
 class TilesSummary:
     """What one (shard of a) tiles run did."""
 
-    atlas: Path          # the export folder (config.data.atlas)
+    atlas: Path  # the export folder (config.data.atlas)
     index_html: Path
     result: ExportResult
-    levels: list[int]    # every level of the atlas (this shard's are in result)
+    levels: list[int]  # every level of the atlas (this shard's are in result)
     seconds: float
 
 
-def run(config: Config, store: RowStore, progress: Callable[[int], None] | None = None,
-        on_start: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> TilesSummary:
+def run(
+    config: Config,
+    store: RowStore,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> TilesSummary:
     """Export the main atlas of ``store`` into ``config.data.atlas``.
 
     ``on_start(total)`` is called once with the tiles + example thumbnails this run writes,
@@ -52,5 +57,6 @@ def run(config: Config, store: RowStore, progress: Callable[[int], None] | None 
     out = Path(config.data.atlas)
     log.info("exporting levels %s of %s into %s (shard %d/%d)", source.levels, store.path, out, *shard)
     result = export_atlas(source, out, config.tiles, shard=shard, progress=progress, on_start=on_start)
-    return TilesSummary(atlas=out, index_html=out / "index.html", result=result, levels=source.levels,
-                        seconds=time.perf_counter() - t0)
+    return TilesSummary(
+        atlas=out, index_html=out / "index.html", result=result, levels=source.levels, seconds=time.perf_counter() - t0
+    )

@@ -38,8 +38,10 @@ def install_viewer(out_dir: str | Path) -> Path:
     """
     missing = [name for name in REQUIRED_FILES if not (VIEWER_SOURCE / name).is_file()]
     if missing:
-        raise AtlasError(f"the installed package lacks viewer files {missing} under {VIEWER_SOURCE}; "
-                         "reinstall activation-atlas (pip install -e .)")
+        raise AtlasError(
+            f"the installed package lacks viewer files {missing} under {VIEWER_SOURCE}; "
+            "reinstall activation-atlas (pip install -e .)"
+        )
     out = Path(out_dir)
     # copied aside and renamed into place (store/atomic.py): a kill or a second export at the same
     # time never leaves a half-copied viewer

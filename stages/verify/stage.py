@@ -28,8 +28,18 @@ from store.verify import Problem, Repair, Report, verify_store
 log = logging.getLogger(__name__)
 
 #: the order the commands that fix things are run in
-PIPELINE = ("atlas migrate", "atlas collect", "atlas reduce", "atlas grid", "atlas render", "atlas fidelity",
-            "atlas tiles", "atlas classes", "atlas compare", "atlas align")
+PIPELINE = (
+    "atlas migrate",
+    "atlas collect",
+    "atlas reduce",
+    "atlas grid",
+    "atlas render",
+    "atlas fidelity",
+    "atlas tiles",
+    "atlas classes",
+    "atlas compare",
+    "atlas align",
+)
 _EXPORT_COMMAND = {"main": "atlas tiles", "class": "atlas classes", "compare": "atlas compare", "align": "atlas align"}
 
 
@@ -96,8 +106,15 @@ def _verify_index(index_path: Path, store_path: Path | None, report: Report) -> 
         index = json.loads(index_path.read_text())
         entries = list(index["atlases"])
     except (ValueError, KeyError, TypeError) as exc:
-        report.add(Problem("corrupt", str(index_path), f"not a valid atlas index ({type(exc).__name__})",
-                           "atlas tiles (it rewrites the index)", Repair("file", str(index_path))))
+        report.add(
+            Problem(
+                "corrupt",
+                str(index_path),
+                f"not a valid atlas index ({type(exc).__name__})",
+                "atlas tiles (it rewrites the index)",
+                Repair("file", str(index_path)),
+            )
+        )
         return
     for entry in entries:
         icons = icons_of(store_path, str(entry.get("id"))) if store_path is not None else None
@@ -105,9 +122,15 @@ def _verify_index(index_path: Path, store_path: Path | None, report: Report) -> 
     for item in sorted(atlas_dir.iterdir()):
         found = leftover(item)
         if found is not None:
-            report.add(Problem("leftover", str(item), f"hidden folder of an export run (owner {found.owner})",
-                               "--repair removes it" if found.removable else "remove it by hand once no run uses it",
-                               Repair("remove", str(item)) if found.removable else None))
+            report.add(
+                Problem(
+                    "leftover",
+                    str(item),
+                    f"hidden folder of an export run (owner {found.owner})",
+                    "--repair removes it" if found.removable else "remove it by hand once no run uses it",
+                    Repair("remove", str(item)) if found.removable else None,
+                )
+            )
 
 
 def _verify_atlas(atlas_dir: Path, entry: dict, icons: Path | None, report: Report) -> None:
@@ -118,7 +141,9 @@ def _verify_atlas(atlas_dir: Path, entry: dict, icons: Path | None, report: Repo
     forget = Repair("file", str(atlas_dir / f".{atlas_id.replace('/', '__')}.done.json"))
     after = f"atlas verify --repair, then {fix}"
     if not folder.is_dir():
-        report.add(Problem("missing", str(folder), f"atlas {atlas_id} is listed in atlases.json but missing", after, forget))
+        report.add(
+            Problem("missing", str(folder), f"atlas {atlas_id} is listed in atlases.json but missing", after, forget)
+        )
         return
     try:
         manifest = read_manifest(folder)
