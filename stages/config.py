@@ -180,6 +180,11 @@ class RenderConfig(_Section):
     mixed_precision: bool = Field(
         False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it"
     )
+    param: Literal["fourier", "maco"] = Field(
+        "fourier",
+        description="image parameterisation: lucid's Fourier image, or MACO's phase-only one with a natural "
+        "magnitude spectrum (docs/render.md, 'Steps that count')",
+    )
 
 
 class TilesConfig(_Section):

@@ -181,6 +181,7 @@ def _commands(
             o("gallery_steps"),
         ),
         "tiles": (["bench/tiles.py", "--smoke", "--store", store, "--out", str(o("tiles"))], o("tiles")),
+        "converge": (["bench/converge.py", "--smoke", "--store", store, "--out", str(o("converge"))], o("converge")),
     }
     if atlas is not None and _has_browser():
         commands["viewer_screenshot"] = (
@@ -315,6 +316,15 @@ def test_gallery_steps_figure(smoke: Smoke):
     assert [row["steps"] for row in r["rows"]] == [1, 2]
     assert all(row["icons"] > 0 and row["icons_per_s"] > 0 for row in r["rows"])
     assert Path(r["png"]).stat().st_size > 0
+
+
+def test_converge(smoke: Smoke):
+    r = smoke.result("converge")
+    assert r["model"]["layer"] == smoke.layer and r["checkpoints"] == [1, 2] and r["attempts"] == 2
+    assert {row["param"] for row in r["rows"]} == {"fourier", "maco"} and len(r["rows"]) == 2 * 2 * 2
+    for row in r["rows"]:
+        assert row["image_steps"] == row["attempts"] * row["steps"] and -1 <= row["mean_cossim"] <= 1
+    assert all(c["cpu_ms_per_image_step"] > 0 for c in r["cost"].values())
 
 
 def test_collect(smoke: Smoke):

@@ -6,7 +6,8 @@ Usable on its own (see ``docs/featurevis.md``)::
         result = render(forward, Channel("features.13.conv.0", 7), FourierImage(1, (80, 80)),
                         steps=256, device=torch.device("cpu"))
 
-Modules, one job each: :mod:`.param` (image parameterisations), :mod:`.transforms`
+Modules, one job each: :mod:`.param` (image parameterisations), :mod:`.maco`
+(the phase-only MACO parameterisation), :mod:`.transforms`
 (transformation robustness), :mod:`.objectives` (what to maximise), :mod:`.tokens` (transformer
 tokens read as a patch grid), :mod:`.forward` (model ->
 forward contract, hook hygiene), :mod:`.relu_grad` (lucid's redirected ReLU gradient for the
@@ -16,6 +17,7 @@ It imports nothing else of this project, so it can be lifted out and published a
 
 from stages.featurevis.errors import FeatureVisError
 from stages.featurevis.forward import imagenet_normalize, layer_forward
+from stages.featurevis.maco import MacoImage, maco_image
 from stages.featurevis.objectives import (
     AtlasDirection,
     Channel,
@@ -40,6 +42,7 @@ __all__ = [
     "Direction",
     "FeatureVisError",
     "FourierImage",
+    "MacoImage",
     "Neuron",
     "Objective",
     "PixelImage",
@@ -47,6 +50,7 @@ __all__ = [
     "fft_image",
     "imagenet_normalize",
     "layer_forward",
+    "maco_image",
     "pixel_image",
     "reference_transforms",
     "render",

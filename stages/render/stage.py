@@ -27,6 +27,8 @@ from stages.config import Config, RenderConfig
 from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render, spatial
 from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
+from stages.featurevis.maco import MacoImage
+from stages.featurevis.param import ImageParam
 from stages.model.registry import LoadedModel, load_model
 from store import derived
 from store.errors import AtlasError
@@ -39,7 +41,19 @@ log = logging.getLogger(__name__)
 # Fraction of the free CUDA memory a render batch may take (the rest: allocator slack, cuDNN
 # workspaces, other processes that allocate after we measured).
 _CUDA_MEMORY_FRACTION = 0.6
-_RENDER_PARAMS = ("size", "steps", "attempts", "batch_size", "lr", "cos_power", "cosine", "whiten", "seed", "levels")
+_RENDER_PARAMS = (
+    "size",
+    "steps",
+    "attempts",
+    "batch_size",
+    "lr",
+    "cos_power",
+    "cosine",
+    "whiten",
+    "seed",
+    "levels",
+    "param",
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +165,7 @@ def render_batch(
         result = render(
             forward,
             AtlasDirection(layer, part, whitening=whitening, cos_power=r.cos_power, cosine=r.cosine),
-            FourierImage(part.shape[0], (r.size, r.size)),
+            image_param(r, part.shape[0]),
             steps=r.steps,
             attempts=r.attempts,
             lr=r.lr,
@@ -162,6 +176,13 @@ def render_batch(
         images.append(result.images)
         objective.append(result.objective)
     return np.concatenate(images), np.concatenate(objective)
+
+
+def image_param(r: RenderConfig, batch: int) -> ImageParam:
+    """The image parameterisation ``render.param`` names, for a batch of ``batch`` icons."""
+    if r.param == "maco":
+        return MacoImage(batch, (r.size, r.size))
+    return FourierImage(batch, (r.size, r.size))
 
 
 def centre_cossim(
