@@ -95,7 +95,7 @@ def test_phase_scale_and_shape_errors():
 @pytest.mark.usefixtures("one_thread")
 def test_renders_a_real_direction_in_a_few_steps(mobilenet):
     """The direction of a real photo (scikit-image's cat, the centre of LAYER at 80 px) is reached
-    to cos-sim 0.6 in 24 steps; the random start is far below."""
+    to cos-sim 0.75 in 24 steps; the random start is far below."""
     import skimage.data
 
     cat = torch.as_tensor(skimage.data.chelsea()).permute(2, 0, 1)[None].float() / 255.0
@@ -114,7 +114,7 @@ def test_renders_a_real_direction_in_a_few_steps(mobilenet):
     def cos(a: torch.Tensor) -> float:
         return float(F.cosine_similarity(a[:, :, a.shape[2] // 2, a.shape[3] // 2], direction)[0])
 
-    assert cos(h) > 0.6 and cos(h) > cos(h0) + 0.15, (cos(h0), cos(h))
+    assert cos(h) > 0.75 and cos(h) > cos(h0) + 0.2, (cos(h0), cos(h))
     assert np.isfinite(result.objective).all() and result.objective[0] > result.initial_objective[0]
 
 
