@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +45,12 @@ from numpy.typing import NDArray
 from store.atomic import write_aside
 from store.errors import AtlasError
 from store.metadata import json_ready
-from store.zarrio import create_array, open_group, read
+from store.records import CellLevelInfo, GridIdentity, GridInfo, IconsRecord, LayoutInfo
+from store.zarrio import create_array, open_group, read, read_child, read_group
 
 if TYPE_CHECKING:
     from store.atlas_store import AtlasStore
+    from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def _fresh_group(store: AtlasStore, name: str) -> Iterator[zarr.Group]:
         yield group
 
 
-def _existing_group(store: AtlasStore, name: str) -> zarr.Group | None:
+def _existing_group(store: RowStore, name: str) -> zarr.Group | None:
     path = store.derived_path(name)
     if not (path / "zarr.json").exists():
         return None
@@ -86,7 +88,7 @@ def rows_token(store: Any) -> str | None:
     return token() if callable(token) else None
 
 
-def _complete_group(store: AtlasStore, name: str, what: str, stage: str) -> zarr.Group:
+def _complete_group(store: RowStore, name: str, what: str, stage: str) -> zarr.Group:
     where = getattr(store, "path", "the store")
     group = _existing_group(store, name)
     if group is None:
@@ -109,7 +111,16 @@ class Layout:
 
     @property
     def layout_id(self) -> str:
-        return str(self.attrs.get("layout_id", ""))
+        return self.info.layout_id
+
+    @property
+    def info(self) -> LayoutInfo:
+        """How this layout was made, typed (method, seed, reduce params, layout id)."""
+        return LayoutInfo.parse(self.attrs, "layout")
+
+    def metadata(self) -> dict[str, Any]:
+        """A copy of what this layout records, for a layout made from it to record too."""
+        return dict(self.attrs)
 
 
 def layout_fingerprint(rows: NDArray[np.integer], layout: NDArray[np.floating]) -> str:
@@ -154,12 +165,14 @@ def read_layout(store: AtlasStore) -> Layout:
             f"store {getattr(store, 'path', '')}: the layout was made from other collected rows than "
             "the store holds now (collect ran since); run `atlas reduce` again"
         )
+    attrs = dict(group.attrs)
+    LayoutInfo.parse(attrs, f"layout {store.derived_path(LAYOUT)}")  # a malformed record fails here, once
     return Layout(
-        rows=np.asarray(read(group["rows"]), dtype=np.int64),
-        layout=np.asarray(read(group["layout"]), dtype=np.float32),
-        embedding=np.asarray(read(group["embedding"]), dtype=np.float32),
-        fitted=np.asarray(read(group["fitted"]), dtype=bool),
-        attrs=dict(group.attrs),
+        rows=np.asarray(read(read_child(group, "rows")), dtype=np.int64),
+        layout=np.asarray(read(read_child(group, "layout")), dtype=np.float32),
+        embedding=np.asarray(read(read_child(group, "embedding")), dtype=np.float32),
+        fitted=np.asarray(read(read_child(group, "fitted")), dtype=np.bool_),
+        attrs=attrs,
     )
 
 
@@ -188,6 +201,11 @@ class CellLevel:
 
     def __len__(self) -> int:
         return int(len(self.count))
+
+    @property
+    def info(self) -> CellLevelInfo:
+        """What grid recorded about this level, typed (min_count, rows kept and dropped)."""
+        return CellLevelInfo.parse(self.attrs, f"grid level {self.n}")
 
     def members(self, cell: int) -> NDArray[np.int64]:
         """Store row ids of the members of kept cell number ``cell`` (ascending)."""
@@ -219,7 +237,7 @@ def write_grid(store: AtlasStore, levels: list[CellLevel], attrs: dict[str, Any]
         group.attrs.update({"complete": True})
 
 
-def directions_fingerprint(cells: dict[int, CellLevel]) -> str:
+def directions_fingerprint(cells: Mapping[int, CellLevel]) -> str:
     """Content hash of the cell directions of some levels: icons record it, so icons rendered from
     another grid are refused by render and reported stale by ``atlas verify``."""
     digest = hashlib.sha256()
@@ -229,37 +247,60 @@ def directions_fingerprint(cells: dict[int, CellLevel]) -> str:
     return digest.hexdigest()[:16]
 
 
-def grid_levels(store: AtlasStore) -> list[int]:
+def current_grid(store: RowStore, cells: Mapping[int, CellLevel]) -> GridIdentity:
+    """The identity of the grid ``cells`` (levels read from ``store``) belong to: what icons rendered
+    from them record (``IconsSpec.grid``) and what :func:`icons_current` compares."""
+    return GridIdentity(layout_id=grid_info(store).layout_id, fingerprint=directions_fingerprint(cells))
+
+
+def icons_current(icons: IconsRecord, store: RowStore, cells: Mapping[int, CellLevel]) -> bool:
+    """Whether icons were rendered from this grid: the same layout and the same cell directions.
+
+    The one rule for "are these icons still current": render refuses icons that are not, fidelity
+    and the API refuse to measure or show them, and the class and align stages delete them
+    (their icons are a cache).
+    """
+    return icons.grid == current_grid(store, cells)
+
+
+def grid_info(store: RowStore) -> GridInfo:
+    """The complete grid's root record (levels, the layout id it was binned from), typed."""
+    group = _complete_group(store, GRID, "grid", "grid")
+    return GridInfo.parse(dict(group.attrs), f"grid {store.derived_path(GRID)}")
+
+
+def grid_levels(store: RowStore) -> list[int]:
     """Cells per side of every stored level, ascending."""
-    return sorted(int(n) for n in _complete_group(store, GRID, "grid", "grid").attrs["levels"])
-
-
-def grid_attrs(store: AtlasStore) -> dict[str, Any]:
-    return dict(_complete_group(store, GRID, "grid", "grid").attrs)
+    return list(grid_info(store).levels)
 
 
 def read_level(store: AtlasStore, n: int, with_attribution: bool = True) -> CellLevel:
     """One level; ``with_attribution=False`` skips the dense ``[K, classes]`` mean attribution."""
     group = _complete_group(store, GRID, "grid", "grid")
-    levels = [int(v) for v in group.attrs["levels"]]
-    if n not in levels:
+    info = GridInfo.parse(dict(group.attrs), f"grid {store.derived_path(GRID)}")
+    if n not in info.levels:
         raise AtlasError(
-            f"store {getattr(store, 'path', '')} has no grid level {n}; choose one of: {', '.join(map(str, levels))}"
+            f"store {getattr(store, 'path', '')} has no grid level {n}; "
+            f"choose one of: {', '.join(map(str, info.levels))}"
         )
-    layout_id = group.attrs.get("layout_id")
-    if has_layout(store) and layout_id != _existing_group(store, LAYOUT).attrs.get("layout_id"):
+    layout = _existing_group(store, LAYOUT)
+    if layout is not None and layout.attrs.get("complete", False) and info.layout_id != layout.attrs.get("layout_id"):
         raise AtlasError(
             f"store {getattr(store, 'path', '')}: the grid was binned from an older layout; run `atlas grid` again"
         )
-    sub = group[f"level_{n}"]
+    sub = read_group(group, f"level_{n}")
+    attrs = dict(sub.attrs)
+    CellLevelInfo.parse(attrs, f"grid {store.derived_path(GRID)} level {n}")  # a malformed record fails here, once
     data = {
-        name: read(sub[name]) for name in _LEVEL_ARRAYS if name in sub and (with_attribution or name != "attribution")
+        name: read(read_child(sub, name))
+        for name in _LEVEL_ARRAYS
+        if name in sub and (with_attribution or name != "attribution")
     }
     return CellLevel(
         n=n,
         attribution=data.pop("attribution", None),
-        class_names=list(group.attrs.get("class_names", [])),
-        attrs=dict(sub.attrs),
+        class_names=list(info.class_names),
+        attrs=attrs,
         **data,
     )
 
@@ -273,6 +314,10 @@ class Whitening:
     second_moment: NDArray[np.float64]
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    def metadata(self) -> dict[str, Any]:
+        """A copy of what this whitening records, for one reused elsewhere to record too."""
+        return dict(self.attrs)
+
 
 def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
     c = whitening.matrix.shape[0]
@@ -285,8 +330,8 @@ def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
 def read_whitening(store: AtlasStore) -> Whitening:
     group = _complete_group(store, WHITENING, "whitening matrix", "grid")
     return Whitening(
-        matrix=np.asarray(read(group["matrix"]), dtype=np.float64),
-        second_moment=np.asarray(read(group["second_moment"]), dtype=np.float64),
+        matrix=np.asarray(read(read_child(group, "matrix")), dtype=np.float64),
+        second_moment=np.asarray(read(read_child(group, "second_moment")), dtype=np.float64),
         attrs=dict(group.attrs),
     )
 
