@@ -17,13 +17,19 @@ place only: the top-level geometry, which every store has, synthetic ones includ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from store.errors import AtlasError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 
 #: what a store without the key (made by a test, or before the option existed) was sampled with
 DEFAULT_VIEW_SCALE = (1.0, 1.0)
@@ -47,7 +53,7 @@ class Fields:
         self.where = where
         self.prefix = prefix
 
-    def _bad(self, key: str, expected: str) -> AtlasError:
+    def bad(self, key: str, expected: str) -> AtlasError:
         found = self.raw.get(key)
         what = "is missing" if key not in self.raw else f"is {found!r}"
         return AtlasError(
@@ -64,50 +70,37 @@ class Fields:
         if value is None and default_empty:
             value = {}
         if not isinstance(value, Mapping):
-            raise self._bad(key, "a JSON object")
+            raise self.bad(key, "a JSON object")
         return Fields(value, self.where, f"{self.prefix}{key}.")
 
     def text(self, key: str) -> str:
         value = self.raw.get(key)
         if not isinstance(value, str):
-            raise self._bad(key, "a string")
+            raise self.bad(key, "a string")
         return value
 
-    def opt_text(self, key: str) -> str | None:
-        return self.text(key) if self.has(key) else None
-
-    def integer(self, key: str, default: int | None = None) -> int:
+    def integer(self, key: str) -> int:
         value = self.raw.get(key)
-        if value is None and default is not None:
-            return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self._bad(key, "an integer")
+            raise self.bad(key, "an integer")
         return value
-
-    def opt_integer(self, key: str) -> int | None:
-        return self.integer(key) if self.has(key) else None
 
     def number(self, key: str) -> float:
         value = self.raw.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._bad(key, "a number")
+            raise self.bad(key, "a number")
         return float(value)
 
-    def opt_number(self, key: str) -> float | None:
-        return self.number(key) if self.has(key) else None
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        value = self.raw.get(key, default)
-        if value is None:
-            return default
+    def flag(self, key: str) -> bool:
+        value = self.raw.get(key)
         if not isinstance(value, bool):
-            raise self._bad(key, "true or false")
+            raise self.bad(key, "true or false")
         return value
 
     def integers(self, key: str) -> tuple[int, ...]:
         value = self.raw.get(key)
         if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            raise self._bad(key, "a list of integers")
+            raise self.bad(key, "a list of integers")
         return tuple(value)
 
     def numbers(self, key: str) -> tuple[float, ...]:
@@ -115,16 +108,43 @@ class Fields:
         if not isinstance(value, (list, tuple)) or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) for v in value
         ):
-            raise self._bad(key, "a list of numbers")
+            raise self.bad(key, "a list of numbers")
         return tuple(float(v) for v in value)
 
-    def texts(self, key: str, default_empty: bool = False) -> tuple[str, ...]:
+    def texts(self, key: str) -> tuple[str, ...]:
         value = self.raw.get(key)
-        if value is None and default_empty:
-            return ()
         if not isinstance(value, (list, tuple)):
-            raise self._bad(key, "a list of strings")
+            raise self.bad(key, "a list of strings")
         return tuple(str(v) for v in value)
+
+
+def _optional(read: Callable[[Fields, str], object]) -> Callable[[Fields, str], object]:
+    return lambda fields, key: read(fields, key) if fields.has(key) else None
+
+
+#: how a record's field is read, by its annotation (every record below is a dataclass of these)
+_READERS: dict[str, Callable[[Fields, str], object]] = {
+    "str": Fields.text,
+    "str | None": _optional(Fields.text),
+    "int": Fields.integer,
+    "int | None": _optional(Fields.integer),
+    "float | None": _optional(Fields.number),
+    "bool": Fields.flag,
+    "tuple[int, ...] | None": _optional(Fields.integers),
+    "tuple[str, ...]": Fields.texts,
+}
+
+
+def parse_record(cls: type[R], fields: Fields, **given: object) -> R:
+    """``cls`` (a record dataclass) from ``fields``: every field read by its annotation (:data:`_READERS`)
+    under its own name, the dataclass default where the key is absent, ``given`` ones as they are."""
+    values: dict[str, object] = {}
+    for spec in dataclasses.fields(cls):
+        if spec.name in given:
+            values[spec.name] = given[spec.name]
+        elif fields.has(spec.name) or spec.default is dataclasses.MISSING:
+            values[spec.name] = _READERS[str(spec.type)](fields, spec.name)
+    return cls(**values)
 
 
 # --------------------------------------------------------------------------------- the collect store
@@ -138,17 +158,6 @@ class ModelIdentity:
     weights_sha256: str | None = None
     layer_shape: tuple[int, ...] | None = None  # (C, H, W) at the layer
     image_size: int | None = None
-
-    @classmethod
-    def parse(cls, fields: Fields) -> ModelIdentity:
-        return cls(
-            name=fields.text("name"),
-            layer=fields.text("layer"),
-            weights=fields.opt_text("weights"),
-            weights_sha256=fields.opt_text("weights_sha256"),
-            layer_shape=fields.integers("layer_shape") if fields.has("layer_shape") else None,
-            image_size=fields.opt_integer("image_size"),
-        )
 
     @property
     def title(self) -> str:
@@ -177,17 +186,6 @@ class DatasetIdentity:
     labels: str | None = None
     selection: Any = None  # the subsample drawn (data.max_images / data.per_class), as recorded
 
-    @classmethod
-    def parse(cls, fields: Fields) -> DatasetIdentity:
-        return cls(
-            source=fields.opt_text("source"),
-            kind=fields.opt_text("kind"),
-            fingerprint=fields.opt_text("fingerprint"),
-            n_images=fields.opt_integer("n_images"),
-            labels=fields.opt_text("labels"),
-            selection=fields.raw.get("selection"),
-        )
-
 
 @dataclass(frozen=True)
 class Sampling:
@@ -201,10 +199,10 @@ class Sampling:
     views_per_image: int
     positions_per_image: int
     view_scale: tuple[float, float] = DEFAULT_VIEW_SCALE
+    eval_crop: tuple[int, int] | None = None  # view 0's (resize, crop) when collect.view0 is eval
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     image_margin: float | None = None  # None: positions are the layer's own cells
-    eval_crop: tuple[int, int] | None = None  # view 0's (resize, crop) when collect.view0 is eval
     border: int | None = None
     dtype: str | None = None
     head: bool = True
@@ -216,26 +214,19 @@ class Sampling:
     def parse(cls, geometry: Fields, fields: Fields) -> Sampling:
         scale = fields.numbers("view_scale") if fields.has("view_scale") else DEFAULT_VIEW_SCALE
         if len(scale) != 2:
-            raise fields._bad("view_scale", "two numbers [min, max]")
+            raise fields.bad("view_scale", "two numbers [min, max]")
         eval_crop = None
         if fields.has("view0"):
             view0 = fields.sub("view0")
-            if (view0.opt_text("transform") or "resize") != "resize":
+            if view0.has("transform") and view0.text("transform") != "resize":
                 eval_crop = (view0.integer("resize"), view0.integer("crop"))
-        return cls(
+        return parse_record(
+            cls,
+            fields,
             views_per_image=geometry.integer("views_per_image"),
             positions_per_image=geometry.integer("positions_per_image"),
             view_scale=(scale[0], scale[1]),
-            seed=fields.integer("seed", 0),
-            max_pixels=fields.integer("max_pixels", DEFAULT_MAX_PIXELS),
-            image_margin=fields.opt_number("image_margin"),
             eval_crop=eval_crop,
-            border=fields.opt_integer("border"),
-            dtype=fields.opt_text("dtype"),
-            head=fields.flag("head", True),
-            top_k=fields.opt_integer("top_k"),
-            top_predictions=fields.opt_integer("top_predictions"),
-            jpeg_draft=fields.flag("jpeg_draft", False),
         )
 
 
@@ -246,32 +237,26 @@ class StoreRecord:
     model: ModelIdentity
     dataset: DatasetIdentity
     sampling: Sampling
-    class_names: tuple[str, ...]
-    label_names: tuple[str, ...]
-    skip_reasons: tuple[str, ...]
     channels: int
     n_images: int
     n_inputs: int
     n_rows: int
     block_inputs: int
     n_blocks: int
+    class_names: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
+    skip_reasons: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, raw: object, where: str) -> StoreRecord:
         root = Fields(raw, where)
-        return cls(
-            model=ModelIdentity.parse(root.sub("model")),
-            dataset=DatasetIdentity.parse(root.sub("dataset", default_empty=True)),
+        dataset = root.sub("dataset", default_empty=True)
+        return parse_record(
+            cls,
+            root,
+            model=parse_record(ModelIdentity, root.sub("model")),
+            dataset=parse_record(DatasetIdentity, dataset, selection=dataset.raw.get("selection")),
             sampling=Sampling.parse(root, root.sub("sampling", default_empty=True)),
-            class_names=root.texts("class_names", default_empty=True),
-            label_names=root.texts("label_names", default_empty=True),
-            skip_reasons=root.texts("skip_reasons", default_empty=True),
-            channels=root.integer("channels"),
-            n_images=root.integer("n_images"),
-            n_inputs=root.integer("n_inputs"),
-            n_rows=root.integer("n_rows"),
-            block_inputs=root.integer("block_inputs"),
-            n_blocks=root.integer("n_blocks"),
         )
 
 
@@ -280,40 +265,29 @@ class StoreRecord:
 class LayoutInfo:
     """How a layout was made (``<store>.layout.zarr`` attrs, or an in-memory layout's)."""
 
-    method: str | None
-    seed: int | None
     params: Mapping[str, Any]  # the reduce parameters, as recorded (ReduceConfig fields)
-    layout_id: str
+    method: str | None = None
+    seed: int | None = None
+    layout_id: str = ""
     align_fingerprint: str | None = None  # set by `atlas align` on the layouts it shares
 
     @classmethod
     def parse(cls, raw: object, where: str) -> LayoutInfo:
         fields = Fields(raw, where)
-        return cls(
-            method=fields.opt_text("method"),
-            seed=fields.opt_integer("seed"),
-            params=dict(fields.sub("params", default_empty=True).raw),
-            layout_id=fields.opt_text("layout_id") or "",
-            align_fingerprint=fields.opt_text("align_fingerprint"),
-        )
+        return parse_record(cls, fields, params=dict(fields.sub("params", default_empty=True).raw))
 
 
 @dataclass(frozen=True)
 class CellLevelInfo:
     """What grid recorded about one level's kept cells (``grid/level_<N>`` attrs)."""
 
-    min_count: int | None  # a cell is kept when it holds more members than this
-    n_rows_kept: int | None
-    n_rows_dropped: int | None
+    min_count: int | None = None  # a cell is kept when it holds more members than this
+    n_rows_kept: int | None = None
+    n_rows_dropped: int | None = None
 
     @classmethod
     def parse(cls, raw: object, where: str) -> CellLevelInfo:
-        fields = Fields(raw, where)
-        return cls(
-            min_count=fields.opt_integer("min_count"),
-            n_rows_kept=fields.opt_integer("n_rows_kept"),
-            n_rows_dropped=fields.opt_integer("n_rows_dropped"),
-        )
+        return parse_record(cls, Fields(raw, where))
 
 
 @dataclass(frozen=True)
@@ -321,26 +295,22 @@ class GridInfo:
     """The grid group's root record: its levels and the layout they were binned from."""
 
     levels: tuple[int, ...]
-    layout_id: str | None
-    class_names: tuple[str, ...]
+    layout_id: str | None = None
+    class_names: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, raw: object, where: str) -> GridInfo:
         fields = Fields(raw, where)
-        return cls(
-            levels=tuple(sorted(fields.integers("levels"))),
-            layout_id=fields.opt_text("layout_id"),
-            class_names=fields.texts("class_names", default_empty=True),
-        )
+        return parse_record(cls, fields, levels=tuple(sorted(fields.integers("levels"))))
 
 
 @dataclass(frozen=True)
 class GridIdentity:
     """Which grid a set of icons was rendered from: the layout it was binned from and the content
-    hash of its cell directions (:func:`directions_fingerprint`)."""
+    hash of its cell directions (``store.derived.directions_fingerprint``)."""
 
-    layout_id: str | None
-    fingerprint: str | None
+    layout_id: str | None = None
+    fingerprint: str | None = None
 
     def as_json(self) -> dict[str, str | None]:
         """As the icons group records it (this key order; ``IconsSpec.grid``)."""
@@ -353,24 +323,23 @@ class IconsRecord:
 
     grid: GridIdentity
     levels: Mapping[int, int]  # N -> kept cells
+    made_from: Mapping[str, Any]  # {"grid", "params", "model"} exactly as recorded (exports compare it)
     size: int
     batch_size: int
-    made_from: Mapping[str, Any]  # {"grid", "params", "model"} exactly as recorded (exports compare it)
 
     @classmethod
     def parse(cls, raw: object, where: str) -> IconsRecord:
         fields = Fields(raw, where)
-        grid = fields.sub("grid", default_empty=True)
         levels = fields.sub("levels")
         try:
             cells = {int(n): levels.integer(n) for n in levels.raw}
         except ValueError:
-            raise levels._bad(next(iter(levels.raw)), "levels keyed by cells per side") from None
-        return cls(
-            grid=GridIdentity(layout_id=grid.opt_text("layout_id"), fingerprint=grid.opt_text("fingerprint")),
+            raise levels.bad(next(iter(levels.raw)), "levels keyed by cells per side") from None
+        return parse_record(
+            cls,
+            fields,
+            grid=parse_record(GridIdentity, fields.sub("grid", default_empty=True)),
             levels=cells,
-            size=fields.integer("size"),
-            batch_size=fields.integer("batch_size"),
             made_from={key: fields.raw.get(key) for key in ("grid", "params", "model")},
         )
 

@@ -132,10 +132,7 @@ def read_child(group: zarr.Group, name: str) -> zarr.Array[Any]:
     """The array ``name`` of ``group``; a group or nothing there is one line naming both."""
     member = group.get(name)
     if not isinstance(member, zarr.Array):
-        raise AtlasError(
-            f"{_root(group)}: {name} is {'missing' if member is None else 'not an array'}; the group is damaged: "
-            "run `atlas verify` on it"
-        )
+        raise _not_there(group, name, member, "an array")
     return member
 
 
@@ -143,11 +140,13 @@ def read_group(group: zarr.Group, name: str) -> zarr.Group:
     """The sub-group ``name`` of ``group``; an array or nothing there is one line naming both."""
     member = group.get(name)
     if not isinstance(member, zarr.Group):
-        raise AtlasError(
-            f"{_root(group)}: {name} is {'missing' if member is None else 'not a group'}; the group is damaged: "
-            "run `atlas verify` on it"
-        )
+        raise _not_there(group, name, member, "a group")
     return member
+
+
+def _not_there(group: zarr.Group, name: str, member: object, wanted: str) -> AtlasError:
+    found = "missing" if member is None else f"not {wanted}"
+    return AtlasError(f"{_root(group)}: {name} is {found}; the group is damaged: run `atlas verify` on it")
 
 
 def _root(node: zarr.Group | zarr.Array[Any]) -> str:
