@@ -109,7 +109,15 @@ class AtlasStore:
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = path
         self.group = group
-        self.record = StoreRecord.parse(dict(group.attrs), f"store {path}")
+        # a handle made without a group only names paths (derived_path); one with a group is opened
+        self._record = StoreRecord.parse(dict(group.attrs), f"store {path}") if group is not None else None
+
+    @property
+    def record(self) -> StoreRecord:
+        """What the root group records, parsed and validated when the store was opened."""
+        if self._record is None:
+            raise AtlasError(f"store {self.path} was not opened; open it with AtlasStore.open")
+        return self._record
 
     # ----------------------------------------------------------------------------- opening
     @classmethod

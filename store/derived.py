@@ -256,9 +256,10 @@ def current_grid(store: RowStore, cells: Mapping[int, CellLevel]) -> GridIdentit
 def icons_current(icons: IconsRecord, store: RowStore, cells: Mapping[int, CellLevel]) -> bool:
     """Whether icons were rendered from this grid: the same layout and the same cell directions.
 
-    The one rule for "are these icons still current": render refuses icons that are not, fidelity
-    and the API refuse to measure or show them, and the class and align stages delete them
-    (their icons are a cache).
+    The one rule for "are these icons still current": fidelity and the API refuse to measure or
+    show icons that are not, and the class and align stages delete them (their icons are a cache).
+    Render records :func:`current_grid` with the icons it creates and refuses to resume icons
+    recorded with another (``IconStore.open_for_render``); ``atlas verify`` says which half differs.
     """
     return icons.grid == current_grid(store, cells)
 
