@@ -49,7 +49,6 @@ from store.records import CellLevelInfo, GridIdentity, GridInfo, IconsRecord, La
 from store.zarrio import create_array, open_group, read, read_child, read_group
 
 if TYPE_CHECKING:
-    from store.atlas_store import AtlasStore
     from store.view import RowStore
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ _CELL_CHUNK = 4096
 
 
 @contextlib.contextmanager
-def _fresh_group(store: AtlasStore, name: str) -> Iterator[zarr.Group]:
+def _fresh_group(store: RowStore, name: str) -> Iterator[zarr.Group]:
     """A new, empty group that replaces ``<store>.<name>.zarr`` whole when the block ends without error."""
     with write_aside(store.derived_path(name)) as tmp:
         group = open_group(tmp, mode="w")
@@ -131,7 +130,7 @@ def layout_fingerprint(rows: NDArray[np.integer], layout: NDArray[np.floating]) 
     return digest.hexdigest()[:16]
 
 
-def write_layout(store: AtlasStore, layout: Layout) -> str:
+def write_layout(store: RowStore, layout: Layout) -> str:
     """Replace the store's layout; a grid binned from the old one is then refused by :func:`read_level`."""
     layout_id = layout_fingerprint(layout.rows, layout.layout)
     token = rows_token(store)
@@ -156,7 +155,7 @@ def write_layout(store: AtlasStore, layout: Layout) -> str:
     return layout_id
 
 
-def read_layout(store: AtlasStore) -> Layout:
+def read_layout(store: RowStore) -> Layout:
     """The complete layout; refused when the store now holds other rows than it laid out."""
     group = _complete_group(store, LAYOUT, "layout", "reduce")
     recorded, now = group.attrs.get("rows_token"), rows_token(store)
@@ -176,7 +175,7 @@ def read_layout(store: AtlasStore) -> Layout:
     )
 
 
-def has_layout(store: AtlasStore) -> bool:
+def has_layout(store: RowStore) -> bool:
     group = _existing_group(store, LAYOUT)
     return group is not None and bool(group.attrs.get("complete", False))
 
@@ -220,7 +219,7 @@ class CellLevel:
 _LEVEL_ARRAYS = ("i", "j", "count", "direction", "attribution", "top_idx", "top_val", "member_offsets", "member_rows")
 
 
-def write_grid(store: AtlasStore, levels: list[CellLevel], attrs: dict[str, Any]) -> None:
+def write_grid(store: RowStore, levels: list[CellLevel], attrs: dict[str, Any]) -> None:
     """Replace the store's grid with these levels (all written, then marked complete, then published)."""
     with _fresh_group(store, GRID) as group:
         for level in levels:
@@ -275,7 +274,7 @@ def grid_levels(store: RowStore) -> list[int]:
     return list(grid_info(store).levels)
 
 
-def read_level(store: AtlasStore, n: int, with_attribution: bool = True) -> CellLevel:
+def read_level(store: RowStore, n: int, with_attribution: bool = True) -> CellLevel:
     """One level; ``with_attribution=False`` skips the dense ``[K, classes]`` mean attribution."""
     group = _complete_group(store, GRID, "grid", "grid")
     info = GridInfo.parse(dict(group.attrs), f"grid {store.derived_path(GRID)}")
@@ -320,7 +319,7 @@ class Whitening:
         return dict(self.attrs)
 
 
-def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
+def write_whitening(store: RowStore, whitening: Whitening) -> None:
     c = whitening.matrix.shape[0]
     with _fresh_group(store, WHITENING) as group:
         _put(group, "matrix", whitening.matrix.astype(np.float64), c)
@@ -328,7 +327,7 @@ def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
         group.attrs.update(json_ready({**whitening.attrs, "channels": c, "complete": True}))
 
 
-def read_whitening(store: AtlasStore) -> Whitening:
+def read_whitening(store: RowStore) -> Whitening:
     group = _complete_group(store, WHITENING, "whitening matrix", "grid")
     return Whitening(
         matrix=np.asarray(read(read_child(group, "matrix")), dtype=np.float64),

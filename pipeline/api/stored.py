@@ -232,10 +232,10 @@ class Atlas:
             "load_model",
         )
         loaded = load_model(cfg, device if device is not None else torch.device("cpu"))
-        stored = model.get("weights_sha256")
+        stored = model.weights_sha256
         if stored and stored != loaded.weights_sha256:
             raise AtlasError(
-                f"store {self.path} was collected with other {model['name']} weights (sha256 "
+                f"store {self.path} was collected with other {model.name} weights (sha256 "
                 f"{stored[:12]}...); put that file in torchvision's cache or pass its path"
             )
         return loaded
