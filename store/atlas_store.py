@@ -22,7 +22,8 @@ from store import schema
 from store.atomic import lock_for, write_aside
 from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
-from store.zarrio import create_array, dask_array, open_group, read, read_rows, writable
+from store.records import DatasetIdentity, ModelIdentity, Sampling, StoreRecord
+from store.zarrio import Mode, create_array, dask_array, open_group, read, read_child, read_group, read_rows, writable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _expected() -> str:
     return f"expected a zarr v3 group of format {schema.FORMAT_NAME!r}, schema version {schema.SCHEMA_VERSION}"
 
 
-def open_foreign_checked(p: Path, mode: str) -> zarr.Group:
+def open_foreign_checked(p: Path, mode: Mode) -> zarr.Group:
     """Open ``p`` as a zarr v3 group of our format, or refuse it in one line naming what was found.
 
     The schema version is checked by the caller (:meth:`AtlasStore.open`); this refuses what is
@@ -103,15 +104,24 @@ def open_foreign_checked(p: Path, mode: str) -> zarr.Group:
 
 
 class AtlasStore:
-    """A handle on one store folder."""
+    """A handle on one store folder; its metadata is parsed into typed records once, here."""
 
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = path
         self.group = group
+        # a handle made without a group only names paths (derived_path); one with a group is opened
+        self._record = StoreRecord.parse(dict(group.attrs), f"store {path}") if group is not None else None
+
+    @property
+    def record(self) -> StoreRecord:
+        """What the root group records, parsed and validated when the store was opened."""
+        if self._record is None:
+            raise AtlasError(f"store {self.path} was not opened; open it with AtlasStore.open")
+        return self._record
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r+") -> AtlasStore:
+    def open(cls, path: str | Path, mode: Mode = "r+") -> AtlasStore:
         """Open an existing store; refuse anything that is not one of ours at this schema."""
         p = Path(path)
         group = open_foreign_checked(p, mode)
@@ -223,37 +233,59 @@ class AtlasStore:
         """
         return self.path.with_name(f"{self.path.stem}.{name}.zarr")
 
-    # ----------------------------------------------------------------------------- geometry
+    # ----------------------------------------------------------------------------- metadata
     @property
     def attrs(self) -> dict[str, Any]:
+        """The root group's raw JSON attributes, as on disk (for tests and debugging: code reads the
+        typed records below, which were validated when the store opened)."""
         return dict(self.group.attrs)
 
     @property
+    def model(self) -> ModelIdentity:
+        """The model and layer the activations came from."""
+        return self.record.model
+
+    @property
+    def dataset(self) -> DatasetIdentity:
+        return self.record.dataset
+
+    @property
+    def sampling(self) -> Sampling:
+        """How rows were sampled from the photos (views, positions, view scale, seed, ...)."""
+        return self.record.sampling
+
+    @property
+    def label_names(self) -> list[str]:
+        """The dataset's label names (``images/label`` indexes them)."""
+        return list(self.record.label_names)
+
+    # ----------------------------------------------------------------------------- geometry
+    @property
     def n_rows(self) -> int:
-        return int(self.group.attrs["n_rows"])
+        return self.record.n_rows
 
     @property
     def n_inputs(self) -> int:
-        return int(self.group.attrs["n_inputs"])
+        return self.record.n_inputs
 
     @property
     def n_blocks(self) -> int:
-        return int(self.group.attrs["n_blocks"])
+        return self.record.n_blocks
 
     @property
     def channels(self) -> int:
-        return int(self.group.attrs["channels"])
+        return self.record.channels
 
     @property
     def positions_per_image(self) -> int:
-        return int(self.group.attrs["positions_per_image"])
+        return self.record.sampling.positions_per_image
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.group.attrs.get("class_names", []))
+        return list(self.record.class_names)
 
     def block_input_range(self, block: int) -> range:
-        bi = int(self.group.attrs["block_inputs"])
+        bi = self.record.block_inputs
         return range(block * bi, min((block + 1) * bi, self.n_inputs))
 
     def block_row_range(self, block: int) -> range:
@@ -274,19 +306,19 @@ class AtlasStore:
 
     def write_images(self, paths: list[str], labels: np.ndarray, label_classes: np.ndarray) -> None:
         """The image table; identical for every shard, so writing it twice is harmless."""
-        images = self.group[schema.IMAGES]
+        images = read_group(self.group, schema.IMAGES)
         if not paths:
             return
-        writable(images["path"])[:] = np.asarray(paths, dtype=str)
-        writable(images["label"])[:] = labels.astype("int32")
-        writable(images["label_class"])[:] = label_classes.astype("int32")
+        writable(read_child(images, "path"))[:] = np.asarray(paths, dtype=str)
+        writable(read_child(images, "label"))[:] = labels.astype("int32")
+        writable(read_child(images, "label_class"))[:] = label_classes.astype("int32")
 
     def done_blocks(self) -> np.ndarray:
-        return np.asarray(read(self.group[schema.BLOCKS]["done"]), dtype=bool)
+        return np.asarray(read(self._array(schema.BLOCKS, "done")), dtype=bool)
 
     def mark_blocks_not_done(self, blocks: list[int]) -> None:
         """Make collect redo ``blocks`` (``atlas verify --repair``); their chunks are rewritten whole."""
-        done = writable(self.group[schema.BLOCKS]["done"])
+        done = writable(self._array(schema.BLOCKS, "done"))
         for block in blocks:
             done[block] = 0
 
@@ -326,13 +358,15 @@ class AtlasStore:
                 f"block {block}: got {data.activations.shape[0]} rows / {data.status.shape[0]} "
                 f"inputs, expected {len(rows)} / {len(inputs)}"
             )
-        samples = self.group[schema.SAMPLES]
+        samples = read_group(self.group, schema.SAMPLES)
         sl = slice(rows.start, rows.stop)
-        writable(samples["activations"])[sl] = data.activations.astype(samples["activations"].dtype, copy=False)
+        activations = read_child(samples, "activations")
+        writable(activations)[sl] = data.activations.astype(activations.dtype, copy=False)
         for name, values in data.rows.items():
-            writable(samples[name])[sl] = values.astype(samples[name].dtype, copy=False)
-        writable(self.group[schema.INPUTS]["status"])[inputs.start : inputs.stop] = data.status
-        writable(self.group[schema.BLOCKS]["done"])[block] = 1
+            array = read_child(samples, name)
+            writable(array)[sl] = values.astype(array.dtype, copy=False)
+        writable(self._array(schema.INPUTS, "status"))[inputs.start : inputs.stop] = data.status
+        writable(self._array(schema.BLOCKS, "done"))[block] = 1
 
     def record_run_summary(self, summary: dict[str, Any]) -> None:
         """Counts of stored / skipped inputs, recomputed from the status array under the lock."""
@@ -343,12 +377,16 @@ class AtlasStore:
             self.group.attrs.update({"counts": json_ready(self.counts()), "last_run": json_ready(summary)})
 
     # ----------------------------------------------------------------------------- reading
+    def _array(self, group: str, name: str) -> zarr.Array[Any]:
+        """Array ``group/name`` of the store (one line naming it when it is missing or not an array)."""
+        return read_child(read_group(self.group, group), name)
+
     def input_status(self) -> np.ndarray:
-        return read(self.group[schema.INPUTS]["status"])
+        return read(self._array(schema.INPUTS, "status"))
 
     def counts(self) -> dict[str, int]:
         status = self.input_status()
-        reasons = list(self.group.attrs.get("skip_reasons", []))
+        reasons = self.record.skip_reasons
         out = {
             "inputs": int(status.size),
             "stored": int((status == schema.STATUS_STORED).sum()),
@@ -366,24 +404,24 @@ class AtlasStore:
 
     def activations(self) -> da.Array:
         """[n_rows, C] in the stored dtype; cast blocks to float32 before reducing (float16 overflows)."""
-        return dask_array(self.group[schema.SAMPLES]["activations"])
+        return dask_array(self._array(schema.SAMPLES, "activations"))
 
     def row_array(self, name: str) -> da.Array:
         if name not in schema.ROW_ARRAYS:
             raise KeyError(f"unknown per-row array {name!r}; known: {', '.join(schema.ROW_ARRAYS)}")
-        return dask_array(self.group[schema.SAMPLES][name])
+        return dask_array(self._array(schema.SAMPLES, name))
 
     def row_values(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Per-row array ``name`` (``activations`` or one of schema.ROW_ARRAYS) at ``rows`` (all when None), in memory."""
         if name != "activations" and name not in schema.ROW_ARRAYS:
             raise KeyError(f"unknown per-row array {name!r}; known: activations, {', '.join(schema.ROW_ARRAYS)}")
-        array = self.group[schema.SAMPLES][name]
+        array = self._array(schema.SAMPLES, name)
         if rows is None:
             return read(array)
         return read_rows(array, np.asarray(rows, dtype=np.int64))
 
     def has_row_array(self, name: str) -> bool:
-        return name in self.group[schema.SAMPLES]
+        return name in read_group(self.group, schema.SAMPLES)
 
     def require_collected(self, needed_by: str) -> None:
         """Refuse a store that a sharded collect has not finished, with the shard to rerun."""
@@ -393,28 +431,29 @@ class AtlasStore:
 
     def attribution_topk(self) -> tuple[da.Array, da.Array]:
         """(class indices int32 [N, K] with -1 for none, values float16 [N, K])."""
-        return self.row_array("attr_idx").astype("int32"), self.row_array("attr_val")
+        indices: da.Array = self.row_array("attr_idx").astype("int32")  # type: ignore[no-untyped-call]  # dask: no annotations
+        return indices, self.row_array("attr_val")
 
     def row_images(self) -> np.ndarray:
         """[n_rows] int32 image index of every row (from the fixed addressing)."""
-        views = int(self.group.attrs["views_per_image"])
+        views = self.sampling.views_per_image
         return (np.arange(self.n_rows, dtype=np.int64) // (self.positions_per_image * views)).astype(np.int32)
 
     def row_views(self) -> np.ndarray:
-        views = int(self.group.attrs["views_per_image"])
+        views = self.sampling.views_per_image
         return ((np.arange(self.n_rows, dtype=np.int64) // self.positions_per_image) % views).astype(np.int16)
 
     def row_labels(self) -> np.ndarray:
         """[n_rows] int32 dataset label of every row, -1 unknown."""
-        labels = np.asarray(read(self.group[schema.IMAGES]["label"]), dtype=np.int32)
+        labels = np.asarray(read(self._array(schema.IMAGES, "label")), dtype=np.int32)
         return labels[self.row_images()] if labels.size else np.full(self.n_rows, -1, np.int32)
 
     def image_paths(self) -> np.ndarray:
-        return read(self.group[schema.IMAGES]["path"])
+        return read(self._array(schema.IMAGES, "path"))
 
     def image_label_classes(self) -> np.ndarray:
         """[n_images] int32: each image's dataset label as a model class index, -1 when unknown."""
-        return np.asarray(read(self.group[schema.IMAGES]["label_class"]), np.int32)
+        return np.asarray(read(self._array(schema.IMAGES, "label_class")), np.int32)
 
     # ----------------------------------------------------------------------------- tests
     @classmethod

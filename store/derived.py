@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +45,11 @@ from numpy.typing import NDArray
 from store.atomic import write_aside
 from store.errors import AtlasError
 from store.metadata import json_ready
-from store.zarrio import create_array, open_group, read
+from store.records import CellLevelInfo, GridIdentity, GridInfo, IconsRecord, LayoutInfo
+from store.zarrio import create_array, open_group, read, read_child, read_group
 
 if TYPE_CHECKING:
-    from store.atlas_store import AtlasStore
+    from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ _CELL_CHUNK = 4096
 
 
 @contextlib.contextmanager
-def _fresh_group(store: AtlasStore, name: str) -> Iterator[zarr.Group]:
+def _fresh_group(store: RowStore, name: str) -> Iterator[zarr.Group]:
     """A new, empty group that replaces ``<store>.<name>.zarr`` whole when the block ends without error."""
     with write_aside(store.derived_path(name)) as tmp:
         group = open_group(tmp, mode="w")
@@ -68,7 +69,7 @@ def _fresh_group(store: AtlasStore, name: str) -> Iterator[zarr.Group]:
         yield group
 
 
-def _existing_group(store: AtlasStore, name: str) -> zarr.Group | None:
+def _existing_group(store: RowStore, name: str) -> zarr.Group | None:
     path = store.derived_path(name)
     if not (path / "zarr.json").exists():
         return None
@@ -86,7 +87,7 @@ def rows_token(store: Any) -> str | None:
     return token() if callable(token) else None
 
 
-def _complete_group(store: AtlasStore, name: str, what: str, stage: str) -> zarr.Group:
+def _complete_group(store: RowStore, name: str, what: str, stage: str) -> zarr.Group:
     where = getattr(store, "path", "the store")
     group = _existing_group(store, name)
     if group is None:
@@ -109,7 +110,16 @@ class Layout:
 
     @property
     def layout_id(self) -> str:
-        return str(self.attrs.get("layout_id", ""))
+        return self.info.layout_id
+
+    @property
+    def info(self) -> LayoutInfo:
+        """How this layout was made, typed (method, seed, reduce params, layout id)."""
+        return LayoutInfo.parse(self.attrs, "layout")
+
+    def metadata(self) -> dict[str, Any]:
+        """A copy of what this layout records, for a layout made from it to record too."""
+        return dict(self.attrs)
 
 
 def layout_fingerprint(rows: NDArray[np.integer], layout: NDArray[np.floating]) -> str:
@@ -120,7 +130,7 @@ def layout_fingerprint(rows: NDArray[np.integer], layout: NDArray[np.floating]) 
     return digest.hexdigest()[:16]
 
 
-def write_layout(store: AtlasStore, layout: Layout) -> str:
+def write_layout(store: RowStore, layout: Layout) -> str:
     """Replace the store's layout; a grid binned from the old one is then refused by :func:`read_level`."""
     layout_id = layout_fingerprint(layout.rows, layout.layout)
     token = rows_token(store)
@@ -145,7 +155,7 @@ def write_layout(store: AtlasStore, layout: Layout) -> str:
     return layout_id
 
 
-def read_layout(store: AtlasStore) -> Layout:
+def read_layout(store: RowStore) -> Layout:
     """The complete layout; refused when the store now holds other rows than it laid out."""
     group = _complete_group(store, LAYOUT, "layout", "reduce")
     recorded, now = group.attrs.get("rows_token"), rows_token(store)
@@ -154,16 +164,18 @@ def read_layout(store: AtlasStore) -> Layout:
             f"store {getattr(store, 'path', '')}: the layout was made from other collected rows than "
             "the store holds now (collect ran since); run `atlas reduce` again"
         )
+    attrs = dict(group.attrs)
+    LayoutInfo.parse(attrs, f"layout {store.derived_path(LAYOUT)}")  # a malformed record fails here, once
     return Layout(
-        rows=np.asarray(read(group["rows"]), dtype=np.int64),
-        layout=np.asarray(read(group["layout"]), dtype=np.float32),
-        embedding=np.asarray(read(group["embedding"]), dtype=np.float32),
-        fitted=np.asarray(read(group["fitted"]), dtype=bool),
-        attrs=dict(group.attrs),
+        rows=np.asarray(read(read_child(group, "rows")), dtype=np.int64),
+        layout=np.asarray(read(read_child(group, "layout")), dtype=np.float32),
+        embedding=np.asarray(read(read_child(group, "embedding")), dtype=np.float32),
+        fitted=np.asarray(read(read_child(group, "fitted")), dtype=np.bool_),
+        attrs=attrs,
     )
 
 
-def has_layout(store: AtlasStore) -> bool:
+def has_layout(store: RowStore) -> bool:
     group = _existing_group(store, LAYOUT)
     return group is not None and bool(group.attrs.get("complete", False))
 
@@ -189,6 +201,11 @@ class CellLevel:
     def __len__(self) -> int:
         return int(len(self.count))
 
+    @property
+    def info(self) -> CellLevelInfo:
+        """What grid recorded about this level, typed (min_count, rows kept and dropped)."""
+        return CellLevelInfo.parse(self.attrs, f"grid level {self.n}")
+
     def members(self, cell: int) -> NDArray[np.int64]:
         """Store row ids of the members of kept cell number ``cell`` (ascending)."""
         return self.member_rows[self.member_offsets[cell] : self.member_offsets[cell + 1]]
@@ -202,7 +219,7 @@ class CellLevel:
 _LEVEL_ARRAYS = ("i", "j", "count", "direction", "attribution", "top_idx", "top_val", "member_offsets", "member_rows")
 
 
-def write_grid(store: AtlasStore, levels: list[CellLevel], attrs: dict[str, Any]) -> None:
+def write_grid(store: RowStore, levels: list[CellLevel], attrs: dict[str, Any]) -> None:
     """Replace the store's grid with these levels (all written, then marked complete, then published)."""
     with _fresh_group(store, GRID) as group:
         for level in levels:
@@ -219,7 +236,7 @@ def write_grid(store: AtlasStore, levels: list[CellLevel], attrs: dict[str, Any]
         group.attrs.update({"complete": True})
 
 
-def directions_fingerprint(cells: dict[int, CellLevel]) -> str:
+def directions_fingerprint(cells: Mapping[int, CellLevel]) -> str:
     """Content hash of the cell directions of some levels: icons record it, so icons rendered from
     another grid are refused by render and reported stale by ``atlas verify``."""
     digest = hashlib.sha256()
@@ -229,37 +246,61 @@ def directions_fingerprint(cells: dict[int, CellLevel]) -> str:
     return digest.hexdigest()[:16]
 
 
-def grid_levels(store: AtlasStore) -> list[int]:
+def current_grid(store: RowStore, cells: Mapping[int, CellLevel]) -> GridIdentity:
+    """The identity of the grid ``cells`` (levels read from ``store``) belong to: what icons rendered
+    from them record (``IconsSpec.grid``) and what :func:`icons_current` compares."""
+    return GridIdentity(layout_id=grid_info(store).layout_id, fingerprint=directions_fingerprint(cells))
+
+
+def icons_current(icons: IconsRecord, store: RowStore, cells: Mapping[int, CellLevel]) -> bool:
+    """Whether icons were rendered from this grid: the same layout and the same cell directions.
+
+    The one rule for "are these icons still current": fidelity and the API refuse to measure or
+    show icons that are not, and the class and align stages delete them (their icons are a cache).
+    Render records :func:`current_grid` with the icons it creates and refuses to resume icons
+    recorded with another (``IconStore.open_for_render``); ``atlas verify`` says which half differs.
+    """
+    return icons.grid == current_grid(store, cells)
+
+
+def grid_info(store: RowStore) -> GridInfo:
+    """The complete grid's root record (levels, the layout id it was binned from), typed."""
+    group = _complete_group(store, GRID, "grid", "grid")
+    return GridInfo.parse(dict(group.attrs), f"grid {store.derived_path(GRID)}")
+
+
+def grid_levels(store: RowStore) -> list[int]:
     """Cells per side of every stored level, ascending."""
-    return sorted(int(n) for n in _complete_group(store, GRID, "grid", "grid").attrs["levels"])
+    return list(grid_info(store).levels)
 
 
-def grid_attrs(store: AtlasStore) -> dict[str, Any]:
-    return dict(_complete_group(store, GRID, "grid", "grid").attrs)
-
-
-def read_level(store: AtlasStore, n: int, with_attribution: bool = True) -> CellLevel:
+def read_level(store: RowStore, n: int, with_attribution: bool = True) -> CellLevel:
     """One level; ``with_attribution=False`` skips the dense ``[K, classes]`` mean attribution."""
     group = _complete_group(store, GRID, "grid", "grid")
-    levels = [int(v) for v in group.attrs["levels"]]
-    if n not in levels:
+    info = GridInfo.parse(dict(group.attrs), f"grid {store.derived_path(GRID)}")
+    if n not in info.levels:
         raise AtlasError(
-            f"store {getattr(store, 'path', '')} has no grid level {n}; choose one of: {', '.join(map(str, levels))}"
+            f"store {getattr(store, 'path', '')} has no grid level {n}; "
+            f"choose one of: {', '.join(map(str, info.levels))}"
         )
-    layout_id = group.attrs.get("layout_id")
-    if has_layout(store) and layout_id != _existing_group(store, LAYOUT).attrs.get("layout_id"):
+    layout = _existing_group(store, LAYOUT)
+    if layout is not None and layout.attrs.get("complete", False) and info.layout_id != layout.attrs.get("layout_id"):
         raise AtlasError(
             f"store {getattr(store, 'path', '')}: the grid was binned from an older layout; run `atlas grid` again"
         )
-    sub = group[f"level_{n}"]
+    sub = read_group(group, f"level_{n}")
+    attrs = dict(sub.attrs)
+    CellLevelInfo.parse(attrs, f"grid {store.derived_path(GRID)} level {n}")  # a malformed record fails here, once
     data = {
-        name: read(sub[name]) for name in _LEVEL_ARRAYS if name in sub and (with_attribution or name != "attribution")
+        name: read(read_child(sub, name))
+        for name in _LEVEL_ARRAYS
+        if name in sub and (with_attribution or name != "attribution")
     }
     return CellLevel(
         n=n,
         attribution=data.pop("attribution", None),
-        class_names=list(group.attrs.get("class_names", [])),
-        attrs=dict(sub.attrs),
+        class_names=list(info.class_names),
+        attrs=attrs,
         **data,
     )
 
@@ -273,8 +314,12 @@ class Whitening:
     second_moment: NDArray[np.float64]
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    def metadata(self) -> dict[str, Any]:
+        """A copy of what this whitening records, for one reused elsewhere to record too."""
+        return dict(self.attrs)
 
-def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
+
+def write_whitening(store: RowStore, whitening: Whitening) -> None:
     c = whitening.matrix.shape[0]
     with _fresh_group(store, WHITENING) as group:
         _put(group, "matrix", whitening.matrix.astype(np.float64), c)
@@ -282,11 +327,11 @@ def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
         group.attrs.update(json_ready({**whitening.attrs, "channels": c, "complete": True}))
 
 
-def read_whitening(store: AtlasStore) -> Whitening:
+def read_whitening(store: RowStore) -> Whitening:
     group = _complete_group(store, WHITENING, "whitening matrix", "grid")
     return Whitening(
-        matrix=np.asarray(read(group["matrix"]), dtype=np.float64),
-        second_moment=np.asarray(read(group["second_moment"]), dtype=np.float64),
+        matrix=np.asarray(read(read_child(group, "matrix")), dtype=np.float64),
+        second_moment=np.asarray(read(read_child(group, "second_moment")), dtype=np.float64),
         attrs=dict(group.attrs),
     )
 

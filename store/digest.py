@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 
 
-def _array_digest(array: zarr.Array) -> str:
+def _array_digest(array: zarr.Array[Any]) -> str:
     data = np.asarray(array[...])
     h = hashlib.sha256()
     h.update(f"{data.dtype.str if data.dtype.kind not in 'OUT' else 'str'}|{data.shape}|".encode())

@@ -53,7 +53,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    if data.get("format") != FORMAT or "files" not in data:
+    if not isinstance(data, dict) or data.get("format") != FORMAT or "files" not in data:
         raise ValueError(f"{path} is not a {FORMAT} manifest")
     return data
 

@@ -44,7 +44,8 @@ from numpy.typing import NDArray
 from store.atomic import lock_for, remove_tree, write_aside
 from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
-from store.zarrio import create_array, open_group, read, writable
+from store.records import GridIdentity, IconsRecord
+from store.zarrio import Mode, create_array, open_group, read, read_child, read_group, writable
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,11 @@ class IconStore:
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = path
         self.group = group
+        self.record = IconsRecord.parse(dict(group.attrs), f"icons {path}")
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> IconStore:
+    def open(cls, path: str | Path, mode: Mode = "r") -> IconStore:
         """Open an existing icons group for reading (fidelity, tiles)."""
         p = Path(path)
         if not (p / "zarr.json").exists():
@@ -180,19 +182,29 @@ class IconStore:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        """What the icons were made from (identity, params, levels, size)."""
+        """The raw JSON attributes, as on disk (for tests and debugging: code reads :attr:`record`)."""
         return dict(self.group.attrs)
 
     @property
+    def grid(self) -> GridIdentity:
+        """The grid these icons were rendered from (see ``store.derived.icons_current``)."""
+        return self.record.grid
+
+    @property
+    def size(self) -> int:
+        """Icon side in pixels."""
+        return self.record.size
+
+    @property
     def levels(self) -> list[int]:
-        return sorted(int(n) for n in self.group.attrs["levels"])
+        return sorted(self.record.levels)
 
     @property
     def batch_size(self) -> int:
-        return int(self.group.attrs["batch_size"])
+        return self.record.batch_size
 
     def cells(self, n: int) -> int:
-        return int(self.group.attrs["levels"][str(n)])
+        return self.record.levels[n]
 
     def n_batches(self, n: int) -> int:
         return -(-self.cells(n) // self.batch_size)
@@ -206,16 +218,16 @@ class IconStore:
             raise AtlasError(
                 f"icons {self.path} have no level {n}; rendered levels: {', '.join(map(str, self.levels))}"
             )
-        return self.group[f"level_{n}"]
+        return read_group(self.group, f"level_{n}")
 
     # ----------------------------------------------------------------------------- batches
     def done(self, n: int) -> NDArray[np.bool_]:
-        return np.asarray(read(self._level(n)["done"]), dtype=bool)
+        return np.asarray(read(read_child(self._level(n), "done")), dtype=np.bool_)
 
     def mark_batches_not_done(self, n: int, batches: list[int]) -> None:
         """Make render redo ``batches`` of level ``n`` (``atlas verify --repair``); drops its fidelity."""
         self.drop_fidelity(n)
-        done = writable(self._level(n)["done"])
+        done = writable(read_child(self._level(n), "done"))
         for batch in batches:
             done[batch] = 0
 
@@ -224,7 +236,7 @@ class IconStore:
         the deletion leaves results the readers refuse, never some arrays read as fill values."""
         sub = self._level(n)
         if FIDELITY in sub:
-            sub[FIDELITY].attrs.update({"complete": False})
+            read_group(sub, FIDELITY).attrs.update({"complete": False})
             del sub[FIDELITY]
 
     def write_batch(
@@ -242,19 +254,19 @@ class IconStore:
         sub = self._level(n)
         self.drop_fidelity(n)  # a new batch makes any earlier fidelity of this level stale
         sl = slice(rows.start, rows.stop)
-        writable(sub["icons"])[sl] = icons.astype(np.uint8, copy=False)
-        writable(sub["objective"])[sl] = np.asarray(objective, np.float32)
-        writable(sub["cossim"])[sl] = np.asarray(cossim, np.float32)
-        writable(sub["done"])[batch] = 1
+        writable(read_child(sub, "icons"))[sl] = icons.astype(np.uint8, copy=False)
+        writable(read_child(sub, "objective"))[sl] = np.asarray(objective, np.float32)
+        writable(read_child(sub, "cossim"))[sl] = np.asarray(cossim, np.float32)
+        writable(read_child(sub, "done"))[batch] = 1
 
     def read_level(self, n: int) -> IconLevel:
         sub = self._level(n)
         return IconLevel(
             n=n,
-            icons=read(sub["icons"]),
-            objective=read(sub["objective"]),
-            cossim=read(sub["cossim"]),
-            done=np.asarray(read(sub["done"]), dtype=bool),
+            icons=read(read_child(sub, "icons")),
+            objective=read(read_child(sub, "objective")),
+            cossim=read(read_child(sub, "cossim")),
+            done=np.asarray(read(read_child(sub, "done")), dtype=np.bool_),
         )
 
     def complete(self, n: int) -> bool:
@@ -275,7 +287,7 @@ class IconStore:
 
     def read_fidelity(self, n: int) -> FidelityArrays:
         sub = self._level(n)
-        if FIDELITY not in sub or not sub[FIDELITY].attrs.get("complete", False):
+        if FIDELITY not in sub or not read_group(sub, FIDELITY).attrs.get("complete", False):
             raise AtlasError(f"icons {self.path} level {n} have no fidelity results; run `atlas fidelity`")
-        g = sub[FIDELITY]
-        return FidelityArrays(**{name: read(g[name]) for name in FidelityArrays.__dataclass_fields__})
+        g = read_group(sub, FIDELITY)
+        return FidelityArrays(**{name: read(read_child(g, name)) for name in FidelityArrays.__dataclass_fields__})

@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 from store.atomic import remove_tree, write_aside
 from store.errors import AtlasError
 from store.metadata import first_difference, json_ready
-from store.zarrio import create_array, open_group, read
+from store.records import DatasetIdentity, ModelIdentity, Sampling
+from store.zarrio import create_array, open_group, read, read_child
 
 if TYPE_CHECKING:
     from store.atlas_store import AtlasStore
@@ -106,7 +107,7 @@ class SubsetStore:
         if not group.attrs.get("complete", False) or "rows" not in group:
             return None
         attrs = {k: v for k, v in group.attrs.items() if k != "complete"}
-        return np.asarray(read(group["rows"]), dtype=np.int64), attrs
+        return np.asarray(read(read_child(group, "rows")), dtype=np.int64), attrs
 
     def mark_incomplete(self) -> None:
         """Make the next class/compare run rewrite the rows group (``atlas verify --repair``)."""
@@ -134,11 +135,29 @@ class SubsetStore:
         """The parent's valid rows, restricted to the selected ones."""
         mask = np.zeros(self.parent.n_rows, dtype=bool)
         mask[self.rows] = True
-        return mask & np.asarray(self.parent.valid_mask(), dtype=bool)
+        valid: NDArray[np.bool_] = mask & np.asarray(self.parent.valid_mask(), dtype=np.bool_)
+        return valid
 
     @property
     def attrs(self) -> dict[str, Any]:
+        """The parent's raw JSON attributes (for tests and debugging; code reads the typed records)."""
         return self.parent.attrs
+
+    @property
+    def model(self) -> ModelIdentity:
+        return self.parent.model
+
+    @property
+    def dataset(self) -> DatasetIdentity:
+        return self.parent.dataset
+
+    @property
+    def sampling(self) -> Sampling:
+        return self.parent.sampling
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.parent.label_names
 
     def require_collected(self, needed_by: str) -> None:
         """Nothing to check: a subset holds only rows its parent had already stored (see ``create``)."""

@@ -40,7 +40,7 @@ from store.atomic import leftovers_beside
 from store.errors import AtlasError, ChecksumError
 from store.icons import FIDELITY, IconStore
 from store.subset import ROWS, SubsetStore
-from store.zarrio import check_chunk, chunk_grid, has_checksum, open_group, rewrite_command
+from store.zarrio import check_chunk, chunk_grid, has_checksum, open_group, read_child, read_group, rewrite_command
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _leftover_problems(final: Path, report: Report) -> None:
         )
 
 
-def _arrays(group: zarr.Group, prefix: str = "") -> Iterable[tuple[str, zarr.Array]]:
+def _arrays(group: zarr.Group, prefix: str = "") -> Iterable[tuple[str, zarr.Array[Any]]]:
     for name, member in sorted(group.members(), key=lambda kv: kv[0]):
         if isinstance(member, zarr.Group):
             yield from _arrays(member, f"{prefix}{name}/")
@@ -140,7 +140,7 @@ def _arrays(group: zarr.Group, prefix: str = "") -> Iterable[tuple[str, zarr.Arr
             yield f"{prefix}{name}", member
 
 
-def _chunk_units(array: zarr.Array, chunk: int, unit_rows: int) -> range:
+def _chunk_units(array: zarr.Array[Any], chunk: int, unit_rows: int) -> range:
     """Units of ``unit_rows`` rows that chunk number ``chunk`` (along the first axis) overlaps."""
     step = array.chunks[0]
     start, stop = chunk * step, min((chunk + 1) * step, array.shape[0])
@@ -148,10 +148,10 @@ def _chunk_units(array: zarr.Array, chunk: int, unit_rows: int) -> range:
 
 
 def check_array(
-    array: zarr.Array, where: str, wanted: Callable[[int], bool], fix: str, repair: Callable[[int], Repair | None]
+    array: zarr.Array[Any], where: str, wanted: Callable[[int], bool], fix: str, repair: Callable[[int], Repair | None]
 ) -> list[Problem]:
     """Problems of the chunks of ``array`` whose first-axis index ``wanted`` says must be on disk."""
-    out = []
+    out: list[Problem] = []
     grid = chunk_grid(array)
     if not grid or 0 in grid:
         return out
@@ -190,7 +190,7 @@ def verify_collect(store: AtlasStore, report: Report) -> None:
     root = str(store.path)
     fix = rewrite_command(store.path)
     group = store.group
-    blocks = group[schema.BLOCKS]["done"]
+    blocks = read_child(read_group(group, schema.BLOCKS), "done")
     damaged_flags = set()
     for coords in np.ndindex(*chunk_grid(blocks)):
         problem = check_chunk(blocks, coords)
@@ -211,7 +211,7 @@ def verify_collect(store: AtlasStore, report: Report) -> None:
     else:
         for b in range(store.n_blocks):
             done[b] = b not in damaged_flags and bool(np.asarray(blocks[b]))
-    bi = int(group.attrs["block_inputs"])
+    bi = store.record.block_inputs
     per_row = [
         (f"{schema.SAMPLES}/{name}", bi * store.positions_per_image) for name in ("activations", *schema.ROW_ARRAYS)
     ]
@@ -219,18 +219,18 @@ def verify_collect(store: AtlasStore, report: Report) -> None:
         if name not in group:
             report.add(Problem("missing", f"{root}/{name}", "array missing", "collect into a new store"))
             continue
-        array = group[name]
+        array = read_child(group, name)
 
-        def wanted(chunk: int, array: zarr.Array = array, unit_rows: int = unit_rows) -> bool:
+        def wanted(chunk: int, array: zarr.Array[Any] = array, unit_rows: int = unit_rows) -> bool:
             return any(done[u] for u in _chunk_units(array, chunk, unit_rows) if u < len(done))
 
-        def repair(chunk: int, array: zarr.Array = array, unit_rows: int = unit_rows) -> Repair:
+        def repair(chunk: int, array: zarr.Array[Any] = array, unit_rows: int = unit_rows) -> Repair:
             return Repair("blocks", root, tuple(u for u in _chunk_units(array, chunk, unit_rows) if done[u]))
 
         report.problems.extend(check_array(array, f"{root}/{name}", wanted, fix, repair))
     if store.images_written:
         for name in ("path", "label", "label_class"):
-            array = group[schema.IMAGES][name]
+            array = read_child(read_group(group, schema.IMAGES), name)
             report.problems.extend(
                 check_array(
                     array, f"{root}/{schema.IMAGES}/{name}", lambda _c: True, fix, lambda _c: Repair("images", root)
@@ -282,8 +282,8 @@ def verify_derived(store: Any, report: Report, fix_for: Callable[[Path], str]) -
 
     def layout_id_stale(group: zarr.Group) -> str | None:
         source = (
-            Path(group.attrs["source"]).with_name(
-                Path(group.attrs["source"]).name.replace(".whitening.zarr", ".layout.zarr")
+            Path(str(group.attrs["source"])).with_name(
+                Path(str(group.attrs["source"])).name.replace(".whitening.zarr", ".layout.zarr")
             )
             if group.attrs.get("source")
             else layout_path
@@ -321,8 +321,8 @@ def verify_icons(path: Path, store: Any, report: Report, fix: str) -> None:
     where = str(path)
     rendered = 0
     for n in icons.levels:
-        sub = icons.group[f"level_{n}"]
-        flags = sub["done"]
+        sub = read_group(icons.group, f"level_{n}")
+        flags = read_child(sub, "done")
         bad_flags = set()
         for coords in np.ndindex(*chunk_grid(flags)):
             problem = check_chunk(flags, coords)
@@ -341,32 +341,37 @@ def verify_icons(path: Path, store: Any, report: Report, fix: str) -> None:
             icons.done(n)
             if not bad_flags
             else np.array(
-                [b not in bad_flags and bool(np.asarray(flags[b])) for b in range(icons.n_batches(n))], dtype=bool
+                [b not in bad_flags and bool(np.asarray(flags[b])) for b in range(icons.n_batches(n))],
+                dtype=np.bool_,
             )
         )
         rendered += int(done.sum())
         bs = icons.batch_size
         for name in ("icons", "objective", "cossim"):
-            array = sub[name]
+            array = read_child(sub, name)
 
-            def wanted(chunk: int, array: zarr.Array = array, done: np.ndarray = done, bs: int = bs) -> bool:
+            def wanted(chunk: int, array: zarr.Array[Any] = array, done: np.ndarray = done, bs: int = bs) -> bool:
                 return any(done[u] for u in _chunk_units(array, chunk, bs) if u < len(done))
 
             def repair(
-                chunk: int, array: zarr.Array = array, n: int = n, done: np.ndarray = done, bs: int = bs
+                chunk: int, array: zarr.Array[Any] = array, n: int = n, done: np.ndarray = done, bs: int = bs
             ) -> Repair:
                 return Repair("batches", where, (n, *(u for u in _chunk_units(array, chunk, bs) if u < len(done))))
 
             report.problems.extend(check_array(array, f"{where}/level_{n}/{name}", wanted, fix, repair))
-        if FIDELITY in sub and sub[FIDELITY].attrs.get("complete", False):
-            for name, array in _arrays(sub[FIDELITY]):
+        if FIDELITY in sub and read_group(sub, FIDELITY).attrs.get("complete", False):
+
+            def fidelity_repair(_chunk: int, n: int = n) -> Repair:
+                return Repair("fidelity", where, (n,))
+
+            for name, array in _arrays(read_group(sub, FIDELITY)):
                 report.problems.extend(
                     check_array(
                         array,
                         f"{where}/level_{n}/{FIDELITY}/{name}",
                         lambda _c: True,
                         "atlas verify --repair, then atlas fidelity",
-                        lambda _c, n=n: Repair("fidelity", where, (n,)),
+                        fidelity_repair,
                     )
                 )
     reason = icons_stale(icons, store)
@@ -415,9 +420,11 @@ def verify_subsets(store: AtlasStore, report: Report) -> None:
                 subset = SubsetStore.open(store, name, base=folder)
             except AtlasError:
                 continue  # unfinished or damaged rows: reported above
-            verify_derived(
-                subset, report, lambda p, c=command: rewrite_command(p) if p.name.endswith(".icons.zarr") else c
-            )
+
+            def fix_for(p: Path, command: str = command) -> str:
+                return rewrite_command(p) if p.name.endswith(".icons.zarr") else command
+
+            verify_derived(subset, report, fix_for)
 
 
 # --------------------------------------------------------------------------------- entry point

@@ -16,6 +16,8 @@ import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
+from store.records import DatasetIdentity, ModelIdentity, Sampling
+
 
 @runtime_checkable
 class RowStore(Protocol):
@@ -24,7 +26,19 @@ class RowStore(Protocol):
     path: Path
 
     @property
-    def attrs(self) -> dict[str, Any]: ...
+    def model(self) -> ModelIdentity:
+        """The model and layer the activations came from (typed, validated when the store opened)."""
+        ...
+
+    @property
+    def dataset(self) -> DatasetIdentity: ...
+    @property
+    def sampling(self) -> Sampling:
+        """How the rows were sampled from the photos (views and positions per image, view scale, ...)."""
+        ...
+
+    @property
+    def label_names(self) -> list[str]: ...
     @property
     def n_rows(self) -> int: ...
     @property

@@ -25,19 +25,22 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.array_spec import ArrayConfigParams
 from zarr.storage import LocalStore
 
 from store.errors import AtlasError, ChecksumError, storage_error
 
 #: per-array runtime setting for every write: chunks equal to the fill value are stored too
-WRITE_CONFIG = {"write_empty_chunks": True}
+WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
+#: how a group is opened: read only, read and write, or created anew (zarr's access modes)
+Mode = Literal["r", "r+", "a", "w", "w-"]
 _checksums = True
 
 
@@ -114,29 +117,56 @@ class GuardedLocalStore(LocalStore):
             raise storage_error(exc, self.root) from None
 
 
-def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
+def open_group(path: str | Path, mode: Mode = "r") -> zarr.Group:
     """The zarr group at ``path`` through :class:`GuardedLocalStore` (``mode``: r, r+, w)."""
     store = GuardedLocalStore(Path(path), read_only=(mode == "r"))
     return zarr.open_group(store=store, mode=mode)
 
 
-def create_array(group: zarr.Group, name: str, *, data: np.ndarray | None = None, **kwargs: Any) -> zarr.Array:
+def create_array(group: zarr.Group, name: str, *, data: np.ndarray | None = None, **kwargs: Any) -> zarr.Array[Any]:
     """``group.create_array`` with the checksum codec and every chunk written (see the module docstring)."""
     return group.create_array(name, data=data, compressors=compressors(), config=WRITE_CONFIG, **kwargs)
 
 
-def writable(array: zarr.Array) -> zarr.Array:
+def read_child(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` of ``group``; a group or nothing there is one line naming both."""
+    member = group.get(name)
+    if not isinstance(member, zarr.Array):
+        raise _not_there(group, name, member, "an array")
+    return member
+
+
+def read_group(group: zarr.Group, name: str) -> zarr.Group:
+    """The sub-group ``name`` of ``group``; an array or nothing there is one line naming both."""
+    member = group.get(name)
+    if not isinstance(member, zarr.Group):
+        raise _not_there(group, name, member, "a group")
+    return member
+
+
+def _not_there(group: zarr.Group, name: str, member: object, wanted: str) -> AtlasError:
+    found = "missing" if member is None else f"not {wanted}"
+    return AtlasError(f"{_root(group)}: {name} is {found}; the group is damaged: run `atlas verify` on it")
+
+
+def _root(node: zarr.Group | zarr.Array[Any]) -> str:
+    root = getattr(node.store, "root", None)
+    where = Path(str(root)) / node.path if root is not None else Path(node.path or "/")
+    return str(where)
+
+
+def writable(array: zarr.Array[Any]) -> zarr.Array[Any]:
     """``array`` set up for writing: chunks equal to the fill value are stored too."""
     return array.with_config(WRITE_CONFIG)
 
 
 # --------------------------------------------------------------------------------- chunks
-def chunk_grid(array: zarr.Array) -> tuple[int, ...]:
+def chunk_grid(array: zarr.Array[Any]) -> tuple[int, ...]:
     """Chunks per axis."""
     return tuple(-(-s // c) if s else 0 for s, c in zip(array.shape, array.chunks))
 
 
-def chunk_file(array: zarr.Array, coords: tuple[int, ...]) -> Path | None:
+def chunk_file(array: zarr.Array[Any], coords: tuple[int, ...]) -> Path | None:
     """Where chunk ``coords`` of ``array`` lives on disk (None for a store that is not a local folder)."""
     root = getattr(array.store, "root", None)
     if root is None:
@@ -145,13 +175,13 @@ def chunk_file(array: zarr.Array, coords: tuple[int, ...]) -> Path | None:
     return Path(root) / array.path / key
 
 
-def has_checksum(array: zarr.Array) -> bool:
+def has_checksum(array: zarr.Array[Any]) -> bool:
     """Whether every chunk of ``array`` ends with a CRC-32C (the codec is the last one of the chain)."""
-    codecs = getattr(array.metadata, "codecs", ())
+    codecs: tuple[object, ...] = tuple(getattr(array.metadata, "codecs", ()))
     return bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
 
 
-def check_chunk(array: zarr.Array, coords: tuple[int, ...]) -> str | None:
+def check_chunk(array: zarr.Array[Any], coords: tuple[int, ...]) -> str | None:
     """None if chunk ``coords`` is on disk and intact; else ``"missing"`` or why it is corrupt.
 
     With the checksum codec the CRC is checked on the raw file bytes (no decompression); without
@@ -216,7 +246,7 @@ def _axis0_range(selection: Any, n: int) -> tuple[int, int]:
     return 0, n
 
 
-def bad_chunks(array: zarr.Array, rows: tuple[int, int] | None = None) -> list[tuple[tuple[int, ...], str]]:
+def bad_chunks(array: zarr.Array[Any], rows: tuple[int, int] | None = None) -> list[tuple[tuple[int, ...], str]]:
     """Every damaged chunk of ``array`` (restricted to chunks over rows ``[start, stop)``), with why."""
     grid = chunk_grid(array)
     if not grid or 0 in grid:
@@ -237,7 +267,7 @@ def _is_checksum_failure(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "checksum" in str(exc).lower()
 
 
-def checksum_error(array: zarr.Array, rows: tuple[int, int] | None = None) -> AtlasError:
+def checksum_error(array: zarr.Array[Any], rows: tuple[int, int] | None = None) -> AtlasError:
     """The one-line error for a failed checksum of ``array`` (the first damaged chunk is named)."""
     root = Path(getattr(array.store, "root", "")) if getattr(array.store, "root", None) else Path("?")
     found = bad_chunks(array, rows) or bad_chunks(array)
@@ -255,7 +285,7 @@ def checksum_error(array: zarr.Array, rows: tuple[int, int] | None = None) -> At
     )
 
 
-def read(array: zarr.Array, selection: Any = Ellipsis) -> np.ndarray:
+def read(array: zarr.Array[Any], selection: Any = Ellipsis) -> np.ndarray:
     """``array[selection]`` as numpy; a failed checksum is a :class:`ChecksumError`, never wrong numbers."""
     try:
         return np.asarray(array[selection])
@@ -265,7 +295,7 @@ def read(array: zarr.Array, selection: Any = Ellipsis) -> np.ndarray:
         raise checksum_error(array, _axis0_range(selection, array.shape[0] if array.shape else 0)) from None
 
 
-def read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
+def read_rows(array: zarr.Array[Any], rows: np.ndarray) -> np.ndarray:
     """``array.oindex[rows]`` (rows along the first axis), checked like :func:`read`."""
     rows = np.asarray(rows, dtype=np.int64)
     try:
@@ -279,7 +309,7 @@ def read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
 class _CheckedChunks:
     """What ``dask.array.from_array`` needs of an array, reading through :func:`read`."""
 
-    def __init__(self, array: zarr.Array) -> None:
+    def __init__(self, array: zarr.Array[Any]) -> None:
         self.array = array
         self.shape = array.shape
         self.dtype = array.dtype
@@ -289,9 +319,9 @@ class _CheckedChunks:
         return read(self.array, selection)
 
 
-def dask_array(array: zarr.Array) -> da.Array:
+def dask_array(array: zarr.Array[Any]) -> da.Array:
     """``array`` as a dask array with its own chunks, every chunk read through :func:`read`."""
-    return da.from_array(
+    checked: da.Array = da.from_array(  # type: ignore[no-untyped-call]  # dask ships no annotations
         _CheckedChunks(array),
         chunks=array.chunks,
         name=f"checked-zarr-{uuid.uuid4().hex}",
@@ -300,3 +330,4 @@ def dask_array(array: zarr.Array) -> da.Array:
         fancy=False,
         meta=np.empty((0,) * array.ndim, array.dtype),
     )
+    return checked

@@ -62,6 +62,7 @@ def _brute_force(acts: np.ndarray, candidates: np.ndarray, direction: np.ndarray
 def test_nearest_rows_equal_brute_force(tmp_path: Path, search: str, distinct: bool) -> None:
     store, level, acts = _hand_made(tmp_path)
     store.group.attrs["views_per_image"] = 5  # rows 5p..5p+4 count as views of one photo p
+    store = AtlasStore.open(store.path)  # metadata is parsed when a store opens
     found = examples.nearest_rows(store, {2: level}, k=3, search=search, distinct_photos=distinct)[2]
     valid = np.flatnonzero(store.valid_mask())
     for c in range(4):

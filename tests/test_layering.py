@@ -183,3 +183,35 @@ def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path: Path) -> Non
     assert {"store.atlas_store", "stages.config", "json"} <= imports_of(typed)
     assert "store.atlas_store" not in imports_of(typed, runtime_only=True)
     assert "stages.config" in imports_of(typed, runtime_only=True)
+
+
+def attrs_reads(path: Path) -> list[int]:
+    """Line numbers of every ``<something>.attrs`` in ``path`` (an ``Attribute`` node named ``attrs``).
+
+    Store metadata is parsed into typed records once, under ``store/`` (store/records.py); any
+    ``.attrs`` outside it is a raw, untyped read of zarr attributes (or of a record's raw dict)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return sorted(node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "attrs")
+
+
+def test_attrs_are_read_only_under_store() -> None:
+    bad = sorted(
+        f"{path.relative_to(ROOT)}:{line}"
+        for m, path in MODULES.items()
+        if _floor(m) != "store"
+        for line in attrs_reads(path)
+    )
+    assert not bad, "`.attrs` read outside store/ (use the typed records of store/records.py):\n" + "\n".join(bad)
+
+
+def test_the_attrs_rule_sees_reads_and_ignores_keywords(tmp_path: Path) -> None:
+    """The rule above could pass vacuously; it must flag ``x.attrs`` however it is used, and not ``attrs=``."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def f(store, Layout):\n"
+        "    a = store.attrs\n"
+        "    b = store.group.attrs.get('model')\n"
+        "    store.group.attrs['x'] = 1\n"
+        "    return Layout(attrs={'method': 'umap'}), a, b\n"
+    )
+    assert attrs_reads(planted) == [2, 3, 4]

@@ -55,6 +55,7 @@ def tiny_atlas(path: Path, model: LoadedModel, scale: float = 1.0) -> AtlasStore
     rows = acts[:, 1:-1, 1:-1].reshape(-1, acts.shape[-1])  # interior positions, like collect's border 1
     store = AtlasStore.create_synthetic_for_tests(path, rows.astype(np.float32), class_names=model.class_names)
     store.group.attrs["model"] = {"name": model.name, "layer": model.layer, "weights_sha256": model.weights_sha256}
+    store = AtlasStore.open(path)  # metadata is parsed when a store opens
     levels = []
     for n, k in LEVELS.items():
         directions, members = [], []

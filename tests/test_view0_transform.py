@@ -21,9 +21,10 @@ from pipeline.params import load_config
 from stages.collect import stage as collect
 from stages.collect.inputs import ViewDataset, ViewSettings, draft_side, eval_crop_for, to_normalized_input, work_items
 from stages.config import Config
-from stages.images.crops import eval_center_box, eval_crop_of, render_view, view_box
+from stages.images.crops import eval_center_box, render_view, view_box
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
+from store.records import Fields, Sampling
 
 SCALE = (0.25, 1.0)
 
@@ -88,8 +89,15 @@ def test_draft_side_keeps_the_eval_resize() -> None:
     assert draft_side(True, 224, 1, SCALE) == 224
     assert draft_side(True, 224, 1, SCALE, (256, 224)) == 256  # the short side must reach R, not 224
     assert draft_side(True, 224, 12, SCALE, (256, 224)) == draft_side(True, 224, 12, SCALE) == 518
-    assert eval_crop_of({"seed": 0}) is None
-    assert eval_crop_of({"view0": {"transform": "eval", "resize": 232, "crop": 224}}) == (232, 224)
+    assert _eval_crop({"seed": 0}) is None
+    assert _eval_crop({"view0": {"transform": "resize"}}) is None
+    assert _eval_crop({"view0": {"transform": "eval", "resize": 232, "crop": 224}}) == (232, 224)
+
+
+def _eval_crop(sampling: dict) -> tuple[int, int] | None:
+    """View 0's crop as a store with these sampling parameters records it (store/records.py)."""
+    geometry = Fields({"views_per_image": 1, "positions_per_image": 1}, "store")
+    return Sampling.parse(geometry, Fields(sampling, "store", "sampling.")).eval_crop
 
 
 # ------------------------------------------------------------------------------- collect, end to end
@@ -117,7 +125,7 @@ def test_eval_is_recorded_fed_to_the_model_and_a_mismatch_refused(
 
     stored = AtlasStore.open(eval_store, mode="r")
     assert stored.attrs["sampling"]["view0"] == {"transform": "eval", "resize": 256, "crop": 224}
-    assert eval_crop_of(stored.attrs["sampling"]) == (256, 224)
+    assert stored.sampling.eval_crop == (256, 224)
     assert "view0" not in AtlasStore.open(plain_store, mode="r").attrs["sampling"]  # the default adds nothing
 
     # the rows are the model's activations on the evaluation crop of each photo

@@ -55,7 +55,7 @@ class Level:
             member_offsets=cells.member_offsets,
             member_rows=cells.member_rows,
             class_names=list(cells.class_names),
-            min_count=int(cells.attrs.get("min_count", 0)),
+            min_count=int(cells.info.min_count or 0),
         )
 
     def __len__(self) -> int:
@@ -164,7 +164,7 @@ class AtlasResult:
 
     def __repr__(self) -> str:
         kept = ", ".join(f"{n}: {len(level)}" for n, level in sorted(self.cell_levels.items()))
-        return f"<AtlasResult of {len(self.layout.rows)} rows ({self.layout.attrs.get('method')}); kept cells per level {{{kept}}}>"
+        return f"<AtlasResult of {len(self.layout.rows)} rows ({self.layout.info.method}); kept cells per level {{{kept}}}>"
 
     @property
     def levels(self) -> list[int]:
@@ -194,7 +194,7 @@ class AtlasResult:
         """The layout as a scatter coloured by each row's most attributed class, ``level``'s grid over it."""
         grid = self.level(level) if level is not None else None
         groups = self.groups if self.groups is not None else np.full(len(self.layout.rows), -1, np.int64)
-        title = f"{len(self.layout.rows):,} rows, {self.layout.attrs.get('method', 'given embedding')}"
+        title = f"{len(self.layout.rows):,} rows, {self.layout.info.method or 'given embedding'}"
         return _layout_figure(self.layout.layout, groups, self.class_names, grid, title, "top class")
 
     def show_level(

@@ -3,6 +3,7 @@ class atlases and comparisons; nothing is recomputed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +23,7 @@ from store.atlas_store import AtlasStore
 from store.derived import Layout
 from store.errors import AtlasError
 from store.icons import IconLevel, IconStore
+from store.records import ModelIdentity
 from store.subset import SubsetStore
 from store.view import RowStore
 
@@ -54,16 +56,21 @@ class Atlas:
         return Path(self.store.path)
 
     @property
+    def model(self) -> ModelIdentity:
+        """The model the activations came from (typed: name, weights, layer, layer_shape, ...)."""
+        return self.store.model
+
+    @property
     def model_info(self) -> dict[str, Any]:
-        """The model the activations came from (name, weights, layer, layer_shape, ...)."""
-        return dict(self.store.attrs.get("model") or {})
+        """:attr:`model` as a plain dict (name, weights, weights_sha256, layer, layer_shape, image_size)."""
+        return dataclasses.asdict(self.store.model)
 
     @property
     def class_names(self) -> list[str]:
         return list(self.store.class_names)
 
     def __repr__(self) -> str:
-        model = self.model_info
+        model = self.model
         try:
             levels = f"levels {self.levels} (rendered: {self.rendered_levels})"
         except AtlasError:
@@ -72,7 +79,7 @@ class Atlas:
         if self.kind == "main":
             extra = f"; class atlases: {list(self.class_atlases)}; comparisons: {list(self.comparisons)}"
         return (
-            f"<Atlas {self.kind} {self.title!r} at {self.path}: {model.get('name')} {model.get('layer')}, "
+            f"<Atlas {self.kind} {self.title!r} at {self.path}: {model.name} {model.layer}, "
             f"{self.store.n_rows} rows x {self.store.channels} channels; {levels}{extra}>"
         )
 
@@ -191,7 +198,7 @@ class Atlas:
             raise AtlasError(f"color_by={color_by!r}: choose top_class or label")
         grid = self.level(level) if level is not None else None
         groups, names = row_groups(self.store, self.layout.rows, color_by)
-        title = f"{self.title}: {len(self.layout.rows):,} samples, {self.layout.attrs.get('method', '?')}"
+        title = f"{self.title}: {len(self.layout.rows):,} samples, {self.layout.info.method or '?'}"
         return _layout_figure(self.layout.layout, groups, names, grid, title, color_by.replace("_", " "))
 
     # ------------------------------------------------------------------------------- class atlases
@@ -211,24 +218,24 @@ class Atlas:
 
     def load_model(self, device: torch.device | None = None) -> LoadedModel:
         """The classifier the activations came from, cut at the same layer (weights from the local cache)."""
-        model = self.model_info
-        if not model.get("name") or not model.get("layer"):
+        model = self.model
+        if not model.name or not model.layer:
             raise AtlasError(f"store {self.path} records no model; use load_classifier(name, layer)")
         cfg = _validated(
             ModelConfig,
             {
-                "name": model["name"],
-                "layer": model["layer"],
-                "weights": model.get("weights", ModelConfig().weights),
-                "image_size": model.get("image_size", ModelConfig().image_size),
+                "name": model.name,
+                "layer": model.layer,
+                "weights": model.weights if model.weights is not None else ModelConfig().weights,
+                "image_size": model.image_size if model.image_size is not None else ModelConfig().image_size,
             },
             "load_model",
         )
         loaded = load_model(cfg, device if device is not None else torch.device("cpu"))
-        stored = model.get("weights_sha256")
+        stored = model.weights_sha256
         if stored and stored != loaded.weights_sha256:
             raise AtlasError(
-                f"store {self.path} was collected with other {model['name']} weights (sha256 "
+                f"store {self.path} was collected with other {model.name} weights (sha256 "
                 f"{stored[:12]}...); put that file in torchvision's cache or pass its path"
             )
         return loaded
@@ -271,11 +278,9 @@ class Atlas:
         icons = self._icon_store()
         if icons is None or n not in icons.levels:
             return None
-        from stages.render.stage import grid_fingerprint
-
         if not self._icons_checked:
             cells = {m: derived.read_level(self.store, m, with_attribution=False) for m in icons.levels}
-            if icons.attrs.get("grid", {}).get("fingerprint") != grid_fingerprint(self.store, cells):
+            if not derived.icons_current(icons.record, self.store, cells):
                 raise AtlasError(f"icons {icons.path} were rendered from another grid; run `atlas render` again")
             self._icons_checked = True
         level = icons.read_level(n)
@@ -298,7 +303,6 @@ def open_atlas(store_path: str | Path) -> Atlas:
             "finished run (e.g. data/store.zarr; relative paths start at the current directory)"
         )
     store = AtlasStore.open(path, mode="r")
-    model = store.attrs.get("model") or {}
-    title = f"{model.get('name', 'model')} {model.get('layer', '')}".strip()
+    title = store.model.title
     log.info("opened %s (%s, %d rows)", path, title, store.n_rows)
     return Atlas(store, kind="main", name="main", title=title)

@@ -33,7 +33,7 @@ def row_groups(store: Any, rows: NDArray[np.int64], color_by: ColorBy) -> tuple[
     """Per laid-out row a group id (-1: unknown) and the names of the groups."""
     if color_by == "label":
         groups = np.asarray(store.row_labels(), dtype=np.int64)[rows]
-        names = list(store.attrs.get("label_names") or [])
+        names = list(store.label_names)
         return groups, names
     if color_by == "top_class":
         idx, val = store.attribution_topk()
@@ -122,11 +122,9 @@ def plot_layout(store: Any, level: int | None, out_png: str | Path, color_by: Co
     xy = layout.layout
     fig = Figure(figsize=(9, 9), dpi=110)
     FigureCanvasAgg(fig)
-    title = f"{len(xy):,} samples, {layout.attrs.get('method', '?')} (seed {layout.attrs.get('seed', '?')})"
+    title = f"{len(xy):,} samples, {layout.info.method or '?'} (seed {'?' if layout.info.seed is None else layout.info.seed})"
     if cell_level is not None:
-        title += (
-            f"; level {cell_level.n}: {len(cell_level)} cells with > {cell_level.attrs.get('min_count', '?')} samples"
-        )
+        title += f"; level {cell_level.n}: {len(cell_level)} cells with > {'?' if cell_level.info.min_count is None else cell_level.info.min_count} samples"
     draw_layout(fig, xy, groups, names, cell_level, title, color_by.replace("_", " "), seed=seed)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

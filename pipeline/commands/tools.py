@@ -85,23 +85,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     store = AtlasStore.open(config.data.store, mode="r")
-    attrs = store.attrs
-    model = attrs.get("model", {})
-    print(
-        f"store {store.path}: model {model.get('name')} ({model.get('weights')}), layer {model.get('layer')} "
-        f"{model.get('layer_shape')}"
-    )
+    model = store.model
+    shape = list(model.layer_shape) if model.layer_shape is not None else None
+    print(f"store {store.path}: model {model.name} ({model.weights}), layer {model.layer} {shape}")
     print(
         f"rows {store.n_rows}, channels {store.channels}, blocks {store.n_blocks} "
         f"({int(store.done_blocks().sum())} done)"
     )
     for key, value in store.counts().items():
         print(f"  {key}: {value}")
-    _print_labels(store, attrs)
+    _print_labels(store)
     return 0
 
 
-def _print_labels(store, attrs) -> None:
+def _print_labels(store) -> None:
     """How many images have a known model class; one warning line when labels map to none."""
     import numpy as np
 
@@ -109,16 +106,18 @@ def _print_labels(store, attrs) -> None:
     from stages.images.class_names import label_classes
 
     classes = store.image_label_classes()
-    label_names = list(attrs.get("label_names") or [])
-    dataset = attrs.get("dataset", {})
+    label_names = store.label_names
+    dataset = store.dataset
     known = int((classes >= 0).sum())
-    mapped = label_classes(label_names, list(attrs.get("class_names") or []))
+    mapped = label_classes(label_names, store.class_names)
     print(
         f"images {classes.size}: {known} with a known model class ({100.0 * known / max(classes.size, 1):.1f}%), "
         f"{len(label_names)} labels of which {int((mapped >= 0).sum())} are model classes"
-        + (f"; drawn: {dataset['selection']}" if dataset.get("selection") else "")
+        + (f"; drawn: {dataset.selection}" if dataset.selection else "")
     )
-    warning = unmatched_labels_warning(label_names, np.asarray(mapped), str(dataset.get("source", store.path)))
+    warning = unmatched_labels_warning(
+        label_names, np.asarray(mapped), str(dataset.source if dataset.source is not None else store.path)
+    )
     if warning:
         print(f"warning: {warning}")
 

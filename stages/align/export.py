@@ -19,7 +19,7 @@ from typing import Any
 
 from stages.config import Config
 from stages.tiles.export import export_atlas, write_json_twin
-from stages.tiles.source import AtlasSource, fingerprint, store_minimap
+from stages.tiles.source import AtlasSource, store_minimap
 from stages.tiles.viewer_assets import VIEWER_SOURCE, install_viewer
 from store import derived
 from store.atomic import aside_path
@@ -36,7 +36,6 @@ def aligned_folder(config: Config, name: str) -> Path:
 
 def _source(config: Config, key: str, subset: SubsetStore, report: dict[str, Any]) -> AtlasSource:
     icons = IconStore.open(subset.derived_path("icons"))
-    attrs = icons.attrs
     side = report["sides"][key]
     other = report["sides"]["b" if key == "a" else "a"]
     a, b = report["sides"]["a"], report["sides"]["b"]
@@ -50,10 +49,10 @@ def _source(config: Config, key: str, subset: SubsetStore, report: dict[str, Any
         minimap=lambda k, seed: store_minimap(subset, k, seed),
         class_names=list(subset.class_names),
         model={"name": f"{a['model']} | {b['model']}", "layer": f"{a['layer']} | {b['layer']}"},
-        icon_px=int(attrs["size"]),
+        icon_px=icons.size,
         store=subset,
         index={"side": key, "model": side["model"], "layer": side["layer"]},
-        fingerprint=fingerprint({"grid": attrs.get("grid"), "params": attrs.get("params"), "subset": str(subset.path)}),
+        fingerprint=icons.record.export_fingerprint("subset", subset.path),
     )
 
 

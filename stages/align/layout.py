@@ -28,7 +28,7 @@ class SharedLayout:
     embedding_b: NDArray[np.float32]
     fitted_a: NDArray[np.bool_]
     fitted_b: NDArray[np.bool_]
-    attrs: dict
+    metadata: dict  # how the shared layout was made (the reduce layout's record)
 
 
 def split_groups(values: NDArray, sizes: tuple[int, int]) -> tuple[NDArray, NDArray]:
@@ -47,5 +47,5 @@ def shared_layout(rows_a: NDArray[np.floating], rows_b: NDArray[np.floating], cf
     ea, eb = split_groups(made.embedding, sizes)
     fa, fb = split_groups(made.fitted, sizes)
     return SharedLayout(
-        layout_a=la, layout_b=lb, embedding_a=ea, embedding_b=eb, fitted_a=fa, fitted_b=fb, attrs=dict(made.attrs)
+        layout_a=la, layout_b=lb, embedding_a=ea, embedding_b=eb, fitted_a=fa, fitted_b=fb, metadata=made.metadata()
     )

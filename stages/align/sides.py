@@ -76,22 +76,19 @@ def side_config(config: Config, side: AlignModel) -> Config:
 
 
 def _inputs(store: RowStore) -> dict[str, Any]:
-    attrs = store.attrs
-    sampling = attrs.get("sampling") or {}
-    dataset = attrs.get("dataset") or {}
-    model = attrs.get("model") or {}
+    sampling = store.sampling
     return {
-        "photos": dataset.get("fingerprint"),
-        "n_images": dataset.get("n_images"),
-        "image_size": model.get("image_size"),
-        **{k: sampling.get(k) for k in _INPUT_KEYS},
+        "photos": store.dataset.fingerprint,
+        "n_images": store.dataset.n_images,
+        "image_size": store.model.image_size,
+        **{k: getattr(sampling, k) for k in _INPUT_KEYS},
     }
 
 
 def require_same_inputs(a: RowStore, b: RowStore) -> None:
     """Refuse two stores whose rows are not the same image locations, naming the first difference."""
     for store in (a, b):
-        if (store.attrs.get("sampling") or {}).get("image_margin") is None:
+        if store.sampling.image_margin is None:
             raise AtlasError(
                 f"store {store.path} sampled its layer's own cells, not image locations; collect both "
                 "sides with collect.image_margin set (atlas align does)"

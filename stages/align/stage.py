@@ -130,7 +130,7 @@ def _layout_fingerprint(config: Config, store_a: AtlasStore, store_b: AtlasStore
 
 def _has_layout(subset: SubsetStore, fp: str) -> bool:
     try:
-        return derived.read_layout(subset).attrs.get("align_fingerprint") == fp
+        return derived.read_layout(subset).info.align_fingerprint == fp
     except AtlasError:
         return False
 
@@ -156,15 +156,11 @@ def _maps_report(m: maps.AlignedMaps, test_fraction: float) -> dict[str, Any]:
 
 def _drop_stale_icons(subset: SubsetStore, levels: list[int]) -> None:
     """Delete a side's icons rendered from another grid (a new layout asks for new icons)."""
-    from stages.render.stage import grid_fingerprint
-
     path = subset.derived_path("icons")
     if not IconStore.exists(path):
         return
-    rendered = IconStore.open(path).attrs.get("grid") or {}
     cells = {n: derived.read_level(subset, n, with_attribution=False) for n in levels}
-    current = {"layout_id": derived.grid_attrs(subset).get("layout_id"), "fingerprint": grid_fingerprint(subset, cells)}
-    if rendered != current:
+    if not derived.icons_current(IconStore.open(path).record, subset, cells):
         log.info("%s: icons were rendered from another grid; deleting them", subset.path)
         remove_tree(path)
 
@@ -229,7 +225,7 @@ def _pair(
     else:
         joint_a, joint_b = maps.joint_rows(acts["a"], acts["b"], fitted)
         shared = shared_layout(joint_a, joint_b, config.reduce)
-        attrs = {**shared.attrs, "align_fingerprint": fp, "aligned": selection}
+        attrs = {**shared.metadata, "align_fingerprint": fp, "aligned": selection}
         for key, lay, emb, fit in (
             ("a", shared.layout_a, shared.embedding_a, shared.fitted_a),
             ("b", shared.layout_b, shared.embedding_b, shared.fitted_b),

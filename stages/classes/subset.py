@@ -65,7 +65,7 @@ def choose_whitening(subset: SubsetStore, source: Literal["store", "subset"]) ->
     return derived.Whitening(
         matrix=whole.matrix,
         second_moment=whole.second_moment,
-        attrs={**whole.attrs, "source": str(subset.parent.derived_path("whitening"))},
+        attrs={**whole.metadata(), "source": str(subset.parent.derived_path("whitening"))},
     )
 
 
@@ -79,13 +79,8 @@ def drop_stale_icons(subset: SubsetStore, level: int) -> None:
     path = subset.derived_path("icons")
     if not IconStore.exists(path):
         return
-    rendered = IconStore.open(path).attrs.get("grid") or {}
     cells = {level: derived.read_level(subset, level, with_attribution=False)}
-    current = {
-        "layout_id": derived.grid_attrs(subset).get("layout_id"),
-        "fingerprint": render.grid_fingerprint(subset, cells),
-    }
-    if rendered != current:
+    if not derived.icons_current(IconStore.open(path).record, subset, cells):
         log.info("%s: icons were rendered from another grid; deleting them", subset.name)
         remove_tree(path)  # renamed away first: never seen half deleted
 
@@ -151,11 +146,9 @@ def export_subset(
     the subset's own rows, ``extra`` becomes this atlas's fields in ``atlases.json``.
     """
     from stages.tiles.export import export_atlas
-    from stages.tiles.source import AtlasSource, fingerprint, store_minimap
+    from stages.tiles.source import AtlasSource, store_minimap
 
     icons = IconStore.open(subset.derived_path("icons"))
-    attrs = icons.attrs
-    model = subset.attrs.get("model") or {}
     source = AtlasSource(
         id=f"{kind}/{slug}",
         kind=kind,
@@ -165,12 +158,12 @@ def export_subset(
         icon_level=icons.read_level,
         minimap=lambda k, seed: store_minimap(subset, k, seed),
         class_names=list(subset.class_names),
-        model={"name": model.get("name"), "layer": model.get("layer")},
-        icon_px=int(attrs["size"]),
+        model=subset.model.entry(),
+        icon_px=icons.size,
         store=subset,
         axes=axes or {"x": None, "y": None},
         index=extra,
-        fingerprint=fingerprint({"grid": attrs.get("grid"), "params": attrs.get("params"), "subset": str(subset.path)}),
+        fingerprint=icons.record.export_fingerprint("subset", subset.path),
     )
     result = export_atlas(source, Path(config.data.atlas), config.tiles)
     return Path(result.atlas_dir)

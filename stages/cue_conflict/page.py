@@ -188,7 +188,6 @@ def write_page(config: Config, store: AtlasStore, result: CueConflictResult) -> 
     tmp = folder / ".index.html.tmp"
     tmp.write_text(render_html(data, n, cells, thumbs))
     tmp.replace(page)
-    stored = store.attrs.get("model") or {}  # the index names the store's model, as every other entry does
     entry = AtlasSource(
         id=FOLDER,
         kind="experiment",
@@ -199,7 +198,7 @@ def write_page(config: Config, store: AtlasStore, result: CueConflictResult) -> 
         minimap=_no_levels,
         class_names=[],
         icon_px=CELL_PX,
-        model={"name": stored.get("name", result.model), "layer": stored.get("layer", result.layer)},
+        model=store.model.entry(),  # the index names the store's model, as every other entry does
         index={"page": f"{FOLDER}/index.html"},
     )
     update_index(atlas, entry)

@@ -63,7 +63,7 @@ def build_placer(store: AtlasStore, level_n: int) -> AtlasPlacer:
     when the layout or the grid is missing or stale)."""
     layout = derived.read_layout(store)
     level = derived.read_level(store, level_n, with_attribution=False)
-    cfg = ReduceConfig.model_validate(layout.attrs.get("params") or {})
+    cfg = ReduceConfig.model_validate(dict(layout.info.params))
     fitted = np.flatnonzero(layout.fitted)
     order = np.argsort(layout.rows[fitted], kind="stable")  # read_fit_rows wants ascending row ids
     rows = layout.rows[fitted][order]

@@ -78,7 +78,7 @@ def run(
         )
     placer = None
     if store is not None:
-        stored = (store.attrs.get("model") or {}).get("layer")
+        stored = store.model.layer
         if stored and stored != model.layer:
             raise AtlasError(
                 f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"

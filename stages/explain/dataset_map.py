@@ -228,9 +228,10 @@ def run(
     """Build the dataset map of ``data.source`` and export it into ``data.atlas`` (see the module docstring)."""
     from stages.reduce.stage import layout_in_memory
     from stages.tiles.export import export_atlas
-    from stages.tiles.source import AtlasSource, MiniMap, fingerprint
+    from stages.tiles.source import AtlasSource, MiniMap
     from store import derived
     from store.icons import IconLevel
+    from store.records import fingerprint
 
     t0 = time.perf_counter()
     d = config.dataset_map

@@ -207,7 +207,7 @@ def run(
     photo = load_photo(image, config)
     cells, icons = level_icons(store, e.level)
     model = model if model is not None else load_model(config.model, device)
-    stored = (store.attrs.get("model") or {}).get("layer")
+    stored = store.model.layer
     if stored and stored != model.layer:
         raise AtlasError(
             f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"
@@ -465,7 +465,6 @@ def write_explain_page(
         notes=[f"{m} not drawn: {why}" for m, why in maps.skipped.items()],
     )
     page = html_page.write_page(atlas / folder_id, content, mosaic_px=grid[1] * icon_px)
-    model_entry = store.attrs.get("model") or {}
     entry = AtlasSource(
         id=folder_id,
         kind="explain",
@@ -476,7 +475,7 @@ def write_explain_page(
         minimap=_no_levels,
         class_names=[],
         icon_px=icon_px,
-        model={"name": model_entry.get("name", model.name), "layer": model_entry.get("layer", model.layer)},
+        model=store.model.entry(),
         index={"page": f"{folder_id}/index.html"},
     )
     update_index(atlas, entry)

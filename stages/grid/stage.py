@@ -256,7 +256,7 @@ def run(
             lv.n,
             len(lv),
             cfg.min_count,
-            lv.attrs["n_rows_kept"],
+            lv.info.n_rows_kept,
             len(layout.rows),
         )
     log.info("grid done in %.1f s: %s", seconds["total"], {k: round(v, 1) for k, v in seconds.items()})
@@ -264,7 +264,7 @@ def run(
         levels=levels,
         cells={lv.n: len(lv) for lv in cell_levels},
         rows=int(len(layout.rows)),
-        rows_in_kept_cells={lv.n: int(lv.attrs["n_rows_kept"]) for lv in cell_levels},
+        rows_in_kept_cells={lv.n: int(lv.info.n_rows_kept or 0) for lv in cell_levels},
         whitening_rows=moment.n,
         whitening_ridge=ridge_abs,
         layout_id=layout.layout_id,

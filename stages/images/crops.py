@@ -136,12 +136,3 @@ def render_view(image: Image.Image, box: Box, size: int) -> Image.Image:
     if not (0 <= left < right <= image.width and 0 <= top < bottom <= image.height):
         raise ValueError(f"box {box} is not inside the {image.width}x{image.height} image")
     return image.resize((size, size), Image.Resampling.BILINEAR, box=box)
-
-
-def eval_crop_of(sampling: dict) -> EvalCrop | None:
-    """View 0's evaluation crop recorded in a store's sampling parameters (``attrs.sampling.view0``),
-    None for the plain resize: what a stage that re-renders a store's views passes to :func:`view_box`."""
-    view0 = sampling.get("view0")
-    if not view0 or view0.get("transform", "resize") == "resize":
-        return None
-    return int(view0["resize"]), int(view0["crop"])

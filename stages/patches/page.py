@@ -142,7 +142,6 @@ def write_page(
     tmp = folder / ".index.html.tmp"
     tmp.write_text(render_html(report, published, comp.level.n))
     tmp.replace(page)
-    model = store.attrs.get("model") or {}
     entry = AtlasSource(
         id=folder_id,
         kind="experiment",
@@ -153,7 +152,7 @@ def write_page(
         minimap=_no_levels,
         class_names=[],
         icon_px=56,
-        model={"name": model.get("name"), "layer": model.get("layer")},
+        model=store.model.entry(),
         index={"page": f"{folder_id}/index.html", "atlas": comp.atlas_id},
     )
     update_index(atlas, entry)

@@ -56,8 +56,8 @@ def store_photos(store: object, cls: int) -> list[str]:
         chosen |= set(np.flatnonzero(labels == cls).tolist())
     except (AttributeError, KeyError):
         pass
-    attrs = store.attrs  # type: ignore[attr-defined]
-    per_image = int(attrs.get("views_per_image", 1)) * int(attrs.get("positions_per_image", 1))
+    sampling = store.sampling  # type: ignore[attr-defined]
+    per_image = sampling.views_per_image * sampling.positions_per_image
     if store.has_row_array("top_pred_idx"):  # type: ignore[attr-defined]
         rows = np.arange(len(paths), dtype=np.int64) * per_image  # the first position of view 0
         valid = np.asarray(store.valid_mask(), bool)[rows]  # type: ignore[attr-defined]

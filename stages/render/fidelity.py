@@ -40,7 +40,6 @@ from stages.config import Config
 from stages.featurevis import layer_forward, spatial
 from stages.featurevis.forward import Forward
 from stages.model.registry import LoadedModel, load_model
-from stages.render.stage import grid_fingerprint
 from store import derived
 from store.errors import AtlasError
 from store.icons import FidelityArrays, IconStore
@@ -147,7 +146,7 @@ def run(config: Config, store: RowStore, device: torch.device, *, model: LoadedM
     icons = IconStore.open(store.derived_path("icons"), mode="r+")
     model = model if model is not None else load_model(config.model, device)
     cells = {n: derived.read_level(store, n, with_attribution=False) for n in icons.levels}
-    if icons.attrs["grid"].get("fingerprint") != grid_fingerprint(store, cells):
+    if not derived.icons_current(icons.record, store, cells):
         raise AtlasError(f"icons {icons.path} were rendered from another grid; run `atlas render` again")
     per_level: dict[int, FidelityArrays] = {}
     with layer_forward(model.module, model.layer, normalize=model.normalize, with_logits=True) as forward:

@@ -215,25 +215,20 @@ def _levels(r: RenderConfig, store: RowStore) -> list[int]:
 
 def _check_model(store: RowStore, model: LoadedModel) -> None:
     """The icons must come from the model and layer the store's activations came from."""
-    stored = store.attrs.get("model") or {}
     for key, have in (("name", model.name), ("layer", model.layer), ("weights_sha256", model.weights_sha256)):
-        if key in stored and stored[key] != have:
+        recorded = getattr(store.model, key)
+        if recorded is not None and recorded != have:
             raise AtlasError(
-                f"store {store.path} was collected with model.{key}={stored[key]!r} but render "
+                f"store {store.path} was collected with model.{key}={recorded!r} but render "
                 f"loads {have!r}; use the collect run's model settings"
             )
-
-
-def grid_fingerprint(store: RowStore, cells: dict[int, derived.CellLevel]) -> str:
-    """Content hash of the directions being rendered: any change of the grid changes it."""
-    return derived.directions_fingerprint(cells)
 
 
 def _spec(r: RenderConfig, store: RowStore, model: LoadedModel, cells: dict[int, derived.CellLevel]) -> IconsSpec:
     params = {k: v for k, v in r.model_dump(mode="json").items() if k in _RENDER_PARAMS}
     params["levels"] = sorted(cells)
     return IconsSpec(
-        grid={"layout_id": derived.grid_attrs(store).get("layout_id"), "fingerprint": grid_fingerprint(store, cells)},
+        grid=derived.current_grid(store, cells).as_json(),
         model={"name": model.name, "weights_sha256": model.weights_sha256, "layer": model.layer},
         params=params,
         levels={n: len(level) for n, level in cells.items()},

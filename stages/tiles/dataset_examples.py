@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from stages.images.crops import Box, eval_crop_of, view_box
+from stages.images.crops import Box, view_box
 from stages.images.decoding import decode_rgb
 from store import derived
 from store.view import RowStore
@@ -201,17 +201,15 @@ class RowGeometry:
 
     @classmethod
     def from_store(cls, store: RowStore) -> RowGeometry:
-        attrs = store.attrs
-        sampling = attrs.get("sampling") or {}
-        shape = (attrs.get("model") or {}).get("layer_shape") or [0, 1, 1]
+        sampling = store.sampling
         return cls(
-            views_per_image=int(attrs.get("views_per_image", 1)),
-            positions_per_image=int(attrs.get("positions_per_image", 1)),
-            view_scale=tuple(sampling.get("view_scale", (1.0, 1.0))),
-            seed=int(sampling.get("seed", 0)),
-            max_pixels=int(sampling.get("max_pixels", 89_478_485)),
-            layer_hw=(int(shape[1]), int(shape[2])),
-            eval_crop=eval_crop_of(sampling),
+            views_per_image=sampling.views_per_image,
+            positions_per_image=sampling.positions_per_image,
+            view_scale=sampling.view_scale,
+            seed=sampling.seed,
+            max_pixels=sampling.max_pixels,
+            layer_hw=store.model.layer_hw,
+            eval_crop=sampling.eval_crop,
         )
 
     @property

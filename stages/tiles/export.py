@@ -52,10 +52,11 @@ from stages.tiles.geometry import (
     icon_scale,
 )
 from stages.tiles.pyramid import compose_canvas, write_dzi
-from stages.tiles.source import AtlasSource, fingerprint
+from stages.tiles.source import AtlasSource
 from stages.tiles.viewer_assets import install_viewer
 from store.atomic import remove_tree
 from store.errors import storage_error
+from store.records import fingerprint
 from store.shards import shard_blocks
 
 log = logging.getLogger(__name__)

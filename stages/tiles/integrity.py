@@ -76,8 +76,7 @@ def made_from(store: Any) -> dict[str, Any]:
     path = Path(store.derived_path("icons"))
     if not IconStore.exists(path):
         return {}
-    attrs = IconStore.open(path).attrs
-    return {"icons": str(path), "grid": attrs.get("grid"), "params": attrs.get("params"), "model": attrs.get("model")}
+    return {"icons": str(path), **IconStore.open(path).record.made_from}
 
 
 def write_checksums(folder: Path, source: Any) -> None:

@@ -9,8 +9,6 @@ the same store; they build an ``AtlasSource`` from those and export it with the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,30 +75,21 @@ class AtlasSource:
         """
         icons = IconStore.open(store.derived_path("icons"))
         chosen = exportable_levels(icons, derived.grid_levels(store), levels)
-        model = store.attrs.get("model") or {}
-        attrs = icons.attrs
         return cls(
             id="main",
             kind="main",
-            title=f"{model.get('name', 'model')} {model.get('layer', '')}".strip(),
+            title=store.model.title,
             levels=chosen,
             cell_level=lambda n: derived.read_level(store, n, with_attribution=True),
             icon_level=icons.read_level,
             minimap=lambda k, seed: store_minimap(store, k, seed),
             class_names=list(store.class_names),
-            model={"name": model.get("name"), "layer": model.get("layer")},
-            icon_px=int(attrs["size"]),
+            model=store.model.entry(),
+            icon_px=icons.size,
             store=store,
-            label_names=[str(v) for v in store.attrs.get("label_names") or []],
-            fingerprint=fingerprint(
-                {"grid": attrs.get("grid"), "params": attrs.get("params"), "store": str(store.path)}
-            ),
+            label_names=list(store.label_names),
+            fingerprint=icons.record.export_fingerprint("store", store.path),
         )
-
-
-def fingerprint(obj: Any) -> str:
-    """Short content hash of a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def exportable_levels(icons: IconStore, grid_levels: list[int], requested: list[int] | None) -> list[int]:

@@ -169,10 +169,10 @@ def _export_stale(inputs: dict, path: Path) -> str | None:
     if not IconStore.exists(path):
         return f"the icons it was made from are not at {path}"
     try:
-        attrs = IconStore.open(path).attrs
+        made_from = IconStore.open(path).record.made_from
     except AtlasError as exc:
         return f"the icons it was made from cannot be read ({exc})"
     for key in ("grid", "params", "model"):
-        if key in inputs and attrs.get(key) != inputs[key]:
+        if key in inputs and made_from[key] != inputs[key]:
             return f"made from icons whose {key} has changed since ({path})"
     return None
