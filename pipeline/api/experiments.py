@@ -23,6 +23,8 @@ from pipeline.api.common import _validated
 from pipeline.api.in_memory import ModelLike, _model
 from pipeline.api.stored import Atlas, open_atlas
 from stages.config import Config, CueConflictConfig, ExplainConfig, PatchesConfig
+from stages.context import StageContext
+from stages.sections import CueConflictSection, PatchesSection
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ def shape_bias(
         )
     )
     store = opened.store if opened is not None else None
-    result = stage.run(cfg, loaded.device, store=store, model=loaded, write=False)  # type: ignore[arg-type]
+    ctx = StageContext(store, device=loaded.device, model=loaded)
+    result = stage.run(CueConflictSection.of(cfg, write=False), ctx)
     return report(result)
 
 
@@ -126,5 +129,6 @@ def patch_attack(
     cfg = Config(patches=_validated(PatchesConfig, section, "patch_attack"))
     cfg.data = cfg.data.model_copy(update={"store": str(opened.path)})
     cfg.compare = cfg.compare.model_copy(update={"pairs": [(a, b)]})
-    result = run(cfg, loaded.device, [a, b], store=opened.store, model=loaded)  # type: ignore[arg-type]
+    ctx = StageContext(opened.store, device=loaded.device, model=loaded)
+    result = run(PatchesSection.of(cfg, pair=[a, b]), ctx)
     return [direction_report(d) for d in result.directions]

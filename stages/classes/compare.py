@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from stages.classes.atlas import Attributions, read_attributions, rows_of_class
 from stages.classes.axes import comparison_layout
 from stages.classes.select import class_slug, class_values, resolve_class
 from stages.classes.subset import export_subset, grid_and_render, subset_config
-from stages.config import CompareConfig, Config
-from stages.model.registry import LoadedModel, load_model
+from stages.config import CompareConfig
+from stages.context import StageContext
+from stages.model.registry import load_model
 from stages.reduce.stage import library_versions
+from stages.sections import ClassesSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
@@ -86,7 +86,7 @@ def read_rows(store: AtlasStore, rows: NDArray[np.int64]) -> NDArray[np.float32]
 
 
 def write_comparison_layout(
-    subset: SubsetStore, attr: Attributions, a: int, b: int, cfg: CompareConfig, config: Config
+    subset: SubsetStore, attr: Attributions, a: int, b: int, cfg: CompareConfig, config: ClassesSection
 ) -> float:
     """Compute the two axes of ``subset``'s rows and store them as its layout; return the x scale."""
     rows = subset.rows
@@ -116,17 +116,10 @@ def write_comparison_layout(
     return scale
 
 
-def run(
-    config: Config,
-    store: AtlasStore,
-    device: torch.device,
-    *,
-    model: LoadedModel | None = None,
-    export: bool = True,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[str, int], None] | None = None,
-) -> list[CompareResult]:
-    """Build every comparison of ``compare.pairs``; ``on_start("a--b", icons)`` per pair."""
+def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
+    """Build every comparison of ``compare.pairs`` in ``ctx.store``; ``ctx.on_atlas("a--b", icons)`` per pair."""
+    store, device = ctx.require_store("compare"), ctx.device_for(config.render.device)
+    progress, on_start, export = ctx.progress, ctx.on_atlas, config.export
     cfg = config.compare
     if not cfg.pairs:
         raise AtlasError(
@@ -138,7 +131,7 @@ def run(
         if a == b:
             raise AtlasError(f"compare.pairs: [{names[a]}, {names[b]}] compares a class with itself; pick two classes")
     attr = read_attributions(store)
-    model = model if model is not None else load_model(config.model, device)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
     sub_config = subset_config(config, cfg.grid, cfg.min_count, cfg.render)
     results = []
     for a, b in pairs:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from stages.config import Config, GridConfig
+from stages.config import GridConfig
+from stages.context import StageContext
 from stages.grid import binning
 from stages.grid.whitening import SecondMoment, absolute_ridge, whitening_matrix
 from store import derived
@@ -193,16 +194,14 @@ def level_in_memory(
     return _finish_level(totals, lay, cfg, class_names)
 
 
-def run(
-    config: Config, store: RowStore, progress: Progress | None = None, whitening: derived.Whitening | None = None
-) -> GridResult:
-    """Bin the store's layout at every ``grid.levels`` level and write cells + whitening.
+def run(cfg: GridConfig, ctx: StageContext) -> GridResult:
+    """Bin ``ctx.store``'s layout at every ``grid.levels`` level and write cells + whitening.
 
-    ``whitening`` replaces the one computed from the store's own rows (a class atlas whitens with
+    ``ctx.whitening`` replaces the one computed from the store's own rows (a class atlas whitens with
     the whole store's): it is written in the same step, so an interrupted run never leaves a
     complete-looking whitening that a rerun would replace.
     """
-    cfg = config.grid
+    store, progress, whitening = ctx.require_store("grid"), ctx.done_of_total(), ctx.whitening
     where = str(getattr(store, "path", "(in memory)"))
     t0 = time.perf_counter()
     levels = _check_levels(cfg)

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from stages.config import Config, ReduceConfig
+from stages.config import ReduceConfig
+from stages.context import StageContext
 from stages.reduce.layout_math import normalize_layout
 from stages.reduce.reducers import FeatureMap, fit_embedding, linear_2d, nearest_fitted, place
 from store import derived
@@ -151,9 +152,9 @@ def _fit_reducer(
     return fitted_embedding, lambda x: place(index, x, fitted_embedding), f"nearest fitted row ({type(index).__name__})"
 
 
-def run(config: Config, store: RowStore, progress: Progress | None = None) -> LayoutResult:
-    """Lay out every valid row of ``store`` in 2-D and write it with :func:`store.derived.write_layout`."""
-    cfg = config.reduce
+def run(cfg: ReduceConfig, ctx: StageContext) -> LayoutResult:
+    """Lay out every valid row of ``ctx.store`` in 2-D and write it with :func:`store.derived.write_layout`."""
+    store, progress = ctx.require_store("reduce"), ctx.done_of_total()
     where = str(getattr(store, "path", "(in memory)"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
