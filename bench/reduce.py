@@ -295,7 +295,7 @@ def child_baseline(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_plot(args: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.commands.layout_plot import plot_layout
+    from stages.grid.layout_plot import plot_layout
     from store.atlas_store import AtlasStore
 
     plot_layout(AtlasStore.open(args["store"], mode="r"), args["level"], args["out"], "label")

@@ -125,7 +125,7 @@ def test_grid_without_layout_says_what_to_run(tmp_path: Path) -> None:
 
 
 def test_progress_and_layout_plot(tmp_path: Path) -> None:
-    from pipeline.commands.layout_plot import plot_layout
+    from stages.grid.layout_plot import plot_layout
 
     store, _ = _store_with_layout(tmp_path)
     totals: list[int] = []

@@ -67,7 +67,7 @@ def _layout_figure(
     xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str], level: Level | None, title: str, legend: str
 ) -> Figure:
     """The ``atlas plot-layout`` drawing (colours, grid, legend) on a notebook figure, y down."""
-    from pipeline.commands.layout_plot import draw_layout
+    from stages.grid.layout_plot import draw_layout
 
     if level is not None:
         title += f"; level {level.n}: {len(level)} cells kept"

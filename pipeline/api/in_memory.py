@@ -278,7 +278,7 @@ def feature_vis(
     and/or the logits (e.g. ``Channel(layer, 3) + Channel(layer, 7)``). Same engine and settings as
     the render stage: Fourier image, transformation robustness, Adam ``lr``.
     """
-    from pipeline.commands.render_unit import parse_target
+    from stages.render.targets import parse_target
 
     loaded = _model(model, layer, device, "feature_vis")
     layer = layer or loaded.layer

@@ -80,7 +80,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_layout(args: argparse.Namespace) -> int:
-    from pipeline.commands.layout_plot import plot_layout
+    from stages.grid.layout_plot import plot_layout
 
     config = config_from_args(args)
     check_output_file(args.out, "--out", writer="matplotlib")
