@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -116,6 +117,45 @@ def write_comparison_layout(
     return scale
 
 
+def _resolve_pairs(cfg: CompareConfig, names: list[str]) -> list[tuple[int, int]]:
+    """``compare.pairs`` as class indices; a pair of one class twice is an error."""
+    pairs = [(resolve_class(a, names, "compare.pairs"), resolve_class(b, names, "compare.pairs")) for a, b in cfg.pairs]
+    for a, b in pairs:
+        if a == b:
+            raise AtlasError(f"compare.pairs: [{names[a]}, {names[b]}] compares a class with itself; pick two classes")
+    return pairs
+
+
+def _pair_rows(
+    attr: Attributions, a: int, b: int, cfg: CompareConfig, names: list[str], what: str
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """The rows selected for class ``a``, for ``b``, and their union (at least ``compare.min_rows``)."""
+    rows_a = rows_of_class(attr, a, cfg.mode, cfg.top_k, 1, f"{what}: class {a} {names[a]!r}", "compare")
+    rows_b = rows_of_class(attr, b, cfg.mode, cfg.top_k, 1, f"{what}: class {b} {names[b]!r}", "compare")
+    rows = np.union1d(rows_a, rows_b)
+    if len(rows) < cfg.min_rows:
+        raise AtlasError(
+            f"{what}: {len(rows)} rows selected, fewer than compare.min_rows = {cfg.min_rows}; "
+            "use compare.mode both, raise compare.top_k or lower compare.min_rows"
+        )
+    return rows_a, rows_b, rows
+
+
+def _export(
+    config: ClassesSection, subset: SubsetStore, slug: str, name_a: str, name_b: str, selection: dict[str, Any]
+) -> Path:
+    """The comparison exported like the main atlas, ``a`` drawn left (x) and the 1-D t-SNE as y."""
+    return export_subset(
+        config,
+        subset,
+        kind="compare",
+        slug=slug,
+        title=f"{name_a} vs {name_b}",
+        extra={"classes": selection["classes"]},
+        axes={"x": f"{name_a}  <->  {name_b}", "y": "1-D t-SNE"},
+    )
+
+
 def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
     """Build every comparison of ``compare.pairs`` in ``ctx.store``; ``ctx.on_atlas("a--b", icons)`` per pair."""
     store, device = ctx.require_store("compare"), ctx.device_for(config.render.device)
@@ -126,10 +166,7 @@ def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
             "compare.pairs is empty; list [a, b] class pairs, e.g. --set 'compare.pairs=[[lemon, orange]]'"
         )
     names = store.class_names
-    pairs = [(resolve_class(a, names, "compare.pairs"), resolve_class(b, names, "compare.pairs")) for a, b in cfg.pairs]
-    for a, b in pairs:
-        if a == b:
-            raise AtlasError(f"compare.pairs: [{names[a]}, {names[b]}] compares a class with itself; pick two classes")
+    pairs = _resolve_pairs(cfg, names)
     attr = read_attributions(store)
     model = ctx.model if ctx.model is not None else load_model(config.model, device)
     sub_config = subset_config(config, cfg.grid, cfg.min_count, cfg.render)
@@ -138,14 +175,7 @@ def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
         t0 = time.perf_counter()
         slug = f"{class_slug(a, names)}--{class_slug(b, names)}"
         what = f"comparison {names[a]!r} vs {names[b]!r}"
-        rows_a = rows_of_class(attr, a, cfg.mode, cfg.top_k, 1, f"{what}: class {a} {names[a]!r}", "compare")
-        rows_b = rows_of_class(attr, b, cfg.mode, cfg.top_k, 1, f"{what}: class {b} {names[b]!r}", "compare")
-        rows = np.union1d(rows_a, rows_b)
-        if len(rows) < cfg.min_rows:
-            raise AtlasError(
-                f"{what}: {len(rows)} rows selected, fewer than compare.min_rows = {cfg.min_rows}; "
-                "use compare.mode both, raise compare.top_k or lower compare.min_rows"
-            )
+        rows_a, rows_b, rows = _pair_rows(attr, a, b, cfg, names, what)
         selection = {
             "kind": "compare",
             "classes": [{"index": a, "name": names[a]}, {"index": b, "name": names[b]}],
@@ -165,17 +195,7 @@ def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
             progress=progress,
             on_start=start,
         )
-        out = None
-        if export:
-            out = export_subset(
-                sub_config,
-                subset,
-                kind="compare",
-                slug=slug,
-                title=f"{names[a]} vs {names[b]}",
-                extra={"classes": selection["classes"]},
-                axes={"x": f"{names[a]}  <->  {names[b]}", "y": "1-D t-SNE"},
-            )
+        out = _export(sub_config, subset, slug, names[a], names[b], selection) if export else None
         results.append(
             CompareResult(
                 a=(a, names[a]),

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from stages.collect.inputs import (
     view_loader,
     work_items,
 )
+from stages.config import CollectConfig
 from stages.context import StageContext
 from stages.images.class_names import label_classes
 from stages.images.crops import EvalCrop
@@ -262,33 +265,9 @@ def open_source(config: CollectSection) -> ImageSource:
     return subsample(source, d.max_images, d.per_class, config.collect.seed)
 
 
-def run(config: CollectSection, ctx: StageContext) -> CollectSummary:
-    """Collect the pending blocks of shard ``ctx.shard`` (``i/n``) into ``data.store``.
-
-    ``ctx.progress(n)`` is called with the number of inputs finished since the last call;
-    ``ctx.on_start(total)`` once with the number of inputs this run will process. ``ctx.device``
-    (else ``collect.device``) runs the model.
-    """
-    shard, progress, on_start = ctx.shard, ctx.progress, ctx.on_start
-    t0 = time.perf_counter()
+def _view_loader(config: CollectSection, items: list[WorkItem], source: ImageSource, model: LoadedModel) -> Any:
+    """The decoding workers' loader of every work item's views (collect's crops, ``collect.view0``)."""
     c = config.collect
-    source = open_source(config)
-    model = load_model(config.model, ctx.device_for(c.device))
-    _check_geometry(config, model)
-    store = open_collect_store(config, model, source)
-    mine = shard_blocks(store.n_blocks, *shard)
-    blocks = store.pending_blocks(mine)
-    block_inputs = {b: store.block_input_range(b) for b in blocks}
-    total = sum(len(r) for r in block_inputs.values())
-    if on_start:
-        on_start(total)
-    log.info("shard %d/%d: %d of %d blocks pending (%d inputs)", *shard, len(blocks), len(mine), total)
-
-    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
-    report = progress or (lambda _n: None)
-    label_class = store.image_label_classes()
-    step = _ModelStep(config, model, store, assembler, label_class)
-    items = work_items(block_inputs, c.views_per_image)
     eval_crop = view0_eval_crop(config)
     settings = ViewSettings(
         c.views_per_image,
@@ -299,15 +278,26 @@ def run(config: CollectSection, ctx: StageContext) -> CollectSummary:
         draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale), eval_crop),
         eval_crop,
     )
-    loader = view_loader(
+    return view_loader(
         ViewDataset(items, source, settings),
         c.num_workers,
         pin_memory=model.device.type == "cuda",
         worker_nice=c.worker_nice,
     )
+
+
+def _feed(
+    loader: Any,
+    items: list[WorkItem],
+    step: _ModelStep,
+    assembler: BlockAssembler,
+    c: CollectConfig,
+    report: Callable[[int], None],
+) -> float:
+    """Run the model over every decoded view in batches of ``collect.batch_size``, never across two
+    blocks; the seconds the model waited for decoded views (docs/collect.md, bench/decode.py)."""
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
-    input_wait = 0.0  # seconds the model waited for decoded views (docs/collect.md, bench/decode.py)
-    setup_seconds = time.perf_counter() - t0
+    input_wait = 0.0
 
     def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
         for begin in range(0, len(views), c.batch_size):
@@ -337,6 +327,37 @@ def run(config: CollectSection, ctx: StageContext) -> CollectSummary:
         pending = pending[full:]
         waited = time.perf_counter()
     run_batches(pending)
+    return input_wait
+
+
+def run(config: CollectSection, ctx: StageContext) -> CollectSummary:
+    """Collect the pending blocks of shard ``ctx.shard`` (``i/n``) into ``data.store``.
+
+    ``ctx.progress(n)`` is called with the number of inputs finished since the last call;
+    ``ctx.on_start(total)`` once with the number of inputs this run will process. ``ctx.device``
+    (else ``collect.device``) runs the model.
+    """
+    shard = ctx.shard
+    t0 = time.perf_counter()
+    c = config.collect
+    source = open_source(config)
+    model = load_model(config.model, ctx.device_for(c.device))
+    _check_geometry(config, model)
+    store = open_collect_store(config, model, source)
+    mine = shard_blocks(store.n_blocks, *shard)
+    blocks = store.pending_blocks(mine)
+    block_inputs = {b: store.block_input_range(b) for b in blocks}
+    total = sum(len(r) for r in block_inputs.values())
+    if ctx.on_start:
+        ctx.on_start(total)
+    log.info("shard %d/%d: %d of %d blocks pending (%d inputs)", *shard, len(blocks), len(mine), total)
+
+    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
+    step = _ModelStep(config, model, store, assembler, store.image_label_classes())
+    items = work_items(block_inputs, c.views_per_image)
+    loader = _view_loader(config, items, source, model)
+    setup_seconds = time.perf_counter() - t0
+    input_wait = _feed(loader, items, step, assembler, c, ctx.progress or (lambda _n: None))
     if assembler.unfinished:
         raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
 

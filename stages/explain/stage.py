@@ -404,16 +404,10 @@ def run(config: ExplainSection, ctx: StageContext) -> ExplainResult:
     if e.page:
         page = write_explain_page(config, image, store, model, cells, seen, figures, (h, w), e.icon_px)
     seconds = time.perf_counter() - t0
+    cosine, n_methods = float(np.median(seen.cosine)), len(seen.maps.maps)
     log.info(
         "explained %s: %d x %d positions, median cosine to the nearest cell %.3f, %d groups, %d methods; %s in %.1f s",
-        image,
-        h,
-        w,
-        float(np.median(seen.cosine)),
-        e.groups,
-        len(seen.maps.maps),
-        target,
-        seconds,
+        *(image, h, w, cosine, e.groups, n_methods, target, seconds),
     )
     return ExplainResult(
         out=target,
@@ -451,31 +445,18 @@ _CAPTIONS = {
 }
 
 
-def write_explain_page(
-    config: ExplainSection,
+def _page_content(
     image: str | Path,
-    store: AtlasStore,
     model: LoadedModel,
     cells: derived.CellLevel,
     seen: _Seen,
     figures: dict[str, Path],
     grid: tuple[int, int],
-    icon_px: int,
-) -> Path | None:
-    """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
-    (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
-    from stages.tiles.export import update_index
-    from stages.tiles.source import AtlasSource
-
+) -> html_page.PageContent:
+    """What the explain page shows: predictions, the dictionary, the groups and the figures with captions."""
     names, labels, classes, probs, maps = cells.top_names(), seen.labels, seen.classes, seen.probs, seen.maps
     cell, cosine, group_cell, group_cos = seen.cell, seen.cosine, seen.group_cell, seen.group_cos
-    atlas = Path(config.data.atlas)
-    if not (atlas / "atlases.json").exists():
-        log.warning("explain.page: %s holds no exported atlas (run `atlas tiles`); no HTML page written", atlas)
-        return None
-    slug = html_page.page_slug(image)
-    folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
-    content = html_page.PageContent(
+    return html_page.PageContent(
         image_name=Path(image).name,
         model=model.name,
         layer=model.layer,
@@ -498,6 +479,31 @@ def write_explain_page(
         dictionary_png=figures["dictionary"],
         notes=[f"{m} not drawn: {why}" for m, why in maps.skipped.items()],
     )
+
+
+def write_explain_page(
+    config: ExplainSection,
+    image: str | Path,
+    store: AtlasStore,
+    model: LoadedModel,
+    cells: derived.CellLevel,
+    seen: _Seen,
+    figures: dict[str, Path],
+    grid: tuple[int, int],
+    icon_px: int,
+) -> Path | None:
+    """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
+    (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
+    from stages.tiles.export import update_index
+    from stages.tiles.source import AtlasSource
+
+    atlas = Path(config.data.atlas)
+    if not (atlas / "atlases.json").exists():
+        log.warning("explain.page: %s holds no exported atlas (run `atlas tiles`); no HTML page written", atlas)
+        return None
+    slug = html_page.page_slug(image)
+    folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
+    content = _page_content(image, model, cells, seen, figures, grid)
     page = html_page.write_page(atlas / folder_id, content, mosaic_px=grid[1] * icon_px)
     model_entry = store.attrs.get("model") or {}
     entry = AtlasSource(

@@ -194,6 +194,35 @@ def level_in_memory(
     return _finish_level(totals, lay, cfg, class_names)
 
 
+def _write(
+    store: RowStore,
+    whitening: derived.Whitening,
+    cell_levels: list[derived.CellLevel],
+    layout: derived.Layout,
+    cfg: GridConfig,
+) -> None:
+    """The whitening and the grid, in that order (see :func:`run`), and a log line per level."""
+    derived.write_whitening(store, whitening)
+    derived.write_grid(
+        store,
+        cell_levels,
+        attrs={
+            "layout_id": layout.layout_id,
+            "params": cfg.model_dump(mode="json"),
+            "mean_attribution": "top-k approximation: classes outside a member's top-k count as 0",
+        },
+    )
+    for lv in cell_levels:
+        log.info(
+            "level %d: %d cells kept (count > %d) holding %d of %d rows",
+            lv.n,
+            len(lv),
+            cfg.min_count,
+            lv.attrs["n_rows_kept"],
+            len(layout.rows),
+        )
+
+
 def run(cfg: GridConfig, ctx: StageContext) -> GridResult:
     """Bin ``ctx.store``'s layout at every ``grid.levels`` level and write cells + whitening.
 
@@ -229,35 +258,14 @@ def run(cfg: GridConfig, ctx: StageContext) -> GridResult:
     seconds["finish"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    derived.write_whitening(
-        store,
-        whitening
-        or derived.Whitening(
-            matrix=s,
-            second_moment=second_moment,
-            attrs={"ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id},
-        ),
+    own = derived.Whitening(
+        matrix=s,
+        second_moment=second_moment,
+        attrs={"ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id},
     )
-    derived.write_grid(
-        store,
-        cell_levels,
-        attrs={
-            "layout_id": layout.layout_id,
-            "params": cfg.model_dump(mode="json"),
-            "mean_attribution": "top-k approximation: classes outside a member's top-k count as 0",
-        },
-    )
+    _write(store, whitening or own, cell_levels, layout, cfg)
     seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
-    for lv in cell_levels:
-        log.info(
-            "level %d: %d cells kept (count > %d) holding %d of %d rows",
-            lv.n,
-            len(lv),
-            cfg.min_count,
-            lv.attrs["n_rows_kept"],
-            len(layout.rows),
-        )
     log.info("grid done in %.1f s: %s", seconds["total"], {k: round(v, 1) for k, v in seconds.items()})
     return GridResult(
         levels=levels,

@@ -28,6 +28,7 @@ import torch
 from numpy.typing import NDArray
 
 from stages.classes.select import resolve_class
+from stages.config import PatchesConfig
 from stages.context import StageContext
 from stages.model.registry import LoadedModel, load_model
 from stages.patches import candidates as cands
@@ -145,6 +146,36 @@ def _photo_lists(
     return photo_lists
 
 
+def _measure(
+    cfg: PatchesConfig,
+    classify: Callable,
+    arrays: Any,
+    ab: tuple[int, int],
+    candidates: list[Patch],
+    controls: list[Patch],
+    photo_ids: list[Any],
+    progress: Callable[[int], None] | None,
+) -> Any:
+    """The protocol (rank, then measure every kept candidate and control at every placement) for A -> B."""
+    return run_protocol(
+        classify,
+        arrays,
+        ab[0],
+        ab[1],
+        candidates,
+        controls,
+        photo_ids=photo_ids,
+        rank_count=cfg.rank_photos,
+        keep=cfg.keep,
+        sizes=cfg.sizes,
+        static=Placement(cfg.static_corner, cfg.static_size),
+        controls_per_kind=cfg.controls,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=progress,
+    )
+
+
 def _direction(
     config: PatchesSection,
     store: AtlasStore,
@@ -174,23 +205,7 @@ def _direction(
             + (min(cfg.keep, len(candidates)) + 2 * cfg.controls) * len(arrays) * n_where,
         )
     try:
-        result = run_protocol(
-            classify,
-            arrays,
-            a,
-            b,
-            candidates,
-            controls,
-            photo_ids=[same_file(p) for p in paths],
-            rank_count=cfg.rank_photos,
-            keep=cfg.keep,
-            sizes=cfg.sizes,
-            static=Placement(cfg.static_corner, cfg.static_size),
-            controls_per_kind=cfg.controls,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            progress=ctx.progress,
-        )
+        result = _measure(cfg, classify, arrays, ab, candidates, controls, [same_file(p) for p in paths], ctx.progress)
     except ValueError as exc:
         raise AtlasError(f"{origin}: {exc} ({names[a]!r})") from None
     d = Direction(
