@@ -48,7 +48,7 @@ from store.metadata import json_ready
 from store.zarrio import create_array, open_group, read
 
 if TYPE_CHECKING:
-    from store.atlas_store import AtlasStore
+    from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _CELL_CHUNK = 4096
 
 
 @contextlib.contextmanager
-def _fresh_group(store: AtlasStore, name: str) -> Iterator[zarr.Group]:
+def _fresh_group(store: RowStore, name: str) -> Iterator[zarr.Group]:
     """A new, empty group that replaces ``<store>.<name>.zarr`` whole when the block ends without error."""
     with write_aside(store.derived_path(name)) as tmp:
         group = open_group(tmp, mode="w")
@@ -68,7 +68,7 @@ def _fresh_group(store: AtlasStore, name: str) -> Iterator[zarr.Group]:
         yield group
 
 
-def _existing_group(store: AtlasStore, name: str) -> zarr.Group | None:
+def _existing_group(store: RowStore, name: str) -> zarr.Group | None:
     path = store.derived_path(name)
     if not (path / "zarr.json").exists():
         return None
@@ -86,7 +86,7 @@ def rows_token(store: Any) -> str | None:
     return token() if callable(token) else None
 
 
-def _complete_group(store: AtlasStore, name: str, what: str, stage: str) -> zarr.Group:
+def _complete_group(store: RowStore, name: str, what: str, stage: str) -> zarr.Group:
     where = getattr(store, "path", "the store")
     group = _existing_group(store, name)
     if group is None:
@@ -120,7 +120,7 @@ def layout_fingerprint(rows: NDArray[np.integer], layout: NDArray[np.floating]) 
     return digest.hexdigest()[:16]
 
 
-def write_layout(store: AtlasStore, layout: Layout) -> str:
+def write_layout(store: RowStore, layout: Layout) -> str:
     """Replace the store's layout; a grid binned from the old one is then refused by :func:`read_level`."""
     layout_id = layout_fingerprint(layout.rows, layout.layout)
     token = rows_token(store)
@@ -145,7 +145,7 @@ def write_layout(store: AtlasStore, layout: Layout) -> str:
     return layout_id
 
 
-def read_layout(store: AtlasStore) -> Layout:
+def read_layout(store: RowStore) -> Layout:
     """The complete layout; refused when the store now holds other rows than it laid out."""
     group = _complete_group(store, LAYOUT, "layout", "reduce")
     recorded, now = group.attrs.get("rows_token"), rows_token(store)
@@ -163,7 +163,7 @@ def read_layout(store: AtlasStore) -> Layout:
     )
 
 
-def has_layout(store: AtlasStore) -> bool:
+def has_layout(store: RowStore) -> bool:
     group = _existing_group(store, LAYOUT)
     return group is not None and bool(group.attrs.get("complete", False))
 
@@ -202,7 +202,7 @@ class CellLevel:
 _LEVEL_ARRAYS = ("i", "j", "count", "direction", "attribution", "top_idx", "top_val", "member_offsets", "member_rows")
 
 
-def write_grid(store: AtlasStore, levels: list[CellLevel], attrs: dict[str, Any]) -> None:
+def write_grid(store: RowStore, levels: list[CellLevel], attrs: dict[str, Any]) -> None:
     """Replace the store's grid with these levels (all written, then marked complete, then published)."""
     with _fresh_group(store, GRID) as group:
         for level in levels:
@@ -229,16 +229,16 @@ def directions_fingerprint(cells: dict[int, CellLevel]) -> str:
     return digest.hexdigest()[:16]
 
 
-def grid_levels(store: AtlasStore) -> list[int]:
+def grid_levels(store: RowStore) -> list[int]:
     """Cells per side of every stored level, ascending."""
     return sorted(int(n) for n in _complete_group(store, GRID, "grid", "grid").attrs["levels"])
 
 
-def grid_attrs(store: AtlasStore) -> dict[str, Any]:
+def grid_attrs(store: RowStore) -> dict[str, Any]:
     return dict(_complete_group(store, GRID, "grid", "grid").attrs)
 
 
-def read_level(store: AtlasStore, n: int, with_attribution: bool = True) -> CellLevel:
+def read_level(store: RowStore, n: int, with_attribution: bool = True) -> CellLevel:
     """One level; ``with_attribution=False`` skips the dense ``[K, classes]`` mean attribution."""
     group = _complete_group(store, GRID, "grid", "grid")
     levels = [int(v) for v in group.attrs["levels"]]
@@ -274,7 +274,7 @@ class Whitening:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
+def write_whitening(store: RowStore, whitening: Whitening) -> None:
     c = whitening.matrix.shape[0]
     with _fresh_group(store, WHITENING) as group:
         _put(group, "matrix", whitening.matrix.astype(np.float64), c)
@@ -282,7 +282,7 @@ def write_whitening(store: AtlasStore, whitening: Whitening) -> None:
         group.attrs.update(json_ready({**whitening.attrs, "channels": c, "complete": True}))
 
 
-def read_whitening(store: AtlasStore) -> Whitening:
+def read_whitening(store: RowStore) -> Whitening:
     group = _complete_group(store, WHITENING, "whitening matrix", "grid")
     return Whitening(
         matrix=np.asarray(read(group["matrix"]), dtype=np.float64),

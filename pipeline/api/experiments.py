@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from pipeline.api.common import _validated
-from pipeline.api.in_memory import ModelLike, _model
+from pipeline.api.common import ModelLike, _validated
+from pipeline.api.in_memory import _model
 from pipeline.api.stored import Atlas, open_atlas
 from stages.config import Config, CueConflictConfig, ExplainConfig, PatchesConfig
 from stages.context import StageContext
-from stages.sections import CueConflictSection, PatchesSection
+from stages.sections import CueConflictSection, ExplainSection, PatchesSection
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ def evolving_understanding(
 
     ``layers``: layer names, or ``("default",)`` for four depths of the model (docs/explain.md).
     """
-    from stages.explain.layers import run
-    from stages.explain.stage import load_photo
+    from stages.explain.stage import run_layers
 
     loaded = _model(model, None, device, "evolving_understanding")
     explain = _validated(
@@ -105,8 +104,7 @@ def evolving_understanding(
     cfg.model = cfg.model.model_copy(
         update={"name": loaded.name, "layer": loaded.layer, "image_size": loaded.image_size}
     )
-    photo = load_photo(image, cfg)
-    result = run(cfg, photo, loaded, loaded.device, Path(out), image_name=Path(image).name)
+    result = run_layers(ExplainSection.of(cfg, image=image), StageContext(device=loaded.device, model=loaded))
     return dict(result.figures)
 
 

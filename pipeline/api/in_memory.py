@@ -140,7 +140,7 @@ def _atlas_layout(x: NDArray[np.float32], embedding: ArrayLike | None, reduce_cf
             raise AtlasError(f"embedding: shape {list(points.shape)}, expected [samples={n}, 2]; one 2-D point per row")
         return Layout(
             rows=np.arange(n, dtype=np.int64),
-            layout=normalize_layout(points, tuple(reduce_cfg.clip_percentiles), reduce_cfg.margin),
+            layout=normalize_layout(points, _clip(reduce_cfg), reduce_cfg.margin),
             embedding=points.astype(np.float32),
             fitted=np.ones(n, bool),
             attrs={"method": "given embedding"},
@@ -159,7 +159,12 @@ def _atlas_layout(x: NDArray[np.float32], embedding: ArrayLike | None, reduce_cf
     return layout_in_memory(x, reduce_cfg)
 
 
-def _atlas_whitening(x: NDArray[np.float32], ridge: float, given: float) -> NDArray[np.float32]:
+def _clip(cfg: ReduceConfig) -> tuple[float, float]:
+    lo, hi = cfg.clip_percentiles
+    return lo, hi
+
+
+def _atlas_whitening(x: NDArray[np.float32], ridge: float, given: float) -> NDArray[np.float64]:
     """The whitening ``S`` of the activations' second moment (``ridge`` relative to its mean eigenvalue;
     ``given``: the caller's value, named in the error)."""
     from stages.grid.whitening import SecondMoment, whitening_matrix
