@@ -194,14 +194,17 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from stages.config import ModelConfig
     from stages.model.registry import load_model
+    from stages.context import StageContext
     from stages.render import stage as render
+    from stages.sections import RenderSection
     from store.atlas_store import AtlasStore
     from tests.test_render import tiny_config
     torch.set_num_threads(1)
     model = load_model(ModelConfig(), torch.device("cpu"))
     store = AtlasStore.open({store!r})
     # held after each batch until the parent kills us (between batches)
-    render.run(tiny_config(), store, torch.device("cpu"), progress=lambda k: time.sleep(600), model=model)
+    ctx = StageContext(store, device=torch.device("cpu"), model=model, progress=lambda k: time.sleep(600))
+    render.run(RenderSection.of(tiny_config()), ctx)
 """)
 
 
