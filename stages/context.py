@@ -4,8 +4,8 @@ A stage is called the same way from the CLI, the dask cluster, the public API an
 ``run(section, ctx)``. ``section`` is *what* to compute (typed parameters, :mod:`stages.sections`);
 ``ctx`` is *where and how*: the store it reads and writes, the torch device, the shard, an
 already loaded model, and the callbacks that drive a progress bar. Every field has a default, so
-a caller names only what it has; a stage that needs a field that is missing (a store, a device)
-falls back to what its section says (``data.store``, ``*.device``).
+a caller names only what it has. A missing device falls back to the section's own ``device``
+setting; a stage that reads a store it cannot open by itself asks for ``store`` in one line.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class StageContext:
     starts one, ``on_step(label)`` when it starts a named step (the align stage collecting a side).
     """
 
-    store: RowStore | None = None  # the store read and written (None: the one the section names)
+    store: RowStore | None = None  # the store read and written (collect and verify open data.store themselves)
     device: torch.device | None = None  # None: the section's own ``device`` setting
     shard: tuple[int, int] = (0, 1)  # run shard i of n (collect, render, tiles)
     model: LoadedModel | None = None  # a classifier already loaded on ``device`` (skips reloading)
