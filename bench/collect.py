@@ -52,10 +52,12 @@ from benchlib import add_model_flags, load_config, machine_record, model_overrid
 from stages.collect import stage as collect  # noqa: E402
 from stages.collect.blocks import interior_positions  # noqa: E402
 from stages.collect.inputs import to_model_input  # noqa: E402
+from stages.context import StageContext  # noqa: E402
 from stages.images.crops import render_view, view_box  # noqa: E402
 from stages.images.decoding import decode_rgb  # noqa: E402
 from stages.images.sources import open_image_source  # noqa: E402
 from stages.model.registry import load_model  # noqa: E402
+from stages.sections import CollectSection  # noqa: E402
 
 
 def _config(
@@ -128,7 +130,7 @@ def bench_trunk(config, model, n_inputs: int) -> tuple[float, float]:
 
 def bench_collect(config) -> tuple[float, int]:
     """Steady-state inputs/s: model load and store creation are excluded, as for the others."""
-    summary = collect.run(config, device=torch.device("cpu"))
+    summary = collect.run(CollectSection.of(config), StageContext(device=torch.device("cpu")))
     return summary.inputs_per_second, summary.stored
 
 
@@ -178,7 +180,8 @@ def bench_collect_cpu(config) -> tuple[float, int, float, float]:
         ticks.append((time.perf_counter(), n))
 
     summary = collect.run(
-        config, device=torch.device("cpu"), on_start=lambda _n: start.append(_cpu_seconds()), progress=progress
+        CollectSection.of(config),
+        StageContext(device=torch.device("cpu"), progress=progress, on_start=lambda _n: start.append(_cpu_seconds())),
     )
     cpu = (_cpu_seconds() - start[0]) / max(summary.inputs_run, 1)
     steady = summary.inputs_per_second

@@ -94,6 +94,8 @@ def main() -> int:
 
     from stages.collect import stage as collect
     from stages.collect.inputs import ViewSettings, draft_side
+    from stages.context import StageContext
+    from stages.sections import CollectSection
 
     work = Path(tempfile.mkdtemp(prefix="atlas_decode_"))
     base = load_config(args.params, model_overrides(args))
@@ -132,7 +134,10 @@ def main() -> int:
                 f"collect.rows_per_chunk={batch}",
                 f"collect.jpeg_draft={draft}",
             ]
-            summary = collect.run(load_config(args.params, model_overrides(args) + sets), device=torch.device("cpu"))
+            summary = collect.run(
+                CollectSection.of(load_config(args.params, model_overrides(args) + sets)),
+                StageContext(device=torch.device("cpu")),
+            )
             busy = summary.seconds - summary.setup_seconds
             row[f"collect_{key}_inputs_per_s"] = round(summary.inputs_per_second, 1)
             row[f"collect_{key}_waiting_share"] = round(summary.input_wait_seconds / busy, 3) if busy > 0 else None

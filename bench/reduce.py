@@ -239,6 +239,7 @@ def _trust(store_path: Path, eval_rows: np.ndarray, rows: np.ndarray, embedding:
 
 def child_stage(args: dict[str, Any]) -> dict[str, Any]:
     """reduce (+ grid) as configured in params.yaml plus ``overrides``."""
+    from stages.context import StageContext
     from stages.grid import stage as grid
     from stages.reduce import stage as reduce
     from store import derived
@@ -247,7 +248,7 @@ def child_stage(args: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     config = load_config(args["params"], args["overrides"])
     store = AtlasStore.open(args["store"])
-    r = reduce.run(config, store)
+    r = reduce.run(config.reduce, StageContext(store))
     t_reduce = time.perf_counter() - t0
     out: dict[str, Any] = {
         "reduce_s": t_reduce,
@@ -257,7 +258,7 @@ def child_stage(args: dict[str, Any]) -> dict[str, Any]:
     }
     if args.get("grid"):
         t = time.perf_counter()
-        g = grid.run(config, store)
+        g = grid.run(config.grid, StageContext(store))
         out.update(
             grid_s=time.perf_counter() - t, grid_parts_s={k: round(v, 1) for k, v in g.seconds.items()}, cells=g.cells
         )
@@ -295,7 +296,7 @@ def child_baseline(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_plot(args: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.commands.layout_plot import plot_layout
+    from stages.grid.layout_plot import plot_layout
     from store.atlas_store import AtlasStore
 
     plot_layout(AtlasStore.open(args["store"], mode="r"), args["level"], args["out"], "label")

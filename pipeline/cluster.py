@@ -158,33 +158,40 @@ def _worker_setup(config: Config) -> str:
 
 def _collect_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardResult:
     from stages.collect import stage as collect
+    from stages.context import StageContext
+    from stages.sections import CollectSection
 
     config = Config.model_validate(config_json)
     worker = _worker_setup(config)
     device = worker_device(config.collect.device)
-    summary = collect.run(config, shard=shard, device=device)
+    summary = collect.run(CollectSection.of(config), StageContext(device=device, shard=shard))
     return ShardResult(shard, worker, str(device), summary.inputs_run, summary.seconds)
 
 
 def _render_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardResult:
+    from stages.context import StageContext
     from stages.render import stage as render
+    from stages.sections import RenderSection
     from store.atlas_store import AtlasStore
 
     config = Config.model_validate(config_json)
     worker = _worker_setup(config)
     device = worker_device(config.render.device)
-    summary = render.run(config, AtlasStore.open(config.data.store), device, shard=shard)
+    store = AtlasStore.open(config.data.store)
+    summary = render.run(RenderSection.of(config), StageContext(store, device=device, shard=shard))
     return ShardResult(shard, worker, str(device), summary.icons_run, summary.seconds)
 
 
 def _tiles_shard(config_json: dict[str, Any], shard: tuple[int, int]) -> ShardResult:
     """A slice of the levels; the shard that finds every level staged assembles the atlas."""
+    from stages.context import StageContext
+    from stages.sections import TilesSection
     from stages.tiles import stage as tiles
     from store.atlas_store import AtlasStore
 
     config = Config.model_validate(config_json)
     worker = _worker_setup(config)
-    summary = tiles.run(config, AtlasStore.open(config.data.store), shard=shard)
+    summary = tiles.run(TilesSection.of(config), StageContext(AtlasStore.open(config.data.store), shard=shard))
     return ShardResult(shard, worker, "cpu", summary.result.tiles + summary.result.examples, summary.seconds)
 
 

@@ -279,7 +279,7 @@ class RenderOverrides(_Section):
     def apply(self, render: RenderConfig) -> RenderConfig:
         """``render`` with these overrides, every level of the subset's grid rendered."""
         changes = {k: v for k, v in self.model_dump().items() if v is not None}
-        return RenderConfig.model_validate({**render.model_dump(), **changes, "levels": None})
+        return render.model_copy(update={**changes, "levels": None})
 
 
 class ClassesConfig(_Section):

@@ -26,7 +26,9 @@ import pytest
 import torch
 
 from stages.config import Config
+from stages.context import StageContext
 from stages.model.registry import LoadedModel
+from stages.sections import CollectSection, RenderSection, TilesSection
 from store.atlas_store import AtlasStore
 
 LEVELS = [3, 6]
@@ -76,12 +78,12 @@ def build_small_atlas(root: Path, photos: Path, model: LoadedModel) -> SmallAtla
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        collect.run(cfg, device=torch.device("cpu"))
+        collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu")))
         store = AtlasStore.open(cfg.data.store)
-        reduce.run(cfg, store)
-        grid.run(cfg, store)
-        render.run(cfg, store, torch.device("cpu"), model=model)
-        tiles.run(cfg, store)
+        reduce.run(cfg.reduce, StageContext(store))
+        grid.run(cfg.grid, StageContext(store))
+        render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=model))
+        tiles.run(TilesSection.of(cfg), StageContext(store))
     finally:
         torch.set_num_threads(threads)
     return SmallAtlas(

@@ -48,6 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stages.context import StageContext
+from stages.sections import ClassesSection, RenderSection, TilesSection
+
 
 def run_stage(stage: str, config: Any, model: Any) -> None:
     from stages.classes import atlas as classes
@@ -61,12 +64,14 @@ def run_stage(stage: str, config: Any, model: Any) -> None:
     cpu = torch.device("cpu")
     store = AtlasStore.open(config.data.store)
     runs: dict[str, Callable[[], Any]] = {
-        "reduce": lambda: reduce.run(config, store),
-        "grid": lambda: grid.run(config, store),
-        "render": lambda: render.run(config, store, cpu, model=model),
-        "tiles": lambda: tiles.run(config, store),
-        "classes": lambda: classes.run(config, store, cpu, model=model),
-        "compare": lambda: compare.run(config, store, cpu, model=model),
+        "reduce": lambda: reduce.run(config.reduce, StageContext(store)),
+        "grid": lambda: grid.run(config.grid, StageContext(store)),
+        "render": lambda: render.run(RenderSection.of(config), StageContext(store, device=cpu, model=model)),
+        "tiles": lambda: tiles.run(TilesSection.of(config), StageContext(store)),
+        "classes": lambda: classes.run(ClassesSection.of(config), StageContext(store, device=cpu, model=model)),
+        "compare": lambda: compare.run(
+            ClassesSection.of(config, atlases="compare"), StageContext(store, device=cpu, model=model)
+        ),
     }
     runs[stage]()
 

@@ -16,6 +16,8 @@ from stages.align.layout import shared_layout, split_groups
 from stages.align.sides import require_same_inputs
 from stages.collect.blocks import image_positions, to_layer_grid
 from stages.config import Config, ReduceConfig
+from stages.context import StageContext
+from stages.sections import AlignSection, CollectSection
 from store.errors import AtlasError
 
 MOBILENET = "mobilenet_v2"
@@ -194,7 +196,7 @@ def test_bad_pair_is_one_line_and_writes_nothing(
     pair[side].update(spec)
     cfg.align.pairs = [type(cfg.align.pairs[0]).model_validate(pair)]
     with pytest.raises(AtlasError, match=message) as err:
-        align.run(cfg, torch.device("cpu"))
+        align.run(AlignSection.of(cfg), StageContext(device=torch.device("cpu")))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "align").exists() and not (tmp_path / "atlas").exists()
 
@@ -226,12 +228,17 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
 
     root, cfg, params, status = aligned
     assert status == 0
-    stores = {k: AtlasStore.open(side_config(cfg, getattr(cfg.align.pairs[0], k)).data.store) for k in "ab"}
+    stores = {
+        k: AtlasStore.open(side_config(AlignSection.of(cfg), getattr(cfg.align.pairs[0], k)).data.store) for k in "ab"
+    }
     yx_a, yx_b = stores["a"].row_values("yx"), stores["b"].row_values("yx")
     assert stores["a"].n_rows == stores["b"].n_rows == 4 * 4 * 4
     assert np.array_equal(yx_b // 2, yx_a)  # the 14x14 layer's cell lies inside the 7x7 layer's, row by row
     assert stores["a"].attrs["sampling"]["image_margin"] == cfg.align.image_margin
-    assert "image_margin" not in store_spec(Config(), mobilenet, open_image_source(str(photo_folder))).sampling
+    assert (
+        "image_margin"
+        not in store_spec(CollectSection.of(Config()), mobilenet, open_image_source(str(photo_folder))).sampling
+    )
 
     out = root / "atlas" / "align" / "pair"
     report = json.loads((out / "align.json").read_text())
@@ -292,16 +299,16 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
     other.mkdir()
     for p in sorted(photo_folder.rglob("*.jpg"))[:3]:
         (other / p.name).write_bytes(p.read_bytes())
-    other_cfg = side_config(cfg, cfg.align.pairs[0].b).model_copy(deep=True)
+    other_cfg = side_config(AlignSection.of(cfg), cfg.align.pairs[0].b).model_copy(deep=True)
     other_cfg.data.source, other_cfg.data.store = str(other), str(root / "other.zarr")
     other_cfg.collect.head = False  # activations suffice here
-    collect.run(other_cfg, device=torch.device("cpu"))
+    collect.run(other_cfg, StageContext(device=torch.device("cpu")))
     with pytest.raises(AtlasError, match="different inputs: photos") as err:
         require_same_inputs(stores["a"], AtlasStore.open(root / "other.zarr"))
     assert "\n" not in str(err.value)
-    plain = side_config(cfg, cfg.align.pairs[0].b).model_copy(deep=True)
+    plain = side_config(AlignSection.of(cfg), cfg.align.pairs[0].b).model_copy(deep=True)
     plain.collect.image_margin, plain.collect.head, plain.data.store = None, False, str(root / "plain.zarr")
-    collect.run(plain, device=torch.device("cpu"))
+    collect.run(plain, StageContext(device=torch.device("cpu")))
     with pytest.raises(AtlasError, match="sampled its layer's own cells"):
         require_same_inputs(stores["a"], AtlasStore.open(root / "plain.zarr"))
 

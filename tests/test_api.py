@@ -21,6 +21,7 @@ from PIL import Image
 import pipeline
 from pipeline import api
 from pipeline.api import AtlasError, activation_atlas, compose_level, feature_vis, open_atlas, render_directions
+from stages.context import StageContext
 from stages.featurevis import Channel, layer_forward
 from stages.grid import binning
 from stages.grid.whitening import whitening_matrix
@@ -321,13 +322,15 @@ def test_class_atlases_and_comparisons_it_holds(small_atlas, tmp_path: Path, mob
     from stages.classes.subset import grid_and_render, subset_config
     from stages.config import RenderOverrides
     from stages.reduce import stage as reduce
+    from stages.sections import ClassesSection
     from store.subset import SubsetStore
 
     source = small_atlas.store.path
     for path in source.parent.glob(f"{source.stem}.*zarr"):
         shutil.copytree(path, tmp_path / path.name)
     store = AtlasStore.open(tmp_path / source.name)
-    config = subset_config(small_atlas.config, 3, 1, RenderOverrides(size=16, steps=2))  # any icon will do here
+    section = ClassesSection.of(small_atlas.config)
+    config = subset_config(section, 3, 1, RenderOverrides(size=16, steps=2))  # any icon will do here
     per_photo = store.n_rows // 4
     made = {}
     for kind, folder, name, rows, selection in (
@@ -347,7 +350,7 @@ def test_class_atlases_and_comparisons_it_holds(small_atlas, tmp_path: Path, mob
         ),
     ):
         subset = SubsetStore.create(store, name, rows, selection, base=folder)
-        reduce.run(config, subset)
+        reduce.run(config.reduce, StageContext(subset))
         grid_and_render(config, subset, torch.device("cpu"), what=name, whitening="store", model=mobilenet)
         made[kind] = name
 

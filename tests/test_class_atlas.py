@@ -22,9 +22,11 @@ from stages.classes import atlas as class_atlas
 from stages.classes import compare as class_compare
 from stages.classes.select import class_values
 from stages.config import Config
+from stages.context import StageContext
 from stages.grid import stage as grid
 from stages.model.registry import LoadedModel
 from stages.reduce import stage as reduce
+from stages.sections import ClassesSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
@@ -64,8 +66,8 @@ def test_stages_run_unchanged_on_a_subset(tmp_path: Path) -> None:
     cfg.reduce.method, cfg.reduce.n_neighbors = "pca", 5
     cfg.grid.levels, cfg.grid.min_count = [2], 0
     sub = SubsetStore.create(store, "pick", np.arange(10, 40), {})
-    reduce.run(cfg, sub)
-    grid.run(cfg, sub)
+    reduce.run(cfg.reduce, StageContext(sub))
+    grid.run(cfg.grid, StageContext(sub))
     layout = derived.read_layout(sub)
     assert layout.rows.tolist() == list(range(10, 40))
     level = derived.read_level(sub, 2)
@@ -112,7 +114,9 @@ def test_class_atlas_end_to_end(class_store: AtlasStore, mobilenet: LoadedModel,
     cls = _top_classes(class_store, 1)[0]
     cfg = _tiny(class_store, tmp_path / "atlas")
     cfg.classes.names = [str(cls)]
-    [result] = class_atlas.run(cfg, class_store, torch.device("cpu"), model=mobilenet)
+    [result] = class_atlas.run(
+        ClassesSection.of(cfg), StageContext(class_store, device=torch.device("cpu"), model=mobilenet)
+    )
     sub = SubsetStore.open(class_store, result.slug, base=class_atlas.classes_folder(class_store))
     # every selected row holds the class among its stored top-k with a positive value (topk rule)
     idx, val = (np.asarray(a.compute()) for a in class_store.attribution_topk())
@@ -143,17 +147,20 @@ def test_too_few_rows_and_unknown_class(class_store: AtlasStore, mobilenet: Load
         match=rf"class {cls} .*'topk' selects 3 rows, fewer than classes.min_rows = 10; "
         r".*raise classes.top_k",
     ):
-        class_atlas.run(cfg, class_store, torch.device("cpu"), model=mobilenet)
+        class_atlas.run(ClassesSection.of(cfg), StageContext(class_store, device=torch.device("cpu"), model=mobilenet))
     cfg.classes.names = ["tabbby cat"]
     with pytest.raises(AtlasError, match="classes.names: no class named 'tabbby cat'.*close matches: tabby, "):
-        class_atlas.run(cfg, class_store, torch.device("cpu"), model=mobilenet)
+        class_atlas.run(ClassesSection.of(cfg), StageContext(class_store, device=torch.device("cpu"), model=mobilenet))
 
 
 def test_comparison_end_to_end(class_store: AtlasStore, mobilenet: LoadedModel, tmp_path: Path, one_thread) -> None:
     a, b = _top_classes(class_store, 2)
     cfg = _tiny(class_store, tmp_path / "atlas")
     cfg.compare.pairs = [(str(a), str(b))]
-    [result] = class_compare.run(cfg, class_store, torch.device("cpu"), model=mobilenet)
+    [result] = class_compare.run(
+        ClassesSection.of(cfg, atlases="compare"),
+        StageContext(class_store, device=torch.device("cpu"), model=mobilenet),
+    )
     sub = SubsetStore.open(class_store, result.slug, base=class_compare.compare_folder(class_store))
     layout = derived.read_layout(sub)
     idx, val = (np.asarray(x.compute()) for x in class_store.attribution_topk())

@@ -23,9 +23,11 @@ from pipeline.commands.common import parse_shard as _parse_shard
 from pipeline.params import load_config
 from stages.collect import stage as collect
 from stages.config import ClusterConfig, Config
+from stages.context import StageContext
 from stages.model.registry import LoadedModel
 from stages.reduce import stage as reduce
 from stages.render import stage as render
+from stages.sections import CollectSection, RenderSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from store.icons import IconStore
@@ -86,7 +88,10 @@ def test_collect_on_two_workers_equals_one_process(
     photo_folder: Path, tmp_path: Path, client, one_thread, capsys: pytest.CaptureFixture[str]
 ) -> None:
     single = tmp_path / "single.zarr"
-    collect.run(load_config(None, _collect_sets(photo_folder, single)), device=torch.device("cpu"))
+    collect.run(
+        CollectSection.of(load_config(None, _collect_sets(photo_folder, single))),
+        StageContext(device=torch.device("cpu")),
+    )
     sharded = tmp_path / "sharded.zarr"
     argv = [
         "collect",
@@ -113,7 +118,7 @@ def test_collect_on_two_workers_equals_one_process(
 def test_render_on_two_workers_equals_one_process(tmp_path: Path, mobilenet: LoadedModel, client, one_thread) -> None:
     cfg = tiny_config()
     whole = tiny_atlas(tmp_path / "a" / "s.zarr", mobilenet)
-    render.run(cfg, whole, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(whole, device=torch.device("cpu"), model=mobilenet))
     sharded = tiny_atlas(tmp_path / "b" / "s.zarr", mobilenet)
     cfg.data.store = str(sharded.path)
     results = run_sharded("render", cfg, client, n_shards=3)
@@ -148,7 +153,7 @@ def test_missing_collect_shard_is_named_and_reduce_refuses(
     path = tmp_path / "store.zarr"
     cfg = load_config(None, _collect_sets(photo_folder, path, views_per_image=1, rows_per_chunk=2))
     for i in (0, 1, 3):  # 4 inputs, one per block; shard 2 of 4 never ran
-        collect.run(cfg, shard=(i, 4), device=torch.device("cpu"))
+        collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu"), shard=(i, 4)))
     store = AtlasStore.open(path)
     progress = collect_progress(store)  # the shard count recorded by the last run: 4
     assert [s.missing for s in progress.shards] == [0, 0, 1, 0] and not progress.complete
@@ -162,11 +167,11 @@ def test_missing_collect_shard_is_named_and_reduce_refuses(
     assert "render: not started" in out
 
     with pytest.raises(AtlasError) as err:
-        reduce.run(cfg, store)
+        reduce.run(cfg.reduce, StageContext(store))
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("reduce needs a complete collect: ") and "--shard 2/4" in str(err.value)
 
-    collect.run(cfg, shard=(2, 4), device=torch.device("cpu"))
+    collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu"), shard=(2, 4)))
     assert collect_progress(AtlasStore.open(path)).complete
     assert cli_main(["status", "--params", str(params), "--shards", "2"]) == 0
     assert "4/4 blocks done, complete" in capsys.readouterr().out
@@ -176,7 +181,9 @@ def test_tiles_refuses_an_unfinished_render(
     tmp_path: Path, mobilenet: LoadedModel, one_thread, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
-    render.run(tiny_config(), store, torch.device("cpu"), shard=(1, 2), model=mobilenet)  # shard 0/2 never ran
+    render.run(
+        RenderSection.of(tiny_config()), StageContext(store, device=torch.device("cpu"), shard=(1, 2), model=mobilenet)
+    )  # shard 0/2 never ran
     params = tmp_path / "params.yaml"
     params.write_text(f"data: {{store: {store.path}, atlas: {tmp_path / 'atlas'}}}\n")
     assert cli_main(["tiles", "-q", "--params", str(params)]) == 2

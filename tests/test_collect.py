@@ -20,7 +20,9 @@ from pipeline.cli import main as cli_main
 from pipeline.params import load_config
 from stages.collect import stage as collect
 from stages.config import Config, ModelConfig
+from stages.context import StageContext
 from stages.images.crops import render_view, view_box
+from stages.sections import CollectSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 
@@ -54,7 +56,7 @@ def _arrays(store_path: Path) -> dict[str, np.ndarray]:
 def reference_store(photo_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted, unsharded run that other tests compare against."""
     path = tmp_path_factory.mktemp("ref") / "store.zarr"
-    summary = collect.run(_config(photo_folder, path), device=torch.device("cpu"))
+    summary = collect.run(CollectSection.of(_config(photo_folder, path)), StageContext(device=torch.device("cpu")))
     assert summary.stored == 12 and summary.skipped == {}
     return path
 
@@ -124,10 +126,10 @@ def test_two_shards_equal_one_run_and_rerun_is_idempotent(
 ) -> None:
     path = tmp_path / "sharded.zarr"
     cfg = _config(photo_folder, path)
-    first = collect.run(cfg, shard=(1, 2), device=torch.device("cpu"))
+    first = collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu"), shard=(1, 2)))
     assert first.missing_blocks > 0
-    collect.run(cfg, shard=(0, 2), device=torch.device("cpu"))
-    again = collect.run(cfg, shard=(0, 2), device=torch.device("cpu"))
+    collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu"), shard=(0, 2)))
+    again = collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu"), shard=(0, 2)))
     assert again.inputs_run == 0 and again.missing_blocks == 0
     ours, ref = _arrays(path), _arrays(reference_store)
     for name in ROW_ARRAYS + ["status", "done"]:
@@ -201,7 +203,9 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     }
     # every input exactly once, at its fixed address: identical to an uninterrupted run
     whole = tmp_path / "whole.zarr"
-    collect.run(_config(photo_folder, whole, views_per_image=12), device=torch.device("cpu"))
+    collect.run(
+        CollectSection.of(_config(photo_folder, whole, views_per_image=12)), StageContext(device=torch.device("cpu"))
+    )
     ref = _arrays(whole)
     for name in ROW_ARRAYS:
         np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
@@ -231,7 +235,7 @@ def test_bad_inputs_are_skipped_with_reasons_never_dropped(photo_folder: Path, t
         (folder / jpg.name).write_bytes(jpg.read_bytes())
     expected = _write_bad_files(folder)
     cfg = _config(folder, tmp_path / "s.zarr", views_per_image=2, positions_per_image=1, max_pixels=4_000_000)
-    summary = collect.run(cfg, device=torch.device("cpu"))
+    summary = collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu")))
     assert summary.stored == (2 + 1) * 2  # two photos + good.jpg, two views each
     assert summary.skipped == {reason: 2 for reason in expected.values()}
     store = AtlasStore.open(tmp_path / "s.zarr", mode="r")
@@ -252,7 +256,7 @@ def test_collect_into_a_store_of_another_layer_is_refused(
     cfg = _config(photo_folder, reference_store)
     cfg.model.layer = "features.10.conv.0"
     with pytest.raises(AtlasError, match=r"another configuration \(model\.layer"):
-        collect.run(cfg, device=torch.device("cpu"))
+        collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu")))
 
 
 @pytest.mark.parametrize(
@@ -304,7 +308,7 @@ def test_head_off_stores_same_activations_and_no_attribution(
     photo_folder: Path, reference_store: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "trunk_only.zarr"
-    collect.run(_config(photo_folder, path, head=False), device=torch.device("cpu"))
+    collect.run(CollectSection.of(_config(photo_folder, path, head=False)), StageContext(device=torch.device("cpu")))
     ours, ref = _arrays(path), _arrays(reference_store)
     np.testing.assert_array_equal(ours["activations"], ref["activations"])
     np.testing.assert_array_equal(ours["yx"], ref["yx"])

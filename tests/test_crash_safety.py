@@ -24,6 +24,8 @@ import pytest
 
 from stages import verify
 from stages.config import Config
+from stages.context import StageContext
+from stages.sections import VerifySection
 from store.atlas_store import AtlasStore
 from store.digest import group_digests
 from store.files import read_manifest
@@ -169,7 +171,7 @@ def _assert_resumed_like_uninterrupted(results: dict[str, dict], root: Path) -> 
                     }
                 }
             )
-            report = verify.run(config).report
+            report = verify.run(VerifySection.of(config), StageContext()).report
             assert report.ok, f"{stage} {role}: " + "; ".join(p.line() for p in report.damage)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from stages.config import Config
+from stages.context import StageContext
 from stages.cue_conflict import on_atlas
 from stages.cue_conflict import stage as cue_conflict
 from stages.cue_conflict.placement import build_placer, cell_of_row
@@ -27,6 +29,7 @@ from stages.cue_conflict.shape_bias import (
 )
 from stages.cue_conflict.stimuli import Stimulus, list_stimuli, load_pixels, parse_name
 from stages.reduce.stage import read_fit_rows
+from stages.sections import CueConflictSection
 from store import derived
 from store.errors import AtlasError
 from tests.atlas_fixtures import SmallAtlas
@@ -266,16 +269,14 @@ def test_the_stage_on_real_stimuli_and_a_real_atlas(small_atlas: SmallAtlas, mob
     config.data.atlas = str(atlas)
     config.cue_conflict.level, config.cue_conflict.out = small_atlas.levels[-1], str(tmp_path / "cc.json")
     torch.manual_seed(0)
-    reported: list[tuple[int, int]] = []
-    r = cue_conflict.run(
-        config,
-        torch.device("cpu"),
-        store=small_atlas.store,
-        model=mobilenet,
-        stimuli=_subset(tmp_path),
-        progress=lambda done, total: reported.append((done, total)),
+    totals: list[int] = []
+    steps: list[int] = []
+    section = CueConflictSection.of(
+        config, cue_conflict=config.cue_conflict.model_copy(update={"stimuli": str(_subset(tmp_path))})
     )
-    assert reported[-1] == (16, 16) and [d for d, _ in reported] == sorted(d for d, _ in reported)
+    ctx = StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet)
+    r = cue_conflict.run(section, replace(ctx, progress=steps.append, on_start=totals.append))
+    assert totals == [16] and sum(steps) == 16 and all(k > 0 for k in steps)
     report = json.loads((tmp_path / "cc.json").read_text())
     o = report["shape_bias"]
     assert o["shape"] + o["texture"] + o["other"] == o["total"] == 16 - o["left_out"]
@@ -324,7 +325,10 @@ def test_the_api_gives_the_stage_s_report(mobilenet, small_atlas: SmallAtlas, tm
     config = Config.model_validate(small_atlas.config.model_dump())
     config.cue_conflict.level, config.cue_conflict.page = small_atlas.levels[-1], False
     config.cue_conflict.out = str(tmp_path / "cc.json")
-    cue_conflict.run(config, torch.device("cpu"), store=small_atlas.store, model=mobilenet, stimuli=stimuli)
+    section = CueConflictSection.of(
+        config, cue_conflict=config.cue_conflict.model_copy(update={"stimuli": str(stimuli)})
+    )
+    cue_conflict.run(section, StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet))
     want = json.loads((tmp_path / "cc.json").read_text())
     assert got["shape_bias"] == want["shape_bias"] and got["atlas"] == want["atlas"]
     assert [s["decision"] for s in got["stimuli"]] == [s["decision"] for s in want["stimuli"]]

@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from stages.config import Config
+from stages.context import StageContext
 from stages.explain import stage as explain
 from stages.explain.groups import group_assignment, group_strength, nearest_cells, nmf_groups
 from stages.model.registry import LoadedModel
+from stages.sections import ExplainSection
 from store import derived
 from store.errors import AtlasError
 from tests.atlas_fixtures import SmallAtlas
@@ -87,7 +89,10 @@ def test_explain_writes_one_png(
     e.level, e.groups, e.steps, e.size, e.icon_px, e.image_px = small_atlas.levels[-1], 3, 4, 32, 16, 224
     e.methods, e.channels, e.page = ["saliency"], 0, False  # the other figures: tests/test_explain_figures.py
     result = explain.run(
-        cfg, photo_path, small_atlas.store, torch.device("cpu"), model=mobilenet, out=tmp_path / "explain.png"
+        ExplainSection.of(
+            cfg, image=photo_path, explain=cfg.explain.model_copy(update={"out": str(tmp_path / "explain.png")})
+        ),
+        StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet),
     )
     image = Image.open(result.out)
     # photo (224) + mosaic (14 x 16 = 224) side by side, two rows, with pads and titles
@@ -105,6 +110,14 @@ def test_explain_refuses_an_unknown_level_and_an_unreadable_image(
     cfg = small_atlas.config.model_copy(deep=True)
     cfg.explain.level = 4
     with pytest.raises(AtlasError, match="no grid level 4"):
-        explain.run(cfg, photo_path, small_atlas.store, torch.device("cpu"), model=mobilenet, out=tmp_path / "x.png")
+        explain.run(
+            ExplainSection.of(
+                cfg, image=photo_path, explain=cfg.explain.model_copy(update={"out": str(tmp_path / "x.png")})
+            ),
+            StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet),
+        )
     with pytest.raises(AtlasError, match="cannot read the image"):
-        explain.run(cfg, tmp_path / "missing.jpg", small_atlas.store, torch.device("cpu"), model=mobilenet)
+        explain.run(
+            ExplainSection.of(cfg, image=tmp_path / "missing.jpg"),
+            StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet),
+        )

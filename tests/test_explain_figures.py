@@ -17,10 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
+from stages.context import StageContext
 from stages.explain import stage as explain
 from stages.explain.channels import strongest_channels, top_rows_per_channel
 from stages.explain.groups import group_attribution
 from stages.model.registry import LoadedModel
+from stages.sections import ExplainSection
 from store import derived
 from tests.atlas_fixtures import SmallAtlas
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
@@ -68,7 +70,10 @@ def test_explain_writes_every_figure_and_a_linked_page(
     e.occlusion_window, e.occlusion_stride, e.channels, e.channel_patches, e.patch_px = 112, 112, 2, 2, 32
     e.classes = ["space shuttle"]
     photo = next(photo_folder.glob("tabby/*.jpg"))
-    result = explain.run(cfg, photo, small_atlas.store, torch.device("cpu"), model=mobilenet, out=tmp_path / "x.png")
+    result = explain.run(
+        ExplainSection.of(cfg, image=photo, explain=cfg.explain.model_copy(update={"out": str(tmp_path / "x.png")})),
+        StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet),
+    )
 
     # classes: the top 5, then the one asked for by name
     assert len(result.classes) == 6 and mobilenet.class_names[result.classes[-1]] == "space shuttle"
@@ -115,10 +120,10 @@ def test_explain_refuses_an_unknown_class(
     cfg.explain.level, cfg.explain.classes = small_atlas.levels[-1], ["not a class"]
     with pytest.raises(AtlasError, match="explain.classes: no class named 'not a class'"):
         explain.run(
-            cfg,
-            next(photo_folder.glob("tabby/*.jpg")),
-            small_atlas.store,
-            torch.device("cpu"),
-            model=mobilenet,
-            out=tmp_path / "x.png",
+            ExplainSection.of(
+                cfg,
+                image=next(photo_folder.glob("tabby/*.jpg")),
+                explain=cfg.explain.model_copy(update={"out": str(tmp_path / "x.png")}),
+            ),
+            StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet),
         )

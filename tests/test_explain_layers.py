@@ -17,8 +17,10 @@ from PIL import Image
 from pipeline import cli
 from pipeline.commands.common import config_from_args
 from stages.config import Config
+from stages.context import StageContext
 from stages.explain import layers as L
 from stages.model.registry import LoadedModel
+from stages.sections import ExplainSection
 from store.errors import AtlasError
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 
@@ -240,7 +242,10 @@ def test_full_explain_draws_the_atlas_layer_with_its_cells_and_pages_the_figures
         96,
     )
     photo = next(photo_folder.glob("tabby/*.jpg"))
-    result = explain.run(cfg, photo, small_atlas.store, torch.device("cpu"), model=mobilenet, out=tmp_path / "x.png")
+    result = explain.run(
+        ExplainSection.of(cfg, image=photo, explain=cfg.explain.model_copy(update={"out": str(tmp_path / "x.png")})),
+        StageContext(small_atlas.store, device=torch.device("cpu"), model=mobilenet),
+    )
     assert [v.source for v in result.layers.views] == ["rendered", f"atlas level {e.level}"]
     text = result.page.read_text()
     for name in ("x_layers.png", "x_filters.png", "x_activation_maps.png"):

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from stages.config import Config, ModelConfig
+from stages.context import StageContext
 from stages.model.custom import build_factory_model
 from stages.model.factories import EFFICIENTNET_LITE0
 from stages.model.registry import load_model
+from stages.sections import CollectSection
 from store.errors import AtlasError
 
 LAYER = "_blocks.15._swish"
@@ -109,6 +111,6 @@ def test_bad_factory_path_is_one_line_and_writes_nothing(
     config.data.source, config.data.store = str(photo_folder), str(tmp_path / "store.zarr")
     config.model.name, config.collect.device, config.collect.num_workers = name, "cpu", 0
     with pytest.raises(AtlasError, match=message) as err:
-        collect.run(config)
+        collect.run(CollectSection.of(config), StageContext())
     assert "\n" not in str(err.value) and name in str(err.value)
     assert not (tmp_path / "store.zarr").exists()

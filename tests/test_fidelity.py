@@ -13,9 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stages.context import StageContext
 from stages.model.registry import LoadedModel
 from stages.render import fidelity
 from stages.render import stage as render
+from stages.sections import RenderSection
 from store import derived
 from store.errors import AtlasError
 from store.icons import IconStore
@@ -52,7 +54,7 @@ def test_fidelity_matches_direct_computation(tmp_path: Path, mobilenet: LoadedMo
     cfg = tiny_config(steps=12, size=48, batch_size=4)
     with pytest.raises(AtlasError, match="atlas render"):
         fidelity.run(cfg, store, torch.device("cpu"), model=mobilenet)
-    render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     report = fidelity.run(cfg, store, torch.device("cpu"), model=mobilenet)
 
     icons = IconStore.open(store.derived_path("icons"))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stages.config import Config
+from stages.context import StageContext
 from stages.grid import stage as grid
 from store import derived, schema
 from store.atlas_store import AtlasStore
@@ -48,7 +49,7 @@ def _config(levels: list[int], min_count: int = 5) -> Config:
 
 def test_levels_match_direct_numpy(tmp_path: Path) -> None:
     store, d = _store_with_layout(tmp_path, skipped=(5, 6, 300))
-    result = grid.run(_config([2, 5, 8]), store)
+    result = grid.run(_config([2, 5, 8]).grid, StageContext(store))
     assert result.levels == [2, 5, 8] and result.rows == N_ROWS - 3
     rows, layout = d["rows"], d["layout"].astype(np.float64)
     for n in (2, 5, 8):
@@ -79,7 +80,7 @@ def test_levels_match_direct_numpy(tmp_path: Path) -> None:
 def test_whitening_is_written_from_the_same_pass(tmp_path: Path) -> None:
     store, d = _store_with_layout(tmp_path, skipped=(10,))
     cfg = _config([4])
-    grid.run(cfg, store)
+    grid.run(cfg.grid, StageContext(store))
     a = d["acts"][d["rows"]].astype(np.float64)
     m = a.T @ a / len(a)
     expected = np.linalg.inv(m + cfg.grid.ridge * np.trace(m) / CHANNELS * np.eye(CHANNELS))
@@ -91,7 +92,7 @@ def test_whitening_is_written_from_the_same_pass(tmp_path: Path) -> None:
 
 def test_min_count_zero_keeps_every_non_empty_cell(tmp_path: Path) -> None:
     store, d = _store_with_layout(tmp_path)
-    grid.run(_config([40], min_count=0), store)
+    grid.run(_config([40], min_count=0).grid, StageContext(store))
     level = derived.read_level(store, 40, with_attribution=False)
     assert level.attribution is None
     assert level.count.sum() == N_ROWS and (level.count > 0).all()
@@ -100,7 +101,7 @@ def test_min_count_zero_keeps_every_non_empty_cell(tmp_path: Path) -> None:
 
 def test_stale_layout_and_missing_level_are_refused(tmp_path: Path) -> None:
     store, d = _store_with_layout(tmp_path)
-    grid.run(_config([3]), store)
+    grid.run(_config([3]).grid, StageContext(store))
     with pytest.raises(AtlasError, match="no grid level 7; choose one of: 3"):
         derived.read_level(store, 7)
     moved = derived.Layout(
@@ -111,26 +112,27 @@ def test_stale_layout_and_missing_level_are_refused(tmp_path: Path) -> None:
         derived.read_level(store, 3)
     store.group[schema.INPUTS]["status"][0] = schema.STATUS_FIRST_SKIP  # the store changed after reduce
     with pytest.raises(AtlasError, match="run `atlas reduce` again"):
-        grid.run(_config([3]), store)
+        grid.run(_config([3]).grid, StageContext(store))
 
 
 def test_grid_without_layout_says_what_to_run(tmp_path: Path) -> None:
     acts = np.ones((20, 4), np.float32)
     store = AtlasStore.create_synthetic_for_tests(tmp_path / "bare.zarr", acts)
     with pytest.raises(AtlasError, match=r"has no layout; run `atlas reduce` first"):
-        grid.run(_config([2]), store)
+        grid.run(_config([2]).grid, StageContext(store))
     with pytest.raises(AtlasError, match=r"has no whitening matrix; run `atlas grid` first"):
         derived.read_whitening(store)
 
 
 def test_progress_and_layout_plot(tmp_path: Path) -> None:
-    from pipeline.commands.layout_plot import plot_layout
+    from stages.grid.layout_plot import plot_layout
 
     store, _ = _store_with_layout(tmp_path)
-    calls: list[tuple[int, int]] = []
-    grid.run(_config([5]), store, progress=lambda done, total: calls.append((done, total)))
+    totals: list[int] = []
+    steps: list[int] = []
+    grid.run(_config([5]).grid, StageContext(store, progress=steps.append, on_start=totals.append))
     n_blocks = -(-N_ROWS // 128)
-    assert calls[-1] == (n_blocks, n_blocks) and len(calls) == n_blocks
+    assert totals == [n_blocks] and steps == [1] * n_blocks  # one block at a time, announced once
     for color_by in ("label", "top_class"):
         out = plot_layout(store, 5, tmp_path / f"layout_{color_by}.png", color_by)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

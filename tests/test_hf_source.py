@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from stages.collect import stage as collect
+from stages.context import StageContext
 from stages.images import archives
 from stages.images.decoding import decode_rgb
 from stages.images.sources import open_image_source
+from stages.sections import CollectSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from tests.imagenet_fixtures import WNIDS, samples, write_tree
@@ -47,8 +49,8 @@ def test_saved_dataset_gives_classes_and_the_same_store_as_the_folder(data: dict
     source = open_image_source(data["hf"])
     assert source.kind == "hf" and source.label_names == tuple(w for w, _ in WNIDS) and len(source) == 6
     tree_store, hf_store = tmp_path / "tree.zarr", tmp_path / "hf.zarr"
-    collect.run(config(data["tree"], tree_store), device=torch.device("cpu"))
-    collect.run(config(data["hf"], hf_store), device=torch.device("cpu"))
+    collect.run(CollectSection.of(config(data["tree"], tree_store)), StageContext(device=torch.device("cpu")))
+    collect.run(CollectSection.of(config(data["hf"], hf_store)), StageContext(device=torch.device("cpu")))
     ours, ref = arrays(hf_store), arrays(tree_store)
     assert list(ours["label_class"]) == [cls for _, _, cls, _ in samples(2)]
     for name in ROW_ARRAYS + ["status", "label_class"]:

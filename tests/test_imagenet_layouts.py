@@ -14,8 +14,10 @@ import zarr
 from pipeline.cli import main as cli_main
 from pipeline.params import load_config
 from stages.collect import stage as collect
+from stages.context import StageContext
 from stages.images.class_names import imagenet_classes, label_classes
 from stages.images.sources import open_image_source, subsample
+from stages.sections import CollectSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from tests.imagenet_fixtures import WNIDS, samples, write_tree
@@ -78,7 +80,7 @@ def test_wnid_tree_labels_collect_and_info(tmp_path: Path, capsys: pytest.Captur
     source = open_image_source(root)
     assert source.kind == "imagefolder" and source.label_names == tuple(w for w, _ in WNIDS)
     store = tmp_path / "s.zarr"
-    summary = collect.run(config(root, store), device=torch.device("cpu"))
+    summary = collect.run(CollectSection.of(config(root, store)), StageContext(device=torch.device("cpu")))
     assert summary.stored == 2 * len(items)
     assert list(arrays(store)["label_class"]) == [cls for _, _, cls, _ in items]
     assert cli_main(["info", "--store", str(store)]) == 0
@@ -96,7 +98,7 @@ def test_labels_matching_no_class_warn_in_one_line(
         (root / folder / "a.jpg").write_bytes(samples(1)[k][3])
     store = tmp_path / "s.zarr"
     with caplog.at_level(logging.WARNING):
-        collect.run(config(root, store), device=torch.device("cpu"))
+        collect.run(CollectSection.of(config(root, store)), StageContext(device=torch.device("cpu")))
     assert any("none of its 2 labels" in r.getMessage() for r in caplog.records)
     assert cli_main(["info", "--store", str(store)]) == 0
     out = capsys.readouterr().out
@@ -159,7 +161,7 @@ def test_val_folder_with_each_ground_truth_format(tmp_path: Path) -> None:
         assert list(mapped) == classes, labels.name
     # and collected, the class lands in the store
     store = tmp_path / "val.zarr"
-    collect.run(config(val, store, f"data.labels={loc}"), device=torch.device("cpu"))
+    collect.run(CollectSection.of(config(val, store, f"data.labels={loc}")), StageContext(device=torch.device("cpu")))
     assert list(arrays(store)["label_class"]) == classes
     assert AtlasStore.open(store, mode="r").attrs["dataset"]["labels"] == str(loc)
 
@@ -194,15 +196,19 @@ def test_subsample_is_seeded_class_balanced_and_recorded(tmp_path: Path) -> None
     assert balanced.rel_paths == sorted(balanced.rel_paths)  # kept in the source's order
     store = tmp_path / "s.zarr"
     cfg = config(root, store, "data.max_images=4", "data.per_class=1", "collect.views_per_image=1")
-    first = collect.run(cfg, device=torch.device("cpu"))
+    first = collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu")))
     assert first.stored == 3  # per_class 1 caps it below max_images
-    again = collect.run(cfg, device=torch.device("cpu"))  # the same draw: the store is accepted, nothing to do
+    again = collect.run(
+        CollectSection.of(cfg), StageContext(device=torch.device("cpu"))
+    )  # the same draw: the store is accepted, nothing to do
     assert again.inputs_run == 0
     attrs = AtlasStore.open(store, mode="r").attrs
     assert attrs["dataset"]["selection"] == {"max_images": 4, "per_class": 1, "seed": cfg.collect.seed, "of": 15}
     assert sorted(arrays(store)["label_class"].tolist()) == [0, 1, 517]
     with pytest.raises(AtlasError):  # another draw is another data set: refused, not mixed in
         collect.run(
-            config(root, store, "data.max_images=4", "data.per_class=2", "collect.views_per_image=1"),
-            device=torch.device("cpu"),
+            CollectSection.of(
+                config(root, store, "data.max_images=4", "data.per_class=2", "collect.views_per_image=1")
+            ),
+            StageContext(device=torch.device("cpu")),
         )

@@ -15,8 +15,10 @@ import yaml
 from PIL import Image
 
 from stages.config import Config
+from stages.context import StageContext
 from stages.patches.geometry import CORNERS, Placement, corner_origin, paste, patch_side, resize_patch
 from stages.patches.protocol import Patch, Rate, run_protocol, split_photos, uniform_noise, works
+from stages.sections import ClassesSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from tests.atlas_fixtures import SmallAtlas
@@ -207,7 +209,9 @@ def patch_atlas(small_atlas: SmallAtlas, mobilenet, tmp_path_factory: pytest.Tem
     cfg = _tiny(store, root / "atlas")
     cfg.compare.pairs = [[str(a), str(b)]]
     torch.set_num_threads(1)
-    compare.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    compare.run(
+        ClassesSection.of(cfg, atlases="compare"), StageContext(store, device=torch.device("cpu"), model=mobilenet)
+    )
     cfg.patches.photos = str(photos)
     cfg.patches.cells, cfg.patches.examples, cfg.patches.keep, cfg.patches.controls = 2, 1, 2, 1
     cfg.patches.rank_photos, cfg.patches.sizes, cfg.patches.static_size = 1, [0.3, 0.6], 0.3

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stages.config import Config
+from stages.context import StageContext
 from stages.reduce import stage as reduce
 from store import derived, schema
 from store.atlas_store import AtlasStore
@@ -54,9 +55,9 @@ def test_seeded_umap_is_identical_run_to_run_and_records_how_it_was_made(tmp_pat
     status = store.group[schema.INPUTS]["status"]
     status[3] = status[400] = schema.STATUS_FIRST_SKIP  # skipped inputs are not laid out
     cfg = _config("umap", fit_samples=400, seed=7)
-    first = reduce.run(cfg, store)
+    first = reduce.run(cfg.reduce, StageContext(store))
     layout_a = derived.read_layout(store)
-    second = reduce.run(cfg, store)
+    second = reduce.run(cfg.reduce, StageContext(store))
     layout_b = derived.read_layout(store)
     np.testing.assert_array_equal(layout_a.embedding, layout_b.embedding)
     np.testing.assert_array_equal(layout_a.layout, layout_b.layout)
@@ -74,7 +75,7 @@ def test_seeded_umap_is_identical_run_to_run_and_records_how_it_was_made(tmp_pat
 
 def test_tsne_path(tmp_path: Path) -> None:
     store = _store(tmp_path, n=300)
-    result = reduce.run(_config("tsne", fit_samples=200, tsne_perplexity=20.0), store)
+    result = reduce.run(_config("tsne", fit_samples=200, tsne_perplexity=20.0).reduce, StageContext(store))
     layout = derived.read_layout(store)
     assert result.method == "tsne" and result.n_fit == 200 and result.n_placed == 100
     assert layout.attrs["method"] == "tsne"
@@ -83,7 +84,7 @@ def test_tsne_path(tmp_path: Path) -> None:
 
 def test_pca_path_is_linear_in_all_rows(tmp_path: Path) -> None:
     store = _store(tmp_path, n=300)
-    reduce.run(_config("pca", fit_samples=300, pca_dims=None, metric="euclidean"), store)
+    reduce.run(_config("pca", fit_samples=300, pca_dims=None, metric="euclidean").reduce, StageContext(store))
     layout = derived.read_layout(store)
     x = np.asarray(store.activations().compute(), dtype=np.float64)
     centred = x - x.mean(0)
@@ -116,7 +117,7 @@ def test_empty_or_too_small_store_is_refused_with_what_to_do(tmp_path: Path, n_v
     status = store.group[schema.INPUTS]["status"]
     status[n_valid:] = schema.STATUS_FIRST_SKIP
     with pytest.raises(AtlasError) as err:
-        reduce.run(_config("umap"), store)
+        reduce.run(_config("umap").reduce, StageContext(store))
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "s.zarr") in message
     assert f"has {n_valid} valid rows" in message and "n_neighbors + 1 = 16" in message

@@ -21,10 +21,12 @@ import torch
 import zarr
 
 from stages.config import Config
+from stages.context import StageContext
 from stages.featurevis import layer_forward
 from stages.grid.whitening import whitening_matrix
 from stages.model.registry import LoadedModel
 from stages.render import stage as render
+from stages.sections import RenderSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
@@ -110,7 +112,8 @@ def test_icons_written_with_objective_and_cossim(tmp_path: Path, mobilenet: Load
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
     started, seen = [], []
     summary = render.run(
-        tiny_config(), store, torch.device("cpu"), progress=seen.append, on_start=started.append, model=mobilenet
+        RenderSection.of(tiny_config()),
+        StageContext(store, device=torch.device("cpu"), model=mobilenet, progress=seen.append, on_start=started.append),
     )
     assert started == [7] and sum(seen) == 7 and seen == [2, 1, 2, 2]  # batches of 2 per level
     assert summary.icons_run == summary.icons_done == summary.icons_total == 7 and summary.batches_run == 4
@@ -144,10 +147,10 @@ def test_rendering_improves_the_objective(tmp_path: Path, mobilenet: LoadedModel
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
     cfg = tiny_config(steps=1)
     cfg.render.levels = [2]
-    render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     before = IconStore.open(store.derived_path("icons")).read_level(2).objective
     cfg.render.steps = 24  # new params: the group is recreated, not refused
-    render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     after = IconStore.open(store.derived_path("icons")).read_level(2)
     assert after.done.all() and (after.objective > before).mean() >= 2 / 3
 
@@ -155,22 +158,31 @@ def test_rendering_improves_the_objective(tmp_path: Path, mobilenet: LoadedModel
 def test_refuses_icons_of_another_grid(tmp_path: Path, mobilenet: LoadedModel, one_thread) -> None:
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
     cfg = tiny_config(steps=1)
-    render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     tiny_atlas(tmp_path / "s.zarr", mobilenet, scale=2.0)  # same shape, other directions
     with pytest.raises(AtlasError, match="another atlas.*fingerprint"):
-        render.run(cfg, AtlasStore.open(tmp_path / "s.zarr"), torch.device("cpu"), model=mobilenet)
+        render.run(
+            RenderSection.of(cfg),
+            StageContext(AtlasStore.open(tmp_path / "s.zarr"), device=torch.device("cpu"), model=mobilenet),
+        )
     cfg.render.levels = [5]
     with pytest.raises(AtlasError, match="render.levels"):
-        render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+        render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
 
 
 def test_shards_and_seeds(tmp_path: Path, mobilenet: LoadedModel, one_thread) -> None:
     whole = tiny_atlas(tmp_path / "a" / "s.zarr", mobilenet)
-    render.run(tiny_config(), whole, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(tiny_config()), StageContext(whole, device=torch.device("cpu"), model=mobilenet))
     sharded = tiny_atlas(tmp_path / "b" / "s.zarr", mobilenet)
-    first = render.run(tiny_config(), sharded, torch.device("cpu"), shard=(0, 2), model=mobilenet)
+    first = render.run(
+        RenderSection.of(tiny_config()),
+        StageContext(sharded, device=torch.device("cpu"), shard=(0, 2), model=mobilenet),
+    )
     assert first.batches_run == 2 and first.icons_done < first.icons_total
-    render.run(tiny_config(), sharded, torch.device("cpu"), shard=(1, 2), model=mobilenet)
+    render.run(
+        RenderSection.of(tiny_config()),
+        StageContext(sharded, device=torch.device("cpu"), shard=(1, 2), model=mobilenet),
+    )
     for n in LEVELS:
         a = IconStore.open(whole.derived_path("icons")).read_level(n)
         b = IconStore.open(sharded.derived_path("icons")).read_level(n)
@@ -183,20 +195,23 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from stages.config import ModelConfig
     from stages.model.registry import load_model
+    from stages.context import StageContext
     from stages.render import stage as render
+    from stages.sections import RenderSection
     from store.atlas_store import AtlasStore
     from tests.test_render import tiny_config
     torch.set_num_threads(1)
     model = load_model(ModelConfig(), torch.device("cpu"))
     store = AtlasStore.open({store!r})
     # held after each batch until the parent kills us (between batches)
-    render.run(tiny_config(), store, torch.device("cpu"), progress=lambda k: time.sleep(600), model=model)
+    ctx = StageContext(store, device=torch.device("cpu"), model=model, progress=lambda k: time.sleep(600))
+    render.run(RenderSection.of(tiny_config()), ctx)
 """)
 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path: Path, mobilenet: LoadedModel, one_thread) -> None:
     reference = tiny_atlas(tmp_path / "ref" / "s.zarr", mobilenet)
-    render.run(tiny_config(), reference, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(tiny_config()), StageContext(reference, device=torch.device("cpu"), model=mobilenet))
     store = tiny_atlas(tmp_path / "killed" / "s.zarr", mobilenet)
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD.format(repo=str(REPO), store=str(store.path))],
@@ -217,7 +232,10 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path: Path, mobilenet: Load
         child.wait()
     killed = IconStore.open(icons_path)
     assert 1 <= sum(int(killed.done(n).sum()) for n in LEVELS) < 4
-    summary = render.run(tiny_config(), AtlasStore.open(store.path), torch.device("cpu"), model=mobilenet)
+    summary = render.run(
+        RenderSection.of(tiny_config()),
+        StageContext(AtlasStore.open(store.path), device=torch.device("cpu"), model=mobilenet),
+    )
     assert summary.icons_run < 7 and summary.icons_done == 7
     for n in LEVELS:
         a = IconStore.open(reference.derived_path("icons")).read_level(n)

@@ -1,4 +1,4 @@
-"""pipeline/commands/render_unit.py: every target kind writes a non-blank PNG and returns its objective."""
+"""stages/render/targets.py: every target kind writes a non-blank PNG and returns its objective."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.commands.render_unit import render_unit
 from stages.config import Config
 from stages.model.registry import LoadedModel
+from stages.render.targets import render_unit
 from store.errors import AtlasError
 from tests.featurevis_fixtures import one_thread  # noqa: F401 - fixture
 

@@ -24,6 +24,8 @@ import pytest
 from pipeline.cli import main as atlas_main
 from stages import verify
 from stages.config import Config
+from stages.context import StageContext
+from stages.sections import VerifySection
 from store.digest import group_digests
 from tests.atlas_fixtures import SmallAtlas
 
@@ -107,7 +109,8 @@ def test_collect_on_a_full_disk_stops_in_one_line_and_resumes_identically(
         assert f"cannot write {disk}" in line and "No space left on device" in line and "free space" in line, line
         assert "rerun the same command" in line
         report = verify.run(
-            Config.model_validate({"data": {"store": str(store), "atlas": str(tmp_path / "no")}})
+            VerifySection.of(Config.model_validate({"data": {"store": str(store), "atlas": str(tmp_path / "no")}})),
+            StageContext(),
         ).report
         assert report.ok, [p.line() for p in report.damage]  # nothing marked done that is not on disk
         _remount(disk, "size=4m")
@@ -136,7 +139,7 @@ def _collect_under_file_size_limit(small_atlas: SmallAtlas, tmp_path: Path) -> N
     line = _one_line(proc.stderr)
     assert f"cannot write {store}" in line and "File too large" in line, line
     config = Config.model_validate({"data": {"store": str(store), "atlas": str(tmp_path / "no")}})
-    assert verify.run(config).report.ok
+    assert verify.run(VerifySection.of(config), StageContext()).report.ok
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *_collect_args(small_atlas, store)],
         cwd=REPO,

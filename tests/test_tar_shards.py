@@ -17,8 +17,10 @@ import torch
 import zarr
 
 from stages.collect import stage as collect
+from stages.context import StageContext
 from stages.images.decoding import decode_rgb
 from stages.images.sources import open_image_source
+from stages.sections import CollectSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from tests.imagenet_fixtures import add_member, samples, write_tree
@@ -61,7 +63,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_tree(root / "tree", items)
     _write_tars(root / "shards", items)
     tree_store = root / "tree.zarr"
-    collect.run(config(root / "tree", tree_store), device=torch.device("cpu"))
+    collect.run(CollectSection.of(config(root / "tree", tree_store)), StageContext(device=torch.device("cpu")))
     return {"root": root, "tree": root / "tree", "shards": root / "shards", "tree_store": tree_store}
 
 
@@ -71,7 +73,7 @@ def test_tars_give_labels_and_the_same_store_as_the_folder(data: dict[str, Path]
     assert source.kind == "tar" and len(source) == 9 and not source.notes
     assert open_image_source(data["shards"]).fingerprint() == source.fingerprint()  # folder of tars == pattern
     store = tmp_path / "tar.zarr"
-    summary = collect.run(config(pattern, store), device=torch.device("cpu"))
+    summary = collect.run(CollectSection.of(config(pattern, store)), StageContext(device=torch.device("cpu")))
     assert summary.stored == 8 * 2 and summary.skipped == {"decode_error": 2}  # the cut JPEG, both views
     ours, ref = arrays(store), arrays(data["tree_store"])
     assert list(ours["label_class"]) == [cls for _, _, cls, _ in _items()]
@@ -87,7 +89,9 @@ def test_tars_give_labels_and_the_same_store_as_the_folder(data: dict[str, Path]
 def test_shard_array_over_tars_covers_every_image_once(data: dict[str, Path], tmp_path: Path) -> None:
     store = tmp_path / "sharded.zarr"
     cfg = config(data["shards"], store)
-    runs = [collect.run(cfg, shard=(i, 3), device=torch.device("cpu")) for i in (2, 0, 1)]
+    runs = [
+        collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu"), shard=(i, 3))) for i in (2, 0, 1)
+    ]
     assert sum(r.inputs_run for r in runs) == 18  # every input once, none twice
     assert runs[-1].missing_blocks == 0
     ours, ref = arrays(store), arrays(data["tree_store"])
@@ -107,7 +111,9 @@ def test_a_tar_cut_short_records_its_last_member_as_skipped(data: dict[str, Path
     decoded = source.decode(2, 10**8)
     assert decoded.reason == "decode_error" and "truncated tar member" in decoded.detail
     assert source.decode(0, 10**8).ok
-    summary = collect.run(config(tars[0], tmp_path / "cut.zarr"), device=torch.device("cpu"))
+    summary = collect.run(
+        CollectSection.of(config(tars[0], tmp_path / "cut.zarr")), StageContext(device=torch.device("cpu"))
+    )
     assert summary.stored == 4 and summary.skipped == {"decode_error": 2}
 
 
@@ -159,7 +165,8 @@ def test_sigkill_mid_tar_then_resume_is_identical(data: dict[str, Path], tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-800:]
     whole = tmp_path / "whole.zarr"
     collect.run(
-        config(data["shards"], whole, "collect.views_per_image=4", "model.image_size=224"), device=torch.device("cpu")
+        CollectSection.of(config(data["shards"], whole, "collect.views_per_image=4", "model.image_size=224")),
+        StageContext(device=torch.device("cpu")),
     )
     final, ref = arrays(path), arrays(whole)
     assert (final["status"] > 0).all()

@@ -14,6 +14,8 @@ from PIL import Image
 
 from pipeline.cli import main as atlas_main
 from stages.config import Config
+from stages.context import StageContext
+from stages.sections import TilesSection
 from stages.tiles import export as tiles_export
 from stages.tiles import stage as tiles
 from stages.tiles.geometry import DziGeometry
@@ -207,16 +209,16 @@ def test_unrendered_levels_are_refused(small_atlas, tmp_path: Path) -> None:
     cfg.data.atlas = str(tmp_path / "atlas")
     cfg.tiles.levels = [4]
     with pytest.raises(AtlasError, match=r"tiles.levels: 4 is not a grid level; choose from: 3, 6"):
-        tiles.run(cfg, store)
+        tiles.run(TilesSection.of(cfg), StageContext(store))
     IconStore.open(store.derived_path("icons"), mode="r+").group["level_6/done"][0] = 0  # an unfinished render
     cfg.tiles.levels = [6]
     with pytest.raises(
         AtlasError, match=r"level 6 is 1 of 2 icon batches rendered .* run `atlas render --levels '\[6\]'`"
     ):
-        tiles.run(cfg, store)
+        tiles.run(TilesSection.of(cfg), StageContext(store))
     assert not (tmp_path / "atlas" / "main").exists()
     cfg.tiles.levels, cfg.tiles.examples = None, 0  # default: the complete levels only
-    summary = tiles.run(cfg, store)
+    summary = tiles.run(TilesSection.of(cfg), StageContext(store))
     assert summary.levels == [3] and summary.result.examples == 0
     manifest = json.loads((tmp_path / "atlas" / "main" / "manifest.json").read_text())
     assert [lv["n"] for lv in manifest["levels"]] == [3]

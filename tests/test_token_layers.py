@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from stages.config import Config, ModelConfig
+from stages.context import StageContext
 from stages.featurevis import layer_forward
 from stages.featurevis.tokens import leading_tokens, spatial, token_layout, tokens_from_grid
 from stages.model.registry import list_layers, load_model
+from stages.sections import CollectSection, RenderSection, TilesSection
 from store import derived
 from tests.vit_factory import FACTORY, GRID, IMAGE_SIZE, LAYER, WIDTH
 
@@ -119,12 +121,12 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
     from store.icons import IconStore
 
     whole_cfg = _vit_config(tmp_path, photo_folder, "whole.zarr")
-    collect.run(whole_cfg, device=torch.device("cpu"))
+    collect.run(CollectSection.of(whole_cfg), StageContext(device=torch.device("cpu")))
     sharded = _vit_config(tmp_path, photo_folder, "sharded.zarr")
-    first = collect.run(sharded, shard=(0, 2), device=torch.device("cpu"))
+    first = collect.run(CollectSection.of(sharded), StageContext(device=torch.device("cpu"), shard=(0, 2)))
     assert first.missing_blocks > 0
-    collect.run(sharded, shard=(1, 2), device=torch.device("cpu"))
-    again = collect.run(sharded, device=torch.device("cpu"))
+    collect.run(CollectSection.of(sharded), StageContext(device=torch.device("cpu"), shard=(1, 2)))
+    again = collect.run(CollectSection.of(sharded), StageContext(device=torch.device("cpu")))
     assert again.blocks_run == 0 and again.missing_blocks == 0
     whole, parts = AtlasStore.open(whole_cfg.data.store), AtlasStore.open(sharded.data.store)
     assert whole.channels == WIDTH and whole.attrs["model"]["tokens"] == {"leading": 1, "grid": [GRID, GRID]}
@@ -156,9 +158,9 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
         "cpu",
     )
     cfg.tiles.tile_size, cfg.tiles.examples = 64, 1
-    reduce.run(cfg, whole)
-    grid.run(cfg, whole)
-    summary = render.run(cfg, whole, torch.device("cpu"), model=m)
+    reduce.run(cfg.reduce, StageContext(whole))
+    grid.run(cfg.grid, StageContext(whole))
+    summary = render.run(RenderSection.of(cfg), StageContext(whole, device=torch.device("cpu"), model=m))
     icons = IconStore.open(whole.derived_path("icons")).read_level(2)
     assert summary.icons_run == len(icons.icons) > 0
     assert icons.icons.std() > 5 and np.isfinite(icons.cossim).all()
@@ -171,7 +173,7 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
             forward, LAYER, (noise.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8), directions, torch.device("cpu")
         )
     assert icons.cossim.mean() > noise_cos.mean() + 0.05, (icons.cossim, noise_cos)
-    result = tiles.run(cfg, whole)
+    result = tiles.run(TilesSection.of(cfg), StageContext(whole))
     assert (result.atlas / "main" / "level_2" / "cells.json").is_file()
 
 

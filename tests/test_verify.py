@@ -19,9 +19,11 @@ import zarr
 from pipeline.cli import main as atlas_main
 from stages.collect import stage as collect
 from stages.config import Config
+from stages.context import StageContext
 from stages.grid import stage as grid
 from stages.reduce import stage as reduce
 from stages.render import stage as render
+from stages.sections import CollectSection, RenderSection, TilesSection
 from stages.tiles import stage as tiles
 from store import derived, zarrio
 from store.atlas_store import AtlasStore
@@ -135,14 +137,14 @@ def test_verify_names_each_damage_and_the_repaired_store_equals_a_clean_run(
     assert code == 1 and "blocks 0 marked not done" in out and "level 6 batches 1 marked not done" in out, out
     assert "now run: atlas collect, then atlas render, then atlas tiles" in out
     assert AtlasStore.open(cfg.data.store).pending_blocks() == [0]
-    collect.run(cfg, device=torch.device("cpu"))
+    collect.run(CollectSection.of(cfg), StageContext(device=torch.device("cpu")))
     store = AtlasStore.open(cfg.data.store)
-    summary = render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    summary = render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     from store.icons import IconStore
 
     damaged = IconStore.open(store.derived_path("icons")).batch_range(6, 1)
     assert summary.batches_run == 1 and summary.icons_run == len(damaged)  # exactly the damaged batch
-    tiles.run(cfg, store)
+    tiles.run(TilesSection.of(cfg), StageContext(store))
     assert atlas_digests(store.path) == atlas_digests(small_atlas.store.path)
     ref, new = small_atlas.atlas_dir / "main", tmp_path / "atlas" / "main"
     assert read_manifest(ref)["files"] == read_manifest(new)["files"]
@@ -157,7 +159,7 @@ def test_verify_reports_stale_groups_and_repair_makes_readers_refuse_them(
     cfg = _copy(small_atlas, tmp_path, export=False)
     cfg.reduce.margin = cfg.reduce.margin / 2  # another layout of the same rows
     store = AtlasStore.open(cfg.data.store)
-    reduce.run(cfg, store)
+    reduce.run(cfg.reduce, StageContext(store))
     code, out = _verify(cfg, capsys, "--repair")
     assert code == 1
     for name in ("grid", "whitening", "icons"):
@@ -165,7 +167,7 @@ def test_verify_reports_stale_groups_and_repair_makes_readers_refuse_them(
     assert "store.layout.zarr: " not in out.replace("made from layout", "")  # the new layout itself is fine
     with pytest.raises(AtlasError, match="unfinished whitening matrix .* run `atlas grid` again"):
         derived.read_whitening(store)  # repair marked it for redo: render cannot use it silently
-    grid.run(cfg, store)
+    grid.run(cfg.grid, StageContext(store))
     code, out = _verify(cfg, capsys)
     assert code == 1 and "store.icons.zarr: rendered from layout" in out and "store.grid.zarr" not in out, out
 

@@ -21,7 +21,9 @@ from pipeline.params import load_config
 from stages.collect import stage as collect
 from stages.collect.inputs import ViewDataset, ViewSettings, draft_side, eval_crop_for, to_normalized_input, work_items
 from stages.config import Config
+from stages.context import StageContext
 from stages.images.crops import eval_center_box, render_view, view_box
+from stages.sections import CollectSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from store.records import Fields, Sampling
@@ -120,8 +122,13 @@ def test_eval_is_recorded_fed_to_the_model_and_a_mismatch_refused(
 ) -> None:
     eval_store, plain_store = tmp_path / "eval.zarr", tmp_path / "plain.zarr"
     cpu = torch.device("cpu")
-    assert collect.run(_config(photo_folder, eval_store, "collect.view0=eval"), device=cpu).stored == 4
-    assert collect.run(_config(photo_folder, plain_store), device=cpu).stored == 4
+    assert (
+        collect.run(
+            CollectSection.of(_config(photo_folder, eval_store, "collect.view0=eval")), StageContext(device=cpu)
+        ).stored
+        == 4
+    )
+    assert collect.run(CollectSection.of(_config(photo_folder, plain_store)), StageContext(device=cpu)).stored == 4
 
     stored = AtlasStore.open(eval_store, mode="r")
     assert stored.attrs["sampling"]["view0"] == {"transform": "eval", "resize": 256, "crop": 224}
@@ -144,9 +151,11 @@ def test_eval_is_recorded_fed_to_the_model_and_a_mismatch_refused(
     assert not np.array_equal(acts, plain_acts)  # the photos are not square: the settings differ
 
     with pytest.raises(AtlasError, match=r"view0"):
-        collect.run(_config(photo_folder, eval_store), device=cpu)
+        collect.run(CollectSection.of(_config(photo_folder, eval_store)), StageContext(device=cpu))
     with pytest.raises(AtlasError, match=r"view0"):
-        collect.run(_config(photo_folder, plain_store, "collect.view0=eval"), device=cpu)
+        collect.run(
+            CollectSection.of(_config(photo_folder, plain_store, "collect.view0=eval")), StageContext(device=cpu)
+        )
 
 
 def test_view_dataset_default_is_the_whole_image(photo_folder: Path) -> None:

@@ -44,7 +44,7 @@ _Config = TypeVar("_Config", bound=BaseModel)
 class _Figure:
     """Namespace for the figure class (matplotlib is imported only when a figure is drawn)."""
 
-    cls: type | None = None
+    cls: type[Figure] | None = None
 
     @classmethod
     def make(cls, **kwargs: Any) -> Figure:
@@ -60,18 +60,21 @@ class _Figure:
                     return buffer.getvalue()
 
             cls.cls = NotebookFigure
-        return cls.cls(**kwargs)
+        figure: Figure = cls.cls(**kwargs)
+        return figure
 
 
 def _layout_figure(
     xy: NDArray[np.floating], groups: NDArray[np.int64], names: list[str], level: Level | None, title: str, legend: str
 ) -> Figure:
     """The ``atlas plot-layout`` drawing (colours, grid, legend) on a notebook figure, y down."""
-    from pipeline.commands.layout_plot import draw_layout
+    from stages.grid.layout_plot import draw_layout
 
     if level is not None:
         title += f"; level {level.n}: {len(level)} cells kept"
-    return draw_layout(_Figure.make(figsize=(7.5, 6), dpi=100), xy, groups, names, level, title, legend, y_down=True)
+    fig = _Figure.make(figsize=(7.5, 6), dpi=100)
+    drawn: Figure = draw_layout(fig, xy, groups, names, level, title, legend, y_down=True)
+    return drawn
 
 
 def _png(image: Image.Image) -> bytes:
@@ -83,7 +86,7 @@ def _png(image: Image.Image) -> bytes:
 def _matrix(values: ArrayLike, name: str, expected: str, dtype: type = np.float32) -> NDArray[Any]:
     """A finite 2-D float array (``dtype``), or a one-line error naming ``name``."""
     try:
-        x = np.asarray(values, dtype=dtype)
+        x: NDArray[Any] = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError):
         raise AtlasError(f"{name}: expected a numeric {expected} array (got {type(values).__name__})") from None
     if x.ndim != 2 or x.shape[1] == 0:

@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 
-from pipeline.api.common import _validated
-from pipeline.api.in_memory import ModelLike, _model
+from pipeline.api.common import ModelLike, _validated
+from pipeline.api.in_memory import _model
 from pipeline.api.stored import Atlas, open_atlas
 from stages.config import Config, CueConflictConfig, ExplainConfig, PatchesConfig
+from stages.context import StageContext
+from stages.sections import CueConflictSection, ExplainSection, PatchesSection
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ def shape_bias(
         )
     )
     store = opened.store if opened is not None else None
-    result = stage.run(cfg, loaded.device, store=store, model=loaded, write=False)  # type: ignore[arg-type]
+    ctx = StageContext(store, device=loaded.device, model=loaded)
+    result = stage.run(CueConflictSection.of(cfg, write=False), ctx)
     return report(result)
 
 
@@ -89,8 +92,7 @@ def evolving_understanding(
 
     ``layers``: layer names, or ``("default",)`` for four depths of the model (docs/explain.md).
     """
-    from stages.explain.layers import run
-    from stages.explain.stage import load_photo
+    from stages.explain.stage import run_layers
 
     loaded = _model(model, None, device, "evolving_understanding")
     explain = _validated(
@@ -102,8 +104,7 @@ def evolving_understanding(
     cfg.model = cfg.model.model_copy(
         update={"name": loaded.name, "layer": loaded.layer, "image_size": loaded.image_size}
     )
-    photo = load_photo(image, cfg)
-    result = run(cfg, photo, loaded, loaded.device, Path(out), image_name=Path(image).name)
+    result = run_layers(ExplainSection.of(cfg, image=image), StageContext(device=loaded.device, model=loaded))
     return dict(result.figures)
 
 
@@ -126,5 +127,6 @@ def patch_attack(
     cfg = Config(patches=_validated(PatchesConfig, section, "patch_attack"))
     cfg.data = cfg.data.model_copy(update={"store": str(opened.path)})
     cfg.compare = cfg.compare.model_copy(update={"pairs": [(a, b)]})
-    result = run(cfg, loaded.device, [a, b], store=opened.store, model=loaded)  # type: ignore[arg-type]
+    ctx = StageContext(opened.store, device=loaded.device, model=loaded)
+    result = run(PatchesSection.of(cfg, pair=[a, b]), ctx)
     return [direction_report(d) for d in result.directions]

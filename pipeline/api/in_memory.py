@@ -67,12 +67,38 @@ def activation_atlas(
     eigenvalue, ``grid.ridge``) for :func:`render_directions`.
     """
     from stages.grid.stage import level_in_memory
-    from stages.grid.whitening import SecondMoment, whitening_matrix
-    from stages.reduce.layout_math import normalize_layout
-    from stages.reduce.stage import layout_in_memory
 
+    x, attr, names = _atlas_inputs(activations, attributions, class_names)
+    n = x.shape[0]
+    grid_cfg = _validated(
+        GridConfig,
+        {"levels": _grid_sizes(grid), "min_count": min_count, "top_classes": top_classes, "ridge": ridge},
+        "activation_atlas",
+    )
+    reduce_cfg = _validated(
+        ReduceConfig,
+        {"method": method, "n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric, "seed": seed},
+        "activation_atlas",
+    )
+    layout = _atlas_layout(x, embedding, reduce_cfg)
+    levels = {g: Level.from_cells(level_in_memory(layout.layout, x, attr, g, grid_cfg, names)) for g in grid_cfg.levels}
+    s = _atlas_whitening(x, grid_cfg.ridge, ridge)
+    groups = None
+    if attr is not None:
+        groups = np.where(attr.max(axis=1) > 0, attr.argmax(axis=1), -1).astype(np.int64)
+    for g, lv in levels.items():
+        log.info(
+            "level %d: %d cells kept (count > %d) holding %d of %d rows", g, len(lv), min_count, int(lv.count.sum()), n
+        )
+    return AtlasResult(layout=layout, cell_levels=levels, whitening=s, class_names=names, groups=groups)
+
+
+def _atlas_inputs(
+    activations: ArrayLike, attributions: ArrayLike | None, class_names: Sequence[str] | None
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, list[str]]:
+    """``[samples, channels]`` activations, their ``[samples, classes]`` attributions and the class names, checked."""
     x = _matrix(activations, "activations", "[samples, channels]")
-    n, c = x.shape
+    n = x.shape[0]
     if n < 2:
         raise AtlasError(f"activations: {n} row(s); an atlas needs at least 2 samples")
     attr = None
@@ -89,63 +115,68 @@ def activation_atlas(
         raise AtlasError(
             f"class_names: {len(names)} names for {attr.shape[1]} attribution columns; pass one per column"
         )
+    return x, attr, names
+
+
+def _grid_sizes(grid: int | Sequence[int]) -> list[int]:
+    """``grid`` as a list of cells per side; a one-line error for anything else."""
     sizes = [grid] if isinstance(grid, (int, np.integer)) else list(grid)
     if not sizes or any(not isinstance(g, (int, np.integer)) or isinstance(g, bool) or g < 1 for g in sizes):
         raise AtlasError(
             f"grid={grid!r}: pass cells per side as a positive integer or a list of them, e.g. 20 or [10, 20]"
         )
-    grid_cfg = _validated(
-        GridConfig,
-        {"levels": [int(g) for g in sizes], "min_count": min_count, "top_classes": top_classes, "ridge": ridge},
-        "activation_atlas",
-    )
-    reduce_cfg = _validated(
-        ReduceConfig,
-        {"method": method, "n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric, "seed": seed},
-        "activation_atlas",
-    )
+    return [int(g) for g in sizes]
 
+
+def _atlas_layout(x: NDArray[np.float32], embedding: ArrayLike | None, reduce_cfg: ReduceConfig) -> Layout:
+    """The normalised 2-D layout: the given ``embedding``, else the reduce stage's on ``x``."""
+    from stages.reduce.layout_math import normalize_layout
+    from stages.reduce.stage import layout_in_memory
+
+    n = x.shape[0]
     if embedding is not None:
         points = _matrix(embedding, "embedding", f"[samples={n}, 2]", np.float64)
         if points.shape != (n, 2):
             raise AtlasError(f"embedding: shape {list(points.shape)}, expected [samples={n}, 2]; one 2-D point per row")
-        layout = Layout(
+        return Layout(
             rows=np.arange(n, dtype=np.int64),
-            layout=normalize_layout(points, tuple(reduce_cfg.clip_percentiles), reduce_cfg.margin),
+            layout=normalize_layout(points, _clip(reduce_cfg), reduce_cfg.margin),
             embedding=points.astype(np.float32),
             fitted=np.ones(n, bool),
             attrs={"method": "given embedding"},
         )
-    else:
-        if method in ("umap", "tsne") and n <= n_neighbors:
-            raise AtlasError(
-                f"n_neighbors={n_neighbors}: {method} needs more samples than neighbours and there are {n}; "
-                f"pass n_neighbors < {n} (e.g. {max(2, min(15, n - 1))}) or method='pca'"
-            )
-        if method == "tsne" and n <= reduce_cfg.tsne_perplexity:
-            raise AtlasError(
-                f"method='tsne': {n} samples, t-SNE needs more than its perplexity "
-                f"({reduce_cfg.tsne_perplexity:g}); use method='pca' or 'umap'"
-            )
-        layout = layout_in_memory(x, reduce_cfg)
+    method, n_neighbors = reduce_cfg.method, reduce_cfg.n_neighbors
+    if method in ("umap", "tsne") and n <= n_neighbors:
+        raise AtlasError(
+            f"n_neighbors={n_neighbors}: {method} needs more samples than neighbours and there are {n}; "
+            f"pass n_neighbors < {n} (e.g. {max(2, min(15, n - 1))}) or method='pca'"
+        )
+    if method == "tsne" and n <= reduce_cfg.tsne_perplexity:
+        raise AtlasError(
+            f"method='tsne': {n} samples, t-SNE needs more than its perplexity "
+            f"({reduce_cfg.tsne_perplexity:g}); use method='pca' or 'umap'"
+        )
+    return layout_in_memory(x, reduce_cfg)
 
-    levels = {g: Level.from_cells(level_in_memory(layout.layout, x, attr, g, grid_cfg, names)) for g in grid_cfg.levels}
-    moment = SecondMoment(c)
+
+def _clip(cfg: ReduceConfig) -> tuple[float, float]:
+    lo, hi = cfg.clip_percentiles
+    return lo, hi
+
+
+def _atlas_whitening(x: NDArray[np.float32], ridge: float, given: float) -> NDArray[np.float64]:
+    """The whitening ``S`` of the activations' second moment (``ridge`` relative to its mean eigenvalue;
+    ``given``: the caller's value, named in the error)."""
+    from stages.grid.whitening import SecondMoment, whitening_matrix
+
+    moment = SecondMoment(x.shape[1])
     moment.add(x)
     try:
-        s = whitening_matrix(moment.moment(), grid_cfg.ridge)
+        return whitening_matrix(moment.moment(), ridge)
     except ValueError:
         raise AtlasError(
-            f"ridge={ridge}: the activations' second moment is singular (a channel is never active); pass ridge > 0"
+            f"ridge={given}: the activations' second moment is singular (a channel is never active); pass ridge > 0"
         ) from None
-    groups = None
-    if attr is not None:
-        groups = np.where(attr.max(axis=1) > 0, attr.argmax(axis=1), -1).astype(np.int64)
-    for g, lv in levels.items():
-        log.info(
-            "level %d: %d cells kept (count > %d) holding %d of %d rows", g, len(lv), min_count, int(lv.count.sum()), n
-        )
-    return AtlasResult(layout=layout, cell_levels=levels, whitening=s, class_names=names, groups=groups)
 
 
 def load_classifier(
@@ -218,10 +249,28 @@ def render_directions(
         },
         "render_directions",
     )
+    v, s = _directions_and_whitening(directions, whitening, _layer_channels(loaded, layer, "render_directions"), layer)
+    module = fold_batchnorm(loaded.module, layer, loaded.normalize)  # same values, faster (as the stage)
+    seeds = [batch_seed(r.seed, 0, 0, k) for k in range(-(-len(v) // r.batch_size))]
+    with _engine_errors("render_directions"), layer_forward(module, layer, normalize=loaded.normalize) as forward:
+        white = torch.as_tensor(s) if s is not None else None
+        images, objective = render_batch(
+            forward, layer, torch.as_tensor(v), white, r, loaded.device, seeds=seeds, cap=r.batch_size
+        )
+    mean = float(np.mean(objective))
+    log.info(
+        "rendered %d directions at %s (%d px, %d steps): mean objective %.4g", len(v), layer, r.size, r.steps, mean
+    )
+    return images
+
+
+def _directions_and_whitening(
+    directions: ArrayLike, whitening: ArrayLike | None, channels: int, layer: str
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """``[K, C]`` directions and the ``[C, C]`` whitening (or None) for a layer of ``channels``; one-line errors."""
     v = np.asarray(directions, dtype=np.float32)
     if v.ndim == 1:
         v = v[None]
-    channels = _layer_channels(loaded, layer, "render_directions")
     if v.ndim != 2 or v.shape[1] != channels or v.shape[0] == 0 or not np.isfinite(v).all():
         raise AtlasError(
             f"directions: expected finite [K, {channels}] for layer {layer!r} (got {list(v.shape)}); "
@@ -235,28 +284,7 @@ def render_directions(
                 f"whitening: expected [{channels}, {channels}] for layer {layer!r} (got {list(s.shape)}); "
                 "pass AtlasResult.whitening or Atlas.whitening of the same layer"
             )
-    module = fold_batchnorm(loaded.module, layer, loaded.normalize)  # same values, faster (as the stage)
-    seeds = [batch_seed(r.seed, 0, 0, k) for k in range(-(-len(v) // r.batch_size))]
-    with _engine_errors("render_directions"), layer_forward(module, layer, normalize=loaded.normalize) as forward:
-        images, objective = render_batch(
-            forward,
-            layer,
-            torch.as_tensor(v),
-            torch.as_tensor(s) if s is not None else None,
-            r,
-            loaded.device,
-            seeds=seeds,
-            cap=r.batch_size,
-        )
-    log.info(
-        "rendered %d directions at %s (%d px, %d steps): mean objective %.4g",
-        len(v),
-        layer,
-        r.size,
-        r.steps,
-        float(np.mean(objective)),
-    )
-    return images
+    return v, s
 
 
 def feature_vis(
@@ -278,7 +306,7 @@ def feature_vis(
     and/or the logits (e.g. ``Channel(layer, 3) + Channel(layer, 7)``). Same engine and settings as
     the render stage: Fourier image, transformation robustness, Adam ``lr``.
     """
-    from pipeline.commands.render_unit import parse_target
+    from stages.render.targets import parse_target
 
     loaded = _model(model, layer, device, "feature_vis")
     layer = layer or loaded.layer

@@ -192,7 +192,7 @@ class Atlas:
         """The layout as a scatter, coloured by each sample's most attributed class (or dataset label),
         with the grid of ``level`` over it (kept cells outlined in red). y grows downwards, as in
         :meth:`show_level`. Returns a matplotlib figure (it displays itself in Jupyter)."""
-        from pipeline.commands.layout_plot import row_groups
+        from stages.grid.layout_plot import row_groups
 
         if color_by not in ("top_class", "label"):
             raise AtlasError(f"color_by={color_by!r}: choose top_class or label")

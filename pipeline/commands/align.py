@@ -40,26 +40,27 @@ def _fmt(value: object, pct: bool = False) -> str:
 def cmd_align(args: argparse.Namespace) -> int:
     from stages.align import stage as align
     from stages.config import AlignPair
+    from stages.context import StageContext
     from stages.model.device import select_device
+    from stages.sections import AlignSection
 
     config = config_from_args(args)
     check_output_dir(config.align.folder, param_label(args, "align.folder"))
     check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
-    pairs = None
+    section = AlignSection.of(config)
     if args.specs:
         if len(args.specs) != 2:
             raise AtlasError(f"give two specs (MODEL@LAYER MODEL@LAYER), got {len(args.specs)}")
         pairs = [AlignPair.model_validate({"a": parse_spec(args.specs[0]), "b": parse_spec(args.specs[1])})]
-    device = select_device(config.collect.device)
+        section = section.model_copy(update={"align": config.align.model_copy(update={"pairs": pairs})})
     with MultiAtlasBar("align", args.quiet) as bar:
-        results = align.run(
-            config,
-            device,
-            pairs=pairs,
+        ctx = StageContext(
+            device=select_device(config.collect.device),
             progress=bar.advance,
-            on_start=bar.start_atlas,
-            on_collect=lambda label: print(f"== align: collect {label}", flush=True),
+            on_atlas=bar.start_atlas,
+            on_step=lambda label: print(f"== align: collect {label}", flush=True),
         )
+        results = align.run(section, ctx)
     for r in results:
         m = r.maps
         print(f"align {r.name}: {r.rows} aligned rows, {r.icons_rendered} icons rendered in {r.seconds:.1f} s")

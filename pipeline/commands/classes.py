@@ -23,20 +23,15 @@ from pipeline.commands.common import (
 
 def _subset_atlases(args: argparse.Namespace, stage: str) -> list:
     """Run ``stages.classes.atlas`` or ``stages.classes.compare`` with one bar over all their icons."""
-    from stages.classes import atlas, compare
-    from stages.model.device import select_device
+    from stages.classes import stage as classes
+    from stages.context import StageContext
+    from stages.sections import ClassesSection
 
     config = config_from_args(args)
     check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
-    module = atlas if stage == "classes" else compare
+    section = ClassesSection.of(config, atlases="classes" if stage == "classes" else "compare")
     with MultiAtlasBar(stage, args.quiet) as bar:
-        return module.run(
-            config,
-            open_store(config),
-            select_device(config.render.device),
-            progress=bar.advance,
-            on_start=bar.start_atlas,
-        )
+        return classes.run(section, StageContext(open_store(config), progress=bar.advance, on_atlas=bar.start_atlas))
 
 
 def cmd_classes(args: argparse.Namespace) -> int:
@@ -59,8 +54,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from stages.context import StageContext
     from stages.explain import stage as explain
-    from stages.model.device import select_device
+    from stages.sections import ExplainSection
 
     config = config_from_args(args)
     check_output_file(config.explain.out, param_label(args, "explain.out"), writer="pil")
@@ -70,7 +66,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if config.explain.page:
         check_output_dir(config.data.atlas, param_label(args, "data.atlas"))
     check_input_file(args.image, "image")
-    result = explain.run(config, args.image, open_store(config), select_device(config.explain.device))
+    result = explain.run(ExplainSection.of(config, image=args.image), StageContext(open_store(config)))
     print(
         f"explain: {result.out} (level {result.level}, {result.grid[0]}x{result.grid[1]} positions, "
         f"{len(result.group_labels)} NMF groups: {', '.join(result.group_labels)}) in {result.seconds:.1f} s"
@@ -94,10 +90,11 @@ def _has_store(config) -> bool:
 
 def _explain_layers_only(args: argparse.Namespace, config) -> int:
     """``atlas explain IMAGE --layers ...`` without a store: the layer figures, which need no atlas."""
+    from stages.context import StageContext
     from stages.explain import stage as explain
-    from stages.model.device import select_device
+    from stages.sections import ExplainSection
 
-    r = explain.run_without_store(config, args.image, select_device(config.explain.device))
+    r = explain.run_layers(ExplainSection.of(config, image=args.image), StageContext())
     print(
         f"explain --layers: {', '.join(r.layers) or 'no layers'} in {r.seconds:.1f} s (no store at "
         f"{config.data.store}: the atlas figures and the page need one, `atlas collect`)"

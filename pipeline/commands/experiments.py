@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def cmd_cue_conflict(args: argparse.Namespace) -> int:
+    from stages.context import StageContext
     from stages.cue_conflict import stage as cue_conflict
-    from stages.model.device import select_device
+    from stages.sections import CueConflictSection
 
     config = config_from_args(args)
     cfg = config.cue_conflict
@@ -33,7 +34,8 @@ def cmd_cue_conflict(args: argparse.Namespace) -> int:
     else:
         log.warning("no store at %s: the shape bias only, no atlas placement (pass --store)", config.data.store)
     with ProgressBar("stimuli", "image", args.quiet) as bar:
-        r = cue_conflict.run(config, select_device(cfg.device), store=store, progress=bar)
+        ctx = StageContext(store, progress=bar.advance, on_start=bar.start)
+        r = cue_conflict.run(CueConflictSection.of(config), ctx)
     o = r.bias.overall
     lo, hi = o.interval
     bias = "n/a" if o.bias is None else f"{100 * o.bias:.1f}% (95% CI {100 * lo:.0f}-{100 * hi:.0f}%)"

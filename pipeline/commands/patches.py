@@ -24,9 +24,10 @@ def _pct(d: dict[str, object] | None) -> str:
 
 
 def cmd_patches(args: argparse.Namespace) -> int:
-    from stages.model.device import select_device
+    from stages.context import StageContext
     from stages.patches import stage as patches
     from stages.patches.stage import direction_report
+    from stages.sections import PatchesSection
 
     config = config_from_args(args)
     cfg = config.patches
@@ -46,15 +47,14 @@ def cmd_patches(args: argparse.Namespace) -> int:
     total = 0
     with ProgressBar("patches", "image", args.quiet) as bar:
 
-        def on_total(n: int) -> None:
+        def on_direction(_name: str, n: int) -> None:
             nonlocal total
             total += n
             bar._bar.total = total
             bar._bar.refresh()
 
-        r = patches.run(
-            config, select_device(cfg.device), args.pair or None, store=store, progress=bar.advance, on_total=on_total
-        )
+        ctx = StageContext(store, progress=bar.advance, on_atlas=on_direction)
+        r = patches.run(PatchesSection.of(config, pair=args.pair or None), ctx)
     for d in r.directions:
         rep = direction_report(d)
         o, ph, c = rep["overall"], rep["photos"], rep["controls"]

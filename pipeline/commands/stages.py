@@ -23,6 +23,8 @@ from pipeline.commands.common import (
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from stages import collect
+    from stages.context import StageContext
+    from stages.sections import CollectSection
 
     config = config_from_args(args)
     shard = parse_shard(args.shard)
@@ -30,7 +32,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if cluster_requested(config):
         return run_on_cluster("collect", args, config)
     with ProgressBar(f"collect {shard[0]}/{shard[1]}", "img", args.quiet) as bar:
-        summary = collect.run(config, shard=shard, progress=bar.advance, on_start=bar.start)
+        summary = collect.run(
+            CollectSection.of(config), StageContext(shard=shard, progress=bar.advance, on_start=bar.start)
+        )
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
     counts = summary.store_counts
     print(
@@ -47,10 +51,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_reduce(args: argparse.Namespace) -> int:
     from stages import reduce
+    from stages.context import StageContext
 
     config = config_from_args(args)
     with ProgressBar("reduce", "row", args.quiet) as bar:
-        result = reduce.run(config, open_store(config), progress=bar)
+        result = reduce.run(config.reduce, StageContext(open_store(config), progress=bar.advance, on_start=bar.start))
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     print(
         f"reduce: {result.method} layout of {result.n_rows} rows ({result.n_fit} fitted, {result.n_placed} "
@@ -61,10 +66,11 @@ def cmd_reduce(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from stages import grid
+    from stages.context import StageContext
 
     config = config_from_args(args)
     with ProgressBar("grid", "row", args.quiet) as bar:
-        result = grid.run(config, open_store(config), progress=bar)
+        result = grid.run(config.grid, StageContext(open_store(config), progress=bar.advance, on_start=bar.start))
     cells = ", ".join(f"{n}x{n}: {result.cells[n]} cells" for n in result.levels)
     print(
         f"grid: {cells}; whitening from {result.whitening_rows} rows (ridge {result.whitening_ridge:.3g}); "
@@ -74,7 +80,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_layout(args: argparse.Namespace) -> int:
-    from pipeline.commands.layout_plot import plot_layout
+    from stages.grid.layout_plot import plot_layout
 
     config = config_from_args(args)
     check_output_file(args.out, "--out", writer="matplotlib")
@@ -85,21 +91,16 @@ def cmd_plot_layout(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from stages import render
-    from stages.model.device import select_device
+    from stages.context import StageContext
+    from stages.sections import RenderSection
 
     config = config_from_args(args)
     shard = parse_shard(args.shard)
     if cluster_requested(config):
         return run_on_cluster("render", args, config)
     with ProgressBar(f"render {shard[0]}/{shard[1]}", "icon", args.quiet) as bar:
-        summary = render.run(
-            config,
-            open_store(config),
-            select_device(config.render.device),
-            progress=bar.advance,
-            on_start=bar.start,
-            shard=shard,
-        )
+        ctx = StageContext(open_store(config), shard=shard, progress=bar.advance, on_start=bar.start)
+        summary = render.run(RenderSection.of(config), ctx)
     levels = ", ".join(f"{n}x{n}: {k}" for n, k in summary.levels.items())
     print(
         f"render: {summary.icons_run} icons in {summary.seconds:.1f} s ({summary.icons_per_second:.2f} icons/s); "
@@ -110,6 +111,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_tiles(args: argparse.Namespace) -> int:
     from stages import tiles
+    from stages.context import StageContext
+    from stages.sections import TilesSection
 
     config = config_from_args(args)
     shard = parse_shard(args.shard)
@@ -121,7 +124,8 @@ def cmd_tiles(args: argparse.Namespace) -> int:
     if cluster_requested(config):
         return run_on_cluster("tiles", args, config)
     with ProgressBar(f"tiles {shard[0]}/{shard[1]}", "file", args.quiet) as bar:
-        summary = tiles.run(config, open_store(config), progress=bar.advance, on_start=bar.start, shard=shard)
+        ctx = StageContext(open_store(config), shard=shard, progress=bar.advance, on_start=bar.start)
+        summary = tiles.run(TilesSection.of(config), ctx)
     r = summary.result
     levels = ", ".join(f"{n}x{n}: {k} cells" for n, k in r.cells.items()) or "none new"
     print(

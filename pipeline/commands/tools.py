@@ -12,8 +12,8 @@ from store.errors import AtlasError
 def cmd_render_unit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.commands.render_unit import check_target, render_unit
     from stages.model.device import select_device
+    from stages.render.targets import check_target, render_unit
 
     config = config_from_args(args)
     check_output_file(args.out, "--out", writer="pil")

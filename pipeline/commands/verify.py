@@ -15,9 +15,11 @@ from pipeline.commands.common import config_from_args
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from stages import verify
+    from stages.context import StageContext
+    from stages.sections import VerifySection
 
     config = config_from_args(args)
-    result = verify.run(config, repair=args.repair)
+    result = verify.run(VerifySection.of(config, repair=args.repair), StageContext())
     report = result.report
     if not args.quiet:
         for line in report.checked:

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from stages.config import Config
+from stages.sections import AlignSection
 from stages.tiles.export import export_atlas, write_json_twin
 from stages.tiles.source import AtlasSource, store_minimap
 from stages.tiles.viewer_assets import VIEWER_SOURCE, install_viewer
@@ -29,12 +29,12 @@ from store.subset import SubsetStore
 PAGE = "aligned.html"
 
 
-def aligned_folder(config: Config, name: str) -> Path:
+def aligned_folder(config: AlignSection, name: str) -> Path:
     """``<data.atlas>/align/<name>/``."""
     return Path(config.data.atlas) / "align" / name
 
 
-def _source(config: Config, key: str, subset: SubsetStore, report: dict[str, Any]) -> AtlasSource:
+def _source(config: AlignSection, key: str, subset: SubsetStore, report: dict[str, Any]) -> AtlasSource:
     icons = IconStore.open(subset.derived_path("icons"))
     side = report["sides"][key]
     other = report["sides"]["b" if key == "a" else "a"]
@@ -65,7 +65,7 @@ def install_page(out: Path) -> Path:
     return target
 
 
-def export_aligned(config: Config, name: str, subsets: dict[str, SubsetStore], report: dict[str, Any]) -> Path:
+def export_aligned(config: AlignSection, name: str, subsets: dict[str, SubsetStore], report: dict[str, Any]) -> Path:
     """Write both sides, ``align.json``/``.js`` and the synced page into :func:`aligned_folder`; its path."""
     out = aligned_folder(config, name)
     for key, subset in subsets.items():

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stages.config import AlignModel, AlignPair, CollectConfig, Config, DataConfig, ModelConfig
+from stages.config import AlignModel, AlignPair, ModelConfig
+from stages.sections import AlignSection, CollectSection
 from store.errors import AtlasError
 from store.view import RowStore
 
@@ -52,27 +53,30 @@ def pair_name(pair: AlignPair) -> str:
     return name
 
 
-def store_path(config: Config, side: AlignModel) -> Path:
+def store_path(config: AlignSection, side: AlignModel) -> Path:
     """Where the side's collect store lives: one per model, weights, layer and input size (a short hash of
     them keeps two factories of the same name, or two weights files, apart)."""
     digest = hashlib.sha256(side_key(side).encode()).hexdigest()[:8]
     return Path(config.align.folder) / "stores" / f"{side_label(side)}-{digest}.zarr"
 
 
-def side_config(config: Config, side: AlignModel) -> Config:
-    """The full config that collects (and renders) this side: its model, its store, the shared sampling."""
+def side_config(config: AlignSection, side: AlignModel) -> CollectSection:
+    """What collects this side: its model, its store, the shared sampling (and the configuration it records)."""
     a = config.align
-    collect = CollectConfig.model_validate(
-        {
-            **config.collect.model_dump(),
+    collect = config.collect.model_copy(
+        update={
             "views_per_image": a.views_per_image,
             "positions_per_image": a.positions_per_image,
             "image_margin": a.image_margin,
         }
     )
     model = ModelConfig(name=side.name, weights=side.weights, layer=side.layer, image_size=side.image_size)
-    data = DataConfig.model_validate({**config.data.model_dump(), "store": str(store_path(config, side))})
-    return config.model_copy(update={"model": model, "collect": collect, "data": data})
+    data = config.data.model_copy(update={"store": str(store_path(config, side))})
+    record = None
+    if config.record is not None:  # the whole configuration, with this side's sections, as the store's params
+        sides = {"data": data, "model": model, "collect": collect}
+        record = {k: sides[k].model_dump(mode="json") if k in sides else v for k, v in config.record.items()}
+    return CollectSection(data=data, model=model, collect=collect, record=record)
 
 
 def _inputs(store: RowStore) -> dict[str, Any]:

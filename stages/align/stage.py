@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ import torch
 from stages.align import agreement, maps
 from stages.align.layout import shared_layout
 from stages.align.sides import SIDES, pair_name, require_same_inputs, side_config, side_key, side_label
-from stages.config import AlignModel, AlignPair, Config, GridConfig
+from stages.config import AlignModel, AlignPair
+from stages.context import StageContext
 from stages.model.registry import LoadedModel, load_model
+from stages.sections import AlignSection, RenderSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.atomic import remove_tree
@@ -67,7 +69,7 @@ class AlignResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step (collect: in run's first pair)
 
 
-def _check_pairs(config: Config, pairs: list[AlignPair], device: torch.device) -> dict[str, LoadedModel]:
+def _check_pairs(config: AlignSection, pairs: list[AlignPair], device: torch.device) -> dict[str, LoadedModel]:
     """Every side loads and has its layer, names are unique, inputs match: else one line, nothing written."""
     names = [pair_name(p) for p in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -92,7 +94,7 @@ def _check_pairs(config: Config, pairs: list[AlignPair], device: torch.device) -
 
 
 def _collect_sides(
-    config: Config, pairs: list[AlignPair], device: torch.device, on_collect: Callable[[str], None] | None
+    config: AlignSection, pairs: list[AlignPair], device: torch.device, on_collect: Callable[[str], None] | None
 ) -> float:
     """Collect every distinct side once; the seconds it took."""
     from stages.collect import stage as collect
@@ -108,12 +110,12 @@ def _collect_sides(
             label = side_label(side)
             if on_collect is not None:
                 on_collect(label)
-            summary = collect.run(side_config(config, side), device=device)
+            summary = collect.run(side_config(config, side), StageContext(device=device))
             log.info("collected %s: %d inputs this run, store %s", label, summary.inputs_run, summary.store)
     return time.perf_counter() - t0
 
 
-def _layout_fingerprint(config: Config, store_a: AtlasStore, store_b: AtlasStore, rows: np.ndarray) -> str:
+def _layout_fingerprint(config: AlignSection, store_a: AtlasStore, store_b: AtlasStore, rows: np.ndarray) -> str:
     a = config.align
     what = {
         "a": store_a.content_token(),
@@ -165,30 +167,28 @@ def _drop_stale_icons(subset: SubsetStore, levels: list[int]) -> None:
         remove_tree(path)
 
 
-def side_render_config(config: Config) -> Config:
+def side_render_config(config: AlignSection) -> AlignSection:
     """The grid and render settings of an aligned atlas's sides (``align.levels``, ``align.min_count``, ``align.render``)."""
     a = config.align
-    g = GridConfig.model_validate({**config.grid.model_dump(), "levels": a.levels, "min_count": a.min_count})
+    g = config.grid.model_copy(update={"levels": a.levels, "min_count": a.min_count})
     return config.model_copy(update={"grid": g, "render": a.render.apply(config.render)})
 
 
-def _pair(
-    config: Config,
-    pair: AlignPair,
-    models: dict[str, LoadedModel],
-    device: torch.device,
-    export: bool,
-    progress: Callable[[int], None] | None,
-    on_start: Callable[[str, int], None] | None,
-) -> AlignResult:
-    from stages.grid import stage as grid
-    from stages.render import stage as render
+@dataclass
+class _PairRows:
+    """The two sides' stores, the rows valid in both, and the subsets of those rows."""
 
-    t0 = time.perf_counter()
-    phases: dict[str, float] = {}
+    name: str
+    stores: dict[str, AtlasStore]
+    rows: np.ndarray
+    selection: dict[str, Any]
+    subsets: dict[str, SubsetStore]
+
+
+def _pair_rows(config: AlignSection, pair: AlignPair) -> _PairRows:
+    """Open both sides' collect stores (same inputs, collected) and the aligned rows' subsets."""
     a = config.align
     name = pair_name(pair)
-    folder = Path(a.folder) / name
     stores = {key: AtlasStore.open(side_config(config, getattr(pair, key)).data.store) for key in SIDES}
     for key in SIDES:
         stores[key].require_collected(needed_by=f"align ({key})")
@@ -201,109 +201,149 @@ def _pair(
             f"(align.views_per_image) or lower reduce.n_neighbors"
         )
     selection = {"kind": "align", "pair": name, "a": side_label(pair.a), "b": side_label(pair.b)}
+    folder = Path(a.folder) / name
     subsets = {
         key: SubsetStore.create(stores[key], key, rows, {**selection, "side": key}, base=folder) for key in SIDES
     }
+    return _PairRows(name, stores, rows, selection, subsets)
 
-    acts = {key: _read_rows(stores[key], rows) for key in SIDES}
-    groups = stores["a"].row_images()[rows]
-    fitted = maps.fit_aligned_maps(acts["a"], acts["b"], groups, a.test_fraction, a.ridge, a.seed)
-    phases["maps"] = time.perf_counter() - t0
-    report_maps = _maps_report(fitted, a.test_fraction)
-    log.info(
-        "align %s: %d rows; R^2 held out a->b %.3f, b->a %.3f",
-        name,
-        len(rows),
-        fitted.a_to_b.r2_test,
-        fitted.b_to_a.r2_test,
-    )
 
-    t = time.perf_counter()
-    fp = _layout_fingerprint(config, stores["a"], stores["b"], rows)
-    if all(_has_layout(subsets[k], fp) for k in SIDES):
-        log.info("align %s: shared layout is up to date", name)
-    else:
-        joint_a, joint_b = maps.joint_rows(acts["a"], acts["b"], fitted)
-        shared = shared_layout(joint_a, joint_b, config.reduce)
-        attrs = {**shared.metadata, "align_fingerprint": fp, "aligned": selection}
-        for key, lay, emb, fit in (
-            ("a", shared.layout_a, shared.embedding_a, shared.fitted_a),
-            ("b", shared.layout_b, shared.embedding_b, shared.fitted_b),
-        ):
-            derived.write_layout(
-                subsets[key],
-                derived.Layout(rows=rows, layout=lay, embedding=emb, fitted=fit, attrs={**attrs, "side": key}),
-            )
+def _write_shared_layout(
+    config: AlignSection, p: _PairRows, acts: dict[str, np.ndarray], fitted: maps.AlignedMaps
+) -> None:
+    """The one UMAP of both sides' joint rows, written as each side's layout (kept when up to date)."""
+    fp = _layout_fingerprint(config, p.stores["a"], p.stores["b"], p.rows)
+    if all(_has_layout(p.subsets[k], fp) for k in SIDES):
+        log.info("align %s: shared layout is up to date", p.name)
+        return
+    joint_a, joint_b = maps.joint_rows(acts["a"], acts["b"], fitted)
+    shared = shared_layout(joint_a, joint_b, config.reduce)
+    attrs = {**shared.metadata, "align_fingerprint": fp, "aligned": p.selection}
+    for key, lay, emb, fit in (
+        ("a", shared.layout_a, shared.embedding_a, shared.fitted_a),
+        ("b", shared.layout_b, shared.embedding_b, shared.fitted_b),
+    ):
+        derived.write_layout(
+            p.subsets[key],
+            derived.Layout(rows=p.rows, layout=lay, embedding=emb, fitted=fit, attrs={**attrs, "side": key}),
+        )
 
-    phases["layout"] = time.perf_counter() - t
-    sub_config = side_render_config(config)
+
+def _named_start(on_atlas: Callable[[str, int], None] | None, name: str) -> Callable[[int], None] | None:
+    """``on_start(total)`` that reports ``on_atlas(name, total)``."""
+    return None if on_atlas is None else (lambda total: on_atlas(name, total))
+
+
+def _grid_and_render_sides(
+    sub_config: AlignSection,
+    pair: AlignPair,
+    p: _PairRows,
+    models: dict[str, LoadedModel],
+    ctx: StageContext,
+    phases: dict[str, float],
+) -> int:
+    """Bin and render each side with its own model; the icons rendered (seconds added to ``phases``)."""
+    from stages.grid import stage as grid
+    from stages.render import stage as render
+
     icons_rendered = 0
     phases["grid"] = phases["render"] = 0.0
     for key in SIDES:
         side = getattr(pair, key)
         t = time.perf_counter()
-        result = grid.run(sub_config, subsets[key])
+        result = grid.run(sub_config.grid, StageContext(p.subsets[key]))
         if not any(result.cells.values()):
             raise AtlasError(
-                f"align pair {name}: no cell of levels {result.levels} holds more than "
-                f"{a.min_count} rows; lower align.min_count or collect more"
+                f"align pair {p.name}: no cell of levels {result.levels} holds more than "
+                f"{sub_config.align.min_count} rows; lower align.min_count or collect more"
             )
-        _drop_stale_icons(subsets[key], result.levels)
+        _drop_stale_icons(p.subsets[key], result.levels)
         phases["grid"] += time.perf_counter() - t
         t = time.perf_counter()
-        start = (lambda total, _n=f"{name} {key}": on_start(_n, total)) if on_start is not None else None
-        summary = render.run(
-            sub_config, subsets[key], device, progress=progress, on_start=start, model=models[side_key(side)]
+        start = _named_start(ctx.on_atlas, f"{p.name} {key}")
+        section = RenderSection(model=side_config(sub_config, side).model, render=sub_config.render)
+        side_ctx = StageContext(
+            p.subsets[key], device=ctx.device, model=models[side_key(side)], progress=ctx.progress, on_start=start
         )
-        icons_rendered += summary.icons_run
+        icons_rendered += render.run(section, side_ctx).icons_run
         phases["render"] += time.perf_counter() - t
+    return icons_rendered
 
-    t = time.perf_counter()
+
+def _pair_report(
+    sub_config: AlignSection,
+    pair: AlignPair,
+    p: _PairRows,
+    models: dict[str, LoadedModel],
+    acts: dict[str, np.ndarray],
+    report_maps: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-level agreement and each side's label ceiling: the levels and the report written as align.json."""
+    stores, a = p.stores, sub_config.align
     row_top1 = {key: _row_top1(stores[key]) for key in SIDES}
-    levels, cells = _agreement(
-        sub_config,
-        subsets,
-        acts,
-        rows,
-        stores["a"].n_rows,
-        list(stores["a"].class_names) == list(stores["b"].class_names),
-        row_top1,
-    )
+    same_classes = list(stores["a"].class_names) == list(stores["b"].class_names)
+    levels, cells = _agreement(sub_config, p.subsets, acts, p.rows, stores["a"].n_rows, same_classes, row_top1)
     sides = {key: _side_report(getattr(pair, key), models[side_key(getattr(pair, key))]) for key in SIDES}
     for key in SIDES:  # the side's label ceiling over every level's cells (atlas fidelity's ceiling)
         meets = [np.asarray(cells[str(lv["n"])][key]["meets"], np.float32) for lv in levels]
         sides[key]["label_ceiling"] = agreement.ceiling(np.concatenate(meets) if meets else np.zeros(0, np.float32))
         log.info(
             "align %s: side %s labels meet their members' own predictions in %s of %d labelled cells (%s)",
-            name,
+            p.name,
             key,
             _pct(sides[key]["label_ceiling"]["fraction"]),
             sides[key]["label_ceiling"]["cells"],
             ", ".join(f"level {lv['n']}: {_pct(lv['ceiling_' + key])}" for lv in levels),
         )
-    report = {
+    return levels, {
         "format": FORMAT,
         "version": VERSION,
-        "name": name,
-        "rows": int(len(rows)),
+        "name": p.name,
+        "rows": int(len(p.rows)),
         "sides": sides,
         "maps": report_maps,
         "knn": a.knn,
-        "knn_chance": min(a.knn, len(rows) - 1) / (len(rows) - 1),
+        "knn_chance": min(a.knn, len(p.rows) - 1) / (len(p.rows) - 1),
         "levels": levels,
         "cells": cells,
     }
+
+
+def _pair(config: AlignSection, pair: AlignPair, models: dict[str, LoadedModel], ctx: StageContext) -> AlignResult:
+    t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+    a = config.align
+    p = _pair_rows(config, pair)
+    acts = {key: _read_rows(p.stores[key], p.rows) for key in SIDES}
+    groups = p.stores["a"].row_images()[p.rows]
+    fitted = maps.fit_aligned_maps(acts["a"], acts["b"], groups, a.test_fraction, a.ridge, a.seed)
+    phases["maps"] = time.perf_counter() - t0
+    report_maps = _maps_report(fitted, a.test_fraction)
+    log.info(
+        "align %s: %d rows; R^2 held out a->b %.3f, b->a %.3f",
+        p.name,
+        len(p.rows),
+        fitted.a_to_b.r2_test,
+        fitted.b_to_a.r2_test,
+    )
+    t = time.perf_counter()
+    _write_shared_layout(config, p, acts, fitted)
+    phases["layout"] = time.perf_counter() - t
+    sub_config = side_render_config(config)
+    icons_rendered = _grid_and_render_sides(sub_config, pair, p, models, ctx, phases)
+    t = time.perf_counter()
+    levels, report = _pair_report(sub_config, pair, p, models, acts, report_maps)
     phases["agreement"] = time.perf_counter() - t
     out = None
-    if export:
+    if config.export:
         from stages.align.export import export_aligned
 
         t = time.perf_counter()
-        out = export_aligned(sub_config, name, subsets, report)
+        out = export_aligned(sub_config, p.name, p.subsets, report)
         phases["export"] = time.perf_counter() - t
     return AlignResult(
-        name=name,
-        rows=int(len(rows)),
+        name=p.name,
+        rows=int(len(p.rows)),
         maps=report_maps,
         levels=levels,
         icons_rendered=icons_rendered,
@@ -335,7 +375,7 @@ def _pct(value: float) -> str:
 
 
 def _agreement(
-    config: Config,
+    config: AlignSection,
     subsets: dict[str, SubsetStore],
     acts: dict[str, np.ndarray],
     rows: np.ndarray,
@@ -385,26 +425,23 @@ def _rounded(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), 4) for v in values.tolist()]
 
 
-def run(
-    config: Config,
-    device: torch.device,
-    *,
-    pairs: list[AlignPair] | None = None,
-    export: bool = True,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[str, int], None] | None = None,
-    on_collect: Callable[[str], None] | None = None,
-) -> list[AlignResult]:
-    """Build every aligned atlas of ``pairs`` (default ``align.pairs``); see the module docstring."""
-    pairs = list(pairs if pairs is not None else config.align.pairs)
+def run(config: AlignSection, ctx: StageContext) -> list[AlignResult]:
+    """Build every aligned atlas of ``align.pairs``; see the module docstring.
+
+    ``ctx.on_step(label)`` before each side is collected, ``ctx.on_atlas(name, icons)`` before each
+    side is rendered, ``ctx.progress(k)`` per rendered batch; ``ctx.device`` else ``collect.device``.
+    """
+    pairs = list(config.align.pairs)
     if not pairs:
         raise AtlasError(
             "align.pairs is empty; list pairs in params.yaml or give two specs: atlas align MODEL@LAYER MODEL@LAYER"
         )
     t0 = time.perf_counter()
+    device = ctx.device_for(config.collect.device)
+    ctx = replace(ctx, device=device)
     models = _check_pairs(config, pairs, device)
-    collect_seconds = _collect_sides(config, pairs, device, on_collect)
-    results = [_pair(config, pair, models, device, export, progress, on_start) for pair in pairs]
+    collect_seconds = _collect_sides(config, pairs, device, ctx.on_step)
+    results = [_pair(config, pair, models, ctx) for pair in pairs]
     results[0].phases = {
         "models": time.perf_counter() - t0 - collect_seconds - sum(r.seconds for r in results),
         "collect": collect_seconds,

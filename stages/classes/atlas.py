@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from stages.classes.select import class_slug, resolve_class, select_rows
 from stages.classes.subset import export_subset, grid_and_render, subset_config
-from stages.config import Config, ReduceConfig
-from stages.model.registry import LoadedModel, load_model
+from stages.context import StageContext
+from stages.model.registry import load_model
 from stages.reduce import stage as reduce
+from stages.sections import ClassesSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from store.subset import SubsetStore
@@ -88,17 +87,11 @@ def rows_of_class(
     return rows
 
 
-def class_reduce_config(config: Config) -> Config:
-    """The main config with the class atlas's reduce settings (see the module docstring)."""
+def class_reduce_config(config: ClassesSection) -> ClassesSection:
+    """The section with the class atlas's reduce settings (see the module docstring)."""
     c = config.classes
-    r = ReduceConfig.model_validate(
-        {
-            **config.reduce.model_dump(),
-            "method": c.method,
-            "n_neighbors": c.n_neighbors,
-            "min_dist": c.min_dist,
-            "metric": c.metric,
-        }
+    r = config.reduce.model_copy(
+        update={"method": c.method, "n_neighbors": c.n_neighbors, "min_dist": c.min_dist, "metric": c.metric}
     )
     return config.model_copy(update={"reduce": r})
 
@@ -108,24 +101,17 @@ def classes_folder(store: AtlasStore) -> Path:
     return store.path.with_name(f"{store.path.stem}.classes")
 
 
-def run(
-    config: Config,
-    store: AtlasStore,
-    device: torch.device,
-    *,
-    model: LoadedModel | None = None,
-    export: bool = True,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[str, int], None] | None = None,
-) -> list[ClassAtlasResult]:
-    """Build the atlas of every class in ``classes.names``; ``on_start(name, icons)`` per class."""
+def run(config: ClassesSection, ctx: StageContext) -> list[ClassAtlasResult]:
+    """Build the atlas of every class in ``classes.names`` in ``ctx.store``; ``ctx.on_atlas(name, icons)`` per class."""
+    store, device = ctx.require_store("classes"), ctx.device_for(config.render.device)
+    progress, on_start, export = ctx.progress, ctx.on_atlas, config.export
     c = config.classes
     if not c.names:
         raise AtlasError("classes.names is empty; list the classes to build, e.g. --set 'classes.names=[tabby, 281]'")
     names = store.class_names
     targets = [resolve_class(name, names, "classes.names") for name in c.names]
     attr = read_attributions(store)
-    model = model if model is not None else load_model(config.model, device)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
     sub_config = subset_config(class_reduce_config(config), c.grid, c.min_count, c.render)
     results = []
     for cls in dict.fromkeys(targets):  # each class once, in the order given
@@ -141,7 +127,7 @@ def run(
         selection = {"kind": "class", "class": {"index": cls, "name": name}, "mode": c.mode, "top_k": c.top_k}
         subset = SubsetStore.create(store, slug, rows, selection, base=classes_folder(store))
         log.info("%s: %d rows (%s), layout with %s", what, len(rows), c.mode, c.method)
-        reduce.run(sub_config, subset)
+        reduce.run(sub_config.reduce, StageContext(subset))
         start = (lambda total, _n=name: on_start(_n, total)) if on_start is not None else None
         made = grid_and_render(
             sub_config, subset, device, what=what, whitening=c.whitening, model=model, progress=progress, on_start=start

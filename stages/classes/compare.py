@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from stages.classes.atlas import Attributions, read_attributions, rows_of_class
 from stages.classes.axes import comparison_layout
 from stages.classes.select import class_slug, class_values, resolve_class
 from stages.classes.subset import export_subset, grid_and_render, subset_config
-from stages.config import CompareConfig, Config
-from stages.model.registry import LoadedModel, load_model
+from stages.config import CompareConfig
+from stages.context import StageContext
+from stages.model.registry import load_model
 from stages.reduce.stage import library_versions
+from stages.sections import ClassesSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
@@ -86,7 +87,7 @@ def read_rows(store: AtlasStore, rows: NDArray[np.int64]) -> NDArray[np.float32]
 
 
 def write_comparison_layout(
-    subset: SubsetStore, attr: Attributions, a: int, b: int, cfg: CompareConfig, config: Config
+    subset: SubsetStore, attr: Attributions, a: int, b: int, cfg: CompareConfig, config: ClassesSection
 ) -> float:
     """Compute the two axes of ``subset``'s rows and store them as its layout; return the x scale."""
     rows = subset.rows
@@ -116,43 +117,65 @@ def write_comparison_layout(
     return scale
 
 
-def run(
-    config: Config,
-    store: AtlasStore,
-    device: torch.device,
-    *,
-    model: LoadedModel | None = None,
-    export: bool = True,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[str, int], None] | None = None,
-) -> list[CompareResult]:
-    """Build every comparison of ``compare.pairs``; ``on_start("a--b", icons)`` per pair."""
+def _resolve_pairs(cfg: CompareConfig, names: list[str]) -> list[tuple[int, int]]:
+    """``compare.pairs`` as class indices; a pair of one class twice is an error."""
+    pairs = [(resolve_class(a, names, "compare.pairs"), resolve_class(b, names, "compare.pairs")) for a, b in cfg.pairs]
+    for a, b in pairs:
+        if a == b:
+            raise AtlasError(f"compare.pairs: [{names[a]}, {names[b]}] compares a class with itself; pick two classes")
+    return pairs
+
+
+def _pair_rows(
+    attr: Attributions, a: int, b: int, cfg: CompareConfig, names: list[str], what: str
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """The rows selected for class ``a``, for ``b``, and their union (at least ``compare.min_rows``)."""
+    rows_a = rows_of_class(attr, a, cfg.mode, cfg.top_k, 1, f"{what}: class {a} {names[a]!r}", "compare")
+    rows_b = rows_of_class(attr, b, cfg.mode, cfg.top_k, 1, f"{what}: class {b} {names[b]!r}", "compare")
+    rows = np.union1d(rows_a, rows_b)
+    if len(rows) < cfg.min_rows:
+        raise AtlasError(
+            f"{what}: {len(rows)} rows selected, fewer than compare.min_rows = {cfg.min_rows}; "
+            "use compare.mode both, raise compare.top_k or lower compare.min_rows"
+        )
+    return rows_a, rows_b, rows
+
+
+def _export(
+    config: ClassesSection, subset: SubsetStore, slug: str, name_a: str, name_b: str, selection: dict[str, Any]
+) -> Path:
+    """The comparison exported like the main atlas, ``a`` drawn left (x) and the 1-D t-SNE as y."""
+    return export_subset(
+        config,
+        subset,
+        kind="compare",
+        slug=slug,
+        title=f"{name_a} vs {name_b}",
+        extra={"classes": selection["classes"]},
+        axes={"x": f"{name_a}  <->  {name_b}", "y": "1-D t-SNE"},
+    )
+
+
+def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
+    """Build every comparison of ``compare.pairs`` in ``ctx.store``; ``ctx.on_atlas("a--b", icons)`` per pair."""
+    store, device = ctx.require_store("compare"), ctx.device_for(config.render.device)
+    progress, on_start, export = ctx.progress, ctx.on_atlas, config.export
     cfg = config.compare
     if not cfg.pairs:
         raise AtlasError(
             "compare.pairs is empty; list [a, b] class pairs, e.g. --set 'compare.pairs=[[lemon, orange]]'"
         )
     names = store.class_names
-    pairs = [(resolve_class(a, names, "compare.pairs"), resolve_class(b, names, "compare.pairs")) for a, b in cfg.pairs]
-    for a, b in pairs:
-        if a == b:
-            raise AtlasError(f"compare.pairs: [{names[a]}, {names[b]}] compares a class with itself; pick two classes")
+    pairs = _resolve_pairs(cfg, names)
     attr = read_attributions(store)
-    model = model if model is not None else load_model(config.model, device)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
     sub_config = subset_config(config, cfg.grid, cfg.min_count, cfg.render)
     results = []
     for a, b in pairs:
         t0 = time.perf_counter()
         slug = f"{class_slug(a, names)}--{class_slug(b, names)}"
         what = f"comparison {names[a]!r} vs {names[b]!r}"
-        rows_a = rows_of_class(attr, a, cfg.mode, cfg.top_k, 1, f"{what}: class {a} {names[a]!r}", "compare")
-        rows_b = rows_of_class(attr, b, cfg.mode, cfg.top_k, 1, f"{what}: class {b} {names[b]!r}", "compare")
-        rows = np.union1d(rows_a, rows_b)
-        if len(rows) < cfg.min_rows:
-            raise AtlasError(
-                f"{what}: {len(rows)} rows selected, fewer than compare.min_rows = {cfg.min_rows}; "
-                "use compare.mode both, raise compare.top_k or lower compare.min_rows"
-            )
+        rows_a, rows_b, rows = _pair_rows(attr, a, b, cfg, names, what)
         selection = {
             "kind": "compare",
             "classes": [{"index": a, "name": names[a]}, {"index": b, "name": names[b]}],
@@ -172,17 +195,7 @@ def run(
             progress=progress,
             on_start=start,
         )
-        out = None
-        if export:
-            out = export_subset(
-                sub_config,
-                subset,
-                kind="compare",
-                slug=slug,
-                title=f"{names[a]} vs {names[b]}",
-                extra={"classes": selection["classes"]},
-                axes={"x": f"{names[a]}  <->  {names[b]}", "y": "1-D t-SNE"},
-            )
+        out = _export(sub_config, subset, slug, names[a], names[b], selection) if export else None
         results.append(
             CompareResult(
                 a=(a, names[a]),

@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 import torch
 
-from stages.config import Config, GridConfig, RenderOverrides
+from stages.config import RenderOverrides
+from stages.context import StageContext
 from stages.grid import stage as grid
 from stages.model.registry import LoadedModel
 from stages.render import stage as render
+from stages.sections import ClassesSection, RenderSection
 from store import derived
 from store.atomic import remove_tree
 from store.errors import AtlasError
@@ -43,9 +45,9 @@ class SubsetAtlas:
     whitening: str
 
 
-def subset_config(config: Config, level: int, min_count: int, overrides: RenderOverrides) -> Config:
+def subset_config(config: ClassesSection, level: int, min_count: int, overrides: RenderOverrides) -> ClassesSection:
     """``config`` with one grid level, the subset's ``min_count`` and the render overrides applied."""
-    g = GridConfig.model_validate({**config.grid.model_dump(), "levels": [level], "min_count": min_count})
+    g = config.grid.model_copy(update={"levels": [level], "min_count": min_count})
     return config.model_copy(update={"grid": g, "render": overrides.apply(config.render)})
 
 
@@ -86,7 +88,7 @@ def drop_stale_icons(subset: SubsetStore, level: int) -> None:
 
 
 def grid_and_render(
-    config: Config,
+    config: ClassesSection,
     subset: SubsetStore,
     device: torch.device,
     *,
@@ -102,7 +104,7 @@ def grid_and_render(
     error that says which parameter to change.
     """
     whole = choose_whitening(subset, whitening)
-    result = grid.run(config, subset, whitening=whole)
+    result = grid.run(config.grid, StageContext(subset, whitening=whole))
     level = result.levels[0]
     if result.cells[level] == 0:
         raise AtlasError(
@@ -111,7 +113,8 @@ def grid_and_render(
         )
     source = "subset" if whole is None else "store"
     drop_stale_icons(subset, level)
-    summary = render.run(config, subset, device, progress=progress, on_start=on_start, model=model)
+    ctx = StageContext(subset, device=device, model=model, progress=progress, on_start=on_start)
+    summary = render.run(RenderSection(model=config.model, render=config.render), ctx)
     log.info(
         "%s: %d of %d rows in %d kept cells, %d icons rendered (whitening: %s)",
         what,
@@ -131,7 +134,7 @@ def grid_and_render(
 
 
 def export_subset(
-    config: Config,
+    config: ClassesSection,
     subset: SubsetStore,
     *,
     kind: str,

@@ -14,6 +14,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,13 +31,14 @@ from stages.collect.inputs import (
     view_loader,
     work_items,
 )
-from stages.config import Config
+from stages.config import CollectConfig
+from stages.context import StageContext
 from stages.images.class_names import label_classes
 from stages.images.crops import EvalCrop
 from stages.images.decoding import SKIP_REASONS
 from stages.images.sources import ImageSource, open_image_source, subsample
-from stages.model.device import select_device
 from stages.model.registry import LoadedModel, load_model
+from stages.sections import CollectSection
 from store.atlas_store import AtlasStore, StoreSpec
 from store.errors import AtlasError
 from store.shards import shard_blocks
@@ -83,7 +85,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> StoreSpec:
+def store_spec(config: CollectSection, model: LoadedModel, source: ImageSource) -> StoreSpec:
     c = config.collect
     sampling = {
         "views_per_image": c.views_per_image,
@@ -130,7 +132,7 @@ def store_spec(config: Config, model: LoadedModel, source: ImageSource) -> Store
     )
 
 
-def view0_eval_crop(config: Config) -> EvalCrop | None:
+def view0_eval_crop(config: CollectSection) -> EvalCrop | None:
     """``collect.view0``: None for the plain resize of the whole image, ``(R, S)`` for the evaluation crop."""
     if config.collect.view0 == "resize":
         return None
@@ -138,7 +140,7 @@ def view0_eval_crop(config: Config) -> EvalCrop | None:
     return eval_crop_for(m.name, m.weights, m.image_size)
 
 
-def _check_geometry(config: Config, model: LoadedModel) -> None:
+def _check_geometry(config: CollectSection, model: LoadedModel) -> None:
     _, h, w = model.layer_shape
     b = config.collect.border
     if config.collect.image_margin is not None:
@@ -154,7 +156,12 @@ class _ModelStep:
     """Runs one model batch and hands every input's rows to the assembler."""
 
     def __init__(
-        self, config: Config, model: LoadedModel, store: AtlasStore, assembler: BlockAssembler, label_class: np.ndarray
+        self,
+        config: CollectSection,
+        model: LoadedModel,
+        store: AtlasStore,
+        assembler: BlockAssembler,
+        label_class: np.ndarray,
     ) -> None:
         self.c = config.collect
         self.model = model
@@ -215,14 +222,14 @@ class _ModelStep:
             self.assembler.store_input(item.block, idx, rows_np[b], {k: v[b] for k, v in out.items()})
 
 
-def open_collect_store(config: Config, model: LoadedModel, source: ImageSource) -> AtlasStore:
+def open_collect_store(config: CollectSection, model: LoadedModel, source: ImageSource) -> AtlasStore:
     """Create or reopen the store for this configuration; write the image table once."""
     extra = {
         "class_names": model.class_names,
         "label_names": list(source.label_names),
         "skip_reasons": list(SKIP_REASONS),
         "versions": library_versions(),
-        "params": config.model_dump(mode="json"),
+        "params": config.record if config.record is not None else config.model_dump(mode="json", exclude={"record"}),
     }
     store = AtlasStore.create_or_open(config.data.store, store_spec(config, model, source), extra)
     if not store.images_written:
@@ -249,7 +256,7 @@ def unmatched_labels_warning(label_names: list[str], classes: np.ndarray, where:
     )
 
 
-def open_source(config: Config) -> ImageSource:
+def open_source(config: CollectSection) -> ImageSource:
     """``data.source`` with ``data.labels``, and the subsample ``data.max_images`` / ``data.per_class`` asks for."""
     d = config.data
     source = open_image_source(d.source, d.labels, d.image_column, d.label_column)
@@ -258,37 +265,9 @@ def open_source(config: Config) -> ImageSource:
     return subsample(source, d.max_images, d.per_class, config.collect.seed)
 
 
-def run(
-    config: Config,
-    shard: tuple[int, int] = (0, 1),
-    device: torch.device | None = None,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
-) -> CollectSummary:
-    """Collect the pending blocks of shard ``i/n`` into ``config.data.store``.
-
-    ``progress(n)`` is called with the number of inputs finished since the last call;
-    ``on_start(total)`` once with the number of inputs this run will process.
-    """
-    t0 = time.perf_counter()
+def _view_loader(config: CollectSection, items: list[WorkItem], source: ImageSource, model: LoadedModel) -> Any:
+    """The decoding workers' loader of every work item's views (collect's crops, ``collect.view0``)."""
     c = config.collect
-    source = open_source(config)
-    model = load_model(config.model, device or select_device(c.device))
-    _check_geometry(config, model)
-    store = open_collect_store(config, model, source)
-    mine = shard_blocks(store.n_blocks, *shard)
-    blocks = store.pending_blocks(mine)
-    block_inputs = {b: store.block_input_range(b) for b in blocks}
-    total = sum(len(r) for r in block_inputs.values())
-    if on_start:
-        on_start(total)
-    log.info("shard %d/%d: %d of %d blocks pending (%d inputs)", *shard, len(blocks), len(mine), total)
-
-    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
-    report = progress or (lambda _n: None)
-    label_class = store.image_label_classes()
-    step = _ModelStep(config, model, store, assembler, label_class)
-    items = work_items(block_inputs, c.views_per_image)
     eval_crop = view0_eval_crop(config)
     settings = ViewSettings(
         c.views_per_image,
@@ -299,15 +278,26 @@ def run(
         draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale), eval_crop),
         eval_crop,
     )
-    loader = view_loader(
+    return view_loader(
         ViewDataset(items, source, settings),
         c.num_workers,
         pin_memory=model.device.type == "cuda",
         worker_nice=c.worker_nice,
     )
+
+
+def _feed(
+    loader: Any,
+    items: list[WorkItem],
+    step: _ModelStep,
+    assembler: BlockAssembler,
+    c: CollectConfig,
+    report: Callable[[int], None],
+) -> float:
+    """Run the model over every decoded view in batches of ``collect.batch_size``, never across two
+    blocks; the seconds the model waited for decoded views (docs/collect.md, bench/decode.py)."""
     pending: list[tuple[WorkItem, int, np.ndarray]] = []
-    input_wait = 0.0  # seconds the model waited for decoded views (docs/collect.md, bench/decode.py)
-    setup_seconds = time.perf_counter() - t0
+    input_wait = 0.0
 
     def run_batches(views: list[tuple[WorkItem, int, np.ndarray]]) -> None:
         for begin in range(0, len(views), c.batch_size):
@@ -337,6 +327,37 @@ def run(
         pending = pending[full:]
         waited = time.perf_counter()
     run_batches(pending)
+    return input_wait
+
+
+def run(config: CollectSection, ctx: StageContext) -> CollectSummary:
+    """Collect the pending blocks of shard ``ctx.shard`` (``i/n``) into ``data.store``.
+
+    ``ctx.progress(n)`` is called with the number of inputs finished since the last call;
+    ``ctx.on_start(total)`` once with the number of inputs this run will process. ``ctx.device``
+    (else ``collect.device``) runs the model.
+    """
+    shard = ctx.shard
+    t0 = time.perf_counter()
+    c = config.collect
+    source = open_source(config)
+    model = load_model(config.model, ctx.device_for(c.device))
+    _check_geometry(config, model)
+    store = open_collect_store(config, model, source)
+    mine = shard_blocks(store.n_blocks, *shard)
+    blocks = store.pending_blocks(mine)
+    block_inputs = {b: store.block_input_range(b) for b in blocks}
+    total = sum(len(r) for r in block_inputs.values())
+    if ctx.on_start:
+        ctx.on_start(total)
+    log.info("shard %d/%d: %d of %d blocks pending (%d inputs)", *shard, len(blocks), len(mine), total)
+
+    assembler = BlockAssembler(store, SKIP_REASONS, c.top_k, c.top_predictions)
+    step = _ModelStep(config, model, store, assembler, store.image_label_classes())
+    items = work_items(block_inputs, c.views_per_image)
+    loader = _view_loader(config, items, source, model)
+    setup_seconds = time.perf_counter() - t0
+    input_wait = _feed(loader, items, step, assembler, c, ctx.progress or (lambda _n: None))
     if assembler.unfinished:
         raise RuntimeError(f"blocks {assembler.unfinished} were not completed; this is a bug")
 

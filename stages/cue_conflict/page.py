@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
-from stages.config import Config
+from stages.sections import CueConflictSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
@@ -152,7 +152,7 @@ Published: {PUBLISHED}.</p>
 """
 
 
-def write_page(config: Config, store: AtlasStore, result: CueConflictResult) -> Path | None:
+def write_page(config: CueConflictSection, store: AtlasStore, result: CueConflictResult) -> Path | None:
     """Write the page (and register it in ``atlases.json``); None, with a warning, without an exported atlas."""
     from stages.cue_conflict.result import report
     from stages.tiles.export import update_index

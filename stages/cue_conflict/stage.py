@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from stages.config import Config
+from stages.context import StageContext
 from stages.cue_conflict import on_atlas
 from stages.cue_conflict.placement import build_placer
 from stages.cue_conflict.result import CueConflictResult, StimulusResult, write_report
 from stages.cue_conflict.shape_bias import decide, load_categories, shape_bias
 from stages.cue_conflict.stimuli import list_stimuli, load_pixels
 from stages.model.registry import LoadedModel, load_model
+from stages.sections import CueConflictSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 
@@ -53,38 +54,25 @@ def interior(acts: NDArray[np.float32], border: int) -> NDArray[np.float32]:
     return acts[b : h - b, b : w - b].reshape(-1, acts.shape[-1])
 
 
-def run(
-    config: Config,
-    device: torch.device,
-    *,
-    store: AtlasStore | None = None,
-    model: LoadedModel | None = None,
-    stimuli: str | Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    write: bool = True,
-) -> CueConflictResult:
-    """Shape bias of ``config.model`` on the stimuli, and (given ``store``) where they land on its atlas.
+def _outcome(decision: str, shape: str, texture: str, conflict: bool) -> str | None:
+    """``shape``/``texture``/``other`` for a cue-conflict stimulus, None for a control."""
+    if not conflict:
+        return None
+    return "shape" if decision == shape else "texture" if decision == texture else "other"
 
-    ``write``: the report (``cue_conflict.out``) and, with ``cue_conflict.page`` and a store, the page;
-    the Python API passes False and gets the result only."""
-    t0 = time.perf_counter()
+
+def _classify(
+    config: CueConflictSection,
+    items: list,
+    categories,
+    model: LoadedModel,
+    placer,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[StimulusResult], list[int], list[str]]:
+    """Every stimulus's decision and (with a placer) the atlas cells its positions land in and their outcomes."""
     cfg = config.cue_conflict
-    categories = load_categories()
-    items = list_stimuli(stimuli if stimuli is not None else cfg.stimuli, categories.names)
-    model = model if model is not None else load_model(config.model, device)
-    if len(model.class_names) != 1000:
-        raise AtlasError(
-            f"cue-conflict needs an ImageNet-1k classifier; {model.name} has {len(model.class_names)} classes"
-        )
-    placer = None
-    if store is not None:
-        stored = store.model.layer
-        if stored and stored != model.layer:
-            raise AtlasError(
-                f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"
-            )
-        placer = build_placer(store, cfg.level)
-        of_class = categories.of_class(len(model.class_names))
+    of_class = categories.of_class(len(model.class_names)) if placer is not None else None
     results: list[StimulusResult] = []
     all_cells: list[int] = []
     all_outcomes: list[str] = []
@@ -92,18 +80,8 @@ def run(
         batch = items[start : start + cfg.batch_size]
         probs, acts = forward(model, np.stack([load_pixels(s, model.image_size) for s in batch]), device)
         for s, p, a, decision in zip(batch, probs, acts, decide(probs, categories)):
-            r = StimulusResult(
-                s,
-                decision,
-                model.class_names[int(p.argmax())],
-                None
-                if not s.conflict
-                else "shape"
-                if decision == s.shape
-                else "texture"
-                if decision == s.texture
-                else "other",
-            )
+            outcome = _outcome(decision, s.shape, s.texture, s.conflict)
+            r = StimulusResult(s, decision, model.class_names[int(p.argmax())], outcome)
             if placer is not None and s.conflict:
                 cells = placer.cells(interior(a, config.collect.border))
                 r.cells = cells.tolist()
@@ -119,7 +97,40 @@ def run(
                 all_outcomes += r.positions
             results.append(r)
         if progress is not None:
-            progress(start + len(batch), len(items))  # (done, total), as every stage reports
+            progress(start + len(batch), len(items))  # (done, total)
+    return results, all_cells, all_outcomes
+
+
+def _placer(store: AtlasStore | None, model: LoadedModel, level: int):
+    """Where stimuli land on ``store``'s atlas at ``level`` (None without a store)."""
+    if store is None:
+        return None
+    stored = store.model.layer
+    if stored and stored != model.layer:
+        raise AtlasError(
+            f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"
+        )
+    return build_placer(store, level)
+
+
+def run(config: CueConflictSection, ctx: StageContext) -> CueConflictResult:
+    """Shape bias of ``config.model`` on ``cue_conflict.stimuli``, and (given ``ctx.store``) where they land
+    on its atlas.
+
+    ``config.write``: the report (``cue_conflict.out``) and, with ``cue_conflict.page`` and a store, the
+    page; the Python API passes False and gets the result only. ``ctx.device`` else ``cue_conflict.device``."""
+    t0 = time.perf_counter()
+    cfg, store = config.cue_conflict, ctx.store
+    device = ctx.device_for(cfg.device)
+    categories = load_categories()
+    items = list_stimuli(cfg.stimuli, categories.names)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
+    if len(model.class_names) != 1000:
+        raise AtlasError(
+            f"cue-conflict needs an ImageNet-1k classifier; {model.name} has {len(model.class_names)} classes"
+        )
+    placer = _placer(store, model, cfg.level)
+    results, all_cells, all_outcomes = _classify(config, items, categories, model, placer, device, ctx.done_of_total())
     bias = shape_bias(
         [r.decision for r in results], [r.stimulus.shape for r in results], [r.stimulus.texture for r in results]
     )
@@ -147,9 +158,9 @@ def run(
         page=None,
         seconds=0.0,
     )
-    if write:
+    if config.write:
         write_report(result, Path(cfg.out))
-    if write and cfg.page and store is not None:
+    if config.write and cfg.page and store is not None:
         from stages.cue_conflict.page import write_page
 
         result.page = write_page(config, store, result)

@@ -179,9 +179,8 @@ def layout_config(config: Config, n: int) -> ReduceConfig:
     d = config.dataset_map
     if n < 4:
         raise AtlasError(f"dataset map: {n} images are too few to lay out; need at least 4")
-    return ReduceConfig.model_validate(
-        {
-            **config.reduce.model_dump(),
+    return config.reduce.model_copy(
+        update={
             "method": d.method,
             "metric": "cosine",
             "fit_samples": max(n, 100),

@@ -42,6 +42,7 @@ from stages.featurevis import AtlasDirection, FourierImage, layer_forward, rende
 from stages.featurevis.fold_bn import fold_batchnorm
 from stages.model.layer_split import layer_shapes, suggest_layers
 from stages.model.registry import LoadedModel
+from stages.sections import ExplainSection
 from store.errors import AtlasError
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def render_vectors(
     vectors: NDArray[np.float32],
     size: int,
     steps: int,
-    config: Config,
+    config: Config | ExplainSection,
     device: torch.device,
 ) -> NDArray[np.uint8]:
     """Each activation vector rendered as a direction at ``layer`` (one batch); zero vectors stay white."""
@@ -234,7 +235,7 @@ def layer_views(
     model: LoadedModel,
     acts: dict[str, NDArray[np.float32]],
     layers: list[str],
-    config: Config,
+    config: Config | ExplainSection,
     device: torch.device,
     atlas: tuple[str, NDArray[np.float32], NDArray[np.uint8], int] | None = None,
     render_module: torch.nn.Module | None = None,
@@ -429,7 +430,9 @@ class LayersResult:
     notes: list[str] = field(default_factory=list)
 
 
-def check_layers(config: Config, model: LoadedModel) -> tuple[list[str], str, dict[str, tuple[int, int, int]]]:
+def check_layers(
+    config: Config | ExplainSection, model: LoadedModel
+) -> tuple[list[str], str, dict[str, tuple[int, int, int]]]:
     """The resolved ``explain.layers`` and ``explain.maps_layer`` (one-line errors before any work)."""
     valid = conv_layers(model)
     layers = resolve_layers(config.explain.layers, model, valid)
@@ -443,7 +446,7 @@ def check_layers(config: Config, model: LoadedModel) -> tuple[list[str], str, di
 
 
 def run(
-    config: Config,
+    config: Config | ExplainSection,
     photo: Image.Image,
     model: LoadedModel,
     device: torch.device,

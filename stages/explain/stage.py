@@ -35,7 +35,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from stages.classes.select import resolve_class
-from stages.config import Config, RenderConfig
+from stages.config import Config
+from stages.context import StageContext
 from stages.explain import attribution as A
 from stages.explain import channels as channel_view
 from stages.explain import layers as layers_view
@@ -49,6 +50,7 @@ from stages.featurevis import layer_forward
 from stages.images.decoding import decode_rgb
 from stages.model.registry import LoadedModel, load_model
 from stages.render.stage import render_batch
+from stages.sections import ExplainSection
 from store import derived
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
@@ -78,7 +80,7 @@ class ExplainResult:
     layers: layers_view.LayersResult | None = None  # explain.layers: the evolving-understanding view
 
 
-def load_photo(path: str | Path, config: Config) -> Image.Image:
+def load_photo(path: str | Path, config: Config | ExplainSection) -> Image.Image:
     """The image as RGB at the model's input size; a one-line error when it cannot be read."""
     decoded = decode_rgb(path, config.collect.max_pixels)
     if not decoded.ok:
@@ -123,11 +125,15 @@ def group_labels(groups: Groups, cells: derived.CellLevel) -> list[str]:
 
 
 def render_groups(
-    model: LoadedModel, store: AtlasStore, components: NDArray[np.float32], config: Config, device: torch.device
+    model: LoadedModel,
+    store: AtlasStore,
+    components: NDArray[np.float32],
+    config: ExplainSection,
+    device: torch.device,
 ) -> NDArray[np.uint8]:
     """Each NMF direction rendered like an atlas cell (same objective, whitening and engine)."""
     e = config.explain
-    r = RenderConfig.model_validate({**config.render.model_dump(), "size": e.size, "steps": e.steps, "attempts": 1})
+    r = config.render.model_copy(update={"size": e.size, "steps": e.steps, "attempts": 1})
     whitening = torch.as_tensor(derived.read_whitening(store).matrix, dtype=torch.float32) if r.whiten else None
     with layer_forward(model.module, model.layer, normalize=model.normalize) as forward:
         images, _ = render_batch(
@@ -191,30 +197,43 @@ def _cell_label(cells: derived.CellLevel, names: list[list[str]], cell: int, cos
     return f"cell {cell} ({int(cells.i[cell])}, {int(cells.j[cell])}), cos {cosine:.2f}{top}"
 
 
-def run(
-    config: Config,
-    image: str | Path,
-    store: AtlasStore,
-    device: torch.device,
-    *,
-    model: LoadedModel | None = None,
-    out: str | Path | None = None,
-) -> ExplainResult:
-    """Explain ``image`` with ``store``'s atlas; write the figures (``out``: default ``explain.out``)
-    and, with ``explain.page``, the HTML page inside ``data.atlas``."""
-    t0 = time.perf_counter()
-    e = config.explain
-    photo = load_photo(image, config)
-    cells, icons = level_icons(store, e.level)
-    model = model if model is not None else load_model(config.model, device)
+@dataclass
+class _Seen:
+    """The photo at the atlas layer: activations, predictions, nearest cells, NMF groups, method maps."""
+
+    acts: NDArray[np.float32]  # [H, W, C]
+    probs: torch.Tensor
+    classes: list[int]
+    cell: NDArray[np.int64]
+    cosine: NDArray[np.float32]
+    groups: Groups
+    labels: list[str]
+    group_cell: NDArray[np.int64]
+    group_cos: NDArray[np.float32]
+    contributions: NDArray[np.float32]
+    rendered: NDArray[np.uint8]
+    maps: MethodMaps
+    notes: dict[str, str]
+
+
+def _check_store_layer(store: AtlasStore, model: LoadedModel) -> None:
     stored = store.model.layer
     if stored and stored != model.layer:
         raise AtlasError(
             f"store {store.path} maps layer {stored!r} but model.layer is {model.layer!r}; use the store's layer"
         )
-    checked = (
-        layers_view.check_layers(config, model) if e.layers is not None else None
-    )  # bad names fail before any work
+
+
+def _see(
+    config: ExplainSection,
+    photo: Image.Image,
+    store: AtlasStore,
+    model: LoadedModel,
+    cells: derived.CellLevel,
+    device: torch.device,
+) -> _Seen:
+    """Everything explain computes about the photo before drawing it."""
+    e = config.explain
     acts = layer_activations(model, photo, device)
     h, w, c = acts.shape
     flat = acts.reshape(h * w, c)
@@ -254,140 +273,156 @@ def run(
     maps = method_maps(net, x, classes, list(e.methods), settings, cam)
     for method, why in maps.skipped.items():
         log.warning("explain: %s skipped: %s", method, why)
+    notes = {"grad_cam": f"at {settings.grad_cam_layer}"}
+    if maps.maps.get("cam") is not None and cam.spec is not None:
+        notes["cam"] = f"at {cam.spec.layer}"
+    return _Seen(
+        acts, probs, classes, cell, cosine, groups, labels, group_cell, group_cos, contributions, rendered, maps, notes
+    )
 
-    target = Path(out if out is not None else e.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
+
+def _draw(
+    config: ExplainSection,
+    photo: Image.Image,
+    seen: _Seen,
+    model: LoadedModel,
+    cells: derived.CellLevel,
+    icons: NDArray[np.uint8],
+    target: Path,
+) -> dict[str, Path]:
+    """The dictionary + groups PNG (``target``) and, next to it, the dictionary, attribution and blocks figures."""
+    e = config.explain
+    h, w, _ = seen.acts.shape
     paths = figure_paths(target, list(e.methods))
     panels = ExplainPanels(
         photo=photo.resize((e.image_px, e.image_px), Image.Resampling.BICUBIC),
         grid=(h, w),
-        cell=cell,
+        cell=seen.cell,
         icons=icons,
         level=e.level,
-        assignment=groups.assignment,
-        strength=group_strength(groups.weights, groups.assignment),
-        group_images=rendered,
-        group_labels=labels,
+        assignment=seen.groups.assignment,
+        strength=group_strength(seen.groups.weights, seen.groups.assignment),
+        group_images=seen.rendered,
+        group_labels=seen.labels,
     )
     compose(panels, e.icon_px).save(target)
-    dictionary_panel(cell, icons, (h, w), e.icon_px).save(paths["dictionary"])
+    dictionary_panel(seen.cell, icons, (h, w), e.icon_px).save(paths["dictionary"])
     figures = {"dictionary_groups": target, "dictionary": paths["dictionary"]}
 
     photo_np = np.asarray(photo)
-    columns = [plots.ClassColumn(k, model.class_names[k], float(probs[k])) for k in classes]
-    notes = {"grad_cam": f"at {settings.grad_cam_layer}"}
-    if maps.maps.get("cam") is not None and cam.spec is not None:
-        notes["cam"] = f"at {cam.spec.layer}"
-    np_maps = {m: v.numpy() for m, v in maps.maps.items()}
-    np_pictures = {m: v.numpy() for m, v in maps.pictures.items()}
+    columns = [plots.ClassColumn(k, model.class_names[k], float(seen.probs[k])) for k in seen.classes]
+    np_maps = {m: v.numpy() for m, v in seen.maps.maps.items()}
+    np_pictures = {m: v.numpy() for m, v in seen.maps.pictures.items()}
+    skipped = seen.maps.skipped
     figures["attribution"] = plots.attribution_figure(
-        photo_np, columns, np_maps, np_pictures, list(e.methods), maps.skipped, paths["attribution"], notes
+        photo_np, columns, np_maps, np_pictures, list(e.methods), skipped, paths["attribution"], seen.notes
     )
     for m in e.methods:
         figures[f"method:{m}"] = plots.attribution_figure(
-            photo_np, columns, np_maps, np_pictures, [m], maps.skipped, paths[f"method:{m}"], notes
+            photo_np, columns, np_maps, np_pictures, [m], skipped, paths[f"method:{m}"], seen.notes
         )
     names = cells.top_names()
+    groups, group_cell = seen.groups, seen.group_cell
     rows = [
         plots.BlockRow(
             extent=groups.weights[:, k].reshape(h, w),
-            rendered=rendered[k],
+            rendered=seen.rendered[k],
             cell_icon=icons[group_cell[k]] if group_cell[k] >= 0 else np.full_like(icons[0], 255),
-            cell_label=_cell_label(cells, names, int(group_cell[k]), float(group_cos[k])),
+            cell_label=_cell_label(cells, names, int(group_cell[k]), float(seen.group_cos[k])),
             share=float((groups.assignment == k).mean()),
-            contributions=contributions[k],
+            contributions=seen.contributions[k],
         )
         for k in range(len(groups.components))
     ]
     figures["blocks"] = plots.blocks_figure(photo_np, rows, columns, e.level, paths["blocks"])
+    return figures
 
+
+def _draw_channels(
+    config: ExplainSection,
+    photo: Image.Image,
+    acts: NDArray[np.float32],
+    store: AtlasStore,
+    model: LoadedModel,
+    device: torch.device,
+    path: Path,
+) -> list[int]:
+    """The channel view (``explain.channels`` strongest channels) written to ``path``; those channels."""
+    e = config.explain
+    strongest: list[int] = channel_view.strongest_channels(acts, e.channels).tolist()
+    chan_images = channel_view.render_channels(
+        model.module, model.normalize, model.layer, strongest, e.size, e.steps, config.render.lr, e.seed, device
+    )
+    patches: list[list[np.ndarray]] = [[] for _ in strongest]
+    if e.channel_patches:
+        top_rows = channel_view.top_rows_per_channel(store, np.asarray(strongest), e.channel_patches)
+        patches = channel_view.channel_patches(store, top_rows, e.patch_px, config.tiles.example_field)
+    chan_rows = [
+        plots.ChannelRow(
+            channel=ch,
+            mean=float(acts[:, :, ch].mean()),
+            activation=acts[:, :, ch],
+            rendered=chan_images[k],
+            patches=patches[k],
+        )
+        for k, ch in enumerate(strongest)
+    ]
+    plots.channels_figure(np.asarray(photo), chan_rows, model.layer, e.channel_patches, path)
+    return strongest
+
+
+def run(config: ExplainSection, ctx: StageContext) -> ExplainResult:
+    """Explain ``config.image`` with ``ctx.store``'s atlas; write the figures (``explain.out``) and,
+    with ``explain.page``, the HTML page inside ``data.atlas``. ``ctx.device`` else ``explain.device``."""
+    t0 = time.perf_counter()
+    e, image, store = config.explain, config.image, ctx.require_store("explain")
+    device = ctx.device_for(e.device)
+    photo = load_photo(image, config)
+    cells, icons = level_icons(store, e.level)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
+    _check_store_layer(store, model)
+    checked = layers_view.check_layers(config, model) if e.layers is not None else None  # bad names fail first
+    seen = _see(config, photo, store, model, cells, device)
+    h, w, _ = seen.acts.shape
+    target = Path(e.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figures = _draw(config, photo, seen, model, cells, icons, target)
     strongest: list[int] = []
     if e.channels:
-        strongest = channel_view.strongest_channels(acts, e.channels).tolist()
-        chan_images = channel_view.render_channels(
-            model.module, model.normalize, model.layer, strongest, e.size, e.steps, config.render.lr, e.seed, device
-        )
-        patches: list[list[np.ndarray]] = [[] for _ in strongest]
-        if e.channel_patches:
-            top_rows = channel_view.top_rows_per_channel(store, np.asarray(strongest), e.channel_patches)
-            patches = channel_view.channel_patches(store, top_rows, e.patch_px, config.tiles.example_field)
-        chan_rows = [
-            plots.ChannelRow(
-                channel=ch,
-                mean=float(acts[:, :, ch].mean()),
-                activation=acts[:, :, ch],
-                rendered=chan_images[k],
-                patches=patches[k],
-            )
-            for k, ch in enumerate(strongest)
-        ]
-        figures["channels"] = plots.channels_figure(
-            photo_np, chan_rows, model.layer, e.channel_patches, paths["channels"]
-        )
-
+        path = figure_paths(target, list(e.methods))["channels"]
+        strongest = _draw_channels(config, photo, seen.acts, store, model, device, path)
+        figures["channels"] = path
     evolving = None
     if checked is not None:
         # the atlas layer is drawn with its nearest cells' icons, like the semantic dictionary
+        atlas = (model.layer, cells.direction, icons, e.level)
         evolving = layers_view.run(
-            config,
-            photo,
-            model,
-            device,
-            target,
-            image_name=Path(image).name,
-            atlas=(model.layer, cells.direction, icons, e.level),
-            checked=checked,
+            config, photo, model, device, target, image_name=Path(image).name, atlas=atlas, checked=checked
         )
         figures.update(evolving.figures)
-
     page = None
     if e.page:
-        page = write_explain_page(
-            config,
-            image,
-            store,
-            model,
-            cells,
-            names,
-            cell,
-            cosine,
-            groups,
-            group_cell,
-            group_cos,
-            labels,
-            classes,
-            probs,
-            figures,
-            (h, w),
-            e.icon_px,
-            maps,
-        )
+        page = write_explain_page(config, image, store, model, cells, seen, figures, (h, w), e.icon_px)
     seconds = time.perf_counter() - t0
+    cosine, n_methods = float(np.median(seen.cosine)), len(seen.maps.maps)
     log.info(
         "explained %s: %d x %d positions, median cosine to the nearest cell %.3f, %d groups, %d methods; %s in %.1f s",
-        image,
-        h,
-        w,
-        float(np.median(cosine)),
-        e.groups,
-        len(maps.maps),
-        target,
-        seconds,
+        *(image, h, w, cosine, e.groups, n_methods, target, seconds),
     )
     return ExplainResult(
         out=target,
         level=e.level,
         grid=(h, w),
-        cell=cell,
-        cosine=cosine,
-        groups=groups,
-        group_labels=labels,
+        cell=seen.cell,
+        cosine=seen.cosine,
+        groups=seen.groups,
+        group_labels=seen.labels,
         seconds=seconds,
-        classes=classes,
-        probabilities=[float(probs[k]) for k in classes],
-        group_cells=group_cell,
-        group_contributions=contributions,
-        maps=maps,
+        classes=seen.classes,
+        probabilities=[float(seen.probs[k]) for k in seen.classes],
+        group_cells=seen.group_cell,
+        group_contributions=seen.contributions,
+        maps=seen.maps,
         channels=strongest,
         figures=figures,
         page=page,
@@ -410,38 +445,18 @@ _CAPTIONS = {
 }
 
 
-def write_explain_page(
-    config: Config,
+def _page_content(
     image: str | Path,
-    store: AtlasStore,
     model: LoadedModel,
     cells: derived.CellLevel,
-    names: list[list[str]],
-    cell: NDArray[np.int64],
-    cosine: NDArray[np.float32],
-    groups: Groups,
-    group_cell: NDArray[np.int64],
-    group_cos: NDArray[np.float32],
-    labels: list[str],
-    classes: list[int],
-    probs: torch.Tensor,
+    seen: _Seen,
     figures: dict[str, Path],
     grid: tuple[int, int],
-    icon_px: int,
-    maps: MethodMaps,
-) -> Path | None:
-    """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
-    (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
-    from stages.tiles.export import update_index
-    from stages.tiles.source import AtlasSource
-
-    atlas = Path(config.data.atlas)
-    if not (atlas / "atlases.json").exists():
-        log.warning("explain.page: %s holds no exported atlas (run `atlas tiles`); no HTML page written", atlas)
-        return None
-    slug = html_page.page_slug(image)
-    folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
-    content = html_page.PageContent(
+) -> html_page.PageContent:
+    """What the explain page shows: predictions, the dictionary, the groups and the figures with captions."""
+    names, labels, classes, probs, maps = cells.top_names(), seen.labels, seen.classes, seen.probs, seen.maps
+    cell, cosine, group_cell, group_cos = seen.cell, seen.cosine, seen.group_cell, seen.group_cos
+    return html_page.PageContent(
         image_name=Path(image).name,
         model=model.name,
         layer=model.layer,
@@ -464,6 +479,31 @@ def write_explain_page(
         dictionary_png=figures["dictionary"],
         notes=[f"{m} not drawn: {why}" for m, why in maps.skipped.items()],
     )
+
+
+def write_explain_page(
+    config: ExplainSection,
+    image: str | Path,
+    store: AtlasStore,
+    model: LoadedModel,
+    cells: derived.CellLevel,
+    seen: _Seen,
+    figures: dict[str, Path],
+    grid: tuple[int, int],
+    icon_px: int,
+) -> Path | None:
+    """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
+    (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
+    from stages.tiles.export import update_index
+    from stages.tiles.source import AtlasSource
+
+    atlas = Path(config.data.atlas)
+    if not (atlas / "atlases.json").exists():
+        log.warning("explain.page: %s holds no exported atlas (run `atlas tiles`); no HTML page written", atlas)
+        return None
+    slug = html_page.page_slug(image)
+    folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
+    content = _page_content(image, model, cells, seen, figures, grid)
     page = html_page.write_page(atlas / folder_id, content, mosaic_px=grid[1] * icon_px)
     entry = AtlasSource(
         id=folder_id,
@@ -487,8 +527,9 @@ def _no_levels(*_args: object) -> None:
     raise RuntimeError("an explain entry of atlases.json has no levels")
 
 
-def run_without_store(config: Config, image: str | Path, device: torch.device) -> layers_view.LayersResult:
+def run_layers(config: ExplainSection, ctx: StageContext) -> layers_view.LayersResult:
     """``atlas explain IMAGE --layers ...`` when ``data.store`` holds no store: the layer figures only."""
-    photo = load_photo(image, config)
-    model = load_model(config.model, device)
-    return layers_view.run(config, photo, model, device, config.explain.out, image_name=Path(image).name)
+    device = ctx.device_for(config.explain.device)
+    photo = load_photo(config.image, config)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
+    return layers_view.run(config, photo, model, device, config.explain.out, image_name=Path(config.image).name)

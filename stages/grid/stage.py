@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from stages.config import Config, GridConfig
+from stages.config import GridConfig
+from stages.context import StageContext
 from stages.grid import binning
 from stages.grid.whitening import SecondMoment, absolute_ridge, whitening_matrix
 from store import derived
@@ -193,16 +194,43 @@ def level_in_memory(
     return _finish_level(totals, lay, cfg, class_names)
 
 
-def run(
-    config: Config, store: RowStore, progress: Progress | None = None, whitening: derived.Whitening | None = None
-) -> GridResult:
-    """Bin the store's layout at every ``grid.levels`` level and write cells + whitening.
+def _write(
+    store: RowStore,
+    whitening: derived.Whitening,
+    cell_levels: list[derived.CellLevel],
+    layout: derived.Layout,
+    cfg: GridConfig,
+) -> None:
+    """The whitening and the grid, in that order (see :func:`run`), and a log line per level."""
+    derived.write_whitening(store, whitening)
+    derived.write_grid(
+        store,
+        cell_levels,
+        attrs={
+            "layout_id": layout.layout_id,
+            "params": cfg.model_dump(mode="json"),
+            "mean_attribution": "top-k approximation: classes outside a member's top-k count as 0",
+        },
+    )
+    for lv in cell_levels:
+        log.info(
+            "level %d: %d cells kept (count > %d) holding %d of %d rows",
+            lv.n,
+            len(lv),
+            cfg.min_count,
+            lv.info.n_rows_kept,
+            len(layout.rows),
+        )
 
-    ``whitening`` replaces the one computed from the store's own rows (a class atlas whitens with
+
+def run(cfg: GridConfig, ctx: StageContext) -> GridResult:
+    """Bin ``ctx.store``'s layout at every ``grid.levels`` level and write cells + whitening.
+
+    ``ctx.whitening`` replaces the one computed from the store's own rows (a class atlas whitens with
     the whole store's): it is written in the same step, so an interrupted run never leaves a
     complete-looking whitening that a rerun would replace.
     """
-    cfg = config.grid
+    store, progress, whitening = ctx.require_store("grid"), ctx.done_of_total(), ctx.whitening
     where = str(getattr(store, "path", "(in memory)"))
     t0 = time.perf_counter()
     levels = _check_levels(cfg)
@@ -230,35 +258,14 @@ def run(
     seconds["finish"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    derived.write_whitening(
-        store,
-        whitening
-        or derived.Whitening(
-            matrix=s,
-            second_moment=second_moment,
-            attrs={"ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id},
-        ),
+    own = derived.Whitening(
+        matrix=s,
+        second_moment=second_moment,
+        attrs={"ridge": cfg.ridge, "absolute_ridge": ridge_abs, "n": moment.n, "layout_id": layout.layout_id},
     )
-    derived.write_grid(
-        store,
-        cell_levels,
-        attrs={
-            "layout_id": layout.layout_id,
-            "params": cfg.model_dump(mode="json"),
-            "mean_attribution": "top-k approximation: classes outside a member's top-k count as 0",
-        },
-    )
+    _write(store, whitening or own, cell_levels, layout, cfg)
     seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
-    for lv in cell_levels:
-        log.info(
-            "level %d: %d cells kept (count > %d) holding %d of %d rows",
-            lv.n,
-            len(lv),
-            cfg.min_count,
-            lv.info.n_rows_kept,
-            len(layout.rows),
-        )
     log.info("grid done in %.1f s: %s", seconds["total"], {k: round(v, 1) for k, v in seconds.items()})
     return GridResult(
         levels=levels,

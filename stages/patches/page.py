@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from stages.config import Config
+from stages.sections import PatchesSection
 from store.atlas_store import AtlasStore
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ With so few test photos the intervals are wide: this shows what the atlas propos
 
 
 def write_page(
-    config: Config,
+    config: PatchesSection,
     store: AtlasStore,
     d: Direction,
     comp: Comparison,

@@ -264,6 +264,28 @@ class ProtocolResult:
         return pooled([o for o in self.controls if o.patch.kind == "noise"], which).rate
 
 
+def _kept_rank_test(
+    clean: NDArray[np.float64], a: int, rank_count: int, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """The photos classified ``a`` beforehand, split into those that rank the candidates and those measured."""
+    kept = np.flatnonzero(clean.argmax(axis=1) == a).astype(np.int64)
+    if len(kept) < 2:
+        raise ValueError(
+            f"{len(kept)} of {len(clean)} photos are classified as class {a} beforehand; "
+            "the protocol needs at least 2 (1 to rank the candidates, 1 to measure)"
+        )
+    r_local, t_local = split_photos(len(kept), min(rank_count, len(kept) - 1), seed)
+    return kept, kept[r_local], kept[t_local]
+
+
+def _controls_used(controls: Sequence[Patch], test_ids: set[str], per_kind: int) -> list[Patch]:
+    """The first ``per_kind`` controls of each kind not cut from a test photo."""
+    picked: list[Patch] = []
+    for kind in ("noise", "random_cell"):
+        picked += [c for c in controls if c.kind == kind and (c.source is None or c.source not in test_ids)][:per_kind]
+    return picked
+
+
 def run_protocol(
     classify: Classify,
     photos: NDArray[np.float32],
@@ -285,14 +307,7 @@ def run_protocol(
     """Steps 1-5 of the module docstring. ``photo_ids`` name the photos so that a candidate or control cut
     from a test photo (``Patch.source``) is left out; controls beyond ``controls_per_kind`` of a kind are unused."""
     clean = classify_all(classify, photos, batch_size, progress)
-    kept = np.flatnonzero(clean.argmax(axis=1) == a).astype(np.int64)
-    if len(kept) < 2:
-        raise ValueError(
-            f"{len(kept)} of {len(photos)} photos are classified as class {a} beforehand; "
-            "the protocol needs at least 2 (1 to rank the candidates, 1 to measure)"
-        )
-    r_local, t_local = split_photos(len(kept), min(rank_count, len(kept) - 1), seed)
-    rank, test = kept[r_local], kept[t_local]
+    kept, rank, test = _kept_rank_test(clean, a, rank_count, seed)
     ids = list(photo_ids) if photo_ids is not None else [str(i) for i in range(len(photos))]
     test_ids = {ids[i] for i in test}
     usable = [k for k, p in enumerate(candidates) if p.source is None or p.source not in test_ids]
@@ -308,22 +323,11 @@ def run_protocol(
     test_photos, clean_pb = photos[test], clean[test, b]
 
     def measure(patch: Patch, score: float | None = None) -> Outcome:
-        return Outcome(
-            patch,
-            where,
-            s,
-            patched(classify, test_photos, patch, where, a, b, batch_size, progress),
-            clean_pb,
-            b,
-            score,
-        )
+        after = patched(classify, test_photos, patch, where, a, b, batch_size, progress)
+        return Outcome(patch, where, s, after, clean_pb, b, score)
 
     outcomes = [measure(candidates[k], float(scores[k])) for k in chosen]
-    picked: list[Patch] = []
-    for kind in ("noise", "random_cell"):
-        picked += [c for c in controls if c.kind == kind and (c.source is None or c.source not in test_ids)][
-            :controls_per_kind
-        ]
+    picked = _controls_used(controls, test_ids, controls_per_kind)
     return ProtocolResult(
         a=a,
         b=b,

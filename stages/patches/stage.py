@@ -28,7 +28,8 @@ import torch
 from numpy.typing import NDArray
 
 from stages.classes.select import resolve_class
-from stages.config import Config
+from stages.config import PatchesConfig
+from stages.context import StageContext
 from stages.model.registry import LoadedModel, load_model
 from stages.patches import candidates as cands
 from stages.patches.geometry import CORNERS, Placement
@@ -43,6 +44,7 @@ from stages.patches.protocol import (
     uniform_noise,
     works,
 )
+from stages.sections import PatchesSection
 from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 
@@ -88,7 +90,7 @@ def model_classifier(model: LoadedModel, device: torch.device) -> Callable[[NDAr
     return classify
 
 
-def directions(config: Config, pair: list[str] | None, class_names: list[str]) -> list[tuple[int, int]]:
+def directions(config: PatchesSection, pair: list[str] | None, class_names: list[str]) -> list[tuple[int, int]]:
     """``[(A, B)]``: the pair given, else both directions of every ``compare.pairs`` pair."""
     if pair:
         if len(pair) != 2:
@@ -114,7 +116,7 @@ def directions(config: Config, pair: list[str] | None, class_names: list[str]) -
     return out
 
 
-def controls_of(comp: cands.Comparison, config: Config) -> list[Patch]:
+def controls_of(comp: cands.Comparison, config: PatchesSection) -> list[Patch]:
     """``patches.controls`` uniform-noise patches and random-cell crops (a few spare)."""
     cfg = config.patches
     noise = [
@@ -124,22 +126,11 @@ def controls_of(comp: cands.Comparison, config: Config) -> list[Patch]:
     return noise + cands.random_cell_controls(comp, cfg.controls, cfg.crop_px, cfg.field, cfg.seed)
 
 
-def run(
-    config: Config,
-    device: torch.device,
-    pair: list[str] | None = None,
-    *,
-    store: AtlasStore,
-    model: LoadedModel | None = None,
-    progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
-) -> PatchesResult:
-    """Every direction; ``on_total(images)`` once per direction when its image count is known, ``progress(n)``."""
-    t0 = time.perf_counter()
-    cfg = config.patches
-    names = store.class_names
-    todo = directions(config, pair, names)
-    comparisons = [cands.open_comparison(store, a, b, config.compare.pairs) for a, b in todo]  # all checked first
+def _photo_lists(
+    config: PatchesSection, store: AtlasStore, todo: list[tuple[int, int]]
+) -> list[tuple[list[Path], str]]:
+    """Each direction's photos of A (``patches.photos``, else the store's) and where they came from."""
+    cfg, names = config.patches, store.class_names
     photo_lists = []
     for a, _ in todo:
         if cfg.photos is not None:
@@ -152,69 +143,114 @@ def run(
                     f"pass a folder of photos of it with --photos DIR"
                 )
             photo_lists.append((found, f"the store's photos labelled or predicted {names[a]!r}"))
-    model = model if model is not None else load_model(config.model, device)
+    return photo_lists
+
+
+def _measure(
+    cfg: PatchesConfig,
+    classify: Callable,
+    arrays: Any,
+    ab: tuple[int, int],
+    candidates: list[Patch],
+    controls: list[Patch],
+    photo_ids: list[Any],
+    progress: Callable[[int], None] | None,
+) -> Any:
+    """The protocol (rank, then measure every kept candidate and control at every placement) for A -> B."""
+    return run_protocol(
+        classify,
+        arrays,
+        ab[0],
+        ab[1],
+        candidates,
+        controls,
+        photo_ids=photo_ids,
+        rank_count=cfg.rank_photos,
+        keep=cfg.keep,
+        sizes=cfg.sizes,
+        static=Placement(cfg.static_corner, cfg.static_size),
+        controls_per_kind=cfg.controls,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=progress,
+    )
+
+
+def _direction(
+    config: PatchesSection,
+    store: AtlasStore,
+    ab: tuple[int, int],
+    comp: cands.Comparison,
+    photos: tuple[list[Path], str],
+    model: LoadedModel,
+    classify: Callable,
+    ctx: StageContext,
+) -> Direction:
+    """One direction A -> B: candidates and controls measured on the photos, its figure and page."""
+    cfg, names, (a, b), (paths, origin) = config.patches, store.class_names, ab, photos
+    t1 = time.perf_counter()
+    paths, arrays = load_photos(paths, model.image_size)
+    if len(arrays) == 0:
+        raise AtlasError(f"{origin}: none of the photos can be opened")
+    candidates = cands.candidates(comp, cfg.cells, cfg.examples, cfg.crop_px, cfg.field)
+    if not candidates:
+        raise AtlasError(f"comparison atlas {comp.atlas_id}: no cell lies on {names[b]!r}'s side")
+    controls = controls_of(comp, config)
+    n_where = len(set(cfg.sizes) | {cfg.static_size}) * len(CORNERS)
+    if ctx.on_atlas is not None:
+        ctx.on_atlas(
+            f"{names[a]} -> {names[b]}",
+            len(arrays)
+            + len(candidates) * min(cfg.rank_photos, len(arrays)) * 4
+            + (min(cfg.keep, len(candidates)) + 2 * cfg.controls) * len(arrays) * n_where,
+        )
+    try:
+        result = _measure(cfg, classify, arrays, ab, candidates, controls, [same_file(p) for p in paths], ctx.progress)
+    except ValueError as exc:
+        raise AtlasError(f"{origin}: {exc} ({names[a]!r})") from None
+    d = Direction(
+        a=(a, names[a]),
+        b=(b, names[b]),
+        atlas_id=comp.atlas_id,
+        photo_paths=paths,
+        photos_from=origin,
+        result=result,
+        seconds=time.perf_counter() - t1,
+    )
+    d.figure = figure_path(Path(cfg.out), d)
+    from stages.patches.figure import draw_figure
+
+    draw_figure(d, arrays, comp, d.figure)
+    if cfg.page:
+        from stages.patches.page import write_page
+
+        d.page = write_page(
+            config, store, d, comp, slug=direction_slug(d), report=direction_report(d), published=PUBLISHED
+        )
+    return d
+
+
+def run(config: PatchesSection, ctx: StageContext) -> PatchesResult:
+    """Every direction of ``config.pair`` (else of ``compare.pairs``) on ``ctx.store``'s comparison atlases.
+
+    ``ctx.on_atlas("A -> B", images)`` once per direction when its image count is known, ``ctx.progress(n)``
+    as images are classified; ``ctx.device`` else ``patches.device``.
+    """
+    t0 = time.perf_counter()
+    cfg, store = config.patches, ctx.require_store("patches")
+    device = ctx.device_for(cfg.device)
+    names = store.class_names
+    todo = directions(config, config.pair, names)
+    comparisons = [cands.open_comparison(store, a, b, config.compare.pairs) for a, b in todo]  # all checked first
+    photo_lists = _photo_lists(config, store, todo)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
     if model.class_names != names:
         raise AtlasError(f"model {model.name} has other classes than the store {store.path}; use the store's model")
     classify = model_classifier(model, device)
-    out: list[Direction] = []
-    for (a, b), comp, (paths, origin) in zip(todo, comparisons, photo_lists):
-        t1 = time.perf_counter()
-        paths, arrays = load_photos(paths, model.image_size)
-        if len(arrays) == 0:
-            raise AtlasError(f"{origin}: none of the photos can be opened")
-        candidates = cands.candidates(comp, cfg.cells, cfg.examples, cfg.crop_px, cfg.field)
-        if not candidates:
-            raise AtlasError(f"comparison atlas {comp.atlas_id}: no cell lies on {names[b]!r}'s side")
-        controls = controls_of(comp, config)
-        n_where = len(set(cfg.sizes) | {cfg.static_size}) * len(CORNERS)
-        if on_total is not None:
-            on_total(
-                len(arrays)
-                + len(candidates) * min(cfg.rank_photos, len(arrays)) * 4
-                + (min(cfg.keep, len(candidates)) + 2 * cfg.controls) * len(arrays) * n_where
-            )
-        try:
-            result = run_protocol(
-                classify,
-                arrays,
-                a,
-                b,
-                candidates,
-                controls,
-                photo_ids=[same_file(p) for p in paths],
-                rank_count=cfg.rank_photos,
-                keep=cfg.keep,
-                sizes=cfg.sizes,
-                static=Placement(cfg.static_corner, cfg.static_size),
-                controls_per_kind=cfg.controls,
-                batch_size=cfg.batch_size,
-                seed=cfg.seed,
-                progress=progress,
-            )
-        except ValueError as exc:
-            raise AtlasError(f"{origin}: {exc} ({names[a]!r})") from None
-        out.append(
-            Direction(
-                a=(a, names[a]),
-                b=(b, names[b]),
-                atlas_id=comp.atlas_id,
-                photo_paths=paths,
-                photos_from=origin,
-                result=result,
-                seconds=time.perf_counter() - t1,
-            )
-        )
-        d = out[-1]
-        d.figure = figure_path(Path(cfg.out), d)
-        from stages.patches.figure import draw_figure
-
-        draw_figure(d, arrays, comp, d.figure)
-        if cfg.page:
-            from stages.patches.page import write_page
-
-            d.page = write_page(
-                config, store, d, comp, slug=direction_slug(d), report=direction_report(d), published=PUBLISHED
-            )
+    out = [
+        _direction(config, store, ab, comp, photos, model, classify, ctx)
+        for ab, comp, photos in zip(todo, comparisons, photo_lists)
+    ]
     result_all = PatchesResult(directions=out, out=Path(cfg.out), seconds=time.perf_counter() - t0)
     write_report(result_all, config)
     return result_all
@@ -323,7 +359,7 @@ def direction_report(d: Direction) -> dict[str, Any]:
     }
 
 
-def write_report(result: PatchesResult, config: Config) -> None:
+def write_report(result: PatchesResult, config: PatchesSection) -> None:
     data = {
         "experiment": "human-designed adversarial patches found on a class-comparison atlas (Carter et al. 2019)",
         "model": config.model.name,

@@ -30,11 +30,13 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from stages.config import Config, ReduceConfig
+from stages.config import ReduceConfig
+from stages.context import StageContext
 from stages.reduce.layout_math import normalize_layout
 from stages.reduce.reducers import FeatureMap, fit_embedding, linear_2d, nearest_fitted, place
 from store import derived
@@ -151,9 +153,28 @@ def _fit_reducer(
     return fitted_embedding, lambda x: place(index, x, fitted_embedding), f"nearest fitted row ({type(index).__name__})"
 
 
-def run(config: Config, store: RowStore, progress: Progress | None = None) -> LayoutResult:
-    """Lay out every valid row of ``store`` in 2-D and write it with :func:`store.derived.write_layout`."""
-    cfg = config.reduce
+def _layout_attrs(
+    cfg: ReduceConfig, n_fit: int, n_rows: int, features: FeatureMap, placement: str, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """What the layout group records about how it was made."""
+    return {
+        "method": cfg.method,
+        "params": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "deterministic": cfg.deterministic,
+        "versions": library_versions(),
+        "n_fit": int(n_fit),
+        "n_placed": int(n_rows - n_fit),
+        "feature_dims": features.out_dims,
+        "feature_energy": features.kept_energy_,
+        "placement": placement,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+
+
+def run(cfg: ReduceConfig, ctx: StageContext) -> LayoutResult:
+    """Lay out every valid row of ``ctx.store`` in 2-D and write it with :func:`store.derived.write_layout`."""
+    store, progress = ctx.require_store("reduce"), ctx.done_of_total()
     where = str(getattr(store, "path", "(in memory)"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -190,19 +211,7 @@ def run(config: Config, store: RowStore, progress: Progress | None = None) -> La
 
     layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
     seconds["total"] = time.perf_counter() - t0
-    attrs = {
-        "method": cfg.method,
-        "params": cfg.model_dump(mode="json"),
-        "seed": cfg.seed,
-        "deterministic": cfg.deterministic,
-        "versions": library_versions(),
-        "n_fit": int(len(fit_rows)),
-        "n_placed": int(len(rows) - len(fit_rows)),
-        "feature_dims": features.out_dims,
-        "feature_energy": features.kept_energy_,
-        "placement": placement,
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-    }
+    attrs = _layout_attrs(cfg, len(fit_rows), len(rows), features, placement, seconds)
     layout_id = derived.write_layout(
         store, derived.Layout(rows=rows, layout=layout, embedding=embedding, fitted=fitted, attrs=attrs)
     )

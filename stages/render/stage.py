@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from stages.config import Config, RenderConfig
+from stages.config import RenderConfig
+from stages.context import StageContext
 from stages.featurevis import AtlasDirection, FourierImage, layer_forward, render, spatial
 from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
 from stages.featurevis.maco import MacoImage
 from stages.featurevis.param import ImageParam
 from stages.model.registry import LoadedModel, load_model
+from stages.sections import RenderSection
 from store import derived
 from store.errors import AtlasError
 from store.icons import IconsSpec, IconStore
@@ -78,25 +79,18 @@ class RenderSummary:
         return self.icons_run / self.seconds if self.seconds > 0 else 0.0
 
 
-def run(
-    config: Config,
-    store: RowStore,
-    device: torch.device,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
-    shard: tuple[int, int] = (0, 1),
-    *,
-    model: LoadedModel | None = None,
-) -> RenderSummary:
-    """Render the pending batches of shard ``i/n`` of every level in ``render.levels``.
+def run(config: RenderSection, ctx: StageContext) -> RenderSummary:
+    """Render the pending batches of shard ``ctx.shard`` (``i/n``) of every level in ``render.levels``.
 
-    ``on_start(total)`` is called once with the icons this run will render, ``progress(k)``
-    after each batch with the ``k`` icons it finished. ``model`` skips reloading the classifier
-    (it must be ``load_model(config.model, device)``'s equal).
+    ``ctx.on_start(total)`` is called once with the icons this run will render, ``ctx.progress(k)``
+    after each batch with the ``k`` icons it finished. ``ctx.model`` skips reloading the classifier
+    (it must be ``load_model(config.model, device)``'s equal); ``ctx.device`` else ``render.device``.
     """
+    store, shard, progress, on_start = ctx.require_store("render"), ctx.shard, ctx.progress, ctx.on_start
+    device = ctx.model.device if ctx.device is None and ctx.model is not None else ctx.device_for(config.render.device)
     t0 = time.perf_counter()
     r = config.render
-    model = model if model is not None else load_model(config.model, device)
+    model = ctx.model if ctx.model is not None else load_model(config.model, device)
     _check_model(store, model)
     cells = {n: derived.read_level(store, n, with_attribution=False) for n in _levels(r, store)}
     whitening = torch.as_tensor(derived.read_whitening(store).matrix, dtype=torch.float32) if r.whiten else None

@@ -55,6 +55,7 @@ from stages.tiles.pyramid import compose_canvas, write_dzi
 from stages.tiles.source import AtlasSource
 from stages.tiles.viewer_assets import install_viewer
 from store.atomic import remove_tree
+from store.derived import CellLevel
 from store.errors import storage_error
 from store.records import fingerprint
 from store.shards import shard_blocks
@@ -238,6 +239,56 @@ def _staged(staging: Path, n: int, level_fp: str) -> dict[str, Any] | None:
     return info if info.get("fingerprint") == level_fp else None
 
 
+def _files_to_write(source: AtlasSource, cells: dict[int, CellLevel], cfg: TilesConfig, with_examples: bool) -> int:
+    """The tiles and example thumbnails of the levels in ``cells`` (the progress bar's total)."""
+    return sum(
+        DziGeometry(n * source.icon_px, n * source.icon_px, cfg.tile_size, cfg.overlap).n_tiles()
+        + (len(cells[n]) * cfg.examples if with_examples else 0)
+        for n in cells
+    )
+
+
+def _assemble_when_complete(
+    source: AtlasSource,
+    out: Path,
+    staging: Path,
+    cfg: TilesConfig,
+    level_fps: dict[int, str],
+    atlas_fp: str,
+) -> list[int]:
+    """Assemble the atlas when every level is staged (the last shard does); the levels still missing."""
+    state = _state_path(out, source)
+    with integrity.atlas_lock(staging):
+        if (
+            (out / source.path / "manifest.json").exists()
+            and state.exists()
+            and json.loads(state.read_text()) == atlas_fp
+        ):
+            missing = []  # another run assembled these same inputs meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            missing = [n for n in source.levels if _staged(staging, n, level_fps[n]) is None]
+        if missing:
+            log.info(
+                "atlas %s: levels %s are not staged yet (other shards); the last shard assembles it", source.id, missing
+            )
+        elif staging.exists():
+            state.unlink(missing_ok=True)
+            _assemble(source, out, staging, cfg)
+            integrity.write_state(state, atlas_fp)
+    return missing
+
+
+def _up_to_date(source: AtlasSource, out: Path, mine: list[int]) -> ExportResult:
+    """Nothing to write: the atlas in place was made from the same inputs (listed and viewer installed again)."""
+    log.info("atlas %s in %s is up to date (same icons, grid and tiles parameters)", source.id, out)
+    update_index(out, source)
+    install_viewer(out)
+    return ExportResult(
+        atlas_dir=out / source.path, levels_written=[], levels_reused=mine, tiles=0, examples=0, assembled=True
+    )
+
+
 def export_atlas(
     source: AtlasSource,
     out_dir: str | Path,
@@ -262,25 +313,14 @@ def export_atlas(
     state = _state_path(out, source)
     atlas_fp = fingerprint({"levels": level_fps, "minimap": [cfg.layout_points, cfg.seed], "title": source.title})
     if (out / source.path / "manifest.json").exists() and state.exists() and json.loads(state.read_text()) == atlas_fp:
-        log.info("atlas %s in %s is up to date (same icons, grid and tiles parameters)", source.id, out)
-        update_index(out, source)
-        install_viewer(out)
-        return ExportResult(
-            atlas_dir=out / source.path, levels_written=[], levels_reused=mine, tiles=0, examples=0, assembled=True
-        )
+        return _up_to_date(source, out, mine)
     staging.mkdir(parents=True, exist_ok=True)
     todo = [n for n in mine if _staged(staging, n, level_fps[n]) is None]
     reused = [n for n in mine if n not in todo]
     cells = {n: source.cell_level(n) for n in todo}
     with_examples = bool(cfg.examples) and source.store is not None
     if on_start is not None:
-        on_start(
-            sum(
-                DziGeometry(n * source.icon_px, n * source.icon_px, cfg.tile_size, cfg.overlap).n_tiles()
-                + (len(cells[n]) * cfg.examples if with_examples else 0)
-                for n in todo
-            )
-        )
+        on_start(_files_to_write(source, cells, cfg, with_examples))
     picks = {}
     if todo and with_examples:
         picks = examples_mod.nearest_rows(
@@ -297,24 +337,7 @@ def export_atlas(
     except BaseException as exc:
         integrity.drop_private(staging, todo)
         raise (storage_error(exc, out) if isinstance(exc, OSError) else exc) from None
-    with integrity.atlas_lock(staging):
-        if (
-            (out / source.path / "manifest.json").exists()
-            and state.exists()
-            and json.loads(state.read_text()) == atlas_fp
-        ):
-            missing = []  # another run assembled these same inputs meanwhile
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            missing = [n for n in source.levels if _staged(staging, n, level_fps[n]) is None]
-        if missing:
-            log.info(
-                "atlas %s: levels %s are not staged yet (other shards); the last shard assembles it", source.id, missing
-            )
-        elif staging.exists():
-            state.unlink(missing_ok=True)
-            _assemble(source, out, staging, cfg)
-            integrity.write_state(state, atlas_fp)
+    missing = _assemble_when_complete(source, out, staging, cfg, level_fps, atlas_fp)
     return ExportResult(
         atlas_dir=out / source.path,
         levels_written=todo,

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.config import Config
+from stages.context import StageContext
+from stages.sections import TilesSection
 from stages.tiles.export import ExportResult, export_atlas
 from stages.tiles.source import AtlasSource
-from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +38,19 @@ class TilesSummary:
     seconds: float
 
 
-def run(
-    config: Config,
-    store: RowStore,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
-    shard: tuple[int, int] = (0, 1),
-) -> TilesSummary:
-    """Export the main atlas of ``store`` into ``config.data.atlas``.
+def run(config: TilesSection, ctx: StageContext) -> TilesSummary:
+    """Export the main atlas of ``ctx.store`` into ``config.data.atlas``.
 
-    ``on_start(total)`` is called once with the tiles + example thumbnails this run writes,
-    ``progress(k)`` as they are written (like :func:`stages.render.stage.run`). With ``shard`` ``i/n``
-    only a slice of the levels is written; the shard that completes the set assembles the atlas.
+    ``ctx.on_start(total)`` is called once with the tiles + example thumbnails this run writes,
+    ``ctx.progress(k)`` as they are written (like :func:`stages.render.stage.run`). With ``ctx.shard``
+    ``i/n`` only a slice of the levels is written; the shard that completes the set assembles the atlas.
     """
+    store, shard = ctx.require_store("tiles"), ctx.shard
     t0 = time.perf_counter()
     source = AtlasSource.from_store(store, config.tiles.levels)
     out = Path(config.data.atlas)
     log.info("exporting levels %s of %s into %s (shard %d/%d)", source.levels, store.path, out, *shard)
-    result = export_atlas(source, out, config.tiles, shard=shard, progress=progress, on_start=on_start)
+    result = export_atlas(source, out, config.tiles, shard=shard, progress=ctx.progress, on_start=ctx.on_start)
     return TilesSummary(
         atlas=out, index_html=out / "index.html", result=result, levels=source.levels, seconds=time.perf_counter() - t0
     )

@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.config import Config
+from stages.context import StageContext
+from stages.sections import VerifySection
 from store.atomic import leftover
 from store.errors import AtlasError
 from store.files import check_manifest, read_manifest
@@ -56,12 +57,12 @@ class VerifyResult:
         return self.report.ok
 
 
-def run(config: Config, repair: bool = False) -> VerifyResult:
+def run(config: VerifySection, ctx: StageContext) -> VerifyResult:
     """Verify ``data.store`` and everything derived from it, and the export folder ``data.atlas``."""
     report = verify_store(config.data.store)
     verify_export(Path(config.data.atlas), Path(config.data.store), report)
     result = VerifyResult(report)
-    if repair:
+    if config.repair:
         result.repaired = apply_repairs(report.problems)
     result.commands = next_commands(report.damage)
     for problem in report.problems:

@@ -1,6 +1,7 @@
-"""Render one unit of the configured model to a PNG: a channel, a neuron, a class or a direction.
+"""The `atlas render-unit` targets (channel, neuron, class, direction): parsed and rendered to a PNG.
 
-The ``atlas render-unit`` command. Targets (on ``model.layer`` unless they name a class):
+Used by the `atlas render-unit` command (pipeline/commands/tools.py) and the Python API
+(pipeline/api, which parses targets the same way). Targets (on ``model.layer`` unless they name a class):
 
 - ``channel:N``          mean of channel N over space (lucid ``objectives.channel``)
 - ``neuron:N[:y:x]``     channel N at (y, x), default the centre cell (lucid ``objectives.neuron``)
