@@ -256,11 +256,11 @@ def test_param_maco_renders_phase_only_icons_and_a_new_param_rerenders(
     cfg.render.levels = [2]
     assert isinstance(render.image_param(cfg.render, 3), FourierImage)  # the default: lucid's Fourier image
     store = tiny_atlas(tmp_path / "s.zarr", mobilenet)
-    render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     fourier = IconStore.open(store.derived_path("icons")).read_level(2).icons
     cfg.render.param = "maco"
     assert isinstance(render.image_param(cfg.render, 3), MacoImage)
-    render.run(cfg, store, torch.device("cpu"), model=mobilenet)
+    render.run(RenderSection.of(cfg), StageContext(store, device=torch.device("cpu"), model=mobilenet))
     icons = IconStore.open(store.derived_path("icons"))
     maco = icons.read_level(2)
     assert icons.group.attrs["params"]["param"] == "maco" and maco.done.all()
