@@ -199,10 +199,11 @@ def _fuse_jitters(transforms: Sequence[Transform]) -> list[Transform]:
     """
     out: list[Transform] = []
     for transform in transforms:
-        if isinstance(transform, Jitter) and out and isinstance(out[-1], (Jitter, _JitterRun)):
-            previous = out.pop()
-            ds = previous.ds if isinstance(previous, _JitterRun) else (previous.d,)
-            out.append(_JitterRun((*ds, transform.d)))
+        previous = out[-1] if out else None
+        if isinstance(transform, Jitter) and isinstance(previous, _JitterRun):
+            out[-1] = _JitterRun((*previous.ds, transform.d))
+        elif isinstance(transform, Jitter) and isinstance(previous, Jitter):
+            out[-1] = _JitterRun((previous.d, transform.d))
         else:
             out.append(transform)
     return out

@@ -63,10 +63,24 @@ def cache_dir(name: str = "inductor") -> Path | None:
     return None
 
 
+def _user_choice() -> str | None:
+    """``$TORCHINDUCTOR_CACHE_DIR`` as the user set it: not inductor's own default, which inductor writes into
+    the variable the first time it looks for its folder (any ``torch._dynamo`` / ``torch._inductor`` use)."""
+    value = os.environ.get(ENV)
+    if not value:
+        return None
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: trust the variable
+        return value
+    return None if value == default_cache_dir() else value
+
+
 def configure() -> Path | None:
     """Point inductor's on-disk cache at the project's folder (the user's ``$TORCHINDUCTOR_CACHE_DIR`` wins)."""
-    if os.environ.get(ENV):
-        return Path(os.environ[ENV]).expanduser()
+    user = _user_choice()
+    if user:
+        return Path(user).expanduser()
     folder = cache_dir()
     if folder is None:
         log.warning("compile cache: no writable cache folder (set %s); inductor uses its default", ENV)
