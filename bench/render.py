@@ -1,32 +1,33 @@
-"""Benchmark the render engine against torch-lucent on the same directions, model and CPU.
+"""Benchmark the render engine: its floor, its switches, its previous version and torch-lucent, in one run.
 
     python bench/render.py [--store data/store.zarr] [--level 20] [--icons 32] [--steps 128] [--size 80]
-                           [--threads 1] [--repeat 2]
+                           [--threads 1] [--repeat 2] [--lucent-icons 4] [--baseline REV] [--no-compile]
     python bench/render.py --smoke --store STORE --out /tmp/render.json     # seconds; what CI runs
 
 The model, weights and layer are the store's own (``attrs["model"]``, what ``collect`` recorded),
-so the directions and the network always agree. Rows of the table (same classifier and layer, the
-same real cell directions, same icon size and steps, one process, ``--threads`` intra-op threads):
+so the directions and the network always agree. What it measures (docs/render.md, "How close to
+the floor"), all in CPU-seconds of this process (with one thread, the time of an otherwise idle
+core: on a machine shared with other jobs the steadier figure), interleaved over ``--repeat`` rounds:
 
-- ``lucent``: ``lucent.optvis.render.render_vis`` with ``objectives.direction_neuron`` (cos-sim of
-  the centre activation with the direction), one icon at a time, its standard transforms,
-  ``fixed_image_size`` = the icon size (no upsampling to 224).
-- ``engine, cos-sim objective``: this project's batched engine (all icons in one batch, BatchNorm
-  folded, as the render stage runs it) maximising lucent's objective (cos-sim at the centre):
-  the like-for-like speed comparison at an identical objective.
-- ``engine, atlas objective (raw cosine)``: the render stage's default, whitened ``dot`` times the
-  true cosine with the raw direction to the 4th (``render.cosine: raw``).
-- ``engine, atlas objective (lucid cosine)``: the objective of lucid's activation-atlas notebook,
-  ``dot * (dot / |h|)^4`` with the whitened dot in both places (``render.cosine: lucid``;
-  docs/method.md §5).
+- **the floor (a)**: the network cut at the layer, bare forward + input-gradient backward per
+  image-step, with every switch on and off (hooks instead of the cut, channels_last, CPU bfloat16
+  autocast, torch.compile with its first-call time; inductor's disk cache is the project's);
+- **(b)**: a whole render's CPU time per image-step, and (a)/(b);
+- **outside (a)**: ``torch.profiler`` self time per op in plain render steps minus in floor passes;
+- what ``render.tune: auto`` would choose here (threads x batch, every candidate's rate);
+- whole renders of the same real cell directions (same icon size and steps): ``lucent``
+  (``render_vis`` with ``direction_neuron``, one icon at a time on its own copy of the model, its
+  standard transforms, ``fixed_image_size`` = the icon size; ``--lucent-icons`` of the directions);
+  the engine with lucent's objective (cos-sim at the centre, batched); the engine with the atlas
+  objective (``render.cosine: raw``) as of ``--baseline`` (the engine before the floor work, its
+  ``stages/featurevis`` imported from git as its own package), with today's defaults, and with
+  each switch.
 
 "cos-sim" is measured the same way for every row: the centre activation of the final uint8 icon
-(untransformed, at icon size) against the raw direction. Speed is reported as icons per wall
-second and per CPU-second of this process (with one thread, the icons/s of an otherwise idle core:
-on a machine shared with other jobs it is the steadier figure); ``--repeat N`` keeps the fastest of
-N runs of every row. Prints a table and writes ``--out``
-(default ``bench/results/render.json``). Needs ``pip install --no-deps torch-lucent==0.1.8
-kornia==0.4.1`` for the lucent row (skipped with a message otherwise).
+(untransformed, at icon size) against the raw direction. A row's rate is its best run (the JSON
+keeps every run: min and median). Prints tables and writes ``--out`` (default
+``bench/results/render.json``). Needs ``pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1``
+and ``decorator`` for the lucent row (skipped with a message otherwise).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def baseline_engine() -> Any:
             ).stdout
             (folder / name).write_text(text.replace("stages.featurevis", "featurevis_base"))
     sys.path.insert(0, str(folder.parent))
-    module = importlib.import_module("featurevis_base")
+    module: Any = importlib.import_module("featurevis_base")
     module.fold_batchnorm = importlib.import_module("featurevis_base.fold_bn").fold_batchnorm
     _BASELINE["module"] = module
     return module
