@@ -123,9 +123,14 @@ class Engine:
 
 def engine_row(
     engine: Engine, model: LoadedModel, objective: Callable[[Any], Objective], v: Tensor, steps: int, size: int
-) -> Row:
-    """A whole render of ``v``'s icons with ``engine``, timed from the model as loaded (BatchNorm folding included)."""
-    fv = baseline_engine() if engine.baseline else None
+) -> Row | None:
+    """A whole render of ``v``'s icons with ``engine``, timed from the model as loaded (BatchNorm folding included);
+    ``None`` (the row skipped) when the baseline revision cannot be read (no git, a shallow clone)."""
+    try:
+        fv = baseline_engine() if engine.baseline else None
+    except (OSError, subprocess.CalledProcessError) as exc:
+        log.warning("baseline row skipped: revision %s of stages/featurevis not readable (%s)", _BASELINE["rev"], exc)
+        return None
     t, c = time.perf_counter(), time.process_time()
     if fv is not None:
         module = fv.fold_batchnorm(model.module, model.layer, model.normalize)
