@@ -194,8 +194,8 @@ class _JitterRun:
 def _fuse_jitters(transforms: Sequence[Transform]) -> list[Transform]:
     """``transforms`` with every run of two or more jitters replaced by one :class:`_JitterRun`.
 
-    The reference chain's five crop-jitters were five gathers and five scatters per step, ~15% of a
-    render step on the CPU outside the network itself (bench/render.py's profile).
+    The reference chain's five crop-jitters were five gathers and five scatter-adds per step, ~18% of a
+    plain render step's profiled CPU time on the demo layer (batch 32, 80 px); fused, ~5%.
     """
     out: list[Transform] = []
     for transform in transforms:
