@@ -185,6 +185,22 @@ class RenderConfig(_Section):
         description="image parameterisation: lucid's Fourier image, or MACO's phase-only one with a natural "
         "magnitude spectrum (docs/render.md, 'Steps that count')",
     )
+    channels_last: bool = Field(
+        False, description="network weights and input in NHWC for the render (docs/render.md, 'How close to the floor')"
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the network cut at the layer (compiled once per shape, cached on disk across "
+        "processes; docs/render.md)",
+    )
+    cpu_bf16: bool = Field(
+        False, description="bfloat16 autocast on the CPU (needs native bf16, e.g. avx512_bf16/AMX; docs/render.md)"
+    )
+    tune: Literal["off", "auto"] = Field(
+        "off",
+        description="auto: measure once per device/model/layer/size the intra-op threads and sub-batch with the "
+        "most icons/s and use them (recorded in the render tune cache; docs/render.md)",
+    )
 
 
 class TilesConfig(_Section):

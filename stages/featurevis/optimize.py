@@ -73,6 +73,8 @@ def render(
     mixed_precision: bool = False,
     relu_redirect_steps: int = REDIRECT_STEPS,
     progress_callback: ProgressCallback | None = None,
+    fast_forward: Forward | None = None,
+    cpu_bf16: bool = False,
 ) -> RenderResult:
     """Optimise ``param``'s images so each maximises its own ``objective`` value.
 
@@ -85,11 +87,16 @@ def render(
     For the first ``relu_redirect_steps`` steps ReLU gradients are redirected as in lucid
     (:mod:`stages.featurevis.relu_grad`) so units that start switched off still get a gradient.
     ``progress_callback(done, total)`` is called after every step, over all attempts.
+    ``fast_forward`` (same contract as ``forward``, e.g. the compiled one of
+    :func:`stages.featurevis.speed.fast_layer_forward`) runs the steps after the redirected ones;
+    ``forward`` runs the rest. ``cpu_bf16`` runs the forward on the CPU under bfloat16 autocast
+    (worth it only on CPUs with native bfloat16 instructions; docs/render.md).
     """
     _check_args(steps, lr, attempts, relu_redirect_steps)
     device = torch.device(device)
     generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-    loop = _Loop(forward, objective, transforms, generator, _Autocast(device, mixed_precision), relu_redirect_steps)
+    amp = _Autocast(device, mixed_precision, cpu_bf16)
+    loop = _Loop(forward, fast_forward or forward, objective, transforms, generator, amp, relu_redirect_steps)
     started = time.perf_counter()
     kept: _Attempt | None = None
     kept_index = torch.zeros(0, dtype=torch.long)
@@ -132,6 +139,7 @@ class _Loop:
     """What stays fixed across attempts: the model, the objective, the randomness, precision."""
 
     forward: Forward
+    fast_forward: Forward  # the steps without the redirected ReLU gradient
     objective: Objective
     transforms: Transform | None
     generator: torch.Generator
@@ -166,8 +174,9 @@ class _Loop:
         if self.transforms is not None:
             images = self.transforms(images, self.generator)
         relu_mode = redirected_relu_grad() if redirect else contextlib.nullcontext()
+        forward = self.forward if redirect else self.fast_forward
         with relu_mode, self.amp.context():
-            return _values(self.objective, self.forward(images), images.shape[0])
+            return _values(self.objective, forward(images), images.shape[0])
 
 
 def _evaluate(forward: Forward, objective: Objective, image_fn: ImageFn, amp: _Autocast) -> Tensor:
@@ -216,14 +225,16 @@ def _check_args(steps: int, lr: float, attempts: int, relu_redirect_steps: int) 
 
 
 class _Autocast:
-    """CUDA autocast and, for float16, loss scaling; a no-op elsewhere or when disabled."""
+    """CUDA autocast and, for float16, loss scaling; CPU bfloat16 autocast when asked; else a no-op."""
 
-    def __init__(self, device: torch.device, enabled: bool) -> None:
+    def __init__(self, device: torch.device, enabled: bool, cpu_bf16: bool = False) -> None:
         self.enabled = enabled and device.type == "cuda"
         if enabled and not self.enabled:
             log.info("mixed_precision ignored on %s (CUDA only); rendering in float32", device)
         self.dtype = torch.float32
-        if self.enabled:
+        if cpu_bf16 and device.type == "cpu":
+            self.enabled, self.dtype = True, torch.bfloat16
+        elif self.enabled:
             # bfloat16 (Ampere and later) needs no loss scaling; older GPUs get float16 + scaler.
             bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
             self.dtype = torch.bfloat16 if bf16 else torch.float16

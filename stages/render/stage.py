@@ -14,8 +14,10 @@ sharded or whole CPU run gives bit-identical icons.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +31,9 @@ from stages.featurevis.fold_bn import fold_batchnorm
 from stages.featurevis.forward import Forward
 from stages.featurevis.maco import MacoImage
 from stages.featurevis.param import ImageParam
+from stages.featurevis.speed import Speed, fast_layer_forward
 from stages.model.registry import LoadedModel, load_model
+from stages.render import compile_cache, tune
 from stages.sections import RenderSection
 from store import derived
 from store.errors import AtlasError
@@ -113,7 +117,15 @@ def run(config: RenderSection, ctx: StageContext) -> RenderSummary:
     cap = _batch_cap(model, r, device)
     objectives, cossims = [], []
     module = fold_batchnorm(model.module, model.layer, model.normalize)  # same values, ~25% faster steps
-    with layer_forward(module, model.layer, normalize=model.normalize) as forward:
+    if r.compile:
+        compile_cache.configure()
+    threads = torch.get_num_threads()
+    speed = Speed(channels_last=r.channels_last, compile=r.compile)
+    with fast_layer_forward(module, model.layer, model.normalize, speed) as (forward, fast), _restore_threads(threads):
+        if r.tune == "auto" and pending:
+            choice = tune.tuned(forward, model.layer, r.size, cap, device, _tune_key(model, r))
+            torch.set_num_threads(choice.threads)
+            cap = min(cap, choice.batch)
         for n, b in pending:
             rows = icons.batch_range(n, b)
             directions = torch.as_tensor(cells[n].direction[rows.start : rows.stop], dtype=torch.float32)
@@ -126,6 +138,7 @@ def run(config: RenderSection, ctx: StageContext) -> RenderSummary:
                 device,
                 seeds=[batch_seed(r.seed, n, b, k) for k in range(-(-len(rows) // cap))],
                 cap=cap,
+                fast_forward=fast,
             )
             cossim = centre_cossim(forward, model.layer, images, directions, device)
             icons.write_batch(n, b, images, objective, cossim)
@@ -147,11 +160,13 @@ def render_batch(
     device: torch.device,
     seeds: list[int],
     cap: int,
+    fast_forward: Forward | None = None,
 ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
     """Icons ``uint8 [B, S, S, 3]`` and final objectives for ``directions [B, C]``.
 
-    Rendered in sub-batches of at most ``cap`` (the CUDA memory cap), sub-batch ``k`` seeded by
-    ``seeds[k]``; with no cap below the batch size there is one sub-batch.
+    Rendered in sub-batches of at most ``cap`` (the CUDA memory cap or the tuned batch), sub-batch
+    ``k`` seeded by ``seeds[k]``; with no cap below the batch size there is one sub-batch.
+    ``fast_forward`` (:func:`stages.featurevis.speed.fast_layer_forward`) runs the plain steps.
     """
     images, objective = [], []
     for k, start in enumerate(range(0, directions.shape[0], cap)):
@@ -166,6 +181,8 @@ def render_batch(
             device=device,
             seed=seeds[k],
             mixed_precision=r.mixed_precision,
+            cpu_bf16=r.cpu_bf16,
+            fast_forward=fast_forward,
         )
         images.append(result.images)
         objective.append(result.objective)
@@ -190,6 +207,22 @@ def centre_cossim(
         h = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
         cos = torch.nn.functional.cosine_similarity(h, directions.to(device).float(), dim=1, eps=1e-8)
     return cos.cpu().numpy().astype(np.float32)
+
+
+@contextlib.contextmanager
+def _restore_threads(threads: int) -> Iterator[None]:
+    """Give the process its intra-op thread count back however the block ends (``render.tune``)."""
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tune_key(model: LoadedModel, r: RenderConfig) -> str:
+    """What a tuned choice depends on besides the device and icon size."""
+    flags = f"channels_last={r.channels_last},cpu_bf16={r.cpu_bf16},mixed_precision={r.mixed_precision}"
+    sha = (model.weights_sha256 or "")[:12]
+    return f"{model.name}|{sha}|{model.layer}|{flags}"
 
 
 def batch_seed(seed: int, level: int, batch: int, part: int = 0) -> int:
