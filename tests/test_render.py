@@ -97,7 +97,7 @@ def tiny_atlas(path: Path, model: LoadedModel, scale: float = 1.0) -> AtlasStore
 
 def tiny_config(steps: int = 8, size: int = 32, batch_size: int = 2) -> Config:
     cfg = Config()
-    cfg.render.steps, cfg.render.size, cfg.render.batch_size = steps, size, batch_size
+    cfg.render.steps, cfg.render.size, cfg.render.batch_size, cfg.render.levels = steps, size, batch_size, None
     return cfg
 
 
@@ -186,7 +186,7 @@ _CHILD = textwrap.dedent("""
     from store.atlas_store import AtlasStore
     from tests.test_render import tiny_config
     torch.set_num_threads(1)
-    model = load_model(ModelConfig(), torch.device("cpu"))
+    model = load_model(ModelConfig(layer="features.13.conv.0"), torch.device("cpu"))
     store = AtlasStore.open({store!r})
     # held after each batch until the parent kills us (between batches)
     render.run(tiny_config(), store, torch.device("cpu"), progress=lambda k: time.sleep(600), model=model)
