@@ -97,6 +97,7 @@ def tiny_atlas(path: Path, model: LoadedModel, scale: float = 1.0) -> AtlasStore
 
 def tiny_config(steps: int = 8, size: int = 32, batch_size: int = 2) -> Config:
     cfg = Config()
+    cfg.model.layer = "features.13.conv.0"  # tiny_atlas's (a run without model= loads it from the config)
     cfg.render.steps, cfg.render.size, cfg.render.batch_size, cfg.render.levels = steps, size, batch_size, None
     return cfg
 
