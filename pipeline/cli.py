@@ -362,6 +362,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (AtlasError,) if featurevis is None else (AtlasError, featurevis.FeatureVisError)
 
 
+def _exit_code(exc: Exception) -> int:
+    """A user error's exit status: AtlasError and FeatureVisError both carry ``exit_code`` (2); the
+    engine's class is found at run time (see ``_user_errors``), so the type is read from the instance."""
+    code = getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -373,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command_function(args._command)(args)
     except _user_errors() as exc:
         print(f"atlas {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _exit_code(exc)
     except OSError as exc:  # a write the filesystem refused outside store/ (full, read-only): one line
         error = storage_error(exc, exc.filename or "a file")
         if not isinstance(error, AtlasError):

@@ -73,7 +73,7 @@ def _without_none(annotation: Any) -> tuple[Any, bool]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) < len(typing.get_args(annotation)):
-            union = typing.Union[tuple(args)]  # noqa: UP007 (a union built at run time from a tuple)
+            union: Any = typing.Union[tuple(args)]  # noqa: UP007 (a union built at run time from a tuple)
             return (args[0] if len(args) == 1 else union), True
     return annotation, False
 
@@ -176,11 +176,19 @@ def parse_override(text: str) -> tuple[str, Any]:
 # ------------------------------------------------------------------------- errors
 
 
+def _section_model(section: object) -> type[BaseModel] | None:
+    """The typed section ``section`` names (None: no such section)."""
+    annotation = (
+        Config.model_fields[section].annotation if isinstance(section, str) and section in Config.model_fields else None
+    )
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
 def _example(key: str) -> str:
     """A value of ``key`` as it is typed on the command line (its built-in default, or a sample)."""
     section, _, name = key.partition(".")
-    model = Config.model_fields[section].annotation if section in Config.model_fields else None
-    info = model.model_fields.get(name) if model is not None and hasattr(model, "model_fields") else None
+    model = _section_model(section)
+    info = model.model_fields.get(name) if model is not None else None
     default = info.get_default(call_default_factory=True) if info is not None else None
     is_list, item = _sequence_item(field_annotation(key))
     if is_list:
@@ -215,8 +223,8 @@ def _format_validation_error(err: ValidationError, origin: str, overrides: list[
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         section = first["loc"][0] if len(first["loc"]) > 1 else None
-        model = Config.model_fields[section].annotation if section in Config.model_fields else Config
-        known = ", ".join(model.model_fields) if hasattr(model, "model_fields") else ""
+        model = _section_model(section) or Config
+        known = ", ".join(model.model_fields)
         msg = f"unknown parameter; known here: {known}"
     shown = first.get("input")
     extra = (

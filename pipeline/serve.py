@@ -108,4 +108,5 @@ def serve_in_thread(
 def base_url(server: http.server.ThreadingHTTPServer) -> str:
     """The URL a browser opens for this server (``http://host:port/``)."""
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host  # an AF_UNIX-style bytes address; never for TCP
     return f"http://{host}:{port}/"

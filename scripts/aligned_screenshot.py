@@ -32,7 +32,7 @@ def _wait(driver, script: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"timed out waiting for {script}: {[e['message'] for e in driver.get_log('browser')]}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="an aligned atlas's export folder (<data.atlas>/align/<pair>)")
     parser.add_argument("--png", default="aligned_viewer.png")
@@ -40,17 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level", type=int, default=None, help="click the most populated cell of this level")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _start_chromium(width: int, height: int, profile: str):
+    """Headless Chromium at ``width`` x ``height`` CSS px, its browser log kept."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.action_chains import ActionChains
 
-    from pipeline.serve import serve_in_thread
-
-    folder = Path(args.folder)
-    server, url = serve_in_thread(folder)
-    profile = tempfile.mkdtemp(prefix="chromium_profile_")
     options = webdriver.ChromeOptions()
     options.binary_location = next(p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p)
     for flag in (
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "--disable-sync",
         "--no-first-run",
         "--disable-dev-shm-usage",
-        f"--window-size={args.width},{args.height}",
+        f"--window-size={width},{height}",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
@@ -70,8 +67,41 @@ def main(argv: list[str] | None = None) -> int:
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
-        {"width": args.width, "height": args.height, "deviceScaleFactor": 1, "mobile": False},
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
     )
+    return driver
+
+
+def _click_fullest_cell(driver, folder: Path, level: int, width: int, height: int) -> None:
+    """Centre side A on the level's most populated cell, click it, then move the pointer off the atlases."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    cells = json.loads((folder / "a" / f"level_{level}" / "cells.json").read_text())
+    cell = max(cells, key=lambda c: c["count"])
+    x0, y0, x1, y1 = cell["bounds"]
+    driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
+    _wait(driver, "!alignedViewer.animating()")
+    p = driver.execute_script(
+        "return alignedViewer.worldToClient('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
+    )
+    actions = ActionChains(driver)
+    actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+    _wait(driver, "alignedViewer.selected() !== null")
+    actions = ActionChains(driver)
+    actions.w3c_actions.pointer_action.move_to_location(width - 5, height - 5)
+    actions.perform()  # the pointer off the atlases: no tooltip over the picture
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from pipeline.serve import serve_in_thread
+
+    folder = Path(args.folder)
+    server, url = serve_in_thread(folder)
+    profile = tempfile.mkdtemp(prefix="chromium_profile_")
+    driver = _start_chromium(args.width, args.height, profile)
     try:
         driver.get(url + "aligned.html")
         _wait(driver, "window.alignedViewer && alignedViewer.ready()")
@@ -79,22 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             driver.execute_script("alignedViewer.zoomBy('a', arguments[0])", args.zoom)
             time.sleep(1.5)
         if args.level is not None:
-            cells = json.loads((folder / "a" / f"level_{args.level}" / "cells.json").read_text())
-            cell = max(cells, key=lambda c: c["count"])
-            x0, y0, x1, y1 = cell["bounds"]
-            driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
-            _wait(driver, "!alignedViewer.animating()")
-            p = driver.execute_script(
-                "return alignedViewer.worldToClient('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
-            )
-            actions = ActionChains(driver)
-            actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
-            actions.w3c_actions.pointer_action.click()
-            actions.perform()
-            _wait(driver, "alignedViewer.selected() !== null")
-            actions = ActionChains(driver)
-            actions.w3c_actions.pointer_action.move_to_location(args.width - 5, args.height - 5)
-            actions.perform()  # the pointer off the atlases: no tooltip over the picture
+            _click_fullest_cell(driver, folder, args.level, args.width, args.height)
         time.sleep(3)  # tiles and the panel's icons
         driver.save_screenshot(args.png)
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]

@@ -3,7 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-bash scripts/setup.sh demo,dev   # the demo's packages + the test-only ones (pytest, dvc, notebook, selenium)
+bash scripts/setup.sh demo,dev   # the demo's packages + the test-only ones (pytest, dvc, notebook, selenium, ruff, mypy)
+# Lint, format and types first (config in pyproject.toml); each stops the run (set -e) before the slow suite.
+echo "== test: ruff check, ruff format --check, mypy"
+$PY -m ruff check .
+$PY -m ruff format --check .
+$PY -m mypy
 # The viewer's browser test (tests/test_viewer_browser.py) drives Debian's headless Chromium (~22 s to install).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   echo "== test: apt-get install chromium chromium-driver (for the viewer's browser test)"

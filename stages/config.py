@@ -57,9 +57,9 @@ class ModelConfig(_Section):
         description="torchvision weights enum name (DEFAULT, IMAGENET1K_V1, ...) or a path to a state-dict file",
     )
     layer: str = Field(
-        "features.13.conv.0",
-        description="module name whose output is mapped (built-in: the mixed4c analogue; the demo's params.yaml "
-        "uses features.17.conv.0, see README); `atlas layers MODEL` lists them",
+        "features.17.conv.0",
+        description="module name whose output is mapped (960 ch, 7x7, the mixed5b analogue; features.13.conv.0 is "
+        "the mixed4c analogue, see README); `atlas layers MODEL` lists them",
     )
     image_size: int = Field(224, gt=15, description="input side in pixels (the reference resized to 224x224)")
 
@@ -67,9 +67,11 @@ class ModelConfig(_Section):
 class CollectConfig(_Section):
     """Sampling activations (docs/method.md §1) and attributions (§2)."""
 
-    views_per_image: int = Field(1, ge=1, description="deterministic random crops per image (1 = the whole image)")
+    views_per_image: int = Field(
+        12, ge=1, description="deterministic random crops per image (1 = the whole image; the demo's few photos: 12)"
+    )
     view_scale: tuple[float, float] = Field((0.25, 1.0), description="min/max fraction of the image area a view covers")
-    positions_per_image: int = Field(1, ge=1, description="random spatial positions sampled per view (reference: 1)")
+    positions_per_image: int = Field(3, ge=1, description="random spatial positions sampled per view (reference: 1)")
     border: int = Field(1, ge=0, description="spatial border cells excluded from sampling (the article avoided edges)")
     image_margin: float | None = Field(
         None,
@@ -150,7 +152,9 @@ class ReduceConfig(_Section):
 class GridConfig(_Section):
     """Zoom levels as separate binnings (docs/method.md §4)."""
 
-    levels: list[int] = Field([20, 40, 80, 160], min_length=1)
+    levels: list[int] = Field(
+        [10, 20, 40, 80, 160], min_length=1, description="cells per side of each level (production: 20, 40, 80, 160)"
+    )
     min_count: int = Field(5, ge=0, description="cells with at most this many samples are dropped (recipe: > 5)")
     top_classes: int = Field(5, ge=1)
     ridge: float = Field(1e-3, ge=0.0, description="whitening ridge, relative to the mean eigenvalue")
@@ -160,7 +164,7 @@ class RenderConfig(_Section):
     """Feature visualization of every cell (docs/method.md §5-§6)."""
 
     size: int = Field(80, ge=8, description="icon side in pixels (production: 80)")
-    steps: int = Field(256, ge=1, description="optimisation steps (production: 1024; smaller for the CPU demo)")
+    steps: int = Field(128, ge=1, description="optimisation steps (production: 1024; the CPU demo: 128)")
     attempts: int = Field(1, ge=1, description="attempts per icon, the best final objective kept (production: 4)")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.05, gt=0.0)
@@ -173,9 +177,9 @@ class RenderConfig(_Section):
     seed: int = 0
     device: str = "auto"
     levels: list[int] | None = Field(
-        None,
+        [10, 20],
         min_length=1,
-        description="grid levels to render (None: every grid level); the CPU demo renders the coarse ones",
+        description="grid levels to render (None: every grid level, production); the CPU demo renders the coarse ones",
     )
     mixed_precision: bool = Field(
         False, description="CUDA autocast for the render (bfloat16 on Ampere+); CPU ignores it"
@@ -301,7 +305,9 @@ class RenderOverrides(_Section):
 class ClassesConfig(_Section):
     """Class-filtered atlases (docs/method.md §8; docs/class_atlas.md)."""
 
-    names: list[str | int] = Field([], description="classes to build an atlas for, by name or index (several per run)")
+    names: list[str | int] = Field(
+        ["Arabian camel"], description="classes to build an atlas for, by name or index (several per run)"
+    )
     mode: Literal["winner", "topk", "both"] = Field(
         "both",
         description="winner: the class is the row's largest attribution; topk: the top_k rows by positive "
@@ -335,7 +341,7 @@ class CompareConfig(_Section):
     """Class-comparison atlases (docs/method.md §8: x = attribution difference, y = 1-D t-SNE)."""
 
     pairs: list[tuple[str | int, str | int]] = Field(
-        [], description="[a, b] class pairs (names or indices); a is drawn left"
+        [("lemon", "orange")], description="[a, b] class pairs (names or indices); a is drawn left"
     )
     mode: Literal["winner", "topk", "both"] = Field(
         "both", description="row selection of each class (see classes.mode)"
@@ -375,9 +381,24 @@ class AlignConfig(_Section):
     """Aligned atlases (docs/method.md §11, docs/align.md): two models or two layers sampled at the same
     image locations, linear maps both ways, one shared UMAP, each side rendered with its own model."""
 
-    pairs: list[AlignPair] = Field([], description="the aligned atlases `atlas align` builds")
+    pairs: list[AlignPair] = Field(
+        [
+            AlignPair(
+                a=AlignModel(name="mobilenet_v2", layer="features.17.conv.0"),
+                b=AlignModel(name="stages.model.factories:efficientnet_lite0", layer="_blocks.15"),
+                name="mobilenet_v2-vs-efficientnet_lite0",
+            ),
+            AlignPair(
+                a=AlignModel(name="mobilenet_v2", layer="features.17.conv.0"),
+                b=AlignModel(name="mobilenet_v2", layer="features.13.conv.0"),
+                name="mobilenet_v2-17-vs-13",
+            ),
+        ],
+        description="the aligned atlases `atlas align` builds (the demo's: two models at their last 7x7 layers, "
+        "and two layers of one model)",
+    )
     folder: str = Field("data/align", description="the sides' collect stores and the aligned atlases' groups")
-    views_per_image: int = Field(4, ge=1, description="views per photo collected for both sides (collect's crops)")
+    views_per_image: int = Field(2, ge=1, description="views per photo collected for both sides (collect's crops)")
     positions_per_image: int = Field(2, ge=1, description="image locations sampled per view, the same for both sides")
     image_margin: float = Field(
         0.143,
@@ -394,10 +415,14 @@ class AlignConfig(_Section):
         "grouped cross-validation on the fit photos picks one",
     )
     knn: int = Field(10, ge=1, description="neighbours compared per location for the kNN overlap")
-    levels: list[int] = Field([10], min_length=1, description="grid levels of the aligned atlases (cells per side)")
+    levels: list[int] = Field([5, 10], min_length=1, description="grid levels of the aligned atlases (cells per side)")
     min_count: int = Field(5, ge=0, description="cells with at most this many samples are dropped (recipe: > 5)")
     seed: int = Field(0, description="seed of the held-out split")
-    render: RenderOverrides = RenderOverrides()
+    render: RenderOverrides = Field(
+        RenderOverrides(size=64, steps=64),
+        description="cheaper icons than the main atlas's keep the whole demo, aligned atlases included, within "
+        "15 min on 2 CPU cores (docs/align.md); null fields keep the main render's value",
+    )
 
     @model_validator(mode="after")
     def _check_ridge(self) -> AlignConfig:
@@ -406,8 +431,16 @@ class AlignConfig(_Section):
         return self
 
 
-EXPLAIN_METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion", "cam", "grad_cam")
 ExplainMethod = Literal["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "occlusion", "cam", "grad_cam"]
+EXPLAIN_METHODS: tuple[ExplainMethod, ...] = (
+    "saliency",
+    "gradient_x_input",
+    "guided_backprop",
+    "deconvnet",
+    "occlusion",
+    "cam",
+    "grad_cam",
+)
 
 
 class ExplainConfig(_Section):
@@ -525,9 +558,10 @@ class PatchesConfig(_Section):
     examples: int = Field(2, ge=0, description="dataset-example crops per candidate cell (besides its icon)")
     keep: int = Field(10, ge=1, description="candidates measured: the best by the ranking proxy")
     rank_photos: int = Field(
-        10,
+        1,
         ge=1,
-        description="photos of A kept apart to rank the candidates (B-minus-A logit gain); at most all but one",
+        description="photos of A kept apart to rank the candidates (B-minus-A logit gain); at most all but one "
+        "(the demo's 2-4 photos per class: 1; a real set: ~10)",
     )
     sizes: list[float] = Field(
         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],

@@ -54,6 +54,7 @@ def small_atlas_config(root: Path, photos: Path) -> Config:
     """Tiny but complete settings: every stage does real work on real data, in seconds."""
     cfg = Config()
     cfg.data.source, cfg.data.store, cfg.data.atlas = str(photos), str(root / "store.zarr"), str(root / "atlas")
+    cfg.model.layer = "features.13.conv.0"  # the ``mobilenet`` fixture's layer (tests/conftest.py)
     c = cfg.collect
     c.views_per_image, c.positions_per_image, c.rows_per_chunk, c.num_workers, c.batch_size = 8, 4, 64, 0, 16
     c.device = "cpu"

@@ -13,13 +13,17 @@ from stages.config import ModelConfig
 from stages.model.registry import LoadedModel, load_model
 from stages.model.weights import install_default_weights
 
+# The tests' layer: the mixed4c analogue (576 x 14 x 14), named here because the product default
+# (stages/config.py = params.yaml) is the demo's features.17.conv.0.
+MOBILENET_LAYER = "features.13.conv.0"
+
 
 @pytest.fixture(scope="session")
 def mobilenet() -> LoadedModel:
-    """The embedded default: torchvision's MobileNetV2 IMAGENET1K_V1, cut at features.13.conv.0."""
+    """The embedded weights: torchvision's MobileNetV2 IMAGENET1K_V1, cut at MOBILENET_LAYER."""
     install_default_weights()
     torch.manual_seed(0)
-    return load_model(ModelConfig(), torch.device("cpu"))
+    return load_model(ModelConfig(layer=MOBILENET_LAYER), torch.device("cpu"))
 
 
 def _real_photos() -> list[tuple[str, np.ndarray]]:

@@ -331,7 +331,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     specs = json.loads(Path(sys.argv[1]).read_text())
-    model = load_model(ModelConfig(), torch.device("cpu"))
+    model = load_model(ModelConfig(layer="features.13.conv.0"), torch.device("cpu"))  # the small atlas's
     # what the stages import lazily, imported once here so every forked run starts warm
     import dask.array  # noqa: F401
     import faiss  # noqa: F401

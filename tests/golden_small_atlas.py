@@ -61,11 +61,11 @@ def _record() -> None:
     from stages.model.registry import load_model
     from stages.model.weights import install_default_weights
     from tests.atlas_fixtures import build_small_atlas
-    from tests.conftest import _real_photos
+    from tests.conftest import MOBILENET_LAYER, _real_photos
 
     install_default_weights()
     torch.manual_seed(0)
-    model = load_model(ModelConfig(), torch.device("cpu"))
+    model = load_model(ModelConfig(layer=MOBILENET_LAYER), torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "photos"
         for i, (name, pixels) in enumerate(_real_photos()):

@@ -170,6 +170,7 @@ def _config(root: Path, photos: Path, b_name: str = MOBILENET, b_layer: str = MI
             "knn": 5,
             "test_fraction": 0.25,
             "ridge": [0.1, 1.0],
+            "render": {},  # no overrides: the tiny main render above (the default is the demo's 64 px, 64 steps)
         }
     )
     return cfg
@@ -213,24 +214,11 @@ def aligned(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path, mobile
     return root, cfg, params, main(["align", "--params", str(params), "-q"])
 
 
-def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_folder: Path, mobilenet, capsys) -> None:
-    """The stores' rows are the same image locations on both layers; the export holds both sides,
-    align.json and the synced page; a rerun reuses the layout and renders nothing; stores of other
-    inputs are refused in one line."""
-    from pipeline.cli import main
-    from stages.align.sides import side_config
-    from stages.collect import stage as collect
+def _check_same_locations(stores: dict, cfg: Config, mobilenet, photo_folder: Path) -> None:
+    """Both sides' rows are the same image locations (the 14x14 layer's cell inside the 7x7 one's)."""
     from stages.collect.stage import store_spec
     from stages.images.sources import open_image_source
-    from store import derived
-    from store.atlas_store import AtlasStore
-    from store.subset import SubsetStore
 
-    root, cfg, params, status = aligned
-    assert status == 0
-    stores = {
-        k: AtlasStore.open(side_config(AlignSection.of(cfg), getattr(cfg.align.pairs[0], k)).data.store) for k in "ab"
-    }
     yx_a, yx_b = stores["a"].row_values("yx"), stores["b"].row_values("yx")
     assert stores["a"].n_rows == stores["b"].n_rows == 4 * 4 * 4
     assert np.array_equal(yx_b // 2, yx_a)  # the 14x14 layer's cell lies inside the 7x7 layer's, row by row
@@ -240,8 +228,13 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
         not in store_spec(CollectSection.of(Config()), mobilenet, open_image_source(str(photo_folder))).sampling
     )
 
-    out = root / "atlas" / "align" / "pair"
-    report = json.loads((out / "align.json").read_text())
+
+def _check_export(out: Path, report: dict, stores: dict, root: Path) -> tuple[dict, dict]:
+    """align.json, both sides' cells and the synced page; one layout frame over both groups.
+    Returns the sides' subsets and layouts."""
+    from store import derived
+    from store.subset import SubsetStore
+
     assert report["rows"] == 64 and report["sides"]["b"]["layer_shape"] == [576, 14, 14]
     for direction in ("a_to_b", "b_to_a"):
         # 48 fit rows of 960 / 576 channels: the fit is good, the held-out score is only reported
@@ -256,9 +249,15 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
     assert np.array_equal(layouts["a"].rows, layouts["b"].rows)
     both = np.concatenate([layouts["a"].layout, layouts["b"].layout])
     assert both.min() == 0.0 and both.max() == 1.0  # one frame, normalised over both groups
-    from stages.render.fidelity import members_overlap
+    return subsets, layouts
 
-    for key in "ab":  # each side's label ceiling: atlas fidelity's, per cell and level, pooled per side
+
+def _check_label_ceilings(report: dict, stores: dict, subsets: dict) -> None:
+    """Each side's label ceiling: atlas fidelity's, per cell and level, pooled per side."""
+    from stages.render.fidelity import members_overlap
+    from store import derived
+
+    for key in "ab":
         top1 = stores[key].row_values("top_pred_idx")[:, 0]
         pooled = []
         for lv in report["levels"]:
@@ -276,6 +275,11 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
             "fraction": pytest.approx(float(np.mean(pooled))),
         }
 
+
+def _check_rerun_prints_the_ceilings(params: Path, report: dict, capsys) -> None:
+    """A rerun renders nothing and prints each side's ceiling, per side and per level."""
+    from pipeline.cli import main
+
     capsys.readouterr()
     assert main(["align", "--params", str(params), "-q"]) == 0  # resumed: nothing left to do
     printed = capsys.readouterr().out
@@ -284,7 +288,7 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
     def pct(v: float) -> str:
         return f"{100 * v:.1f}%" if abs(v) < 0.1 else f"{100 * v:.0f}%"
 
-    for key in "ab":  # each side's ceiling printed, per side and per level (a label never without its credibility)
+    for key in "ab":  # a label never without its credibility
         side = report["sides"][key]
         got = side["label_ceiling"]
         assert (
@@ -293,7 +297,13 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
         ) in printed
     for lv in report["levels"]:
         assert f"{pct(lv['ceiling_a'])} ({lv['labelled_a']}) / {pct(lv['ceiling_b'])} ({lv['labelled_b']})" in printed
-    assert derived.read_layout(subsets["a"]).layout_id == layouts["a"].layout_id
+
+
+def _check_other_inputs_refused(root: Path, cfg: Config, photo_folder: Path, stores: dict) -> None:
+    """A store of other photos, or one that sampled its layer's own cells, is refused in one line."""
+    from stages.align.sides import side_config
+    from stages.collect import stage as collect
+    from store.atlas_store import AtlasStore
 
     other = root / "other_photos"
     other.mkdir()
@@ -313,6 +323,29 @@ def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_fold
         require_same_inputs(stores["a"], AtlasStore.open(root / "plain.zarr"))
 
 
+def test_align_end_to_end_two_layers_resume_and_inputs_check(aligned, photo_folder: Path, mobilenet, capsys) -> None:
+    """The stores' rows are the same image locations on both layers; the export holds both sides,
+    align.json and the synced page; a rerun reuses the layout and renders nothing; stores of other
+    inputs are refused in one line."""
+    from stages.align.sides import side_config
+    from store import derived
+    from store.atlas_store import AtlasStore
+
+    root, cfg, params, status = aligned
+    assert status == 0
+    stores = {
+        k: AtlasStore.open(side_config(AlignSection.of(cfg), getattr(cfg.align.pairs[0], k)).data.store) for k in "ab"
+    }
+    _check_same_locations(stores, cfg, mobilenet, photo_folder)
+    out = root / "atlas" / "align" / "pair"
+    report = json.loads((out / "align.json").read_text())
+    subsets, layouts = _check_export(out, report, stores, root)
+    _check_label_ceilings(report, stores, subsets)
+    _check_rerun_prints_the_ceilings(params, report, capsys)
+    assert derived.read_layout(subsets["a"]).layout_id == layouts["a"].layout_id  # the rerun reused the layout
+    _check_other_inputs_refused(root, cfg, photo_folder, stores)
+
+
 # ------------------------------------------------------------------------------- the synced viewer
 def _chromium(tmp: Path):
     """Headless Chromium as tests/test_viewer_browser.py starts it (skips when it is not installed)."""
@@ -329,12 +362,91 @@ def _wait(driver, script: str, what: str) -> object:
     return wait_for(driver, script, what=what)
 
 
-def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_path: Path) -> None:
+def _check_zoom_and_pan_follow(driver) -> None:
+    """Zooming one side zooms the other to the same view and level; panning either moves both."""
+    view = lambda key: driver.execute_script("return alignedViewer.view(arguments[0])", key)  # noqa: E731
+    home = view("a")
+    assert view("b") == pytest.approx(home)
+
+    driver.execute_script("alignedViewer.zoomBy('a', 3)")  # zoom one side: the other follows
+    _wait(
+        driver,
+        "!alignedViewer.animating() && alignedViewer.view('a').width < 0.5 && alignedViewer.currentLevel('a') === 4",
+        "side a to zoom in to the 4x4 level and settle",
+    )
+    _wait(
+        driver,
+        "Math.abs(alignedViewer.view('b').width - alignedViewer.view('a').width) < 1e-6 && "
+        "Math.abs(alignedViewer.view('b').x - alignedViewer.view('a').x) < 1e-6",
+        "side b to follow",
+    )
+    zoomed = view("a")
+    assert zoomed["width"] < home["width"] / 2 and view("b") == pytest.approx(zoomed, abs=1e-6)
+    assert driver.execute_script("return alignedViewer.currentLevel('b')") == 4
+
+    driver.execute_script("alignedViewer.panTo('b', 0.3, 0.6)")  # and the other way round
+    _wait(
+        driver,
+        "!alignedViewer.animating() && "
+        "Math.abs(alignedViewer.view('a').x + alignedViewer.view('a').width / 2 - 0.3) < 1e-3",
+        "side a to follow side b",
+    )
+
+
+def _click_the_biggest_cell(driver, out: Path) -> dict:
+    """Centre both sides on side a's most populated level-4 cell and click it; the cell's record."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    cells = json.loads((out / "a" / "level_4" / "cells.json").read_text())
+    cell = max(cells, key=lambda c: c["count"])
+    x0, y0, x1, y1 = cell["bounds"]
+    driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
+    _wait(
+        driver,
+        "!alignedViewer.animating() && "
+        f"Math.abs(alignedViewer.view('b').x + alignedViewer.view('b').width / 2 - {(x0 + x1) / 2}) < 1e-3",
+        "the view to centre on the cell",
+    )
+    p = driver.execute_script(
+        "return alignedViewer.worldToClient('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
+    )
+    actions = ActionChains(driver)
+    actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+    _wait(driver, "alignedViewer.selected() !== null", "the click to select the cell")
+    return cell
+
+
+def _check_selection_on_both_sides(driver, cell: dict) -> None:
+    """The clicked cell is selected, outlined at the same place of both panes and described."""
+    assert driver.execute_script("return alignedViewer.selected()") == {"n": 4, "i": cell["i"], "j": cell["j"]}
+    boxes = {k: driver.execute_script("return alignedViewer.box(arguments[0], 'selected')", k) for k in "ab"}
+    panes = {k: driver.find_element("id", f"atlas-{k}").rect for k in "ab"}
+    assert boxes["a"]["width"] > 20  # the same cell outlined at the same place of both panes
+    assert boxes["a"]["left"] - panes["a"]["x"] == pytest.approx(boxes["b"]["left"] - panes["b"]["x"], abs=1)
+    assert boxes["a"]["top"] == pytest.approx(boxes["b"]["top"], abs=1)
+    panel = driver.find_element("id", "agree").text
+    assert f"cell ({cell['i']}, {cell['j']}) of 4\u00d74" in panel and "kNN overlap" in panel
+    assert "label vs members' predictions" in panel
+    assert cell["classes"][0]["name"] in driver.find_element("id", "cell-a").text
+
+
+def _check_pane_drawn_and_no_errors(driver) -> None:
+    """Side a's pane shows icons (varied pixels, many colours); the browser logged no error."""
     import io
 
     from PIL import Image
-    from selenium.webdriver.common.action_chains import ActionChains
 
+    shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    r = driver.find_element("id", "atlas-a").rect
+    pixels = np.asarray(shot.crop((int(r["x"]), int(r["y"]), int(r["x"] + r["width"]), int(r["y"] + r["height"]))))
+    assert pixels.std() > 15 and len(np.unique((pixels // 8).reshape(-1, 3), axis=0)) > 100
+    severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_path: Path) -> None:
     from pipeline.serve import serve_in_thread
 
     root, _cfg, _params, status = aligned
@@ -350,69 +462,10 @@ def test_synced_viewer_zoom_hover_and_click_follow_on_both_sides(aligned, tmp_pa
         for key in "ab":  # every side's name carries its label ceiling (n cells and the share)
             ceiling = json.loads((out / "align.json").read_text())["sides"][key]["label_ceiling"]
             assert f"of {ceiling['cells']} cells" in driver.find_element("id", f"ceiling-{key}").text
-        view = lambda key: driver.execute_script("return alignedViewer.view(arguments[0])", key)  # noqa: E731
-        home = view("a")
-        assert view("b") == pytest.approx(home)
-
-        driver.execute_script("alignedViewer.zoomBy('a', 3)")  # zoom one side: the other follows
-        _wait(
-            driver,
-            "!alignedViewer.animating() && alignedViewer.view('a').width < 0.5 && "
-            "alignedViewer.currentLevel('a') === 4",
-            "side a to zoom in to the 4x4 level and settle",
-        )
-        _wait(
-            driver,
-            "Math.abs(alignedViewer.view('b').width - alignedViewer.view('a').width) < 1e-6 && "
-            "Math.abs(alignedViewer.view('b').x - alignedViewer.view('a').x) < 1e-6",
-            "side b to follow",
-        )
-        zoomed = view("a")
-        assert zoomed["width"] < home["width"] / 2 and view("b") == pytest.approx(zoomed, abs=1e-6)
-        assert driver.execute_script("return alignedViewer.currentLevel('b')") == 4
-
-        driver.execute_script("alignedViewer.panTo('b', 0.3, 0.6)")  # and the other way round
-        _wait(
-            driver,
-            "!alignedViewer.animating() && "
-            "Math.abs(alignedViewer.view('a').x + alignedViewer.view('a').width / 2 - 0.3) < 1e-3",
-            "side a to follow side b",
-        )
-
-        cells = json.loads((out / "a" / "level_4" / "cells.json").read_text())
-        cell = max(cells, key=lambda c: c["count"])
-        x0, y0, x1, y1 = cell["bounds"]
-        driver.execute_script("alignedViewer.panTo('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2)
-        _wait(
-            driver,
-            "!alignedViewer.animating() && "
-            f"Math.abs(alignedViewer.view('b').x + alignedViewer.view('b').width / 2 - {(x0 + x1) / 2}) < 1e-3",
-            "the view to centre on the cell",
-        )
-        p = driver.execute_script(
-            "return alignedViewer.worldToClient('a', arguments[0], arguments[1])", (x0 + x1) / 2, (y0 + y1) / 2
-        )
-        actions = ActionChains(driver)
-        actions.w3c_actions.pointer_action.move_to_location(int(p["x"]), int(p["y"]))
-        actions.w3c_actions.pointer_action.click()
-        actions.perform()
-        _wait(driver, "alignedViewer.selected() !== null", "the click to select the cell")
-        assert driver.execute_script("return alignedViewer.selected()") == {"n": 4, "i": cell["i"], "j": cell["j"]}
-        boxes = {k: driver.execute_script("return alignedViewer.box(arguments[0], 'selected')", k) for k in "ab"}
-        panes = {k: driver.find_element("id", f"atlas-{k}").rect for k in "ab"}
-        assert boxes["a"]["width"] > 20  # the same cell outlined at the same place of both panes
-        assert boxes["a"]["left"] - panes["a"]["x"] == pytest.approx(boxes["b"]["left"] - panes["b"]["x"], abs=1)
-        assert boxes["a"]["top"] == pytest.approx(boxes["b"]["top"], abs=1)
-        panel = driver.find_element("id", "agree").text
-        assert f"cell ({cell['i']}, {cell['j']}) of 4\u00d74" in panel and "kNN overlap" in panel
-        assert "label vs members' predictions" in panel
-        assert cell["classes"][0]["name"] in driver.find_element("id", "cell-a").text
-        shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
-        r = driver.find_element("id", "atlas-a").rect
-        pixels = np.asarray(shot.crop((int(r["x"]), int(r["y"]), int(r["x"] + r["width"]), int(r["y"] + r["height"]))))
-        assert pixels.std() > 15 and len(np.unique((pixels // 8).reshape(-1, 3), axis=0)) > 100
-        severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert not severe, severe
+        _check_zoom_and_pan_follow(driver)
+        cell = _click_the_biggest_cell(driver, out)
+        _check_selection_on_both_sides(driver, cell)
+        _check_pane_drawn_and_no_errors(driver)
     finally:
         driver.quit()
         server.shutdown()

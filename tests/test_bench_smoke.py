@@ -1,11 +1,12 @@
 """Every bench in bench/ runs its ``--smoke`` size as a user would run it, so none can rot unnoticed.
 
 Each bench is a subprocess (``python bench/X.py --smoke ... --out TMP.json``) against the session's
-real small atlas (``small_atlas``: real MobileNetV2 weights, four real photos, the built-in default
-layer ``features.13.conv.0``) or its photo folder. A bench that builds params.yaml's model
-(``features.17.conv.0``) instead of the store's fails on the small atlas; one that builds the
-built-in default fails on the second render run, on the store scale_collect's smoke collects at
-params.yaml's layer; and no bench may spell a layer at all (``test_no_bench_names_a_model``).
+real small atlas (``small_atlas``: real MobileNetV2 weights, four real photos, the tests' layer
+``features.13.conv.0``) or its photo folder. A bench that builds the default model (params.yaml's,
+which is the typed default: ``features.17.conv.0``) instead of the store's fails on the small atlas;
+one that builds the small atlas's layer regardless fails on the second render run, on the store
+scale_collect's smoke collects at params.yaml's layer; and no bench may spell a layer at all
+(``test_no_bench_names_a_model``).
 Each test checks exit 0 and that the JSON holds real measured rows (positive rates, the layer
 actually used). The runs go through a pool of three when the first test asks for them: ~150
 CPU-seconds in all, small atlas included, so a little over a minute of wall time on an otherwise
@@ -202,8 +203,8 @@ def _commands(
 
 def _params_layer_render(tmp: Path) -> tuple[list[str], Path]:
     """bench/render.py on the store scale_collect's smoke collected at params.yaml's layer, which is
-    not the built-in default: with the small atlas (the built-in default's layer, not params.yaml's)
-    a bench that builds either default instead of the store's model fails one of the two."""
+    not the small atlas's: with the small atlas (the tests' layer, not params.yaml's) a bench that
+    builds any fixed model instead of the store's fails one of the two."""
     store = tmp / "scale_collect" / "collect.zarr"
     out = tmp / "render_params_layer.json"
     return ["bench/render.py", "--smoke", "--no-lucent", "--store", str(store), "--out", str(out)], out

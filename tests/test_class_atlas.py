@@ -102,6 +102,7 @@ def _top_classes(store: AtlasStore, n: int) -> list[int]:
 def _tiny(store: AtlasStore, atlas: Path) -> Config:
     cfg = Config()
     cfg.data.store, cfg.data.atlas = str(store.path), str(atlas)
+    cfg.model.layer = "features.13.conv.0"  # the small atlas's (a command loads the model from the config)
     cfg.reduce.tsne_perplexity, cfg.reduce.n_neighbors = 3.0, 5
     cfg.classes.method, cfg.classes.min_rows, cfg.classes.min_count, cfg.classes.n_neighbors = "tsne", 10, 0, 5
     cfg.compare.min_rows, cfg.compare.min_count, cfg.compare.tsne_perplexity = 10, 0, 5.0

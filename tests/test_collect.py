@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline.cli import main as cli_main
 from pipeline.params import load_config
 from stages.collect import stage as collect
-from stages.config import Config, ModelConfig
+from stages.config import Config
 from stages.context import StageContext
 from stages.images.crops import render_view, view_box
 from stages.sections import CollectSection
@@ -40,7 +40,8 @@ def _config(source: Path, store: Path, **collect_overrides: object) -> Config:
         "top_k": 7,
     }
     base.update(collect_overrides)
-    sets = [f"data.source={source}", f"data.store={store}"] + [f"collect.{k}={v}" for k, v in base.items()]
+    sets = [f"data.source={source}", f"data.store={store}", "model.layer=features.13.conv.0"]
+    sets += [f"collect.{k}={v}" for k, v in base.items()]
     return load_config(None, sets)
 
 
@@ -175,8 +176,8 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
         "--top-k",
         "7",
         "--layer",
-        ModelConfig().layer,
-    ]  # the in-process reference's layer, not params.yaml's
+        "features.13.conv.0",
+    ]  # the in-process reference's layer
     # the CLI processes must use this process's thread count: float sums (and so the float16 rows)
     # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}

@@ -31,6 +31,7 @@ def config(source: Path | str, store: Path, *extra: str):
         f"data.source={source}",
         f"data.store={store}",
         "model.image_size=96",
+        "model.layer=features.13.conv.0",
         "collect.views_per_image=2",
         "collect.positions_per_image=1",
         "collect.rows_per_chunk=4",

@@ -8,6 +8,7 @@ nothing here is a result). A real ViT atlas needs the user's weights file (READM
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,21 +105,10 @@ def _vit_config(root: Path, photos: Path, store: str) -> Config:
     return cfg
 
 
-def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
-    tmp_path: Path, photo_folder: Path, random_vit
-) -> None:
-    """Token layer through the stages: positions on the patch grid, stored rows = the patch tokens, two
-    shards = one run, a rerun resumes as a no-op; reduce, grid, render (the objective reads tokens) and tiles."""
-    from PIL import Image
-
+def _collect_whole_and_in_two_shards(tmp_path: Path, photo_folder: Path) -> tuple[Config, Any]:
+    """The ViT collected in one run and in two shards (then rerun as a no-op): the same rows."""
     from stages.collect import stage as collect
-    from stages.grid import stage as grid
-    from stages.images.crops import render_view
-    from stages.reduce import stage as reduce
-    from stages.render import stage as render
-    from stages.tiles import stage as tiles
     from store.atlas_store import AtlasStore
-    from store.icons import IconStore
 
     whole_cfg = _vit_config(tmp_path, photo_folder, "whole.zarr")
     collect.run(CollectSection.of(whole_cfg), StageContext(device=torch.device("cpu")))
@@ -132,11 +122,17 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
     assert whole.channels == WIDTH and whole.attrs["model"]["tokens"] == {"leading": 1, "grid": [GRID, GRID]}
     for name in ("activations", "yx", "attr_idx", "attr_val", "top_pred_idx"):
         assert np.array_equal(whole.row_values(name), parts.row_values(name)), name
+    return whole_cfg, whole
+
+
+def _check_rows_are_the_patch_tokens(whole: Any, m: Any) -> None:
+    """View 0 is the whole photo: its stored rows are the patch tokens at the stored (interior) positions."""
+    from PIL import Image
+
+    from stages.images.crops import render_view
+
     yx = whole.row_values("yx")
     assert yx.min() >= 1 and yx.max() <= GRID - 2  # interior patches (collect.border 1)
-
-    # view 0 is the whole photo: its stored rows are the patch tokens at the stored positions
-    m = random_vit
     paths = whole.image_paths()
     image = Image.open(paths[0]).convert("RGB")
     view = np.asarray(render_view(image, (0, 0, *image.size), IMAGE_SIZE), np.float32) / 255.0
@@ -147,7 +143,22 @@ def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
         y, x = yx[r]
         assert np.allclose(acts[r].astype(np.float32), tokens[0, :, y, x].numpy(), atol=2e-2)
 
-    cfg = whole_cfg
+
+def test_random_init_vit_collect_positions_shards_resume_render_and_tiles(
+    tmp_path: Path, photo_folder: Path, random_vit
+) -> None:
+    """Token layer through the stages: positions on the patch grid, stored rows = the patch tokens, two
+    shards = one run, a rerun resumes as a no-op; reduce, grid, render (the objective reads tokens) and tiles."""
+    from stages.grid import stage as grid
+    from stages.reduce import stage as reduce
+    from stages.render import stage as render
+    from stages.tiles import stage as tiles
+    from store.icons import IconStore
+
+    cfg, whole = _collect_whole_and_in_two_shards(tmp_path, photo_folder)
+    m = random_vit
+    _check_rows_are_the_patch_tokens(whole, m)
+
     cfg.reduce.method, cfg.reduce.n_neighbors = "pca", 5
     cfg.grid.levels, cfg.grid.min_count = [2], 0
     cfg.render.size, cfg.render.steps, cfg.render.batch_size, cfg.render.levels, cfg.render.device = (

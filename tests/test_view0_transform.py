@@ -107,6 +107,7 @@ def _config(source: Path, store: Path, *sets: str) -> Config:
     base = [
         f"data.source={source}",
         f"data.store={store}",
+        "model.layer=features.13.conv.0",  # the mobilenet fixture's, whose activations the rows are compared with
         "collect.views_per_image=1",
         "collect.positions_per_image=1",
         "collect.rows_per_chunk=4",

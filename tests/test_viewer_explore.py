@@ -69,12 +69,8 @@ def pick_class(store: Any, n: int) -> tuple[int, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------- pure functions
-def test_hash_labels_and_search_functions(browser: Any) -> None:
-    """hash.js, labels.js and search.js run alone on a blank page, against hand-computed cases."""
-    browser.get("about:blank")
-    for name in ("hash.js", "labels.js", "search.js"):
-        browser.execute_script((VIEWER_SOURCE / "viewer" / name).read_text())
-    run = lambda script, *args: browser.execute_script(f"var P = AtlasViewerParts; return {script}", *args)  # noqa: E731
+def _check_hash(run: Any) -> None:
+    """hash.js: the URL fragment parsed and formatted; malformed parts dropped."""
     parsed = run("P.hash.parse('#atlas=class%2Ftabby&level=40&view=0.25,0.5,0.125&cell=40:7&hl=label:3')")
     assert parsed == {
         "atlas": "class/tabby",
@@ -95,6 +91,10 @@ def test_hash_labels_and_search_functions(browser: Any) -> None:
         "cell": None,
         "hl": None,
     }
+
+
+def _check_regions(run: Any) -> None:
+    """labels.js: class regions of connected cells, by count x value over each 3 x 3 neighbourhood."""
 
     # regions: on a 3 x 3 level, a cell's class is the largest count x value in its 3 x 3
     # neighbourhood: A (0,0) and B (1,0) share class 5 (mass 5 + 6), C (2,2) is class 7, D (0,2)
@@ -120,6 +120,10 @@ def test_hash_labels_and_search_functions(browser: Any) -> None:
     assert [r["mass"] for r in regions] == pytest.approx([11, 4.5, 0.1])
     assert regions[0]["name"] == "class 5, long" and (regions[0]["x"], regions[0]["y"]) == pytest.approx((1 / 6, 1 / 6))
     assert run("P.labels.shortName('great white shark, white shark')") == "great white shark"
+
+
+def _check_label_placement(run: Any) -> None:
+    """labels.js: labels placed without overlap, a margin apart, inside the view."""
     # placement: 100 x 16 px labels on a 400 x 400 view (room for 9); b overlaps a, c stays
     # 74 px below a (> 10 px margin), e comes within the margin of c (6 px), d would leave the view
     placed = run(
@@ -135,6 +139,9 @@ def test_hash_labels_and_search_functions(browser: Any) -> None:
     )
     assert [(p["text"], p["x"], p["y"], p["w"]) for p in placed] == [("a", 150, 192, 100), ("c", 150, 282, 100)]
 
+
+def _check_search(run: Any) -> None:
+    """search.js: classes and labels matched, prefixes first, then word starts."""
     entries = run(
         "P.search.entries({classes: ['tabby', 'tiger cat', 'Egyptian cat', 'cattle'],"
         " labels: [{index: 0, name: 'cat_photos', class: -1, rows: 9}]})"
@@ -142,6 +149,18 @@ def test_hash_labels_and_search_functions(browser: Any) -> None:
     match = lambda q: [e["name"] for e in run("P.search.match(arguments[0], arguments[1], 10)", entries, q)]  # noqa: E731
     assert match("cat") == ["cat_photos", "cattle", "Egyptian cat", "tiger cat"]  # prefix first, then word starts
     assert match("TAB") == ["tabby"] and match("zebra") == [] and match("  ") == []
+
+
+def test_hash_labels_and_search_functions(browser: Any) -> None:
+    """hash.js, labels.js and search.js run alone on a blank page, against hand-computed cases."""
+    browser.get("about:blank")
+    for name in ("hash.js", "labels.js", "search.js"):
+        browser.execute_script((VIEWER_SOURCE / "viewer" / name).read_text())
+    run = lambda script, *args: browser.execute_script(f"var P = AtlasViewerParts; return {script}", *args)  # noqa: E731
+    _check_hash(run)
+    _check_regions(run)
+    _check_label_placement(run)
+    _check_search(run)
 
 
 # ------------------------------------------------------------------------------- zoom and lazy loading
@@ -258,14 +277,10 @@ def test_label_highlight_tints_by_share_of_photos(browser: Any, small_atlas: Sma
 
 
 # ------------------------------------------------------------------------------- labels
-def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, artefacts: Path) -> None:
-    coarse = small_atlas.levels[0]
-    cells = {c["cell"]: c for c in load_cells(small_atlas.atlas_dir, "main", coarse)}
-    open_ready(browser, small_atlas.index_html.resolve().as_uri())
-    labels = browser.execute_script("return atlasViewer.labels()")
-    image = np.asarray(screenshot(browser, artefacts / "explore_labels.png"), np.float64)
-    # regions, independently: a cell's class is the largest count x value among the top classes
-    # of its 3 x 3 neighbourhood; a region is a 4-connected set of cells with the same class
+def _expected_regions(cells: dict) -> tuple[dict, dict]:
+    """Regions computed independently of the viewer: a cell's class is the largest count x value
+    among the top classes of its 3 x 3 neighbourhood; a region is a 4-connected set of cells with
+    the same class. Returns ({(i, j): class}, {(i, j): the region's first cell})."""
     at = {(c["i"], c["j"]): c for c in cells.values()}
 
     def dominant(c: dict) -> int:
@@ -289,12 +304,11 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
                 if nb in at and nb not in region and dom[nb] == dom[start]:
                     region[nb] = start
                     stack.append(nb)
-    assert len(labels) == len(set(region.values()))  # every region labelled: the 3 x 3 overview has room
-    anchors = [(cells[a["anchor"]]["i"], cells[a["anchor"]]["j"]) for a in labels]
-    assert len({region[pos] for pos in anchors}) == len(labels)  # one label per region
-    for a, pos in zip(labels, anchors):
-        assert a["index"] == dom[pos]  # the region's class
-    atlas_box = browser.find_element("id", "atlas").rect
+    return dom, region
+
+
+def _check_labels_drawn(labels: list, cells: dict, image: np.ndarray, atlas_box: dict) -> None:
+    """Each label is its class's short name, overlaps no other and is drawn as dark text."""
     names = {k["index"]: k["name"] for c in cells.values() for k in c["classes"]}
     for a in labels:
         short = names[a["index"]].split(",")[0].strip()
@@ -313,6 +327,21 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
         ]
         assert (box.max(axis=2) < 60).sum() > 20, a  # dark text drawn there
 
+
+def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, artefacts: Path) -> None:
+    coarse = small_atlas.levels[0]
+    cells = {c["cell"]: c for c in load_cells(small_atlas.atlas_dir, "main", coarse)}
+    open_ready(browser, small_atlas.index_html.resolve().as_uri())
+    labels = browser.execute_script("return atlasViewer.labels()")
+    image = np.asarray(screenshot(browser, artefacts / "explore_labels.png"), np.float64)
+    dom, region = _expected_regions(cells)
+    assert len(labels) == len(set(region.values()))  # every region labelled: the 3 x 3 overview has room
+    anchors = [(cells[a["anchor"]]["i"], cells[a["anchor"]]["j"]) for a in labels]
+    assert len({region[pos] for pos in anchors}) == len(labels)  # one label per region
+    for a, pos in zip(labels, anchors):
+        assert a["index"] == dom[pos]  # the region's class
+    _check_labels_drawn(labels, cells, image, browser.find_element("id", "atlas").rect)
+
     width = browser.execute_script("return atlasViewer.view().width")
     browser.execute_script("atlasViewer.setView(0.5, 0.5, arguments[0])", width / 3)
     wait_for(browser, f"atlasViewer.currentLevel() === {small_atlas.levels[-1]}", what="the finer level")
@@ -324,11 +353,9 @@ def test_region_labels_at_the_overview(browser: Any, small_atlas: SmallAtlas, ar
 
 
 # ------------------------------------------------------------------------------- links, history, keys
-def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
-    browser: Any, small_atlas: SmallAtlas, served_atlas: str
-) -> None:
-    coarse, fine = small_atlas.levels
-    cls, _ = pick_class(small_atlas.store, coarse)
+def _select_and_highlight(browser: Any, small_atlas: SmallAtlas, fine: int, cls: int) -> tuple[dict, dict, str]:
+    """Zoom to the finer level, click its fullest cell near the centre, highlight ``cls``; the
+    cell, the settled view and the page's link."""
     open_ready(browser, small_atlas.index_html.resolve().as_uri())
     browser.execute_script(
         "atlasViewer.setView(0.55, 0.45, arguments[0])", browser.execute_script("return atlasViewer.view().width") / 2.4
@@ -346,27 +373,16 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
     browser.execute_script(f"atlasViewer.setHighlight('class', {cls})")
     wait_for(browser, "atlasViewer.highlightReady()", what="the highlight")
     settle(browser, "the view to settle")  # the viewport part of the hash is written once the view settles
-    view = browser.execute_script("return atlasViewer.view()")
-    link = browser.current_url
-    assert f"cell={fine}:{target['cell']}" in link and f"hl=class:{cls}" in link and f"level={fine}" in link, link
+    return target, browser.execute_script("return atlasViewer.view()"), browser.current_url
 
-    hash_ = link[link.index("#") :]
-    for url in (small_atlas.index_html.resolve().as_uri() + hash_, served_atlas + hash_):
-        open_ready(browser, url)
-        wait_for(browser, "atlasViewer.selected() && atlasViewer.highlightReady()", what="the restored state")
-        assert browser.execute_script("return atlasViewer.currentLevel()") == fine
-        assert browser.execute_script("return atlasViewer.selected()") == {"n": fine, "cell": target["cell"]}
-        assert browser.execute_script("return atlasViewer.highlight()")["index"] == cls
-        again = browser.execute_script("return atlasViewer.view()")
-        assert again == pytest.approx(view, abs=2e-5)
-        assert f"{target['count']} samples" in browser.find_element("id", "panel").text
 
-    # a smaller window shows the same viewport with smaller cells; the link's level still wins
+def _check_smaller_window(browser: Any, url: str, fine: int, target: dict, view: dict) -> None:
+    """A smaller window shows the same viewport with smaller cells; the link's level still wins."""
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride", {"width": 760, "height": 560, "deviceScaleFactor": 1, "mobile": False}
     )
     try:
-        open_ready(browser, small_atlas.index_html.resolve().as_uri() + hash_)
+        open_ready(browser, url)
         wait_for(browser, "atlasViewer.selected() && atlasViewer.highlightReady()", what="the restored state")
         assert browser.execute_script("return atlasViewer.currentLevel()") == fine
         assert browser.execute_script("return atlasViewer.selected()") == {"n": fine, "cell": target["cell"]}
@@ -377,9 +393,10 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
             "Emulation.setDeviceMetricsOverride",
             {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
         )
-    open_ready(browser, served_atlas + hash_)
 
-    # history: two more selections by keyboard, then back steps through them
+
+def _check_back_steps_through_key_selections(browser: Any) -> None:
+    """Two more selections by keyboard, then back steps through them."""
     first = browser.execute_script("return atlasViewer.selected()")
     seen = [first]
     for key in (Keys.ARROW_LEFT, Keys.ARROW_UP, Keys.ARROW_RIGHT, Keys.ARROW_DOWN):
@@ -399,6 +416,30 @@ def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
             f"&& atlasViewer.selected().cell === {expected['cell']}",
             what=f"back to {expected}",
         )
+
+
+def test_deep_link_reopens_the_same_view_and_back_steps_through_selections(
+    browser: Any, small_atlas: SmallAtlas, served_atlas: str
+) -> None:
+    coarse, fine = small_atlas.levels
+    cls, _ = pick_class(small_atlas.store, coarse)
+    target, view, link = _select_and_highlight(browser, small_atlas, fine, cls)
+    assert f"cell={fine}:{target['cell']}" in link and f"hl=class:{cls}" in link and f"level={fine}" in link, link
+
+    hash_ = link[link.index("#") :]
+    for url in (small_atlas.index_html.resolve().as_uri() + hash_, served_atlas + hash_):
+        open_ready(browser, url)
+        wait_for(browser, "atlasViewer.selected() && atlasViewer.highlightReady()", what="the restored state")
+        assert browser.execute_script("return atlasViewer.currentLevel()") == fine
+        assert browser.execute_script("return atlasViewer.selected()") == {"n": fine, "cell": target["cell"]}
+        assert browser.execute_script("return atlasViewer.highlight()")["index"] == cls
+        again = browser.execute_script("return atlasViewer.view()")
+        assert again == pytest.approx(view, abs=2e-5)
+        assert f"{target['count']} samples" in browser.find_element("id", "panel").text
+
+    _check_smaller_window(browser, small_atlas.index_html.resolve().as_uri() + hash_, fine, target, view)
+    open_ready(browser, served_atlas + hash_)
+    _check_back_steps_through_key_selections(browser)
 
 
 def test_arrow_keys_move_the_selection_and_plus_minus_escape(browser: Any, small_atlas: SmallAtlas) -> None:

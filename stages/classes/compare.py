@@ -95,7 +95,7 @@ def write_comparison_layout(
     attr_b, _ = class_values(attr.idx[rows], attr.val[rows], b)
     y = tsne_1d(read_rows(subset.parent, rows), cfg)
     layout, embedding, scale = comparison_layout(
-        attr_a, attr_b, y, cfg.percentile, tuple(config.reduce.clip_percentiles), config.reduce.margin
+        attr_a, attr_b, y, cfg.percentile, config.reduce.clip_percentiles, config.reduce.margin
     )
     attrs = {
         "method": "compare",

@@ -77,8 +77,8 @@ def logits_and_attribution(
     they are held constant, so this is the partial derivative with respect to the layer.
     """
     tangent = position_tangent(activations, yx)
-    logits, attribution = torch.func.jvp(lambda a: head(a, *cuts), (activations,), (tangent,))
-    return logits, attribution
+    out = torch.func.jvp(lambda a: head(a, *cuts), (activations,), (tangent,))  # (primal, tangent): no aux
+    return out[0], out[1]
 
 
 def top_k(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,9 +172,9 @@ class HeadJVP:
     def _call(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
         if node.op == "call_module":
             return self.modules[node.target](*args, **kwargs)
-        if node.op == "call_function":
+        if node.op == "call_function" and callable(node.target):
             return node.target(*args, **kwargs)
-        if node.op == "call_method":
+        if node.op == "call_method" and isinstance(node.target, str):
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         if node.op == "get_attr":
             value: Any = self.head
@@ -195,18 +195,19 @@ class HeadJVP:
         tensor_inputs = [a for a in node.all_input_nodes if tangent.get(a) is not None]
         first = node.args[0] if node.args else None
         only_first = len(tensor_inputs) == 1 and isinstance(first, fx.Node) and tensor_inputs[0] is first
+        first_tangent = tangent[first] if only_first and isinstance(first, fx.Node) else None
+        # the tangent of the node's only moving input, a tensor (a multi-output node's tuple: the library's jvp)
+        t = first_tangent if isinstance(first_tangent, torch.Tensor) else None
         if node.op == "call_module":
-            module = self.modules[node.target]
-            if not only_first or kwargs:
+            if t is None or kwargs or not isinstance(node.target, str):
                 return NotImplemented
-            return self._module_rule(node, module, args, tangent[first], n)
+            return self._module_rule(node, self.modules[node.target], args, t, n)
         if node.op == "call_function":
-            return self._function_rule(node, args, kwargs, tangent, only_first, n)
-        if node.op == "call_method":
-            if only_first and node.target in ("contiguous",):
-                return tangent[first]
-            if only_first and node.target in ("flatten",) and _start_dim(args[1:], kwargs, default=0) >= 1:
-                t = tangent[first]
+            return self._function_rule(node, args, kwargs, tangent, t, n)
+        if node.op == "call_method" and t is not None:
+            if node.target in ("contiguous",):
+                return t
+            if node.target in ("flatten",) and _start_dim(args[1:], kwargs, default=0) >= 1:
                 return _unflat(_flat(t).flatten(*args[1:], **kwargs), n)
         return NotImplemented
 
@@ -234,19 +235,26 @@ class HeadJVP:
         return NotImplemented
 
     def _function_rule(
-        self, node: fx.Node, args: tuple, kwargs: dict, tangent: dict[fx.Node, Tangent], only_first: bool, n: int
+        self,
+        node: fx.Node,
+        args: tuple,
+        kwargs: dict,
+        tangent: dict[fx.Node, Tangent],
+        t: torch.Tensor | None,
+        n: int,
     ) -> Any:
+        """``t``: the tangent of the first argument when it is the only moving input, else None."""
         f = node.target
-        first = node.args[0] if node.args else None
         if f in (operator.add, operator.iadd, torch.add) and len(node.args) == 2 and not kwargs:
             parts = [tangent.get(a) for a in node.args if isinstance(a, fx.Node)]
-            parts = [p for p in parts if p is not None]
-            return parts[0] if len(parts) == 1 else parts[0] + parts[1]
-        if not only_first:
+            moving = [p for p in parts if isinstance(p, torch.Tensor)]
+            if len(moving) != len([p for p in parts if p is not None]):
+                return NotImplemented  # not a tensor sum
+            return moving[0] if len(moving) == 1 else moving[0] + moving[1]
+        if t is None:
             if f is torch.cat:
                 return self._cat_rule(node, args, kwargs, tangent, n)
             return NotImplemented
-        t = tangent[first]
         if f in (F.relu, torch.relu, torch.relu_):
             return _relu_tangent(t, args[0])
         if f is F.relu6:
@@ -273,9 +281,11 @@ class HeadJVP:
             dim += values[0].dim()
         if dim < 1:
             return NotImplemented
-        parts = []
+        parts: list[torch.Tensor] = []
         for a, value in zip(tensors, values):
             t = tangent.get(a)
+            if t is not None and not isinstance(t, torch.Tensor):
+                return NotImplemented
             parts.append(t if t is not None else value.new_zeros((n, *value.shape)))
         return torch.cat(parts, dim=dim + 1)
 
@@ -283,6 +293,8 @@ class HeadJVP:
         """Eval-mode BatchNorm is y = (x - mean) * invstd * weight + bias: its tangent map is t * invstd * weight."""
         if name not in self._bn:
             shape = (1, 1, -1, 1, 1)  # [T, B, C, H, W]
+            if module.running_var is None:  # _module_rule sends only BatchNorms with running statistics
+                raise ValueError(f"{name}: BatchNorm without running statistics has no fixed tangent map")
             invstd = (1.0 / torch.sqrt(module.running_var + module.eps)).view(shape)
             weight = module.weight.detach().view(shape) if module.weight is not None else None
             self._bn[name] = (invstd, weight)
@@ -304,7 +316,7 @@ class HeadJVP:
 
         primals = tuple(_clone(values[a]) for a in moving)  # in-place ops inside must not touch the real primal
 
-        def one(*ts: torch.Tensor) -> Any:
+        def one(*ts: Any) -> Any:  # each a tensor's tangent, or a tuple of them
             return torch.func.jvp(call, primals, ts)[1]
 
         return torch.func.vmap(one)(*(tangent[a] for a in moving))

@@ -80,7 +80,7 @@ class _Block:
         rows = len(store.block_row_range(block))
         self.status = np.zeros(len(self.inputs), np.uint8)
         self.activations = np.zeros((rows, channels), np.float32)
-        self.rows = {
+        self.rows: dict[str, np.ndarray] = {
             "yx": np.full((rows, 2), -1, np.int16),
             "top_pred_idx": np.full((rows, trailing["top_predictions"]), -1, np.int16),
             "top_pred_logit": np.zeros((rows, trailing["top_predictions"]), np.float32),

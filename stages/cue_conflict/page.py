@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,8 +81,11 @@ def atlas_map(
 
 
 def _rate(d: dict[str, object], key: str = "shape_bias") -> str:
-    v, (lo, hi) = d[key], d["interval95"]  # type: ignore[misc]
-    return "n/a" if v is None else f"{100 * float(v):.1f}% (95% CI {100 * lo:.0f}-{100 * hi:.0f}%)"  # type: ignore[arg-type]
+    value, interval = d[key], d["interval95"]
+    if not isinstance(value, int | float) or not isinstance(interval, list | tuple):
+        return "n/a"  # no stimuli of that kind: no rate (the report's null)
+    lo, hi = interval
+    return f"{100 * float(value):.1f}% (95% CI {100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
 def _table(rows: dict[str, dict[str, object]], head: str) -> str:
@@ -205,5 +208,5 @@ def write_page(config: CueConflictSection, store: AtlasStore, result: CueConflic
     return page
 
 
-def _no_levels(*_args: object) -> None:
+def _no_levels(*_args: object) -> NoReturn:
     raise RuntimeError("an experiment entry of atlases.json has no levels")

@@ -128,7 +128,8 @@ def image_codes(
     """Codes, top-5 predictions and thumbnails of every view of every readable photo (in order)."""
     size = model.image_size
     items: list[Item] = []
-    codes, top_idx, top_prob, thumbs, skipped = [], [], [], [], []
+    codes, top_idx, top_prob, skipped = [], [], [], []
+    thumbs: list[NDArray[np.uint8]] = []
     pending: list[tuple[Item, Image.Image]] = []
 
     def flush() -> None:
@@ -155,7 +156,8 @@ def image_codes(
         photo = decoded.image
         for v in range(views):
             box = view_box(photo.width, photo.height, k, v, views, view_scale, seed)
-            pending.append((Item(path, v, tuple(int(b) for b in box)), render_view(photo, box, size)))
+            x0, y0, x1, y1 = (int(b) for b in box)
+            pending.append((Item(path, v, (x0, y0, x1, y1)), render_view(photo, box, size)))
             if len(pending) >= batch_size:
                 flush()
         if progress is not None:
@@ -243,7 +245,7 @@ def run(
         model,
         paths,
         d.views_per_image,
-        tuple(config.collect.view_scale),
+        config.collect.view_scale,
         d.seed,
         d.icon_px,
         d.batch_size,

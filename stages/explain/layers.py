@@ -148,7 +148,7 @@ def layer_panel(
 def conv_layers(model: LoadedModel) -> dict[str, tuple[int, int, int]]:
     """Every module with a ``[C, H, W]`` output at the model's input size, in forward order."""
     return {
-        name: tuple(int(v) for v in shape)
+        name: (int(shape[0]), int(shape[1]), int(shape[2]))
         for name, _, shape in layer_shapes(model.module, model.image_size)
         if len(shape) == 3
     }

@@ -9,6 +9,7 @@ checks both use it, so they show and test the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -80,7 +81,11 @@ def method_maps(
             out.maps["saliency"] = A.saliency(grads)
         if "gradient_x_input" in methods:
             out.maps["gradient_x_input"] = A.gradient_x_input(grads, batch.cpu())
-    for method, rule in (("guided_backprop", "guided"), ("deconvnet", "deconvnet")):
+    rules: tuple[tuple[str, Literal["guided", "deconvnet"]], ...] = (
+        ("guided_backprop", "guided"),
+        ("deconvnet", "deconvnet"),
+    )
+    for method, rule in rules:
         if method in methods:
             grads = A.input_gradients(net, batch, target, rule=rule, batch_size=bs)
             out.maps[method] = A.saliency(grads)

@@ -79,8 +79,9 @@ def randomize_block(module: nn.Module, block: str, seed: int) -> int:
             reset = getattr(sub, "reset_parameters", None)
             if callable(reset):
                 reset()
-                if hasattr(sub, "reset_running_stats"):
-                    sub.reset_running_stats()
+                reset_stats = getattr(sub, "reset_running_stats", None)
+                if callable(reset_stats):
+                    reset_stats()
                 count += 1
     return count
 
@@ -220,6 +221,8 @@ def _same_layers(trained: CamCheck, model: nn.Module) -> CamCheck:
     from stages.explain.cam import CamSpec
 
     linear = model.get_submodule(trained.spec.linear)
+    if not isinstance(linear, nn.Linear):  # cam_layer only ever names an nn.Linear
+        raise TypeError(f"{trained.spec.linear} is a {type(linear).__name__}, not the CAM's linear layer")
     spec = CamSpec(
         layer=trained.spec.layer,
         linear=trained.spec.linear,

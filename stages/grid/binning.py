@@ -151,4 +151,4 @@ def cell_members(ids: NDArray[np.integer], row_ids: NDArray[np.integer], kept: N
         pos = np.searchsorted(kept, sorted_ids)
         pos_clipped = np.minimum(pos, len(kept) - 1)
         in_kept = kept[pos_clipped] == sorted_ids
-    return CellMembers(offsets=offsets, rows=row_ids[order][in_kept])
+    return CellMembers(offsets=offsets, rows=row_ids[order][in_kept].astype(np.int64, copy=False))

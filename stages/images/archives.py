@@ -71,6 +71,15 @@ def _key_and_suffix(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), suffix.lower()
 
 
+def _member_bytes(archive: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """A regular member's bytes (``extractfile`` answers None only for links and folders)."""
+    handle = archive.extractfile(info)
+    if handle is None:
+        shard = os.fsdecode(archive.name) if archive.name is not None else "tar shard"
+        raise AtlasError(f"{shard}: member {info.name} is not a regular file; rebuild the shard with tar")
+    return handle.read()
+
+
 def _label_of(suffix: str, data: bytes) -> str | None:
     text = data.decode("utf-8", "replace").strip()
     if suffix in ("cls", "cls2", "label", "idx", "txt", "wnid"):
@@ -135,9 +144,7 @@ def list_tar(path: Path) -> TarSamples:
                         out.labels.append(pending_labels.pop(key, None))
                     i = index[key]
                     out.members[i], out.offsets[i], out.sizes[i] = info.name, info.offset_data, info.size
-                elif (
-                    info.size <= 1 << 16 and (label := _label_of(suffix, archive.extractfile(info).read())) is not None
-                ):
+                elif info.size <= 1 << 16 and (label := _label_of(suffix, _member_bytes(archive, info))) is not None:
                     if key in index:
                         if out.labels[index[key]] is None:
                             out.labels[index[key]] = label

@@ -32,7 +32,7 @@ def _normal(name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The 1000 ImageNet-1k classes in model index order: (WNID, WordNet synonyms)."""
-    rows = []
+    rows: list[tuple[str, tuple[str, ...]]] = []
     for line in WNID_TABLE.read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             index, wnid, words = line.split("\t")

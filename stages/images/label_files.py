@@ -117,11 +117,11 @@ def match_labels(label_file: str | Path, relative_paths: list[str]) -> tuple[lis
     unmatched: list[str] = []
     for key, label in table.items():
         norm = Path(key).as_posix().lstrip("./") if not key.startswith("../") else key
-        i = by_rel.get(norm, by_name.get(norm, by_stem.get(norm)))
-        if i is None:
+        found = by_rel.get(norm, by_name.get(norm, by_stem.get(norm)))
+        if found is None:
             unmatched.append(key)
         else:
-            labels[i] = label
+            labels[found] = label
     if unmatched:
         log.warning(
             "%s: %d of %d rows name no image in the folder (first: %s); they are not collected",

@@ -159,7 +159,7 @@ def _imagenet_categories(name: str, num_classes: int) -> list[str]:
 
 def _drop_aux(model: nn.Module) -> None:
     if hasattr(model, "aux_logits"):
-        model.aux_logits = False
+        setattr(model, "aux_logits", False)  # noqa: B010 - nn.Module's __setattr__ is typed for tensors and modules
         for attr in ("aux1", "aux2", "AuxLogits"):
             if hasattr(model, attr):
                 setattr(model, attr, None)
@@ -367,6 +367,8 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     shapes = layer_shapes(model, config.image_size)
     valid = [n for n, _, s in shapes if _layer_kind(s) is not None]
     shape = next((s for n, _, s in shapes if n == config.layer), None)
+    trunk: nn.Module
+    head: nn.Module
     trunk, head, n_cuts = split_at_layer(model, config.layer, valid)
     if shape is None or _layer_kind(shape) is None:
         with torch.no_grad():
@@ -382,9 +384,10 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
         tokens, side = token_layout(shape[0])  # type: ignore[misc]
         shape = (shape[1], side, side)
         trunk, head, n_cuts = _GridTrunk(trunk), grid_head_graph(_GridHead(head), n_cuts + 2), n_cuts + 1
-    model = model.to(device=device, memory_format=torch.channels_last)
-    trunk = trunk.to(device=device, memory_format=torch.channels_last)
-    head = head.to(device=device, memory_format=torch.channels_last)
+    # device, then layout (one call with both works too, but torch's stubs type only one at a time)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    trunk = trunk.to(device).to(memory_format=torch.channels_last)
+    head = head.to(device).to(memory_format=torch.channels_last)
     sha = file_sha256(built.weights_file) if built.weights_file else state_sha256(model)
     return LoadedModel(
         name=config.name,
@@ -396,10 +399,10 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
         trunk=trunk,
         head=head,
         n_cuts=n_cuts,
-        layer_shape=tuple(int(v) for v in shape),
+        layer_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
         image_size=config.image_size,
-        mean=tuple(mean),
-        std=tuple(std),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
         class_names=built.class_names,
         device=device,
         tokens=tokens,

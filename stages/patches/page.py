@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from PIL import Image
@@ -159,5 +159,5 @@ def write_page(
     return page
 
 
-def _no_levels(*_args: object) -> None:
+def _no_levels(*_args: object) -> NoReturn:
     raise RuntimeError("an experiment entry of atlases.json has no levels")

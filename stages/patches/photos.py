@@ -60,7 +60,7 @@ def store_photos(store: object, cls: int) -> list[str]:
     per_image = sampling.views_per_image * sampling.positions_per_image
     if store.has_row_array("top_pred_idx"):  # type: ignore[attr-defined]
         rows = np.arange(len(paths), dtype=np.int64) * per_image  # the first position of view 0
-        valid = np.asarray(store.valid_mask(), bool)[rows]  # type: ignore[attr-defined]
+        valid = np.asarray(store.valid_mask(), np.bool_)[rows]  # type: ignore[attr-defined]
         top = np.asarray(store.row_values("top_pred_idx", rows[valid]))[:, 0]  # type: ignore[attr-defined]
         chosen |= set(np.flatnonzero(valid)[top == cls].tolist())
     else:

@@ -173,7 +173,7 @@ def rank_scores(
     return scores
 
 
-def select(scores: Sequence[float], keep: int) -> list[int]:
+def select(scores: Sequence[float] | NDArray[np.floating], keep: int) -> list[int]:
     """Indices of the ``keep`` best scores, best first (ties: the earlier candidate)."""
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     return [int(i) for i in order[:keep]]
@@ -204,10 +204,10 @@ class Outcome:
         return np.argmax(np.where(self.flips(), pb + 2.0, pb), axis=1).astype(np.int64)
 
     def dynamic(self) -> NDArray[np.bool_]:
-        return self.flips().any(axis=1)
+        return np.asarray(self.flips().any(axis=1), dtype=np.bool_)
 
     def static_flips(self) -> NDArray[np.bool_]:
-        return self.flips()[:, self.static]
+        return np.asarray(self.flips()[:, self.static], dtype=np.bool_)  # one column: an array, never a scalar
 
     def dynamic_pb(self) -> NDArray[np.float64]:
         return self.result.pb[np.arange(self.n), self.best()]

@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def configure() -> Path | None:
         log.warning("numba cache: no writable cache folder (set %s); UMAP compiles in every process", ENV)
         return None
     os.environ[ENV] = str(folder)
-    numba_config = sys.modules.get("numba.core.config")
+    numba_config: Any = sys.modules.get("numba.core.config")  # its settings are set at run time
     if numba_config is not None:  # already imported: numba read the variable then; set it where it looks now
         numba_config.CACHE_DIR = str(folder)
     return folder
@@ -87,8 +88,11 @@ def enable_caching(modules: list[ModuleType]) -> int:
     enabled = 0
     for module in modules:
         for value in list(vars(module).values()):
-            if isinstance(value, Dispatcher) and isinstance(value._cache, NullCache) and not value.overloads:
-                value.enable_caching()
+            if not isinstance(value, Dispatcher):
+                continue
+            jitted: Any = value  # numba's stubs do not declare the dispatcher's _cache
+            if isinstance(jitted._cache, NullCache) and not jitted.overloads:
+                jitted.enable_caching()
                 enabled += 1
     return enabled
 

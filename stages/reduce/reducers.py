@@ -66,7 +66,7 @@ class FeatureMap:
             raise RuntimeError("FeatureMap is not fitted")
         x = self._prepare(np.asarray(raw, dtype=np.float32))
         if self.basis_ is not None:
-            x = (x - self.mean_) @ self.basis_
+            x = np.asarray((x - self.mean_) @ self.basis_, dtype=np.float32)  # float32 already; typed so
         return self._prepare(x) if self.metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
     def _prepare(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -110,6 +110,7 @@ def umap_knn(features: NDArray[np.float32], n_neighbors: int, cfg: ReduceConfig)
     import faiss
 
     data = np.ascontiguousarray(features, dtype=np.float32)
+    index: faiss.Index
     if cfg.metric == "cosine":  # FeatureMap rows are unit vectors: cosine distance = 1 - inner product
         index = faiss.IndexFlatIP(data.shape[1])
         index.add(data)
@@ -190,17 +191,17 @@ def nearest_fitted(fitted: NDArray[np.float32], cfg: ReduceConfig) -> Any:
     data = np.ascontiguousarray(fitted, dtype=np.float32)
     use_ivf = cfg.place_index == "ivf" or (cfg.place_index == "auto" and len(data) >= IVF_FROM_ROWS)
     if not use_ivf:
-        index = faiss.IndexFlatIP(dims) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dims)
-        index.add(data)
-        return index
+        flat: faiss.Index = faiss.IndexFlatIP(dims) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dims)
+        flat.add(data)
+        return flat
     n_lists = int(np.clip(round(2 * np.sqrt(len(data))), 1, max(1, len(data) // 39)))
     quantizer = faiss.IndexFlatIP(dims) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dims)
-    index = faiss.IndexIVFFlat(quantizer, dims, n_lists, metric)
-    index.cp.seed = 1234
-    index.train(data)
-    index.add(data)
-    index.nprobe = min(cfg.place_nprobe, n_lists)
-    return index
+    ivf = faiss.IndexIVFFlat(quantizer, dims, n_lists, metric)
+    ivf.cp.seed = 1234
+    ivf.train(data)
+    ivf.add(data)
+    ivf.nprobe = min(cfg.place_nprobe, n_lists)
+    return ivf
 
 
 def place(index: Any, features: NDArray[np.float32], fitted_embedding: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -188,7 +188,8 @@ def _stage_level(
 ) -> tuple[int, int, int]:
     """Write ``level`` into ``staging/level_<n>/`` (via a ``.tmp`` folder); (tiles, examples, cells)."""
     n = level.n
-    with_examples = picks is not None and source.store is not None
+    examples_store = source.store if picks is not None else None  # None: no examples for this level
+    with_examples = examples_store is not None
     tmp = integrity.level_tmp(staging, n)  # private to this process (stages/tiles/integrity.py)
     icons = source.icon_level(n)
     if len(icons.icons) != len(level):
@@ -199,9 +200,9 @@ def _stage_level(
     tiles = write_dzi(canvas, tmp / f"level_{n}.dzi", geometry, cfg.format, cfg.quality, progress)
     del canvas
     paths: list[list[str]] = [[] for _ in range(len(level))]
-    if with_examples:
+    if examples_store is not None:
         paths = examples_mod.write_thumbnails(
-            source.store,
+            examples_store,
             picks,
             tmp / "examples" / f"level_{n}",
             f"examples/level_{n}",
@@ -318,13 +319,14 @@ def export_atlas(
     todo = [n for n in mine if _staged(staging, n, level_fps[n]) is None]
     reused = [n for n in mine if n not in todo]
     cells = {n: source.cell_level(n) for n in todo}
-    with_examples = bool(cfg.examples) and source.store is not None
+    examples_store = source.store if cfg.examples else None
+    with_examples = examples_store is not None
     if on_start is not None:
         on_start(_files_to_write(source, cells, cfg, with_examples))
     picks = {}
-    if todo and with_examples:
+    if todo and examples_store is not None:
         picks = examples_mod.nearest_rows(
-            source.store, cells, cfg.examples, cfg.example_search, cfg.example_distinct_photos
+            examples_store, cells, cfg.examples, cfg.example_search, cfg.example_distinct_photos
         )
     row_labels = _row_labels(source) if todo and cfg.highlight else None
     tiles = n_examples = 0

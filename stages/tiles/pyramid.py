@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,7 +78,7 @@ def write_dzi(
     if image.size != (geometry.width, geometry.height):
         raise ValueError(f"image is {image.size}, geometry says {geometry.width}x{geometry.height}")
     files = dzi_path.with_name(dzi_path.stem + "_files")
-    options = {**_SAVE_OPTIONS[fmt], "quality": quality}
+    options: dict[str, Any] = {**_SAVE_OPTIONS[fmt], "quality": quality}
     written = 0
     for z, level in pyramid_levels(image, geometry):
         folder = files / str(z)
