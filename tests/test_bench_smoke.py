@@ -92,112 +92,89 @@ def _run(name: str, args: list[str], out: Path) -> Result:
     )
 
 
+def _bench(tmp: Path, name: str, script: str, *args: str) -> tuple[list[str], Path]:
+    """One bench's entry: ``bench/<script> <args> --out <tmp>/<name>.json`` and that JSON, so every
+    bench writes its report where the smoke test reads it back."""
+    out = tmp / f"{name}.json"
+    return [f"bench/{script}", *args, "--out", str(out)], out
+
+
+def _photo_commands(tmp: Path, photos: str) -> dict[str, tuple[list[str], Path]]:
+    """The benches that need only the photo folder (they collect their own store), the slowest first."""
+    return {
+        "scale_collect": _bench(
+            tmp,
+            "scale_collect",
+            "scale.py",
+            "collect",
+            "--smoke",
+            "--source",
+            photos,
+            "--work",
+            str(tmp / "scale_collect"),
+        ),
+        "collect": _bench(tmp, "collect", "collect.py", "--smoke", "--source", photos),
+        "decode": _bench(tmp, "decode", "decode.py", "--smoke"),
+        "listing": _bench(tmp, "listing", "listing.py", "--smoke", "--work", str(tmp / "listing")),
+    }
+
+
+def _store_commands(tmp: Path, store: str) -> dict[str, tuple[list[str], Path]]:
+    """The benches that measure the small atlas's store, the slowest first."""
+    return {
+        "scale_stages": _bench(
+            tmp,
+            "scale_stages",
+            "scale.py",
+            "stages",
+            "--smoke",
+            "--tiles",
+            "--real",
+            store,
+            "--work",
+            str(tmp / "scale_stages"),
+        ),
+        "reduce": _bench(
+            tmp, "reduce", "reduce.py", "--smoke", "--store", store, "--workdir", str(tmp / "reduce_work")
+        ),
+        "render": _bench(tmp, "render", "render.py", "--smoke", "--store", store),
+        "gallery": _bench(tmp, "gallery", "gallery.py", "--smoke", "--store", store, "--png", str(tmp / "gallery.png")),
+        "gallery_steps": _bench(
+            tmp,
+            "gallery_steps",
+            "gallery.py",
+            "--smoke",
+            "--steps-figure",
+            "--store",
+            store,
+            "--png",
+            str(tmp / "steps.png"),
+        ),
+        "tiles": _bench(tmp, "tiles", "tiles.py", "--smoke", "--store", store),
+        "converge": _bench(tmp, "converge", "converge.py", "--smoke", "--store", store),
+    }
+
+
+def _viewer_commands(tmp: Path, atlas: str) -> dict[str, tuple[list[str], Path]]:
+    """The viewer benches, which drive a headless browser over the exported small atlas."""
+    return {
+        "viewer_screenshot": _bench(
+            tmp, "viewer_screenshot", "viewer_screenshot.py", atlas, "--smoke", "--png", str(tmp / "viewer.png")
+        ),
+        "viewer": _bench(tmp, "viewer", "viewer.py", "--smoke"),
+    }
+
+
 def _commands(
     tmp: Path, photos: str, store: str | None = None, atlas: str | None = None
 ) -> dict[str, tuple[list[str], Path]]:
     """Bench name -> (argv after the interpreter, the JSON it writes), the slowest first: the benches
     that need only photos, or (given ``store`` and ``atlas``) those that measure the small atlas."""
-
-    def o(name: str) -> Path:
-        return tmp / f"{name}.json"
-
     if store is None:
-        return {
-            "scale_collect": (
-                [
-                    "bench/scale.py",
-                    "collect",
-                    "--smoke",
-                    "--source",
-                    photos,
-                    "--work",
-                    str(tmp / "scale_collect"),
-                    "--out",
-                    str(o("scale_collect")),
-                ],
-                o("scale_collect"),
-            ),
-            "collect": (["bench/collect.py", "--smoke", "--source", photos, "--out", str(o("collect"))], o("collect")),
-            "decode": (["bench/decode.py", "--smoke", "--out", str(o("decode"))], o("decode")),
-            "listing": (
-                ["bench/listing.py", "--smoke", "--work", str(tmp / "listing"), "--out", str(o("listing"))],
-                o("listing"),
-            ),
-        }
-    commands = {
-        "scale_stages": (
-            [
-                "bench/scale.py",
-                "stages",
-                "--smoke",
-                "--tiles",
-                "--real",
-                store,
-                "--work",
-                str(tmp / "scale_stages"),
-                "--out",
-                str(o("scale_stages")),
-            ],
-            o("scale_stages"),
-        ),
-        "reduce": (
-            [
-                "bench/reduce.py",
-                "--smoke",
-                "--store",
-                store,
-                "--workdir",
-                str(tmp / "reduce_work"),
-                "--out",
-                str(o("reduce")),
-            ],
-            o("reduce"),
-        ),
-        "render": (["bench/render.py", "--smoke", "--store", store, "--out", str(o("render"))], o("render")),
-        "gallery": (
-            [
-                "bench/gallery.py",
-                "--smoke",
-                "--store",
-                store,
-                "--png",
-                str(tmp / "gallery.png"),
-                "--out",
-                str(o("gallery")),
-            ],
-            o("gallery"),
-        ),
-        "gallery_steps": (
-            [
-                "bench/gallery.py",
-                "--smoke",
-                "--steps-figure",
-                "--store",
-                store,
-                "--png",
-                str(tmp / "steps.png"),
-                "--out",
-                str(o("gallery_steps")),
-            ],
-            o("gallery_steps"),
-        ),
-        "tiles": (["bench/tiles.py", "--smoke", "--store", store, "--out", str(o("tiles"))], o("tiles")),
-        "converge": (["bench/converge.py", "--smoke", "--store", store, "--out", str(o("converge"))], o("converge")),
-    }
+        return _photo_commands(tmp, photos)
+    commands = _store_commands(tmp, store)
     if atlas is not None and _has_browser():
-        commands["viewer_screenshot"] = (
-            [
-                "bench/viewer_screenshot.py",
-                atlas,
-                "--smoke",
-                "--png",
-                str(tmp / "viewer.png"),
-                "--out",
-                str(o("viewer_screenshot")),
-            ],
-            o("viewer_screenshot"),
-        )
-        commands["viewer"] = (["bench/viewer.py", "--smoke", "--out", str(o("viewer"))], o("viewer"))
+        commands.update(_viewer_commands(tmp, atlas))
     return commands
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,6 +44,11 @@ from stages.images.decoding import decode_rgb
 from stages.images.sources import open_image_source
 from stages.model.registry import LoadedModel, load_model
 from store.errors import AtlasError
+
+if TYPE_CHECKING:
+    from stages.tiles.source import AtlasSource
+    from store import derived
+    from store.icons import IconLevel
 
 log = logging.getLogger(__name__)
 
@@ -219,22 +225,14 @@ def _source_model(config: Config, model: LoadedModel) -> dict[str, str]:
     return {"name": model.name, "layer": model.layer}
 
 
-def run(
+def _dataset_codes(
     config: Config,
     device: torch.device,
-    *,
-    model: LoadedModel | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> DatasetMapResult:
-    """Build the dataset map of ``data.source`` and export it into ``data.atlas`` (see the module docstring)."""
-    from stages.reduce.stage import layout_in_memory
-    from stages.tiles.export import export_atlas
-    from stages.tiles.source import AtlasSource, MiniMap
-    from store import derived
-    from store.icons import IconLevel
-    from store.records import fingerprint
-
-    t0 = time.perf_counter()
+    model: LoadedModel | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[str], LoadedModel, Codes]:
+    """The photos of ``data.source`` (at most ``dataset_map.max_images``), the model and their codes:
+    the map needs several photos, so too few is a one-line error before any model is loaded."""
     d = config.dataset_map
     source = open_image_source(config.data.source)
     paths = [r.path for r in source.records][: d.max_images or None]
@@ -253,11 +251,19 @@ def run(
         device,
         progress,
     )
+    return paths, model, codes
+
+
+def _grid_levels(
+    codes: Codes, n: int, i: NDArray[np.int32], j: NDArray[np.int32], names: list[str]
+) -> tuple[derived.CellLevel, IconLevel]:
+    """The one cell level and icon level of the map: each grid cell holds exactly one item, so every
+    count is 1, each cell's members are just itself and its icon is the photo (no optimized icon,
+    hence the NaN objective and cosine similarity)."""
+    from store import derived
+    from store.icons import IconLevel
+
     n_items = len(codes.items)
-    layout = layout_in_memory(codes.codes, layout_config(config, n_items)).layout
-    n = grid_side(n_items, d.grid_slack)
-    i, j = snap_to_grid(layout, n)
-    names = model.class_names
     level = derived.CellLevel(
         n=n,
         i=i,
@@ -278,11 +284,32 @@ def run(
         cossim=np.full(n_items, np.nan, np.float32),
         done=np.ones(1, bool),
     )
+    return level, icons
+
+
+def _atlas_source(
+    config: Config,
+    model: LoadedModel,
+    paths: list[str],
+    codes: Codes,
+    layout: NDArray[np.floating],
+    grid: tuple[int, NDArray[np.int32], NDArray[np.int32]],
+) -> AtlasSource:
+    """The map as the tiles stage's atlas source: one level, the layout as its minimap, and a
+    fingerprint of the items, parameters, model and grid so a re-export of the same map is a no-op."""
+    from stages.tiles.source import AtlasSource, MiniMap
+    from store.records import fingerprint
+
+    d = config.dataset_map
+    n, i, j = grid
+    n_items = len(codes.items)
+    names = model.class_names
+    level, icons = _grid_levels(codes, n, i, j, names)
     minimap = MiniMap(
         x=layout[:, 0].astype(np.float32), y=layout[:, 1].astype(np.float32), label=codes.top_idx[:, 0].astype(np.int32)
     )
     what = "t-SNE" if d.method == "tsne" else "UMAP"
-    atlas = AtlasSource(
+    return AtlasSource(
         id=ATLAS_ID,
         kind=ATLAS_KIND,
         title=f"dataset map: {len(paths)} photos by {model.name}'s pooled features ({what})",
@@ -304,6 +331,27 @@ def run(
             }
         ),
     )
+
+
+def run(
+    config: Config,
+    device: torch.device,
+    *,
+    model: LoadedModel | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetMapResult:
+    """Build the dataset map of ``data.source`` and export it into ``data.atlas`` (see the module docstring)."""
+    from stages.reduce.stage import layout_in_memory
+    from stages.tiles.export import export_atlas
+
+    t0 = time.perf_counter()
+    d = config.dataset_map
+    paths, model, codes = _dataset_codes(config, device, model, progress)
+    n_items = len(codes.items)
+    layout = layout_in_memory(codes.codes, layout_config(config, n_items)).layout
+    n = grid_side(n_items, d.grid_slack)
+    i, j = snap_to_grid(layout, n)
+    atlas = _atlas_source(config, model, paths, codes, layout, (n, i, j))
     tiles = config.tiles.model_copy(update={"examples": 0, "density_scaling": False})
     result = export_atlas(atlas, config.data.atlas, tiles)
     seconds = time.perf_counter() - t0
