@@ -309,6 +309,69 @@ def verify_derived(store: Any, report: Report, fix_for: Callable[[Path], str]) -
 
 
 # --------------------------------------------------------------------------------- icons
+def _icon_done(icons: IconStore, n: int, sub: zarr.Group, where: str, report: Report, fix: str) -> np.ndarray:
+    """Which batches of level ``n`` count as done. A done-flag chunk that fails its check is reported
+    (its batch marked not done by repair) and its batches count as not done, so their icon chunks
+    are not required to be on disk; a missing flag chunk simply means "not done"."""
+    flags = read_child(sub, "done")
+    bad_flags = set()
+    for coords in np.ndindex(*chunk_grid(flags)):
+        problem = check_chunk(flags, coords)
+        if problem is not None and problem != "missing":
+            bad_flags.add(coords[0])
+            report.add(
+                Problem(
+                    "corrupt",
+                    f"{where}/level_{n}/done/{flags.metadata.encode_chunk_key(coords)}",
+                    f"done flag of level {n} batch {coords[0]} {problem}",
+                    fix,
+                    Repair("batches", where, (n, coords[0])),
+                )
+            )
+    if not bad_flags:
+        return icons.done(n)
+    return np.array(
+        [b not in bad_flags and bool(np.asarray(flags[b])) for b in range(icons.n_batches(n))],
+        dtype=np.bool_,
+    )
+
+
+def _icon_arrays(sub: zarr.Group, n: int, done: np.ndarray, bs: int, where: str, report: Report, fix: str) -> None:
+    """The chunks of level ``n``'s icons, objective and cos-sim that hold a done batch; a damaged one
+    marks the batches it holds not done, so ``atlas icons`` re-renders exactly those."""
+    for name in ("icons", "objective", "cossim"):
+        array = read_child(sub, name)
+
+        def wanted(chunk: int, array: zarr.Array[Any] = array) -> bool:
+            return any(done[u] for u in _chunk_units(array, chunk, bs) if u < len(done))
+
+        def repair(chunk: int, array: zarr.Array[Any] = array) -> Repair:
+            return Repair("batches", where, (n, *(u for u in _chunk_units(array, chunk, bs) if u < len(done))))
+
+        report.problems.extend(check_array(array, f"{where}/level_{n}/{name}", wanted, fix, repair))
+
+
+def _icon_fidelity(sub: zarr.Group, n: int, where: str, report: Report) -> None:
+    """Every chunk of level ``n``'s finished fidelity results: damage drops the whole result (it is
+    recomputed by ``atlas fidelity``, not rendered), so every chunk is wanted."""
+    if FIDELITY not in sub or not read_group(sub, FIDELITY).attrs.get("complete", False):
+        return
+
+    def fidelity_repair(_chunk: int) -> Repair:
+        return Repair("fidelity", where, (n,))
+
+    for name, array in _arrays(read_group(sub, FIDELITY)):
+        report.problems.extend(
+            check_array(
+                array,
+                f"{where}/level_{n}/{FIDELITY}/{name}",
+                lambda _c: True,
+                "atlas verify --repair, then atlas fidelity",
+                fidelity_repair,
+            )
+        )
+
+
 def verify_icons(path: Path, store: Any, report: Report, fix: str) -> None:
     """Chunks of every done batch (damaged batches are marked not done), fidelity results, staleness."""
     if _open(path, report, fix, None) is None:
@@ -322,58 +385,10 @@ def verify_icons(path: Path, store: Any, report: Report, fix: str) -> None:
     rendered = 0
     for n in icons.levels:
         sub = read_group(icons.group, f"level_{n}")
-        flags = read_child(sub, "done")
-        bad_flags = set()
-        for coords in np.ndindex(*chunk_grid(flags)):
-            problem = check_chunk(flags, coords)
-            if problem is not None and problem != "missing":
-                bad_flags.add(coords[0])
-                report.add(
-                    Problem(
-                        "corrupt",
-                        f"{where}/level_{n}/done/{flags.metadata.encode_chunk_key(coords)}",
-                        f"done flag of level {n} batch {coords[0]} {problem}",
-                        fix,
-                        Repair("batches", where, (n, coords[0])),
-                    )
-                )
-        done = (
-            icons.done(n)
-            if not bad_flags
-            else np.array(
-                [b not in bad_flags and bool(np.asarray(flags[b])) for b in range(icons.n_batches(n))],
-                dtype=np.bool_,
-            )
-        )
+        done = _icon_done(icons, n, sub, where, report, fix)
         rendered += int(done.sum())
-        bs = icons.batch_size
-        for name in ("icons", "objective", "cossim"):
-            array = read_child(sub, name)
-
-            def wanted(chunk: int, array: zarr.Array[Any] = array, done: np.ndarray = done, bs: int = bs) -> bool:
-                return any(done[u] for u in _chunk_units(array, chunk, bs) if u < len(done))
-
-            def repair(
-                chunk: int, array: zarr.Array[Any] = array, n: int = n, done: np.ndarray = done, bs: int = bs
-            ) -> Repair:
-                return Repair("batches", where, (n, *(u for u in _chunk_units(array, chunk, bs) if u < len(done))))
-
-            report.problems.extend(check_array(array, f"{where}/level_{n}/{name}", wanted, fix, repair))
-        if FIDELITY in sub and read_group(sub, FIDELITY).attrs.get("complete", False):
-
-            def fidelity_repair(_chunk: int, n: int = n) -> Repair:
-                return Repair("fidelity", where, (n,))
-
-            for name, array in _arrays(read_group(sub, FIDELITY)):
-                report.problems.extend(
-                    check_array(
-                        array,
-                        f"{where}/level_{n}/{FIDELITY}/{name}",
-                        lambda _c: True,
-                        "atlas verify --repair, then atlas fidelity",
-                        fidelity_repair,
-                    )
-                )
+        _icon_arrays(sub, n, done, icons.batch_size, where, report, fix)
+        _icon_fidelity(sub, n, where, report)
     reason = icons_stale(icons, store)
     if reason:
         report.add(Problem("stale", where, reason, f"delete {where}, then {fix.split('then ')[-1]}"))

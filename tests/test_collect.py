@@ -149,9 +149,11 @@ def wait_for_done_blocks(proc: subprocess.Popen, path: Path, blocks: int) -> Non
     assert proc.poll() is None, f"collect ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
 
 
-def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Path, tmp_path: Path) -> None:
-    path = tmp_path / "killed.zarr"
-    args = [
+def _collect_cli_args(photo_folder: Path, path: Path) -> list[str]:
+    """``atlas collect`` of ``photo_folder`` into ``path`` with small blocks (several per run, so a
+    kill lands between them), one decoding worker (so there is a child process to outlive the
+    kill) and the in-process reference's parameters, so the two runs can be compared row for row."""
+    return [
         sys.executable,
         "-m",
         "pipeline.cli",
@@ -178,10 +180,11 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
         "--layer",
         "features.13.conv.0",
     ]  # the in-process reference's layer
-    # the CLI processes must use this process's thread count: float sums (and so the float16 rows)
-    # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _kill_mid_run(proc: subprocess.Popen, path: Path) -> None:
+    """SIGKILL the collect ``proc`` once two blocks of ``path`` are done; its decoding workers must
+    die with it rather than run on as orphans."""
     wait_for_done_blocks(proc, path, 2)
     workers = psutil.Process(proc.pid).children(recursive=True)  # its image-decoding processes
     assert workers, "collect.num_workers 1 should have started a decoding worker"
@@ -189,6 +192,16 @@ def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Pa
     proc.wait()
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"decoding workers outlived the killed collect: {[w.pid for w in alive]}"
+
+
+def test_sigkill_mid_run_then_resume_completes_every_input_once(photo_folder: Path, tmp_path: Path) -> None:
+    path = tmp_path / "killed.zarr"
+    args = _collect_cli_args(photo_folder, path)
+    # the CLI processes must use this process's thread count: float sums (and so the float16 rows)
+    # can differ in the last bit between 1 and 2 intra-op threads, and the reference run is in-process
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _kill_mid_run(proc, path)
     partial = _arrays(path)
     assert 0 < partial["done"].sum() < partial["done"].size, "killed mid-run: some blocks done, some not"
     resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)

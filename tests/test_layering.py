@@ -215,3 +215,67 @@ def test_the_attrs_rule_sees_reads_and_ignores_keywords(tmp_path: Path) -> None:
         "    return Layout(attrs={'method': 'umap'}), a, b\n"
     )
     assert attrs_reads(planted) == [2, 3, 4]
+
+
+# --------------------------------------------------------------------------------- function length
+MAX_FUNCTION_LINES = 60  # issue 21: every function fits on a screen, def line to last line
+LENGTH_EXEMPT = ("bench", "data")  # benchmark scripts, and the data folder DVC fills
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """``(name, first line, length)`` of every function or method in ``path`` longer than ``limit``
+    lines, counted as ``ast`` does (``end_lineno - lineno + 1``: decorators left out, nested
+    functions counted inside their parent and on their own)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        (node.name, node.lineno, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def _python_files() -> list[Path]:
+    """Every .py of the repository outside ``bench/`` and ``data/`` (tests and scripts included),
+    skipping hidden folders (git, caches, virtual environments)."""
+    return sorted(
+        p
+        for p in ROOT.rglob("*.py")
+        if p.relative_to(ROOT).parts[0] not in LENGTH_EXEMPT
+        and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+    )
+
+
+def test_no_function_is_longer_than_60_lines() -> None:
+    files = _python_files()
+    assert {p.relative_to(ROOT).parts[0] for p in files} >= {*FLOORS, "tests", "scripts"}, "the walk missed a folder"
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} {name} is {length} lines"
+        for path in files
+        for name, line, length in long_functions(path)
+    ]
+    assert not bad, f"functions over {MAX_FUNCTION_LINES} lines (split them into helpers):\n" + "\n".join(bad)
+
+
+def test_the_length_rule_counts_a_planted_long_function(tmp_path: Path) -> None:
+    """The rule above could pass vacuously; it must flag a 61-line function (method or nested too)
+    and pass a 60-line one, counting from the ``def`` line, not the decorator."""
+    planted = tmp_path / "planted.py"
+    body, nested = "    x = 1\n", "        x = 1\n"
+    planted.write_text(
+        "def ok():\n"  # line 1, 60 lines
+        + body * 59
+        + "@decorated\ndef too_long():\n"  # def on line 62, 61 lines
+        + body * 60
+        + "class C:\n    async def method(self):\n"  # def on line 124, 61 lines
+        + nested * 60
+        + "def outer():\n    def inner():\n"  # outer on line 185 (62 lines), inner on 186 (61)
+        + nested * 60
+    )
+    assert long_functions(planted) == [
+        ("too_long", 62, 61),
+        ("outer", 185, 62),
+        ("method", 124, 61),
+        ("inner", 186, 61),
+    ]

@@ -270,6 +270,26 @@ class SanityResult:
     seconds: float
 
 
+def _write_report(
+    out: Path, model: LoadedModel, settings: MethodSettings, order: list[str], reports: list[SanityReport]
+) -> Path:
+    """Write the JSON report to ``out`` through a hidden temporary file renamed into place, so a
+    reader never sees half a report; strict JSON (no NaN), since the tests' numbers must parse anywhere."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": {"name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256},
+        "grad_cam_layer": settings.grad_cam_layer,
+        "blocks": order,
+        "images": [r.to_json() for r in reports],
+    }
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    tmp.replace(out)
+    return out
+
+
 def run(
     config: Config,
     images: list[str],
@@ -280,7 +300,6 @@ def run(
 ) -> SanityResult:
     """``atlas sanity-check``: both tests on each image; the JSON report (``sanity.out``) and, for the
     first image, the figure of the maps per step (``sanity.figure``)."""
-    import json
     import time
 
     from stages.explain.methods import grad_cam_layer
@@ -321,15 +340,5 @@ def run(
             from stages.explain.plots import sanity_figure
 
             figure = sanity_figure(np.asarray(photo), report, Path(s.figure))
-    out = Path(s.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": {"name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256},
-        "grad_cam_layer": settings.grad_cam_layer,
-        "blocks": order,
-        "images": [r.to_json() for r in reports],
-    }
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
-    tmp.replace(out)
+    out = _write_report(Path(s.out), model, settings, order, reports)
     return SanityResult(reports=reports, out=out, figure=figure, seconds=time.perf_counter() - t0)

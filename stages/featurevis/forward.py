@@ -48,10 +48,60 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``, or a one-line error naming close matches."""
     modules = dict(model.named_modules())
     if name in modules and name != "":
-        return modules[name]
+        found: nn.Module = modules[name]
+        return found
     close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise FeatureVisError(f"layer '{name}' not found in {type(model).__name__}{hint}")
+
+
+def _capture_hook(
+    captured: dict[str, Tensor], name: str, stop_at: int | None
+) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+    """A forward hook that keeps ``name``'s output in ``captured``. Once ``stop_at`` layers are
+    captured it stops the forward (:class:`_StopForward`), so the layers above the last one asked
+    for never run; ``None`` lets it run on to the logits."""
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        captured.setdefault(name, output)
+        if stop_at is not None and len(captured) == stop_at:
+            raise _StopForward
+
+    return hook
+
+
+def _hooked_forward(
+    model: nn.Module,
+    names: list[str],
+    normalize: Normalize,
+    with_logits: bool,
+    captured: dict[str, Tensor],
+    open_: list[bool],
+) -> Forward:
+    """The forward :func:`layer_forward` yields: it runs ``model`` on the normalized images and
+    returns what the hooks put in ``captured`` (plus the logits). It refuses to run once its block
+    has closed (``open_[0]`` false), since without the hooks it would silently capture nothing."""
+
+    def forward(images: Tensor) -> dict[str, Tensor]:
+        if not open_[0]:
+            raise FeatureVisError(
+                "this forward's layer_forward block has closed (its hooks are removed); call it inside the block"
+            )
+        captured.clear()
+        try:
+            logits = model(normalize(images))
+        except _StopForward:
+            logits = None
+        missing = [n for n in names if n not in captured]
+        if missing:
+            raise FeatureVisError(f"layer(s) {', '.join(missing)} did not run in the forward of {type(model).__name__}")
+        out = dict(captured)
+        captured.clear()
+        if with_logits:
+            out[LOGITS] = logits
+        return out
+
+    return forward
 
 
 @contextmanager
@@ -77,41 +127,11 @@ def layer_forward(
     captured: dict[str, Tensor] = {}
     handles = []
     open_ = [True]
-
-    def make_hook(name: str) -> Callable[[nn.Module, tuple, Tensor], None]:
-        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            captured.setdefault(name, output)
-            if not with_logits and len(captured) == len(names):
-                raise _StopForward
-
-        return hook
-
+    stop_at = None if with_logits else len(names)
     try:
         for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-
-        def forward(images: Tensor) -> dict[str, Tensor]:
-            if not open_[0]:
-                raise FeatureVisError(
-                    "this forward's layer_forward block has closed (its hooks are removed); call it inside the block"
-                )
-            captured.clear()
-            try:
-                logits = model(normalize(images))
-            except _StopForward:
-                logits = None
-            missing = [n for n in names if n not in captured]
-            if missing:
-                raise FeatureVisError(
-                    f"layer(s) {', '.join(missing)} did not run in the forward of {type(model).__name__}"
-                )
-            out = dict(captured)
-            captured.clear()
-            if with_logits:
-                out[LOGITS] = logits
-            return out
-
-        yield forward
+            handles.append(module.register_forward_hook(_capture_hook(captured, name, stop_at)))
+        yield _hooked_forward(model, names, normalize, with_logits, captured, open_)
     finally:
         open_[0] = False
         for handle in handles:

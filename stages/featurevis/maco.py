@@ -54,7 +54,8 @@ def natural_magnitude(images: Tensor) -> Tensor:
     t = torch.einsum("ij,bjhw->bihw", inverse, x)
     magnitude = torch.fft.rfftn(t, dim=(-2, -1), norm="ortho").abs().mean(dim=0)
     magnitude[:, 0, 0] = 0.0
-    return magnitude.float()
+    out: Tensor = magnitude.float()
+    return out
 
 
 def resample_magnitude(magnitude: Tensor, h: int, w: int) -> Tensor:
@@ -74,7 +75,8 @@ def resample_magnitude(magnitude: Tensor, h: int, w: int) -> Tensor:
     # grid_sample's -1..1 spans the first..last source sample (align_corners=True).
     gy = 2 * (fy - src_y[0]) / (src_y[-1] - src_y[0]) - 1
     gx = 2 * fx / 0.5 - 1 if big_w > 0 else torch.zeros_like(fx)
-    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
+    shape = (fy.shape[0], fx.shape[0])
+    grid = torch.stack((gx[None, :].expand(shape), gy[:, None].expand(shape)), dim=-1)[None]
     out = F.grid_sample(shifted[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
     out[:, 0, 0] = 0.0
     return out.float()
@@ -96,7 +98,8 @@ def phase_to_image(magnitude: Tensor, phase: Tensor, h: int, w: int) -> Tensor:
     spectrum = torch.polar(magnitude.expand_as(phase), phase)
     image = torch.fft.irfftn(spectrum, s=(h, w), dim=(-2, -1), norm="ortho")
     image = image - image.mean(dim=(1, 2, 3), keepdim=True)
-    return image / (image.std(dim=(1, 2, 3), keepdim=True) + 1e-4)
+    standardised: Tensor = image / (image.std(dim=(1, 2, 3), keepdim=True) + 1e-4)
+    return standardised
 
 
 def maco_image(

@@ -14,7 +14,7 @@ Values are computed in float32 even when the forward ran under autocast.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -278,6 +278,8 @@ class AtlasDirection(Objective):
     x: int | None = None
     y: int | None = None
     cosine: str = "raw"
+    # the unwhitened directions (the "raw" cosine's), set by __post_init__ before ``vectors`` is whitened
+    raw: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.cos_power < 0:

@@ -98,11 +98,35 @@ def render(
     amp = _Autocast(device, mixed_precision, cpu_bf16)
     loop = _Loop(forward, fast_forward or forward, objective, transforms, generator, amp, relu_redirect_steps)
     started = time.perf_counter()
+    kept, kept_index, histories = _best_of_attempts(loop, param, device, steps, lr, attempts, progress_callback)
+    return RenderResult(
+        images=_to_uint8(kept.images),
+        objective=kept.final.float().cpu().numpy(),
+        initial_objective=kept.initial.float().cpu().numpy(),
+        attempt=kept_index.numpy(),
+        history=torch.stack(histories).float().numpy(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _best_of_attempts(
+    loop: _Loop,
+    param: ImageParam,
+    device: torch.device,
+    steps: int,
+    lr: float,
+    attempts: int,
+    progress_callback: ProgressCallback | None,
+) -> tuple[_Attempt, Tensor, list[Tensor]]:
+    """Run ``attempts`` fresh starts and keep, per image, the one that ended highest: returns that
+    merged attempt, the index of the attempt each image was kept from, and every attempt's
+    objective history (on the CPU). Each start is drawn from ``loop.generator``, the generator the
+    transforms draw from, so a CPU run stays bit-reproducible."""
     kept: _Attempt | None = None
     kept_index = torch.zeros(0, dtype=torch.long)
     histories = []
     for attempt in range(attempts):
-        params, image_fn = param(device=device, generator=generator)
+        params, image_fn = param(device=device, generator=loop.generator)
 
         def report(step: int, done: int = attempt * steps) -> None:
             if progress_callback is not None:
@@ -124,14 +148,7 @@ def render(
             kept_index[better.cpu()] = attempt
             kept = _merge(kept, result, better)
     assert kept is not None  # attempts >= 1
-    return RenderResult(
-        images=_to_uint8(kept.images),
-        objective=kept.final.float().cpu().numpy(),
-        initial_objective=kept.initial.float().cpu().numpy(),
-        attempt=kept_index.numpy(),
-        history=torch.stack(histories).float().numpy(),
-        seconds=time.perf_counter() - started,
-    )
+    return kept, kept_index, histories
 
 
 @dataclass(frozen=True)
@@ -247,7 +264,8 @@ class _Autocast:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
     def backward(self, loss: Tensor, params: list[Tensor]) -> None:
-        self.scaler.scale(loss).backward(inputs=params)
+        # torch.autograd.backward is Tensor.backward's typed core (same call for plain tensors)
+        torch.autograd.backward(self.scaler.scale(loss), inputs=params)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         self.scaler.step(optimizer)

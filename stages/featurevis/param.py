@@ -52,7 +52,8 @@ class ImageParam(Protocol):
 def color_decorrelation_matrix() -> Tensor:
     """lucid's colour matrix divided by its largest column norm (``_linear_decorelate_color``)."""
     matrix = torch.tensor(_COLOR_CORRELATION_SVD_SQRT, dtype=torch.float32)
-    return matrix / torch.linalg.vector_norm(matrix, dim=0).max()
+    normalised: Tensor = matrix / torch.linalg.vector_norm(matrix, dim=0).max()
+    return normalised
 
 
 def to_valid_rgb(t: Tensor, *, decorrelate: bool = True) -> Tensor:
@@ -94,7 +95,8 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> Tensor:
 def spectrum_to_image(spectrum: Tensor, scale: Tensor, h: int, w: int) -> Tensor:
     """Real/imaginary spectrum ``[B, 3, h, w // 2 + 1, 2]`` -> linear image ``[B, 3, h, w]``."""
     scaled = torch.view_as_complex(spectrum) * scale
-    return torch.fft.irfftn(scaled, s=(h, w), dim=(-2, -1), norm="ortho") / _FFT_MAGIC
+    image: Tensor = torch.fft.irfftn(scaled, s=(h, w), dim=(-2, -1), norm="ortho") / _FFT_MAGIC
+    return image
 
 
 def fft_image(

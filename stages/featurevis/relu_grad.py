@@ -65,7 +65,7 @@ def _redirected(x: Tensor, grad: Tensor, upper: float | None) -> Tensor:
     return torch.where(wrong_way, 0.0, grad)
 
 
-def relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float | None]:
+def relu_upper(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, float | None]:
     """Whether ``func(*args, **kwargs)`` is a ReLU (upper None) or a ReLU6 (upper 6)."""
     if func in (F.relu, torch.relu, Tensor.relu, torch.relu_, Tensor.relu_):
         return True, None
@@ -82,7 +82,13 @@ def relu_upper(func: Callable, args: tuple, kwargs: dict) -> tuple[bool, float |
 class redirected_relu_grad(TorchFunctionMode):
     """Inside this block, ReLU and ReLU6 calls get lucid's redirected gradient."""
 
-    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         is_relu, upper = relu_upper(func, args, kwargs)
         if is_relu and isinstance(args[0], Tensor) and torch.is_grad_enabled():

@@ -114,7 +114,8 @@ class _Cut(nn.Module):
         x = self.normalize(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        out: Tensor = self.net(x)
+        return out
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,6 +115,30 @@ def run(config: RenderSection, ctx: StageContext) -> RenderSummary:
         r.size,
     )
     cap = _batch_cap(model, r, device)
+    objectives, cossims, cap = _render_pending(
+        model, r, device, cap, pending, icons=icons, cells=cells, whitening=whitening, progress=progress
+    )
+    return _summarise(
+        icons, shard, cells, len(pending), total, min(cap, r.batch_size), time.perf_counter() - t0, objectives, cossims
+    )
+
+
+def _render_pending(
+    model: LoadedModel,
+    r: RenderConfig,
+    device: torch.device,
+    cap: int,
+    pending: list[tuple[int, int]],
+    *,
+    icons: IconStore,
+    cells: dict[int, derived.CellLevel],
+    whitening: torch.Tensor | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[NDArray[np.float32]], list[NDArray[np.float32]], int]:
+    """Render and write the ``pending`` (level, batch) pairs, returning each batch's objectives and
+    centre cos-sims and the batch cap used (``render.tune: auto`` may lower ``cap``). The network
+    is folded and cut once for all batches, and the thread count the tuner picks is put back
+    afterwards, so the caller's process is left as it was."""
     objectives, cossims = [], []
     module = fold_batchnorm(model.module, model.layer, model.normalize)  # same values, ~25% faster steps
     if r.compile:
@@ -146,9 +170,7 @@ def run(config: RenderSection, ctx: StageContext) -> RenderSummary:
             cossims.append(cossim)
             if progress is not None:
                 progress(len(rows))
-    return _summarise(
-        icons, shard, cells, len(pending), total, min(cap, r.batch_size), time.perf_counter() - t0, objectives, cossims
-    )
+    return objectives, cossims, cap
 
 
 def render_batch(
