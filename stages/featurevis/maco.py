@@ -75,7 +75,7 @@ def resample_magnitude(magnitude: Tensor, h: int, w: int) -> Tensor:
     # grid_sample's -1..1 spans the first..last source sample (align_corners=True).
     gy = 2 * (fy - src_y[0]) / (src_y[-1] - src_y[0]) - 1
     gx = 2 * fx / 0.5 - 1 if big_w > 0 else torch.zeros_like(fx)
-    shape = (fy.shape[0], fx.shape[0])
+    shape = (fy.shape[0], fx.shape[0])  # the [h, w // 2 + 1] frequency grid both axes broadcast to
     grid = torch.stack((gx[None, :].expand(shape), gy[:, None].expand(shape)), dim=-1)[None]
     out = F.grid_sample(shifted[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
     out[:, 0, 0] = 0.0
