@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from stages.model.registry import LoadedModel
+    from store.atlas_store import AtlasStore
     from store.derived import Whitening
     from store.view import RowStore
 
@@ -65,6 +66,20 @@ class StageContext:
         if self.store is None:
             raise ValueError(f"stage {stage} needs StageContext(store=...): the store it reads and writes")
         return self.store
+
+    def require_collect_store(self, stage: str) -> AtlasStore:
+        """``store`` as the collect store itself: the stages that make or open subsets of it (class and
+        comparison atlases, patches) need its own rows, not a class or comparison atlas's."""
+        from store.atlas_store import AtlasStore
+        from store.errors import AtlasError
+
+        store = self.require_store(stage)
+        if not isinstance(store, AtlasStore):
+            raise AtlasError(
+                f"stage {stage} reads the collect store (data.store), not {store.path} "
+                f"({type(store).__name__}); give it the store collect wrote"
+            )
+        return store
 
     def device_for(self, setting: str) -> torch.device:
         """``device``, else the section's ``device`` setting (auto, cpu, cuda, cuda:N, mps) resolved."""

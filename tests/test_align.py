@@ -202,6 +202,41 @@ def test_bad_pair_is_one_line_and_writes_nothing(
     assert not (tmp_path / "align").exists() and not (tmp_path / "atlas").exists()
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("source", r"missing_photos: image source not found"),
+        ("image_size", r"align pair second: image_size 224 vs 160"),
+    ],
+)
+def test_inputs_are_checked_before_any_model_loads(
+    change: str, message: str, tmp_path: Path, photo_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing data.source, or a later pair whose sides see other input sizes, stops before the first
+    model loads (each side's load is seconds to minutes), in one line, with nothing written."""
+    from stages.align import stage as align
+
+    loads: list[str] = []
+    monkeypatch.setattr(align, "load_model", lambda config, device: loads.append(config.name))
+    cfg = _config(tmp_path, photo_folder)
+    pair = cfg.align.pairs[0].model_dump()
+    if change == "source":
+        cfg.data.source = str(tmp_path / "missing_photos")
+    else:
+        second = {
+            **pair,
+            "name": "second",
+            "a": {**pair["a"], "image_size": 224},
+            "b": {**pair["b"], "image_size": 160},
+        }
+        cfg.align.pairs = [type(cfg.align.pairs[0]).model_validate(p) for p in (pair, second)]
+    with pytest.raises(AtlasError, match=message) as err:
+        align.run(AlignSection.of(cfg), StageContext(device=torch.device("cpu")))
+    assert "\n" not in str(err.value)
+    assert loads == []
+    assert not (tmp_path / "align").exists() and not (tmp_path / "atlas").exists()
+
+
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path, mobilenet):
     """`atlas align` run once on two layers of real MobileNetV2 (7x7 and 14x14) over the four photos."""

@@ -82,6 +82,20 @@ def test_stages_run_unchanged_on_a_subset(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize("stage", ["classes", "compare"])
+def test_class_and_comparison_atlases_refuse_a_subset_as_their_store(stage: str, tmp_path: Path) -> None:
+    """They select rows of the collect store and make subsets of it: given a subset (a class atlas's
+    store), one line naming it, before any row is selected or model loaded."""
+    sub = SubsetStore.create(_synthetic(tmp_path), "pick", np.arange(10, 40), {})
+    cfg = Config()
+    cfg.classes.names, cfg.compare.pairs = ["0"], [("0", "1")]
+    module = class_atlas if stage == "classes" else class_compare
+    with pytest.raises(AtlasError, match=rf"stage {stage} reads the collect store .*s\.pick\.rows\.zarr") as err:
+        module.run(ClassesSection.of(cfg, atlases=stage), StageContext(sub, device=torch.device("cpu")))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "s.classes").exists() and not (tmp_path / "s.compare").exists()
+
+
 @pytest.fixture(scope="module")
 def class_store(small_atlas: SmallAtlas, tmp_path_factory: pytest.TempPathFactory) -> AtlasStore:
     """A private copy of the small atlas's store and whitening (the session's folder stays read-only)."""

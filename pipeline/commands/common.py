@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from pipeline.params import Override, load_config
 from stages.config import Config
@@ -75,7 +75,7 @@ class ProgressBar:
             self._bar.total = total
         self._bar.update(done - self._bar.n)
 
-    def __enter__(self) -> ProgressBar:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:

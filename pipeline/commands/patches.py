@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from pipeline.commands.common import (
     ProgressBar,
@@ -16,11 +17,12 @@ from pipeline.commands.common import (
 from store.errors import AtlasError
 
 
-def _pct(d: dict[str, object] | None) -> str:
+def _pct(d: dict[str, Any] | None) -> str:
+    """A rate's report entry (:meth:`stages.patches.protocol.Rate.as_dict`) as ``57% (4/7, 95% CI 25-84%)``."""
     if not d or not d["n"]:
         return "n/a"
-    lo, hi = d["interval95"]  # type: ignore[misc]
-    return f"{100 * float(d['rate']):.0f}% ({d['k']}/{d['n']}, 95% CI {100 * lo:.0f}-{100 * hi:.0f}%)"  # type: ignore[arg-type]
+    lo, hi = d["interval95"]
+    return f"{100 * float(d['rate']):.0f}% ({d['k']}/{d['n']}, 95% CI {100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
 def cmd_patches(args: argparse.Namespace) -> int:

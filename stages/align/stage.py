@@ -69,19 +69,30 @@ class AlignResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step (collect: in run's first pair)
 
 
-def _check_pairs(config: AlignSection, pairs: list[AlignPair], device: torch.device) -> dict[str, LoadedModel]:
-    """Every side loads and has its layer, names are unique, inputs match: else one line, nothing written."""
+def _check_inputs(config: AlignSection, pairs: list[AlignPair]) -> None:
+    """What needs no model, checked before any loads (a bad value would otherwise cost two model loads
+    per pair first): the pair names are unique, both sides of a pair see one input size, ``data.source``
+    opens (collect's own check). Else one line, nothing written."""
+    from stages.collect.stage import open_source
+
     names = [pair_name(p) for p in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise AtlasError(f"align.pairs: the name {dupes[0]!r} is used twice; give the pairs distinct names")
-    models: dict[str, LoadedModel] = {}
     for pair, name in zip(pairs, names):
         if pair.a.image_size != pair.b.image_size:
             raise AtlasError(
                 f"align pair {name}: image_size {pair.a.image_size} vs {pair.b.image_size}; both sides "
                 "must see the same inputs (give them one image_size)"
             )
+    open_source(side_config(config, pairs[0].a))  # every side collects the same photos
+
+
+def _check_pairs(config: AlignSection, pairs: list[AlignPair], device: torch.device) -> dict[str, LoadedModel]:
+    """Every side loads and has its layer (after :func:`_check_inputs`): else one line, nothing written."""
+    names = [pair_name(p) for p in pairs]
+    models: dict[str, LoadedModel] = {}
+    for pair, name in zip(pairs, names):
         for key in SIDES:
             side: AlignModel = getattr(pair, key)
             if side_key(side) in models:
@@ -436,6 +447,7 @@ def run(config: AlignSection, ctx: StageContext) -> list[AlignResult]:
         raise AtlasError(
             "align.pairs is empty; list pairs in params.yaml or give two specs: atlas align MODEL@LAYER MODEL@LAYER"
         )
+    _check_inputs(config, pairs)
     t0 = time.perf_counter()
     device = ctx.device_for(config.collect.device)
     ctx = replace(ctx, device=device)

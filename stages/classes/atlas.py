@@ -103,7 +103,7 @@ def classes_folder(store: AtlasStore) -> Path:
 
 def run(config: ClassesSection, ctx: StageContext) -> list[ClassAtlasResult]:
     """Build the atlas of every class in ``classes.names`` in ``ctx.store``; ``ctx.on_atlas(name, icons)`` per class."""
-    store, device = ctx.require_store("classes"), ctx.device_for(config.render.device)
+    store, device = ctx.require_collect_store("classes"), ctx.device_for(config.render.device)
     progress, on_start, export = ctx.progress, ctx.on_atlas, config.export
     c = config.classes
     if not c.names:

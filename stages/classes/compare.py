@@ -158,7 +158,7 @@ def _export(
 
 def run(config: ClassesSection, ctx: StageContext) -> list[CompareResult]:
     """Build every comparison of ``compare.pairs`` in ``ctx.store``; ``ctx.on_atlas("a--b", icons)`` per pair."""
-    store, device = ctx.require_store("compare"), ctx.device_for(config.render.device)
+    store, device = ctx.require_collect_store("compare"), ctx.device_for(config.render.device)
     progress, on_start, export = ctx.progress, ctx.on_atlas, config.export
     cfg = config.compare
     if not cfg.pairs:

@@ -271,11 +271,11 @@ def _view_loader(config: CollectSection, items: list[WorkItem], source: ImageSou
     eval_crop = view0_eval_crop(config)
     settings = ViewSettings(
         c.views_per_image,
-        tuple(c.view_scale),
+        c.view_scale,
         config.model.image_size,
         c.seed,
         c.max_pixels,
-        draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, tuple(c.view_scale), eval_crop),
+        draft_side(c.jpeg_draft, config.model.image_size, c.views_per_image, c.view_scale, eval_crop),
         eval_crop,
     )
     return view_loader(

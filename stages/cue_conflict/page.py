@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw
 
 from stages.sections import CueConflictSection
 from store import derived
-from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from store.icons import IconStore
+from store.view import RowStore
 
 if TYPE_CHECKING:
     from stages.cue_conflict.result import CueConflictResult
@@ -41,7 +41,7 @@ def texture_colour(share: float) -> tuple[int, int, int]:
     return tuple(int(v) for v in c)  # type: ignore[return-value]
 
 
-def level_icons(store: AtlasStore, level: int) -> NDArray[np.uint8] | None:
+def level_icons(store: RowStore, level: int) -> NDArray[np.uint8] | None:
     """The level's icons when they are all rendered, else None (the map then shows plain cells)."""
     path = store.derived_path("icons")
     if not IconStore.exists(path):
@@ -155,7 +155,7 @@ Published: {PUBLISHED}.</p>
 """
 
 
-def write_page(config: CueConflictSection, store: AtlasStore, result: CueConflictResult) -> Path | None:
+def write_page(config: CueConflictSection, store: RowStore, result: CueConflictResult) -> Path | None:
     """Write the page (and register it in ``atlases.json``); None, with a warning, without an exported atlas."""
     from stages.cue_conflict.result import report
     from stages.tiles.export import update_index

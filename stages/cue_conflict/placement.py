@@ -23,7 +23,7 @@ from stages.config import ReduceConfig
 from stages.reduce.reducers import FeatureMap, nearest_fitted
 from stages.reduce.stage import read_fit_rows
 from store import derived
-from store.atlas_store import AtlasStore
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def cell_of_row(level: derived.CellLevel, n_rows: int) -> NDArray[np.int64]:
     return out
 
 
-def build_placer(store: AtlasStore, level_n: int) -> AtlasPlacer:
+def build_placer(store: RowStore, level_n: int) -> AtlasPlacer:
     """The placer of ``store``'s layout and grid level ``level_n`` (one-line errors from the store
     when the layout or the grid is missing or stale)."""
     layout = derived.read_layout(store)

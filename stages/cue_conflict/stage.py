@@ -23,14 +23,14 @@ from numpy.typing import NDArray
 
 from stages.context import StageContext
 from stages.cue_conflict import on_atlas
-from stages.cue_conflict.placement import build_placer
+from stages.cue_conflict.placement import AtlasPlacer, build_placer
 from stages.cue_conflict.result import CueConflictResult, StimulusResult, write_report
-from stages.cue_conflict.shape_bias import decide, load_categories, shape_bias
-from stages.cue_conflict.stimuli import list_stimuli, load_pixels
+from stages.cue_conflict.shape_bias import Categories, decide, load_categories, shape_bias
+from stages.cue_conflict.stimuli import Stimulus, list_stimuli, load_pixels
 from stages.model.registry import LoadedModel, load_model
 from stages.sections import CueConflictSection
-from store.atlas_store import AtlasStore
 from store.errors import AtlasError
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,16 @@ def _outcome(decision: str, shape: str, texture: str, conflict: bool) -> str | N
 
 def _classify(
     config: CueConflictSection,
-    items: list,
-    categories,
+    items: list[Stimulus],
+    categories: Categories,
     model: LoadedModel,
-    placer,
+    placer: AtlasPlacer | None,
     device: torch.device,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[list[StimulusResult], list[int], list[str]]:
     """Every stimulus's decision and (with a placer) the atlas cells its positions land in and their outcomes."""
     cfg = config.cue_conflict
-    of_class = categories.of_class(len(model.class_names)) if placer is not None else None
+    of_class = categories.of_class(len(model.class_names))
     results: list[StimulusResult] = []
     all_cells: list[int] = []
     all_outcomes: list[str] = []
@@ -101,7 +101,7 @@ def _classify(
     return results, all_cells, all_outcomes
 
 
-def _placer(store: AtlasStore | None, model: LoadedModel, level: int):
+def _placer(store: RowStore | None, model: LoadedModel, level: int) -> AtlasPlacer | None:
     """Where stimuli land on ``store``'s atlas at ``level`` (None without a store)."""
     if store is None:
         return None

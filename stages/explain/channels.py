@@ -15,6 +15,8 @@ activation on the image at the atlas layer:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
@@ -82,7 +84,7 @@ def render_channels(
     module: torch.nn.Module,
     normalize,
     layer: str,
-    channels: NDArray[np.integer],
+    channels: Sequence[int] | NDArray[np.integer],
     size: int,
     steps: int,
     lr: float,

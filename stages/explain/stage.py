@@ -28,6 +28,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -52,9 +53,9 @@ from stages.model.registry import LoadedModel, load_model
 from stages.render.stage import render_batch
 from stages.sections import ExplainSection
 from store import derived
-from store.atlas_store import AtlasStore
 from store.errors import AtlasError
 from store.icons import IconStore
+from store.view import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ExplainResult:
 def load_photo(path: str | Path, config: Config | ExplainSection) -> Image.Image:
     """The image as RGB at the model's input size; a one-line error when it cannot be read."""
     decoded = decode_rgb(path, config.collect.max_pixels)
-    if not decoded.ok:
+    if decoded.image is None:  # not ``decoded.ok``: this spelling lets the type checker see the image below
         raise AtlasError(
             f"{path}: cannot read the image ({decoded.reason}{': ' + decoded.detail if decoded.detail else ''})"
         )
@@ -99,7 +100,7 @@ def layer_activations(model: LoadedModel, photo: Image.Image, device: torch.devi
     return acts.permute(1, 2, 0).cpu().numpy()
 
 
-def level_icons(store: AtlasStore, level: int) -> tuple[derived.CellLevel, NDArray[np.uint8]]:
+def level_icons(store: RowStore, level: int) -> tuple[derived.CellLevel, NDArray[np.uint8]]:
     """The level's cells and their icons; refuse a level whose icons are not all rendered."""
     cells = derived.read_level(store, level, with_attribution=False)
     icons = IconStore.open(store.derived_path("icons"))
@@ -126,7 +127,7 @@ def group_labels(groups: Groups, cells: derived.CellLevel) -> list[str]:
 
 def render_groups(
     model: LoadedModel,
-    store: AtlasStore,
+    store: RowStore,
     components: NDArray[np.float32],
     config: ExplainSection,
     device: torch.device,
@@ -216,7 +217,7 @@ class _Seen:
     notes: dict[str, str]
 
 
-def _check_store_layer(store: AtlasStore, model: LoadedModel) -> None:
+def _check_store_layer(store: RowStore, model: LoadedModel) -> None:
     stored = store.model.layer
     if stored and stored != model.layer:
         raise AtlasError(
@@ -227,7 +228,7 @@ def _check_store_layer(store: AtlasStore, model: LoadedModel) -> None:
 def _see(
     config: ExplainSection,
     photo: Image.Image,
-    store: AtlasStore,
+    store: RowStore,
     model: LoadedModel,
     cells: derived.CellLevel,
     device: torch.device,
@@ -342,7 +343,7 @@ def _draw_channels(
     config: ExplainSection,
     photo: Image.Image,
     acts: NDArray[np.float32],
-    store: AtlasStore,
+    store: RowStore,
     model: LoadedModel,
     device: torch.device,
     path: Path,
@@ -484,7 +485,7 @@ def _page_content(
 def write_explain_page(
     config: ExplainSection,
     image: str | Path,
-    store: AtlasStore,
+    store: RowStore,
     model: LoadedModel,
     cells: derived.CellLevel,
     seen: _Seen,
@@ -523,7 +524,7 @@ def write_explain_page(
     return page
 
 
-def _no_levels(*_args: object) -> None:
+def _no_levels(*_args: object) -> NoReturn:
     raise RuntimeError("an explain entry of atlases.json has no levels")
 
 

@@ -52,7 +52,8 @@ def _colours(groups: NDArray[np.int64]) -> tuple[NDArray[np.float64], list[int]]
     known = groups[groups >= 0]
     values, counts = np.unique(known, return_counts=True)
     top = values[np.argsort(-counts, kind="stable")][:N_COLOURS].tolist()
-    palette = colormaps["tab20"].colors
+    tab20 = colormaps["tab20"]
+    palette = tab20(np.arange(tab20.N))[:, :3]  # its 20 RGB colours (the typed path to ListedColormap.colors)
     rgba = np.tile([0.6, 0.6, 0.6, 0.5], (len(groups), 1))
     for k, g in enumerate(top):
         rgba[groups == g] = (*palette[k % len(palette)], 0.8)

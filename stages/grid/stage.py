@@ -121,7 +121,7 @@ def _accumulate(
             cells = level.cell_of_row[block.start : block.stop][keep]
             member = cells >= 0
             binning.add_cell_sums(level.sums, cells[member], x[member])
-            if idx is not None:
+            if idx is not None and val is not None:
                 binning.add_attribution_sums(level.attribution, cells[member], idx[member], val[member])
     return moment
 

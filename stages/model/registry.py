@@ -63,7 +63,7 @@ class LoadedModel:
     module: nn.Module
     layer: str
     trunk: nn.Module  # x -> (activation [B, C, H, W], *cuts); nothing above the layer
-    head: nn.Module  # (activation, *cuts) -> logits
+    head: fx.GraphModule  # (activation, *cuts) -> logits; an fx graph, so collect's head JVP can walk it
     n_cuts: int
     layer_shape: tuple[int, int, int]
     image_size: int
@@ -368,7 +368,7 @@ def load_model(config: ModelConfig, device: torch.device) -> LoadedModel:
     valid = [n for n, _, s in shapes if _layer_kind(s) is not None]
     shape = next((s for n, _, s in shapes if n == config.layer), None)
     trunk: nn.Module
-    head: nn.Module
+    head: fx.GraphModule
     trunk, head, n_cuts = split_at_layer(model, config.layer, valid)
     if shape is None or _layer_kind(shape) is None:
         with torch.no_grad():

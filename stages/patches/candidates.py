@@ -12,6 +12,7 @@ one per photo: stages/tiles/dataset_examples.py, cut at ``crop_px``) and its ren
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class Comparison:
     names: list[list[str]]  # each cell's top attributed classes
 
 
-def open_comparison(store: AtlasStore, a: int, b: int, pairs: list[list[str | int]]) -> Comparison:
+def open_comparison(store: AtlasStore, a: int, b: int, pairs: Sequence[Sequence[str | int]]) -> Comparison:
     """The comparison atlas of ``a`` and ``b`` (either order); a one-line error when it was not built."""
     names = store.class_names
     for first, second in ((a, b), (b, a)):

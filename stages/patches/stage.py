@@ -126,9 +126,7 @@ def controls_of(comp: cands.Comparison, config: PatchesSection) -> list[Patch]:
     return noise + cands.random_cell_controls(comp, cfg.controls, cfg.crop_px, cfg.field, cfg.seed)
 
 
-def _photo_lists(
-    config: PatchesSection, store: AtlasStore, todo: list[tuple[int, int]]
-) -> list[tuple[list[Path], str]]:
+def _photo_lists(config: PatchesSection, store: AtlasStore, todo: list[tuple[int, int]]) -> list[tuple[list[str], str]]:
     """Each direction's photos of A (``patches.photos``, else the store's) and where they came from."""
     cfg, names = config.patches, store.class_names
     photo_lists = []
@@ -181,7 +179,7 @@ def _direction(
     store: AtlasStore,
     ab: tuple[int, int],
     comp: cands.Comparison,
-    photos: tuple[list[Path], str],
+    photos: tuple[list[str], str],
     model: LoadedModel,
     classify: Callable,
     ctx: StageContext,
@@ -237,7 +235,7 @@ def run(config: PatchesSection, ctx: StageContext) -> PatchesResult:
     as images are classified; ``ctx.device`` else ``patches.device``.
     """
     t0 = time.perf_counter()
-    cfg, store = config.patches, ctx.require_store("patches")
+    cfg, store = config.patches, ctx.require_collect_store("patches")
     device = ctx.device_for(cfg.device)
     names = store.class_names
     todo = directions(config, config.pair, names)

@@ -209,7 +209,7 @@ def run(cfg: ReduceConfig, ctx: StageContext) -> LayoutResult:
         rows, embedding, fitted = _embed_rest(store, valid, fit_rows, fitted_embedding, features, to_2d, step)
     seconds["place"] = time.perf_counter() - t
 
-    layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
+    layout = normalize_layout(embedding, cfg.clip_percentiles, cfg.margin)
     seconds["total"] = time.perf_counter() - t0
     attrs = _layout_attrs(cfg, len(fit_rows), len(rows), features, placement, seconds)
     layout_id = derived.write_layout(
@@ -251,7 +251,7 @@ def layout_in_memory(raw: NDArray[np.floating], cfg: ReduceConfig) -> derived.La
     for start in range(0, len(rest), 65536):  # the placed rows a chunk at a time, like the stage's second pass
         part = rest[start : start + 65536]
         embedding[part] = to_2d(features.transform(x[part]))
-    layout = normalize_layout(embedding, tuple(cfg.clip_percentiles), cfg.margin)
+    layout = normalize_layout(embedding, cfg.clip_percentiles, cfg.margin)
     attrs = {
         "method": cfg.method,
         "params": cfg.model_dump(mode="json"),

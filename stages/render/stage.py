@@ -329,7 +329,7 @@ def _summarise(
 ) -> RenderSummary:
     obj = np.concatenate(objectives) if objectives else np.zeros(0, np.float32)
     cos = np.concatenate(cossims) if cossims else np.zeros(0, np.float32)
-    done = sum(len(icons.batch_range(n, b)) for n in cells for b in np.flatnonzero(icons.done(n)))
+    done = sum(len(icons.batch_range(n, b)) for n in cells for b in np.flatnonzero(icons.done(n)).tolist())
     quantiles = {f"q{int(q * 100)}": float(np.quantile(cos, q)) for q in (0.1, 0.5, 0.9)} if cos.size else {}
     summary = RenderSummary(
         icons_path=str(icons.path),

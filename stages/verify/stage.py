@@ -72,7 +72,7 @@ def run(config: VerifySection, ctx: StageContext) -> VerifyResult:
 
 def next_commands(problems: list[Problem]) -> list[str]:
     """The commands the fixes name, in pipeline order (after ``--repair`` where a fix says so)."""
-    wanted = set()
+    wanted: set[str] = set()
     for problem in problems:
         fix = problem.fix.split("then ")[-1]
         wanted.update(command for command in PIPELINE if command in fix)
