@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -159,7 +159,7 @@ def write_page(config: CueConflictSection, store: RowStore, result: CueConflictR
     """Write the page (and register it in ``atlases.json``); None, with a warning, without an exported atlas."""
     from stages.cue_conflict.result import report
     from stages.tiles.export import update_index
-    from stages.tiles.source import AtlasSource
+    from stages.tiles.source import page_entry
 
     atlas = Path(config.data.atlas)
     if not (atlas / "atlases.json").exists():
@@ -191,22 +191,13 @@ def write_page(config: CueConflictSection, store: RowStore, result: CueConflictR
     tmp = folder / ".index.html.tmp"
     tmp.write_text(render_html(data, n, cells, thumbs))
     tmp.replace(page)
-    entry = AtlasSource(
-        id=FOLDER,
-        kind="experiment",
-        title="texture vs shape (cue conflict)",
-        levels=[],
-        cell_level=_no_levels,
-        icon_level=_no_levels,
-        minimap=_no_levels,
-        class_names=[],
+    entry = page_entry(
+        FOLDER,
+        "experiment",
+        "texture vs shape (cue conflict)",
         icon_px=CELL_PX,
-        model=store.model.entry(),  # the index names the store's model, as every other entry does
+        model=store.model.entry(),
         index={"page": f"{FOLDER}/index.html"},
     )
     update_index(atlas, entry)
     return page
-
-
-def _no_levels(*_args: object) -> NoReturn:
-    raise RuntimeError("an experiment entry of atlases.json has no levels")

@@ -28,7 +28,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import torch
@@ -496,7 +495,7 @@ def write_explain_page(
     """The HTML page in ``<data.atlas>/explain/<slug>/`` and its entry in ``atlases.json``; ``None``
     (with a warning) when ``data.atlas`` holds no exported atlas to link to."""
     from stages.tiles.export import update_index
-    from stages.tiles.source import AtlasSource
+    from stages.tiles.source import page_entry
 
     atlas = Path(config.data.atlas)
     if not (atlas / "atlases.json").exists():
@@ -506,15 +505,10 @@ def write_explain_page(
     folder_id = f"{html_page.EXPLAIN_FOLDER}/{slug}"
     content = _page_content(image, model, cells, seen, figures, grid)
     page = html_page.write_page(atlas / folder_id, content, mosaic_px=grid[1] * icon_px)
-    entry = AtlasSource(
-        id=folder_id,
-        kind="explain",
-        title=f"explained: {Path(image).name}",
-        levels=[],
-        cell_level=_no_levels,
-        icon_level=_no_levels,
-        minimap=_no_levels,
-        class_names=[],
+    entry = page_entry(
+        folder_id,
+        "explain",
+        f"explained: {Path(image).name}",
         icon_px=icon_px,
         model=store.model.entry(),
         index={"page": f"{folder_id}/index.html"},
@@ -522,10 +516,6 @@ def write_explain_page(
     update_index(atlas, entry)
     log.info("explain page: %s", page)
     return page
-
-
-def _no_levels(*_args: object) -> NoReturn:
-    raise RuntimeError("an explain entry of atlases.json has no levels")
 
 
 def run_layers(config: ExplainSection, ctx: StageContext) -> layers_view.LayersResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -121,7 +121,7 @@ def write_page(
     import logging
 
     from stages.tiles.export import update_index
-    from stages.tiles.source import AtlasSource
+    from stages.tiles.source import page_entry
 
     atlas = Path(config.data.atlas)
     if not (atlas / "atlases.json").exists():
@@ -142,22 +142,13 @@ def write_page(
     tmp = folder / ".index.html.tmp"
     tmp.write_text(render_html(report, published, comp.level.n))
     tmp.replace(page)
-    entry = AtlasSource(
-        id=folder_id,
-        kind="experiment",
-        title=f"patches: {d.a[1]} photos -> {d.b[1]}",
-        levels=[],
-        cell_level=_no_levels,
-        icon_level=_no_levels,
-        minimap=_no_levels,
-        class_names=[],
+    entry = page_entry(
+        folder_id,
+        "experiment",
+        f"patches: {d.a[1]} photos -> {d.b[1]}",
         icon_px=56,
         model=store.model.entry(),
         index={"page": f"{folder_id}/index.html", "atlas": comp.atlas_id},
     )
     update_index(atlas, entry)
     return page
-
-
-def _no_levels(*_args: object) -> NoReturn:
-    raise RuntimeError("an experiment entry of atlases.json has no levels")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -129,3 +129,27 @@ def store_minimap(store: RowStore, max_points: int, seed: int) -> MiniMap:
     labels = store.row_values("attr_idx", rows)[:, 0].astype(np.int32) if len(rows) else np.zeros(0, np.int32)
     points = layout.layout[picked]
     return MiniMap(x=points[:, 0].astype(np.float32), y=points[:, 1].astype(np.float32), label=labels)
+
+
+def page_entry(
+    id: str, kind: str, title: str, icon_px: int, model: dict[str, Any], index: dict[str, Any]
+) -> AtlasSource:
+    """The ``atlases.json`` entry of a page with no zoomable levels of its own (an explained image,
+    an experiment): listed beside the atlases, naming the store's model as every entry does."""
+    return AtlasSource(
+        id=id,
+        kind=kind,
+        title=title,
+        levels=[],
+        cell_level=_no_levels,
+        icon_level=_no_levels,
+        minimap=_no_levels,
+        class_names=[],
+        icon_px=icon_px,
+        model=model,
+        index=index,
+    )
+
+
+def _no_levels(*_args: object) -> NoReturn:
+    raise RuntimeError("a page entry of atlases.json has no levels")
