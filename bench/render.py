@@ -14,7 +14,7 @@ core: on a machine shared with other jobs the steadier figure), interleaved over
   autocast, torch.compile with its first-call time; inductor's disk cache is the project's);
 - **(b)**: a whole render's CPU time per image-step, and (a)/(b);
 - **outside (a)**: ``torch.profiler`` self time per op in plain render steps minus in floor passes;
-- what ``render.tune: auto`` would choose here (threads x batch, every candidate's rate);
+- what ``render.tune: true`` would choose here (threads x batch, every candidate's rate);
 - whole renders of the same real cell directions (same icon size and steps): ``lucent``
   (``render_vis`` with ``direction_neuron``, one icon at a time on its own copy of the model, its
   standard transforms, ``fixed_image_size`` = the icon size; ``--lucent-icons`` of the directions);
@@ -463,7 +463,7 @@ def report(
         print(
             f"  {r['op'][:48]:48s} {r['outside_ms_per_step']:8.2f}  (b {r['b_ms_per_step']:.2f}, a {r['a_ms_per_step']:.2f})"
         )
-    print(f"\nrender.tune auto would pick: {floor['tune_auto_choice']}")
+    print(f"\nrender.tune: true would pick: {floor['tune_auto_choice']}")
     print(
         f"\n{'':46s} {'icons/s':>8s} {'x lucent':>9s} {'/CPU s':>8s} {'x lucent':>9s} {'x before':>9s} "
         f"{'mean cos':>9s} {'median':>7s}"

@@ -200,9 +200,9 @@ class RenderConfig(_Section):
     cpu_bf16: bool = Field(
         False, description="bfloat16 autocast on the CPU (needs native bf16, e.g. avx512_bf16/AMX; docs/render.md)"
     )
-    tune: Literal["off", "auto"] = Field(
-        "off",
-        description="auto: measure once per device/model/layer/size the intra-op threads and sub-batch with the "
+    tune: bool = Field(
+        False,
+        description="true: measure once per device/model/layer/size the intra-op threads and sub-batch with the "
         "most icons/s and use them (recorded in the render tune cache; docs/render.md)",
     )
 

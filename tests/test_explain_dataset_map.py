@@ -104,9 +104,8 @@ def test_the_viewer_opens_the_dataset_map_and_explain_pages(mapped_atlas: tuple[
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
-    from stages.explain.stage import _no_levels
     from stages.tiles.export import update_index
-    from stages.tiles.source import AtlasSource
+    from stages.tiles.source import page_entry
     from tests.test_viewer_browser import wait_for
 
     atlas, _ = mapped_atlas
@@ -116,17 +115,12 @@ def test_the_viewer_opens_the_dataset_map_and_explain_pages(mapped_atlas: tuple[
     model = json.loads((atlas / "atlases.json").read_text())["model"]
     update_index(
         atlas,
-        AtlasSource(
-            id="explain/cat-000000",
-            kind="explain",
-            title="explained: cat.jpg",
-            levels=[],
-            cell_level=_no_levels,
-            icon_level=_no_levels,
-            minimap=_no_levels,
-            class_names=[],
-            model=model,
+        page_entry(
+            "explain/cat-000000",
+            "explain",
+            "explained: cat.jpg",
             icon_px=16,
+            model=model,
             index={"page": "explain/cat-000000/index.html"},
         ),
     )

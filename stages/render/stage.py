@@ -136,7 +136,7 @@ def _render_pending(
     progress: Callable[[int], None] | None,
 ) -> tuple[list[NDArray[np.float32]], list[NDArray[np.float32]], int]:
     """Render and write the ``pending`` (level, batch) pairs, returning each batch's objectives and
-    centre cos-sims and the batch cap used (``render.tune: auto`` may lower ``cap``). The network
+    centre cos-sims and the batch cap used (``render.tune: true`` may lower ``cap``). The network
     is folded and cut once for all batches, and the thread count the tuner picks is put back
     afterwards, so the caller's process is left as it was."""
     objectives, cossims = [], []
@@ -146,7 +146,7 @@ def _render_pending(
     threads = torch.get_num_threads()
     speed = Speed(channels_last=r.channels_last, compile=r.compile)
     with fast_layer_forward(module, model.layer, model.normalize, speed) as (forward, fast), _restore_threads(threads):
-        if r.tune == "auto" and pending:
+        if r.tune and pending:
             choice = tune.tuned(forward, model.layer, r.size, cap, device, _tune_key(model, r))
             torch.set_num_threads(choice.threads)
             cap = min(cap, choice.batch)

@@ -1,4 +1,4 @@
-"""``render.tune: auto``: the intra-op threads and sub-batch size that render fastest on this device.
+"""``render.tune: true``: the intra-op threads and sub-batch size that render fastest on this device.
 
 Why: how many icons per second a render step gives depends on the device, the network, the layer
 and the icon size, not on anything the user knows in advance. With two threads on a two-core machine
