@@ -28,25 +28,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from stages.user_cache import APP, first_writable, temp_root
+
 log = logging.getLogger(__name__)
 
 ENV = "NUMBA_CACHE_DIR"
-APP = "activation-atlas"
 PACKAGES = ("umap", "pynndescent")
-
-
-def _writable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError:
-        return False
-    return True
 
 
 def default_cache_dir() -> Path:
@@ -60,11 +51,7 @@ def cache_dir() -> Path | None:
     """The folder numba's cache goes to: the user's ``$NUMBA_CACHE_DIR``, else the default, else a temp folder."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV]).expanduser()
-    user = os.environ.get("USER") or str(os.getuid() if hasattr(os, "getuid") else "user")
-    for candidate in (default_cache_dir(), Path(tempfile.gettempdir()) / f"{APP}-{user}" / "numba"):
-        if _writable(candidate):
-            return candidate
-    return None
+    return first_writable(default_cache_dir(), temp_root() / "numba")
 
 
 def configure() -> Path | None:

@@ -22,22 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from stages.user_cache import APP, first_writable, temp_root
 
 log = logging.getLogger(__name__)
 
 ENV = "TORCHINDUCTOR_CACHE_DIR"
-APP = "activation-atlas"
-
-
-def _writable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError:
-        return False
-    return True
 
 
 def user_cache_root() -> Path:
@@ -50,17 +41,9 @@ def user_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / APP
 
 
-def _fallback() -> Path:
-    user = os.environ.get("USER") or str(os.getuid() if hasattr(os, "getuid") else "user")
-    return Path(tempfile.gettempdir()) / f"{APP}-{user}"
-
-
 def cache_dir(name: str = "inductor") -> Path | None:
     """``<user cache dir>/activation-atlas/<name>``, else the temp fallback, else ``None`` (nothing writable)."""
-    for candidate in (user_cache_root() / name, _fallback() / name):
-        if _writable(candidate):
-            return candidate
-    return None
+    return first_writable(user_cache_root() / name, temp_root() / name)
 
 
 def _user_choice() -> str | None:
