@@ -50,37 +50,22 @@ from benchlib import machine_record, write_json  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 800
 FRAME_MS = 1000 / 60
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--disable-extensions",
-]
 
 
 # ------------------------------------------------------------------------------- the browser
 def browser(profile: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from tests.chromium import ChromiumMissing, start_chromium
 
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not binary or not driver_path:
-        raise SystemExit("chromium/chromedriver not found (apt-get install -y chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in FLAGS + [f"--user-data-dir={profile}", "--disk-cache-size=1", "--media-cache-size=1"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
-    )
+    try:
+        driver = start_chromium(
+            profile,
+            WIDTH,
+            HEIGHT,
+            ["--disable-extensions", "--disk-cache-size=1", "--media-cache-size=1"],
+            browser_log=False,
+        )
+    except ChromiumMissing as missing:
+        raise SystemExit(str(missing)) from None
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     driver.set_script_timeout(60)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -26,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
@@ -36,31 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_record, model_record, write_json
 
 from pipeline.serve import serve_in_thread
+from tests.chromium import start_chromium
 
 WIDTH, HEIGHT = 1280, 800
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 
 
 def browser() -> Any:
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in FLAGS + [f"--user-data-dir={tempfile.mkdtemp(prefix='atlas-chromium-')}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
-    )
-    return driver
+    return start_chromium(tempfile.mkdtemp(prefix="atlas-chromium-"), WIDTH, HEIGHT, browser_log=False)
 
 
 def wait(driver: Any, script: str, timeout: float = 20.0) -> float:

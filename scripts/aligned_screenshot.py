@@ -45,31 +45,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _start_chromium(width: int, height: int, profile: str):
     """Headless Chromium at ``width`` x ``height`` CSS px, its browser log kept."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from tests.chromium import start_chromium
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = next(p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--window-size={width},{height}",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-    )
-    return driver
+    return start_chromium(profile, width, height)
 
 
 def _click_fullest_cell(driver, folder: Path, level: int, width: int, height: int) -> None:

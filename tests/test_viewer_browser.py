@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 
 from pipeline.serve import serve_in_thread
 from stages.tiles.viewer_assets import VIEWER_SOURCE
+from tests import chromium
 from tests.atlas_fixtures import SmallAtlas
 from tests.viewer_export import make_viewer_export
 
@@ -33,29 +33,6 @@ from selenium.webdriver.common.actions.wheel_input import ScrollOrigin  # noqa: 
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 800
-# headless, offline: no sandbox (root in CI), no GPU, no background network, component updates or sync
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    f"--window-size={WIDTH},{HEIGHT}",
-]
-
-
-def _find_chromium() -> tuple[str, str]:
-    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.skip(
-            "chromium/chromedriver not found; scripts/test.sh installs them "
-            "(apt-get install -y chromium chromium-driver)"
-        )
-    return browser, driver
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +45,10 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_chromium(profile: Path) -> Any:
     """Headless Chromium with a fresh profile folder and a viewport of exactly WIDTH x HEIGHT."""
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _find_chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
-    )
-    return driver
+    try:
+        return chromium.start_chromium(profile, WIDTH, HEIGHT)
+    except chromium.ChromiumMissing as missing:
+        pytest.skip(str(missing))
 
 
 @pytest.fixture(scope="module")
