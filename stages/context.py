@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from stages.images.sources import ImageSource
     from stages.model.registry import LoadedModel
     from store.atlas_store import AtlasStore
     from store.derived import Whitening
@@ -37,6 +38,7 @@ class StageContext:
     device: torch.device | None = None  # None: the section's own ``device`` setting
     shard: tuple[int, int] = (0, 1)  # run shard i of n (collect, render, tiles)
     model: LoadedModel | None = None  # a classifier already loaded on ``device`` (skips reloading)
+    source: ImageSource | None = None  # collect: data.source already opened and subsampled (align: once for all sides)
     whitening: Whitening | None = None  # grid: use this whitening instead of the store's own rows'
     progress: Callable[[int], None] | None = None
     on_start: Callable[[int], None] | None = None

@@ -39,6 +39,7 @@ from stages.align.layout import shared_layout
 from stages.align.sides import SIDES, pair_name, require_same_inputs, side_config, side_key, side_label
 from stages.config import AlignModel, AlignPair
 from stages.context import StageContext
+from stages.images.sources import ImageSource
 from stages.model.registry import LoadedModel, load_model
 from stages.sections import AlignSection, RenderSection
 from store import derived
@@ -69,10 +70,10 @@ class AlignResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step (collect: in run's first pair)
 
 
-def _check_inputs(config: AlignSection, pairs: list[AlignPair]) -> None:
+def _check_inputs(config: AlignSection, pairs: list[AlignPair]) -> ImageSource:
     """What needs no model, checked before any loads (a bad value would otherwise cost two model loads
     per pair first): the pair names are unique, both sides of a pair see one input size, ``data.source``
-    opens (collect's own check). Else one line, nothing written."""
+    opens (collect's own check; the opened source is what every side collects). Else one line, nothing written."""
     from stages.collect.stage import open_source
 
     names = [pair_name(p) for p in pairs]
@@ -85,7 +86,7 @@ def _check_inputs(config: AlignSection, pairs: list[AlignPair]) -> None:
                 f"align pair {name}: image_size {pair.a.image_size} vs {pair.b.image_size}; both sides "
                 "must see the same inputs (give them one image_size)"
             )
-    open_source(side_config(config, pairs[0].a))  # every side collects the same photos
+    return open_source(side_config(config, pairs[0].a))  # every side collects the same photos
 
 
 def _check_pairs(config: AlignSection, pairs: list[AlignPair], device: torch.device) -> dict[str, LoadedModel]:
@@ -105,9 +106,9 @@ def _check_pairs(config: AlignSection, pairs: list[AlignPair], device: torch.dev
 
 
 def _collect_sides(
-    config: AlignSection, pairs: list[AlignPair], device: torch.device, on_collect: Callable[[str], None] | None
+    config: AlignSection, pairs: list[AlignPair], side_ctx: StageContext, on_collect: Callable[[str], None] | None
 ) -> float:
-    """Collect every distinct side once; the seconds it took."""
+    """Collect every distinct side once (``side_ctx``: the device and the photos opened once); the seconds it took."""
     from stages.collect import stage as collect
 
     t0 = time.perf_counter()
@@ -121,7 +122,7 @@ def _collect_sides(
             label = side_label(side)
             if on_collect is not None:
                 on_collect(label)
-            summary = collect.run(side_config(config, side), StageContext(device=device))
+            summary = collect.run(side_config(config, side), side_ctx)
             log.info("collected %s: %d inputs this run, store %s", label, summary.inputs_run, summary.store)
     return time.perf_counter() - t0
 
@@ -447,12 +448,12 @@ def run(config: AlignSection, ctx: StageContext) -> list[AlignResult]:
         raise AtlasError(
             "align.pairs is empty; list pairs in params.yaml or give two specs: atlas align MODEL@LAYER MODEL@LAYER"
         )
-    _check_inputs(config, pairs)
+    source = _check_inputs(config, pairs)
     t0 = time.perf_counter()
     device = ctx.device_for(config.collect.device)
     ctx = replace(ctx, device=device)
     models = _check_pairs(config, pairs, device)
-    collect_seconds = _collect_sides(config, pairs, device, ctx.on_step)
+    collect_seconds = _collect_sides(config, pairs, StageContext(device=device, source=source), ctx.on_step)
     results = [_pair(config, pair, models, ctx) for pair in pairs]
     results[0].phases = {
         "models": time.perf_counter() - t0 - collect_seconds - sum(r.seconds for r in results),

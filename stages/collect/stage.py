@@ -340,7 +340,7 @@ def run(config: CollectSection, ctx: StageContext) -> CollectSummary:
     shard = ctx.shard
     t0 = time.perf_counter()
     c = config.collect
-    source = open_source(config)
+    source = ctx.source if ctx.source is not None else open_source(config)
     model = load_model(config.model, ctx.device_for(c.device))
     _check_geometry(config, model)
     store = open_collect_store(config, model, source)
